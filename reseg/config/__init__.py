@@ -1,0 +1,161 @@
+"""The pipeline configuration: one YAML file, validated once on load.
+
+Each component owns one section (a pydantic model in this package); `Config`
+composes them. Unknown keys, wrong types and bad values raise `ConfigError`
+naming the key path, what was received and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from reseg.config.base import Section
+from reseg.config.data import IGNORE, ClassSpec, DataConfig, SceneSpec, VectorLabels
+from reseg.config.sections import (
+    ExportConfig,
+    ModelConfig,
+    PredictConfig,
+    RoundsConfig,
+    TrackingConfig,
+    TrainConfig,
+)
+from reseg.config.tiling import BeamConfig, TilingConfig
+from reseg.errors import ConfigError
+
+__all__ = [
+    "IGNORE",
+    "BeamConfig",
+    "ClassSpec",
+    "Config",
+    "DataConfig",
+    "ExportConfig",
+    "ModelConfig",
+    "PredictConfig",
+    "RoundsConfig",
+    "SceneSpec",
+    "TilingConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "VectorLabels",
+    "load_config",
+    "parse_config",
+]
+
+SCHEMA_VERSION = 1
+
+
+class Config(Section):
+    """The whole pipeline configuration."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this config format.")
+    name: str = Field("reseg", pattern=r"^[A-Za-z0-9_.-]+$", description="Experiment name.")
+    data: DataConfig
+    tiling: TilingConfig = TilingConfig()
+    beam: BeamConfig = BeamConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    rounds: RoundsConfig = RoundsConfig()
+    predict: PredictConfig = PredictConfig()
+    export: ExportConfig = ExportConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def to_json(self) -> str:
+        """The resolved config, as written into every artifact directory."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+
+    def section_json(self, *names: str) -> dict[str, Any]:
+        """The named sections as JSON-able dicts (for fingerprints of one step)."""
+        dump = self.model_dump(mode="json")
+        return {n: dump[n] for n in names}
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(text: str) -> str:
+    """Expand `${VAR}` and `${VAR:-default}` from the environment."""
+
+    def sub(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1))
+        if value:
+            return value
+        if m.group(2) is not None:
+            return m.group(2)
+        raise ConfigError(f"environment variable {m.group(1)} is not set (used as ${{{m.group(1)}}})")
+
+    return _VAR.sub(sub, text)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make scene paths absolute, relative to the config file's folder."""
+
+    def fix(p: Any) -> Any:
+        if not isinstance(p, str):
+            return p
+        path = Path(os.path.expanduser(_expand(p)))
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    for scene in (data.get("data") or {}).get("scenes") or []:
+        if not isinstance(scene, dict):
+            continue
+        for key in ("image", "labels"):
+            if key in scene:
+                scene[key] = fix(scene[key])
+        if isinstance(scene.get("vector"), dict) and "path" in scene["vector"]:
+            scene["vector"]["path"] = fix(scene["vector"]["path"])
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        received = "" if e["type"] == "missing" else f" (received: {e.get('input')!r})"
+        if len(received) > 120:
+            received = received[:117] + "...)"
+        lines.append(f"  {loc}: {msg}{received}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate a config dict; paths are resolved against `base` (default: cwd)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, received {type(raw).__name__}")
+    if raw.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise ConfigError(
+            f"{source}: schema_version {raw['schema_version']!r} is not supported; "
+            f"this reseg reads schema_version {SCHEMA_VERSION}"
+        )
+    raw = json.loads(json.dumps(raw))  # deep copy, YAML-only types out
+    _resolve_paths(raw, base or Path.cwd())
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_config(raw, source=str(path), base=path.resolve().parent)

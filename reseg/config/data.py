@@ -1,0 +1,141 @@
+"""The `data` section: scenes, classes, bands, nodata and how labels are read."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from reseg.config.base import Section
+
+IGNORE = 255
+"""Label id of pixels that carry no class (nodata, outside the scene, unlabeled)."""
+
+
+class ClassSpec(Section):
+    """One output class; its id is its position in `data.classes`."""
+
+    name: str = Field(min_length=1, description="Class name, written into outputs.")
+    color: str = Field(
+        "#808080",
+        pattern=r"^#[0-9a-fA-F]{6}$",
+        description="Colour of the class in class maps, as #rrggbb.",
+    )
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return tuple(int(self.color[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+class VectorLabels(Section):
+    """Polygons rasterised onto the image grid (Shapefile, GeoPackage, GeoJSON)."""
+
+    path: str = Field(description="Vector file; relative paths are relative to the config file.")
+    layer: str | None = Field(None, description="Layer name (GeoPackage); default the first.")
+    attribute: str | None = Field(
+        None, description="Attribute holding the class; None burns `burn_class` for every polygon."
+    )
+    values: dict[str, int] = Field(
+        default_factory=dict, description="Attribute value (as text) to class id."
+    )
+    burn_class: int | None = Field(None, ge=0, le=254, description="Class of every polygon.")
+    background: int | None = Field(
+        None, ge=0, le=254, description="Class of pixels outside all polygons; None = ignore."
+    )
+    encoding: str | None = Field(None, description="Attribute encoding, e.g. latin-1.")
+    all_touched: bool = Field(False, description="Burn every pixel a polygon touches.")
+
+    @model_validator(mode="after")
+    def _one_source_of_class(self) -> VectorLabels:
+        if self.attribute is None and self.burn_class is None:
+            raise ValueError("give either `attribute` (with `values`) or `burn_class`")
+        if self.attribute is not None and self.burn_class is not None:
+            raise ValueError("`attribute` and `burn_class` exclude each other")
+        return self
+
+
+class SceneSpec(Section):
+    """One scene: a multi-band image and its labels (a raster or polygons), or no labels."""
+
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="Scene id; default the image stem.")
+    image: str = Field(description="Image raster (GeoTIFF, or a non-georeferenced PNG/TIFF).")
+    labels: str | None = Field(None, description="Label raster.")
+    vector: VectorLabels | None = Field(None, description="Label polygons.")
+
+    @model_validator(mode="after")
+    def _one_label_source(self) -> SceneSpec:
+        if self.labels is not None and self.vector is not None:
+            raise ValueError("`labels` and `vector` exclude each other")
+        return self
+
+    @property
+    def scene_id(self) -> str:
+        from pathlib import Path
+
+        return self.id or Path(self.image).stem
+
+
+class DataConfig(Section):
+    """Where the scenes are and what their pixel values mean."""
+
+    scenes: list[SceneSpec] = Field(min_length=1)
+    classes: list[ClassSpec] = Field(min_length=2, max_length=254)
+    label_values: dict[float, int | None] | None = Field(
+        None,
+        description=(
+            "Label raster value to class id (null = ignore). Default: value v is class v "
+            "for v < number of classes."
+        ),
+    )
+    unknown_labels: Literal["error", "ignore"] = Field(
+        "error", description="Label values outside `label_values`: an error, or ignored (255)."
+    )
+    bands: list[int] | None = Field(
+        None, description="1-based band indexes of the image to use; default all."
+    )
+    nodata: float | None = Field(None, description="Image nodata value; default the file's.")
+    label_nodata: float | None = Field(None, description="Label nodata; default the file's.")
+    nan: Literal["nodata", "error"] = Field(
+        "nodata", description="NaN image pixels: treated as nodata (logged), or an error."
+    )
+    label_grid: Literal["auto", "same_as_image", "resample"] = Field(
+        "auto",
+        description=(
+            "auto: a label raster whose grid (CRS, transform, size) differs from the image's is "
+            "resampled onto it (nearest) and the log says so; same_as_image: the label raster is "
+            "declared to be on the image grid (same size and transform required, CRS labels may "
+            "differ); resample: always warp."
+        ),
+    )
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 1 or len(set(v)) != len(v)):
+            raise ValueError("bands are distinct 1-based band indexes")
+        return v
+
+    @model_validator(mode="after")
+    def _classes_and_values(self) -> DataConfig:
+        n = len(self.classes)
+        for value, cls in (self.label_values or {}).items():
+            if cls is not None and not 0 <= cls < n:
+                raise ValueError(f"label_values maps {value:g} to class {cls}, outside 0..{n - 1}")
+        ids = [s.scene_id for s in self.scenes]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"scene ids must be unique; repeated: {dup}")
+        return self
+
+    def scenes_by_id(self) -> dict[str, SceneSpec]:
+        return {s.scene_id: s for s in self.scenes}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def value_to_class(self) -> dict[float, int]:
+        """Label raster value to class id, IGNORE for ignored values."""
+        if self.label_values is None:
+            return {float(v): v for v in range(self.num_classes)}
+        return {float(k): (IGNORE if v is None else v) for k, v in self.label_values.items()}

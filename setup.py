@@ -1,0 +1,53 @@
+"""reseg: semantic segmentation of remote sensing imagery with Keras 3.
+
+Pins live here and only here: `make setup` installs `.[test]` from this file,
+and Beam ships the package to remote workers with `--setup_file ./setup.py`.
+"""
+
+from setuptools import find_packages, setup
+
+# Runtime pins. Change a version here and nowhere else.
+REQUIRES = [
+    "tensorflow==2.21.0",
+    "keras==3.15.1",
+    "apache-beam==2.77.0",
+    "google-crc32c==1.9.0",  # Beam's TFRecord sink and our own shard writer
+    "mlflow==3.17.2",
+    "rasterio==1.4.4",
+    "fiona==1.10.1",
+    "rio-cogeo==7.0.4",
+    "opencv-python-headless==5.0.0.93",
+    "numpy==2.4.6",
+    "pydantic==2.14.4",
+    "PyYAML==6.0.4",
+    "matplotlib==3.11.2",
+    "tqdm==4.70.1",
+    "scikit-image==0.26.0",
+    "pydensecrf2==1.1",
+    "tensorflow-serving-api==2.21.0",
+    "requests==2.34.2",
+]
+
+EXTRAS = {
+    "test": [
+        "pytest==9.2.0",
+        "pytest-timeout==2.4.0",
+        "pytest-xdist==3.8.0",
+        "hypothesis==6.170.17",
+        "ruff==0.17.6",
+    ],
+    # torch is only for the side-by-side model benchmark (bench/models.py).
+    "bench": ["torch==2.13.0"],
+}
+
+setup(
+    name="reseg",
+    version="0.1.0",
+    description="Semantic segmentation of remote sensing imagery with confidence rounds",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["reseg", "reseg.*"]),
+    package_data={"reseg": ["examples/*.yaml"]},
+    install_requires=REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["reseg=reseg.cli:main"]},
+)
