@@ -1,0 +1,5 @@
+import sys
+
+from reseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""The `reseg` command line.
+
+Each subcommand lives in `reseg/commands/<name>.py` with two functions,
+`add_arguments(parser)` and `run(args) -> int`, imported only when that
+subcommand runs (so `reseg --help` stays fast). User errors (`ResegError`)
+print one message and exit non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+
+from reseg import __version__
+from reseg.errors import ResegError
+
+log = logging.getLogger("reseg")
+
+# name -> (module under reseg.commands, one-line help); order is the help's order
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run the whole pipeline (resumable): tile, stats, rounds, merge, evaluate, ..."),
+    "tile": ("tile", "cut scenes into overlapping tiles (TFRecords) with spatial folds [Beam]"),
+    "stats": ("stats", "per-band statistics and class counts of the tiles [Beam]"),
+    "train": ("train", "train a model of the registry on the tiles of a fold"),
+    "score": ("score", "write per-pixel confidences of a round's model into TFRecords [Beam]"),
+    "select": ("select", "pick per class the top/bottom x%% pixels by score as next round's weights"),
+    "merge": ("merge", "merge the per-pixel probabilities of all rounds"),
+    "evaluate": ("evaluate", "OA, IoU/F1 per class, mIoU, kappa, confusion on the validation fold"),
+    "export": ("export", "export a SavedModel for TF Serving"),
+    "predict": ("predict", "segment whole scenes into georeferenced class and confidence GeoTIFFs"),
+    "serve-predict": ("serve_predict", "segment a scene through a TF Serving endpoint"),
+    "report": ("report", "write report.md/report.html of a pipeline root"),
+    "study": ("study", "sweep selection settings, models, resolutions and folds; one report"),
+    "demo": ("demo", "run the bundled Landsat example end to end"),
+}
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("tensorflow", "absl", "apache_beam", "rasterio", "fiona", "matplotlib", "PIL", "h5py", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def build_parser(with_commands: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reseg",
+        description="Semantic segmentation of remote sensing imagery with confidence rounds.",
+    )
+    parser.add_argument("--version", action="version", version=f"reseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(f"reseg.commands.{module}") is None:
+            help_text += " (not in this version yet)"
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == with_commands and importlib.util.find_spec(f"reseg.commands.{module}"):
+            importlib.import_module(f"reseg.commands.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(with_commands=command)
+    args, extra = parser.parse_known_args(argv)
+    args.extra = extra
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    _quiet_libraries()
+    name = f"reseg.commands.{COMMANDS[args.command][0]}"
+    if importlib.util.find_spec(name) is None:
+        print(f"reseg {args.command}: not in this version of reseg yet", file=sys.stderr)
+        return 1
+    module = importlib.import_module(name)
+    try:
+        return int(module.run(args) or 0)
+    except ResegError as e:
+        if args.verbose:
+            log.exception("failed")
+        print(f"reseg {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"reseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
