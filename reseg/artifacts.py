@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,8 @@ class ModelInfo:
     architecture: str
     nodata: float | None = None
     band_indexes: tuple[int, ...] | None = None
+    label_values: dict[str, int] | None = None
+    """Label raster value (as text) to class id (255 = ignore), for evaluating against label rasters."""
 
     def save(self, directory: str | Path) -> None:
         write_json(Path(directory) / "model.json", asdict(self))
@@ -222,4 +224,5 @@ class ModelInfo:
             d = json.loads(p.read_text())
         except FileNotFoundError:
             raise ArtifactError(f"{directory}: no model.json; not a reseg model directory") from None
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
