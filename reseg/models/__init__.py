@@ -1,0 +1,25 @@
+"""The model zoo: one module per architecture and a registry by name.
+
+Importing this package registers the custom layers (`reseg.models.layers`)
+with Keras, so `keras.models.load_model(path, safe_mode=True)` reloads any
+saved reseg model without `custom_objects`.
+"""
+
+from reseg.models import layers  # noqa: F401  (registers the custom layers)
+from reseg.models.registry import (
+    build_model,
+    names,
+    output_stride,
+    parameters,
+    training_model,
+    validate_params,
+)
+
+__all__ = [
+    "build_model",
+    "names",
+    "output_stride",
+    "parameters",
+    "training_model",
+    "validate_params",
+]

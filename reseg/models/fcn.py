@@ -1,0 +1,137 @@
+"""FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer and Darrell, 2015).
+
+VGG-16 encoder (blocks of 2, 2, 3, 3, 3 3 x 3 convolutions with
+`base_filters * (1, 2, 4, 8, 8)` filters, each block ending in 2 x 2 max pooling:
+pool1 ... pool5), the fully connected layers as convolutions (fc6: `fc_kernel` x
+`fc_kernel`, fc7: 1 x 1, both `fc_filters` wide, ReLU and dropout), and a 1 x 1
+class score `score_fr` at stride 32. Then, as in the paper:
+
+- FCN-32s: `upscore` upsamples the scores 32x.
+- FCN-16s: `upscore2` (2x) + `score_pool4` (1 x 1 scores of pool4) = `fuse_pool4`,
+  upsampled 16x.
+- FCN-8s: `fuse_pool4` upsampled 2x (`upscore_pool4`) + `score_pool3` =
+  `fuse_pool3`, upsampled 8x.
+
+Upsampling layers are transposed convolutions of kernel `2 * factor`, stride
+`factor`, per class, initialised to bilinear interpolation: the 2x ones are
+learned, the final one is fixed (not trainable), as in the paper. The skip
+score layers start at zero, so each net starts as its coarser parent.
+Differences from the paper's Caffe nets: "same" padding instead of padding 100
+and crop layers (so inputs must be multiples of 32), optional batch norm, and
+default widths of half VGG-16 (`base_filters=32`, paper 64) and a quarter of
+its fc layers (`fc_filters=1024`, paper 4096). Output stride 32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers
+
+from reseg.models import blocks, checks
+from reseg.models.layers import BilinearKernel
+
+VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
+_VGG16 = (2, 2, 3, 3, 3)
+_WIDTHS = (1, 2, 4, 8, 8)
+
+
+def check(params: dict[str, Any]) -> None:
+    """Check every argument of a builder (all present in `params`)."""
+    checks.positive_int("base_filters", params["base_filters"])
+    checks.positive_int("fc_filters", params["fc_filters"])
+    checks.positive_int("fc_kernel", params["fc_kernel"])
+    checks.boolean("batch_norm", params["batch_norm"])
+    checks.rate("dropout", params["dropout"])
+
+
+def output_stride(params: dict[str, Any]) -> int:
+    """32: five 2 x 2 poolings."""
+    return 32
+
+
+def _upsample(x, num_classes: int, factor: int, name: str, trainable: bool):
+    return layers.Conv2DTranspose(
+        num_classes,
+        2 * factor,
+        strides=factor,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=BilinearKernel(),
+        trainable=trainable,
+        name=name,
+    )(x)
+
+
+def _score(x, num_classes: int, name: str):
+    return layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=name)(x)
+
+
+def build_fcn(
+    variant: str,
+    num_classes: int,
+    bands: int,
+    base_filters: int = 32,
+    fc_filters: int = 1024,
+    fc_kernel: int = 7,
+    batch_norm: bool = True,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """Build FCN-32s, FCN-16s or FCN-8s (`variant`); see the module docstring.
+
+    Returns:
+        Model `(B, H, W, bands) float32 -> (B, H, W, C) float32 softmax` named
+        `variant`, H and W multiples of 32.
+    """
+    checks.choice("variant", variant, VARIANTS)
+    params = dict(
+        base_filters=base_filters,
+        fc_filters=fc_filters,
+        fc_kernel=fc_kernel,
+        batch_norm=batch_norm,
+        dropout=dropout,
+    )
+    checks.common(num_classes, bands)
+    check(params)
+    inputs, x = blocks.image_input(bands, 32, variant)
+    pools = []
+    for b, (convs, width) in enumerate(zip(_VGG16, _WIDTHS, strict=True), start=1):
+        for i in range(1, convs + 1):
+            x = blocks.conv_bn_relu(
+                x, base_filters * width, 3, f"conv{b}_{i}", batch_norm=batch_norm
+            )
+        x = layers.MaxPooling2D(2, name=f"pool{b}")(x)
+        pools.append(x)
+    x = blocks.conv_bn_relu(x, fc_filters, fc_kernel, "fc6", batch_norm=batch_norm)
+    x = blocks.dropout(x, dropout, "drop6")
+    x = blocks.conv_bn_relu(x, fc_filters, 1, "fc7", batch_norm=batch_norm)
+    x = blocks.dropout(x, dropout, "drop7")
+    score = blocks.classifier(x, num_classes, name="score_fr")
+    if variant == "fcn32s":
+        logits = _upsample(score, num_classes, 32, "upscore", trainable=False)
+        return blocks.finish(inputs, logits, variant)
+    up = _upsample(score, num_classes, 2, "upscore2", trainable=True)
+    fused = layers.Add(name="fuse_pool4")([up, _score(pools[3], num_classes, "score_pool4")])
+    if variant == "fcn16s":
+        logits = _upsample(fused, num_classes, 16, "upscore16", trainable=False)
+        return blocks.finish(inputs, logits, variant)
+    up = _upsample(fused, num_classes, 2, "upscore_pool4", trainable=True)
+    fused = layers.Add(name="fuse_pool3")([up, _score(pools[2], num_classes, "score_pool3")])
+    logits = _upsample(fused, num_classes, 8, "upscore8", trainable=False)
+    return blocks.finish(inputs, logits, variant)
+
+
+def build_fcn32s(num_classes: int, bands: int, **params: Any) -> keras.Model:
+    """FCN-32s; keyword arguments as `build_fcn`."""
+    return build_fcn("fcn32s", num_classes, bands, **params)
+
+
+def build_fcn16s(num_classes: int, bands: int, **params: Any) -> keras.Model:
+    """FCN-16s; keyword arguments as `build_fcn`."""
+    return build_fcn("fcn16s", num_classes, bands, **params)
+
+
+def build_fcn8s(num_classes: int, bands: int, **params: Any) -> keras.Model:
+    """FCN-8s; keyword arguments as `build_fcn`."""
+    return build_fcn("fcn8s", num_classes, bands, **params)

@@ -1,0 +1,131 @@
+"""PSPNet (Zhao et al., 2017).
+
+A dilated encoder (output stride 8 by default, see `reseg.models.encoders`)
+gives the feature map `c5`; the pyramid pooling module average-pools it onto
+`bins` grids (1, 2, 3, 6), reduces each pooled map with a 1 x 1 convolution to
+`channels(c5) / len(bins)` filters, upsamples it bilinearly to the size of `c5`
+and concatenates all of them with `c5`. A 3 x 3 convolution (`head_filters`),
+dropout and a 1 x 1 classifier give the scores, upsampled bilinearly by the
+output stride.
+
+The auxiliary head of the paper (3 x 3 conv, dropout 0.1, classifier on the
+output of stage c4, loss weight 0.4) is training-only: it is not in the model
+`build` returns (prediction, export), and `reseg.models.training_model` adds
+it on top of the layer `encoder_c4` (see `aux_head`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers
+
+from reseg.models import blocks, checks, encoders
+from reseg.models.layers import AdaptiveAveragePool2D, BilinearUpsample, ResizeToMatch
+
+NAME = "pspnet"
+AUX_SOURCE = "encoder_c4"
+AUX_WEIGHT = 0.4
+
+
+def check(params: dict[str, Any]) -> None:
+    """Check every argument of `build` (all present in `params`)."""
+    encoders.check_encoder(params)
+    checks.int_tuple("bins", params["bins"])
+    checks.positive_int("head_filters", params["head_filters"])
+    checks.rate("dropout", params["dropout"])
+
+
+def output_stride(params: dict[str, Any]) -> int:
+    """The encoder's output stride (8 or 16)."""
+    return params["output_stride"]
+
+
+def build(
+    num_classes: int,
+    bands: int,
+    encoder: str = "small",
+    encoder_weights: str | None = None,
+    encoder_widths: list[int] | tuple[int, ...] = (32, 64, 128, 256),
+    encoder_blocks: list[int] | tuple[int, ...] = (2, 2, 2, 2),
+    output_stride: int = 8,
+    hdc: list[int] | list[list[int]] | None = None,
+    bins: list[int] | tuple[int, ...] = (1, 2, 3, 6),
+    head_filters: int = 256,
+    dropout: float = 0.1,
+) -> keras.Model:
+    """Build PSPNet (prediction model, without the auxiliary head).
+
+    Args:
+        num_classes: Number of classes C (>= 2).
+        bands: Number of input bands B.
+        encoder: "small" (built-in), "resnet50", "mobilenetv2" or "efficientnetb0".
+        encoder_weights: Local weights file of the 3-band keras.applications
+            encoder (None: random initialisation).
+        encoder_widths: Stage widths of the "small" encoder.
+        encoder_blocks: Basic blocks per stage of the "small" encoder.
+        output_stride: 8 (paper) or 16.
+        hdc: Hybrid dilated convolution rates for the dilated stages (a list,
+            or one list per dilated stage); None = the nominal rates.
+        bins: Grid sizes of the pyramid pooling module.
+        head_filters: Filters of the 3 x 3 convolution after the pyramid.
+        dropout: Dropout before the classifier (paper 0.1).
+
+    Returns:
+        Model `(B, H, W, bands) float32 -> (B, H, W, C) float32 softmax`, H and W
+        multiples of `output_stride`.
+    """
+    params = dict(
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        encoder_widths=encoder_widths,
+        encoder_blocks=encoder_blocks,
+        output_stride=output_stride,
+        hdc=hdc,
+        bins=bins,
+        head_filters=head_filters,
+        dropout=dropout,
+    )
+    checks.common(num_classes, bands)
+    check(params)
+    inputs, x = blocks.image_input(bands, output_stride, NAME)
+    c5 = encoders.build_encoder(
+        x,
+        encoder,
+        bands,
+        output_stride,
+        hdc=hdc,
+        encoder_weights=encoder_weights,
+        encoder_widths=encoder_widths,
+        encoder_blocks=encoder_blocks,
+    )[3]
+    reduced = max(c5.shape[-1] // len(bins), 1)
+    branches = [c5]
+    for b in bins:
+        y = AdaptiveAveragePool2D(b, name=f"ppm{b}_pool")(c5)
+        y = blocks.conv_bn_relu(y, reduced, 1, f"ppm{b}")
+        branches.append(ResizeToMatch(name=f"ppm{b}_resize")([y, c5]))
+    x = layers.Concatenate(name="ppm_concat")(branches)
+    x = blocks.conv_bn_relu(x, head_filters, 3, "head")
+    x = blocks.dropout(x, dropout, "head_dropout")
+    x = blocks.classifier(x, num_classes)
+    logits = BilinearUpsample(output_stride, name="upsample")(x)
+    return blocks.finish(inputs, logits, NAME)
+
+
+def aux_head(model: keras.Model) -> Any:
+    """The auxiliary output of a PSPNet, built on the model's `encoder_c4` tensor.
+
+    3 x 3 convolution to `channels(c4) / 4` filters (paper: 1024 -> 256), batch
+    norm, ReLU, dropout 0.1, 1 x 1 classifier, bilinear resize to the input and
+    softmax. Layers are named `aux_*`; the returned tensor is float32
+    `(B, H, W, C)` and belongs to the graph of `model.input`.
+    """
+    c4 = model.get_layer(AUX_SOURCE).output
+    num_classes = model.output.shape[-1]
+    y = blocks.conv_bn_relu(c4, max(c4.shape[-1] // 4, 8), 3, "aux")
+    y = blocks.dropout(y, 0.1, "aux_dropout")
+    y = blocks.classifier(y, num_classes, name="aux_classifier")
+    y = ResizeToMatch(name="aux_resize")([y, model.input])
+    return blocks.softmax(y, name="aux_softmax")
