@@ -1,0 +1,197 @@
+"""tf.data input of training: TFRecord tiles -> normalised (image, label, weight) batches.
+
+Every example goes through the schema's parser (`reseg.tfrecords_schema.make_parser`)
+and then one of two views of K-fold cross validation with validation fold k:
+
+- training (`fold != k` tiles): label := 255 where `fold_map == k`. Those pixels
+  belong to a core of fold k but lie in the overlap margin of a training tile;
+  masking them keeps every validated pixel out of training (no leakage).
+- validation (`fold == k` tiles): label := 255 outside the tile's core, so each
+  scene pixel is validated exactly once although tiles overlap.
+
+With k = None every tile trains and nothing validates. In both views
+
+    image  = (raw - mean) / std,  0 where `valid == 0`        (H, W, B) float32
+    label  = class id, 255 = ignore                            (H, W)    int32
+    weight = per-pixel weight (1 when absent) * (label != 255) (H, W)    float32
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reseg.config.data import IGNORE
+from reseg.config.train import AugmentConfig
+from reseg.tfrecords_schema import make_parser
+from reseg.tfrecords_schema.schema import K_FOLD
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the parser and the normalisation need to know about the tiles."""
+
+    image_dtype: str
+    bands: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != self.bands or len(self.std) != self.bands:
+            raise ValueError(
+                f"mean and std need one value per band ({self.bands}), received "
+                f"{len(self.mean)} means and {len(self.std)} stds"
+            )
+
+
+def _records(files: Sequence[Path], *, shuffle: bool, seed: int, deterministic: bool):
+    """Parallel interleaved reads of gzip TFRecord files (file order shuffled when training)."""
+    import tensorflow as tf
+
+    names = tf.data.Dataset.from_tensor_slices([str(f) for f in files])
+    if shuffle:
+        names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    return names.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        cycle_length=max(1, min(len(files), 8)),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+
+
+def _options(deterministic: bool):
+    import tensorflow as tf
+
+    opts = tf.data.Options()
+    opts.deterministic = deterministic
+    opts.autotune.enabled = True
+    # every worker reads all files and keeps its share of the examples: works for any
+    # number of files (file sharding needs at least one file per worker)
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return opts
+
+
+def _normalise(ex: dict, spec: InputSpec):
+    import tensorflow as tf
+
+    mean = tf.constant(np.asarray(spec.mean, np.float32))
+    std = tf.constant(np.asarray(spec.std, np.float32))
+    image = (ex["image"] - mean) / std
+    return tf.where(ex["valid"][..., None] > 0, image, tf.zeros_like(image))
+
+
+def _finish(image, label, weight):
+    import tensorflow as tf
+
+    label = tf.cast(label, tf.int32)
+    weight = tf.where(label == IGNORE, tf.zeros_like(weight), weight)
+    return image, label, weight
+
+
+def _core_mask(ex: dict):
+    """(H, W) bool, True inside the tile's core (`core` is row, col, height, width in the scene)."""
+    import tensorflow as tf
+
+    shape = tf.shape(ex["label"], out_type=tf.int64)
+    rows = ex["row"] + tf.range(shape[0])
+    cols = ex["col"] + tf.range(shape[1])
+    r0, c0, h, w = ex["core"][0], ex["core"][1], ex["core"][2], ex["core"][3]
+    in_rows = (rows >= r0) & (rows < r0 + h)
+    in_cols = (cols >= c0) & (cols < c0 + w)
+    return in_rows[:, None] & in_cols[None, :]
+
+
+def training_view(ex: dict, spec: InputSpec, fold: int | None):
+    """(image, label, weight) of a training tile; labels of fold `fold`'s pixels masked."""
+    import tensorflow as tf
+
+    label = ex["label"]
+    if fold is not None:
+        label = tf.where(ex["fold_map"] == fold, tf.constant(IGNORE, tf.uint8), label)
+    return _finish(_normalise(ex, spec), label, ex["weight"])
+
+
+def validation_view(ex: dict, spec: InputSpec):
+    """(image, label, weight) of a validation tile; labels outside its core masked; weights 1."""
+    import tensorflow as tf
+
+    label = tf.where(_core_mask(ex), ex["label"], tf.constant(IGNORE, tf.uint8))
+    return _finish(_normalise(ex, spec), label, tf.ones_like(ex["weight"]))
+
+
+def count_examples(files: Sequence[Path], fold: int | None, *, validation: bool) -> int:
+    """Number of tiles a view keeps: `fold != k` for training, `fold == k` for validation.
+
+    Parses only `tile/fold`, so it costs one decompression pass over the files.
+    """
+    import tensorflow as tf
+
+    if not files:
+        return 0
+    spec = {K_FOLD: tf.io.FixedLenFeature([], tf.int64)}
+    ds = _records(files, shuffle=False, seed=0, deterministic=False)
+    folds = ds.map(
+        lambda r: tf.io.parse_single_example(r, spec)[K_FOLD], num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if fold is None:
+        return 0 if validation else int(folds.reduce(np.int64(0), lambda n, _: n + 1))
+    keep = (lambda f: tf.equal(f, fold)) if validation else (lambda f: tf.not_equal(f, fold))
+    return int(folds.filter(keep).reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def training_dataset(
+    files: Sequence[Path],
+    spec: InputSpec,
+    *,
+    fold: int | None,
+    batch_size: int,
+    shuffle_buffer: int = 512,
+    seed: int = 0,
+    augment: AugmentConfig | None = None,
+    cache: bool = False,
+    deterministic: bool = False,
+    repeat: bool = True,
+):
+    """Endless shuffled, augmented batches of the training view.
+
+    Yields `(image (N, H, W, B) float32, label (N, H, W) int32, weight (N, H, W) float32)`
+    with N = `batch_size` (the global batch; a distribution strategy splits it).
+    """
+    import tensorflow as tf
+
+    from reseg.components.trainer.augment import JointAugment
+
+    parse = make_parser(spec.image_dtype, spec.bands)
+    ds = _records(files, shuffle=True, seed=seed, deterministic=deterministic)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if fold is not None:
+        ds = ds.filter(lambda ex: tf.not_equal(ex["fold"], fold))
+    ds = ds.map(lambda ex: training_view(ex, spec, fold), num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=repeat, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None and augment.enabled:
+        aug = JointAugment(augment, seed=seed)
+        ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
+
+
+def validation_dataset(files: Sequence[Path], spec: InputSpec, *, fold: int, batch_size: int):
+    """Batches of the validation view of fold `fold`, in file order, one pass."""
+    import tensorflow as tf
+
+    parse = make_parser(spec.image_dtype, spec.bands)
+    ds = _records(files, shuffle=False, seed=0, deterministic=True)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.filter(lambda ex: tf.equal(ex["fold"], fold))
+    ds = ds.map(lambda ex: validation_view(ex, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_options(True))

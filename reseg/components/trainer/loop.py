@@ -1,0 +1,348 @@
+"""The custom training loop, the same under every tf.distribute strategy.
+
+One training step, per replica: forward pass in a `tf.GradientTape`, per-example
+losses (`losses.py`) summed over the model's outputs with the model's loss
+weights (PSPNet: main 1.0, auxiliary 0.4), averaged over the *global* batch with
+`tf.nn.compute_average_loss`, gradients applied by a Keras optimiser created in
+`strategy.scope()`. The replicas' losses and confusion matrices are summed with
+`strategy.reduce`.
+
+An epoch is `steps_per_epoch` steps from an endless shuffled stream (the same
+number on every worker, so collectives never wait for a worker that ran dry),
+then one pass over the validation tiles. After each epoch the state (weights,
+optimiser, epoch, early-stopping counters) is saved with a
+`tf.train.CheckpointManager`; a rerun restores the last complete epoch and
+continues after it. Non-chief workers save into a private temporary directory,
+as the TF multi-worker guide does, and read the chief's checkpoints on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reseg.artifacts import write_json
+from reseg.components.trainer.distribute import Cluster
+from reseg.components.trainer.losses import LossFn, confusion
+from reseg.config.train import TrainConfig
+from reseg.metrics import scores
+
+log = logging.getLogger(__name__)
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
+    """The Keras optimiser of `train.optimizer` with the schedule of `train.schedule`.
+
+    Schedules run over `epochs * steps_per_epoch` steps (the optimiser's iteration count,
+    which the checkpoint restores, so a resumed run continues the schedule).
+    """
+    import keras
+
+    sched = keras.optimizers.schedules
+    total = max(1, cfg.epochs * steps_per_epoch)
+    lr: Any = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+        lr = sched.CosineDecay(
+            initial_learning_rate=0.0 if warmup else cfg.learning_rate,
+            decay_steps=max(1, total - warmup),
+            alpha=cfg.min_learning_rate / cfg.learning_rate,
+            warmup_target=cfg.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    elif cfg.schedule == "exponential":
+        lr = sched.ExponentialDecay(
+            cfg.learning_rate, decay_steps=steps_per_epoch, decay_rate=cfg.decay_rate
+        )
+    elif cfg.schedule == "poly":
+        lr = sched.PolynomialDecay(
+            cfg.learning_rate, total, end_learning_rate=cfg.min_learning_rate, power=0.9
+        )
+    common: dict[str, Any] = {
+        "learning_rate": lr,
+        "weight_decay": cfg.weight_decay,
+        "clipnorm": cfg.clipnorm,
+    }
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(**common)
+    if cfg.optimizer == "adamw":
+        common["weight_decay"] = 0.004 if cfg.weight_decay is None else cfg.weight_decay
+        return keras.optimizers.AdamW(**common)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=True, **common)
+    return keras.optimizers.RMSprop(momentum=cfg.momentum, **common)
+
+
+def _as_list(outputs: Any) -> list[Any]:
+    if isinstance(outputs, dict):
+        return list(outputs.values())
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+@dataclass
+class Steps:
+    """The distributed training and validation steps of one model."""
+
+    cluster: Cluster
+    model: Any  # prediction model: softmax (N, H, W, C)
+    train_model: Any  # model trained: the prediction model, or it plus auxiliary heads
+    loss_weights: list[float]
+    optimizer: Any
+    loss_fn: LossFn
+    num_classes: int
+    global_batch: int
+    jit_compile: bool = False
+    _train: Any = field(default=None, init=False, repr=False)
+    _val: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        import tensorflow as tf
+
+        strategy, c = self.cluster.strategy, self.num_classes
+        model, train_model, opt, loss_fn = (
+            self.model,
+            self.train_model,
+            self.optimizer,
+            self.loss_fn,
+        )
+        weights = list(self.loss_weights)
+
+        def forward(x, y, w):
+            with tf.GradientTape() as tape:
+                outs = _as_list(train_model(x, training=True))
+                if len(outs) != len(weights):
+                    raise ValueError(
+                        f"the model has {len(outs)} outputs but {len(weights)} loss weights"
+                    )
+                per_example = tf.add_n(
+                    [lw * loss_fn(y, o, w) for o, lw in zip(outs, weights, strict=True)]
+                )
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
+                if train_model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(train_model.losses))
+            grads = tape.gradient(loss, train_model.trainable_variables)
+            return loss, grads, confusion(y, tf.cast(outs[0], tf.float32), c)
+
+        fwd = tf.function(forward, jit_compile=True) if self.jit_compile else forward
+
+        def replica_train(batch):
+            x, y, w = batch
+            loss, grads, cm = fwd(x, y, w)
+            opt.apply_gradients(zip(grads, train_model.trainable_variables, strict=True))
+            return loss, cm
+
+        def replica_val(batch):
+            x, y, w = batch
+            probs = tf.cast(model(x, training=False), tf.float32)
+            per_example = loss_fn(y, probs, w)
+            n = tf.cast(tf.shape(x)[0], tf.float32)
+            return tf.reduce_sum(per_example), n, confusion(y, probs, c)
+
+        sum_ = tf.distribute.ReduceOp.SUM
+
+        @tf.function
+        def train_step(batch):
+            loss, cm = strategy.run(replica_train, args=(batch,))
+            return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, cm, axis=None)
+
+        @tf.function
+        def val_step(batch):
+            total, n, cm = strategy.run(replica_val, args=(batch,))
+            return tuple(strategy.reduce(sum_, v, axis=None) for v in (total, n, cm))
+
+        self._train, self._val = train_step, val_step
+
+    def train_epoch(self, iterator, steps: int, progbar: Any = None) -> tuple[float, np.ndarray]:
+        """Run `steps` steps; mean loss and the (C, C) confusion of the epoch."""
+        total, cm = 0.0, np.zeros((self.num_classes, self.num_classes), np.float64)
+        for i in range(steps):
+            loss, step_cm = self._train(next(iterator))
+            total += float(loss)
+            cm += step_cm.numpy()
+            if progbar is not None:
+                progbar.update(i + 1, values=[("loss", total / (i + 1))])
+        return total / max(steps, 1), cm
+
+    def validate(self, dist_dataset) -> tuple[float, np.ndarray]:
+        """One pass over a distributed validation dataset: mean loss per tile and confusion."""
+        total, n, cm = 0.0, 0.0, np.zeros((self.num_classes, self.num_classes), np.float64)
+        for batch in dist_dataset:
+            t, k, step_cm = self._val(batch)
+            total, n = total + float(t), n + float(k)
+            cm += step_cm.numpy()
+        return total / max(n, 1.0), cm
+
+
+def miou(cm: np.ndarray) -> float | None:
+    """Mean IoU over classes present in reference or prediction (`reseg.metrics`)."""
+    return scores(cm.astype(np.int64))["mean_iou"]
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    start_epoch: int
+    best_epoch: int | None
+    stopped_early: bool
+
+
+def _progbar(cfg: TrainConfig, steps: int, chief: bool):
+    if not chief:
+        return None
+    if cfg.progress == "log" or (cfg.progress == "auto" and not sys.stdout.isatty()):
+        return None
+    import keras
+
+    return keras.utils.Progbar(steps, stateful_metrics=["loss"], unit_name="step")
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def fit(
+    steps: Steps,
+    cfg: TrainConfig,
+    *,
+    make_train_data: Callable[[int], Any],
+    val_data: Any | None,
+    steps_per_epoch: int,
+    checkpoint_dir: Path,
+    work_dir: Path,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train `cfg.epochs` epochs (fewer with early stopping), resuming from `checkpoint_dir`.
+
+    Args:
+        steps: the compiled steps.
+        cfg: the `train` section.
+        make_train_data: `seed -> tf.data.Dataset` of training batches (endless); reseeded on
+            resume so a continued run does not replay the first epochs' order.
+        val_data: validation `tf.data.Dataset`, or None (no validation, no early stopping).
+        steps_per_epoch: training steps per epoch.
+        checkpoint_dir: the chief's checkpoint directory (read by every worker on resume).
+        work_dir: where this worker writes: the staging directory on the chief, a private
+            temporary directory elsewhere. Holds `history.json` and, on non-chiefs, checkpoints.
+        on_epoch: called on the chief with each epoch's history record.
+    """
+    import tensorflow as tf
+
+    cluster = steps.cluster
+    chief = cluster.is_chief
+    state = {
+        "epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
+        "best": tf.Variable(-1.0, dtype=tf.float64, trainable=False),
+        "best_epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
+        "wait": tf.Variable(0, dtype=tf.int64, trainable=False),
+        "stopped": tf.Variable(False, trainable=False),
+    }
+    ckpt = tf.train.Checkpoint(model=steps.train_model, optimizer=steps.optimizer, **state)
+    best_ckpt = tf.train.Checkpoint(model=steps.model)
+    write_dir = checkpoint_dir if chief else work_dir / "checkpoints"
+    manager = tf.train.CheckpointManager(ckpt, str(write_dir), max_to_keep=1)
+    best_manager = tf.train.CheckpointManager(best_ckpt, str(write_dir / "best"), max_to_keep=1)
+
+    history: list[dict[str, Any]] = []
+    history_path = work_dir / "history.json"
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
+        done = int(state["epoch"].numpy())
+        if history_path.exists():
+            history = [h for h in json.loads(history_path.read_text()) if h["epoch"] <= done]
+        log.info("resumed from the checkpoint of epoch %d (%s)", done, latest)
+    start = int(state["epoch"].numpy())
+    has_val = val_data is not None
+    patience = cfg.early_stopping if has_val else None
+    if bool(state["stopped"].numpy()) or start >= cfg.epochs:
+        return FitResult(
+            history, start, int(state["best_epoch"].numpy()) or None, bool(state["stopped"].numpy())
+        )
+
+    iterator = iter(
+        cluster.strategy.experimental_distribute_dataset(make_train_data(cfg.seed + start))
+    )
+    dist_val = cluster.strategy.experimental_distribute_dataset(val_data) if has_val else None
+    for epoch in range(start + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        bar = _progbar(cfg, steps_per_epoch, chief)
+        if bar is not None:
+            print(f"epoch {epoch}/{cfg.epochs}", file=sys.stdout, flush=True)
+        loss, cm = steps.train_epoch(iterator, steps_per_epoch, bar)
+        record: dict[str, Any] = {"epoch": epoch, "loss": loss, "miou": miou(cm)}
+        if has_val:
+            val_loss, val_cm = steps.validate(dist_val)
+            record.update(val_loss=val_loss, val_miou=miou(val_cm))
+            if val_cm.sum() == 0:
+                record["val_miou"] = None
+        record["lr"] = float(np.asarray(steps.optimizer.learning_rate))
+        record["seconds"] = time.perf_counter() - t0
+        record["tiles_per_second"] = (
+            steps_per_epoch * steps.global_batch / max(record["seconds"], 1e-9)
+        )
+
+        improved = False
+        if has_val:
+            score = record["val_miou"] if record["val_miou"] is not None else -math.inf
+            if score > float(state["best"].numpy()) + cfg.min_delta:
+                state["best"].assign(score)
+                state["best_epoch"].assign(epoch)
+                state["wait"].assign(0)
+                improved = True
+                best_manager.save(checkpoint_number=epoch)
+            else:
+                state["wait"].assign_add(1)
+        record["best"] = improved
+        stop = patience is not None and int(state["wait"].numpy()) >= patience
+        state["stopped"].assign(stop)
+        state["epoch"].assign(epoch)
+        history.append(record)
+        if chief:  # history first: a checkpoint is never ahead of the history it belongs to
+            work_dir.mkdir(parents=True, exist_ok=True)
+            write_json(history_path, history)
+        manager.save(checkpoint_number=epoch)
+        if chief:
+            log.info(
+                "epoch %d/%d: loss %s mIoU %s%s | lr %.3g | %.1f s, %.1f tiles/s",
+                epoch,
+                cfg.epochs,
+                _fmt(record["loss"]),
+                _fmt(record["miou"]),
+                f" | val_loss {_fmt(record['val_loss'])} val_mIoU {_fmt(record['val_miou'])}{' *' if improved else ''}"
+                if has_val
+                else "",
+                record["lr"],
+                record["seconds"],
+                record["tiles_per_second"],
+            )
+            if on_epoch is not None:
+                on_epoch(record)
+        if stop:
+            log.info("early stopping: no validation mIoU gain for %d epochs", patience)
+            break
+
+    best_epoch = int(state["best_epoch"].numpy()) or None
+    if (
+        has_val
+        and cfg.restore_best
+        and best_epoch is not None
+        and best_epoch != int(state["epoch"].numpy())
+    ):
+        best_path = tf.train.latest_checkpoint(str(checkpoint_dir / "best"))
+        if best_path:
+            best_ckpt.restore(best_path).expect_partial()
+            log.info(
+                "restored the weights of epoch %d (best validation mIoU %.4f)",
+                best_epoch,
+                float(state["best"].numpy()),
+            )
+    return FitResult(history, start, best_epoch, bool(state["stopped"].numpy()))

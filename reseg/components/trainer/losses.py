@@ -1,0 +1,136 @@
+"""Per-example losses with ignore label and per-pixel weights, and the confusion matrix.
+
+Every loss maps `label (N, H, W) int32` (255 = ignore), `probs (N, H', W', C)`
+softmax scores and `weight (N, H, W) float32` (0 on ignored pixels) to one value
+per example, `(N,)` float32; the training step averages them over the global batch
+with `tf.nn.compute_average_loss`. With `cw` the class weights (all 1 when off):
+
+    crossentropy: l_n = sum_p w_p cw[y_p] (-log q_p[y_p]) / (H W)
+    focal:        l_n = sum_p w_p cw[y_p] (-(1 - q_p[y_p])^gamma log q_p[y_p]) / (H W)
+    dice:         l_n = 1 - 2 sum_pc m_p t_pc q_pc / (sum_pc m_p t_pc + sum_pc m_p q_pc)
+
+with t the one-hot label and m_p = 1 where w_p > 0 (Dice is a ratio over the tile,
+so per-pixel weights act on it as a 0/1 mask). Cross-entropy, focal and Dice are
+Keras' own (`keras.losses.sparse_categorical_crossentropy`,
+`categorical_focal_crossentropy`, `dice`). Outputs smaller than the label (an
+auxiliary head at lower resolution) are resized bilinearly to the label's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from reseg.config.data import IGNORE
+from reseg.errors import ConfigError
+
+LossFn = Callable[..., object]
+
+
+def class_weights(
+    setting: str | Sequence[float], class_pixels: Sequence[int] | None, num_classes: int
+) -> np.ndarray | None:
+    """Per-class loss weights (C,) float32, or None when off.
+
+    `inverse` gives w_c = 1 / f_c and `inverse_sqrt` w_c = 1 / sqrt(f_c), with f_c the
+    share of labelled pixels of class c; both are scaled so that sum_c f_c w_c = 1 (the
+    average pixel keeps weight 1). Classes without pixels get weight 0.
+    """
+    if isinstance(setting, str):
+        if setting == "none":
+            return None
+        if class_pixels is None:
+            raise ConfigError(
+                f"train.class_weights: {setting} needs stats.json (run `reseg stats` first)"
+            )
+        counts = np.asarray(class_pixels, np.float64)
+        if counts.shape != (num_classes,):
+            raise ConfigError(
+                f"train.class_weights: stats.json counts {counts.size} classes, the config {num_classes}"
+            )
+        f = counts / max(counts.sum(), 1.0)
+        power = 1.0 if setting == "inverse" else 0.5
+        w = np.where(f > 0, 1.0 / np.power(np.maximum(f, 1e-12), power), 0.0)
+        w /= max(float((f * w).sum()), 1e-12)
+        return w.astype(np.float32)
+    w = np.asarray(setting, np.float32)
+    if w.shape != (num_classes,):
+        raise ConfigError(
+            f"train.class_weights needs one weight per class ({num_classes}), received {list(setting)}"
+        )
+    return w
+
+
+def _fit(probs, label):
+    """Resize `probs` to the label's height and width when they differ."""
+    import tensorflow as tf
+
+    if (
+        probs.shape[1] is not None
+        and probs.shape[1] == label.shape[1]
+        and probs.shape[2] == label.shape[2]
+    ):
+        return probs
+    size = tf.shape(label)[1:3]
+    return tf.image.resize(probs, size, method="bilinear")
+
+
+def make_loss(
+    kind: str, num_classes: int, weights: np.ndarray | None = None, focal_gamma: float = 2.0
+) -> LossFn:
+    """The per-example loss `fn(label, probs, weight) -> (N,)` named by `train.loss`."""
+    import keras
+    import tensorflow as tf
+
+    if kind not in ("crossentropy", "focal", "dice", "crossentropy+dice"):
+        raise ConfigError(
+            f"train.loss must be crossentropy, focal, dice or crossentropy+dice; received {kind!r}"
+        )
+    cw = None if weights is None else tf.constant(weights, tf.float32)
+
+    def pixel_weight(y, w):
+        return w if cw is None else w * tf.gather(cw, y)
+
+    def crossentropy(y, q, w):
+        ce = keras.losses.sparse_categorical_crossentropy(y, q)
+        return tf.reduce_mean(pixel_weight(y, w) * ce, axis=[1, 2])
+
+    def focal(y, q, w):
+        t = tf.one_hot(y, num_classes, dtype=q.dtype)
+        fl = keras.losses.categorical_focal_crossentropy(t, q, alpha=1.0, gamma=focal_gamma)
+        return tf.reduce_mean(pixel_weight(y, w) * fl, axis=[1, 2])
+
+    def dice(y, q, w):
+        m = tf.cast(w > 0, q.dtype)[..., None]
+        t = tf.one_hot(y, num_classes, dtype=q.dtype)
+        return keras.losses.dice(t * m, q * m, axis=(1, 2, 3))
+
+    parts = {
+        "crossentropy": [crossentropy],
+        "focal": [focal],
+        "dice": [dice],
+        "crossentropy+dice": [crossentropy, dice],
+    }[kind]
+
+    def loss(label, probs, weight):
+        probs = _fit(tf.cast(probs, tf.float32), label)
+        y = tf.where(label == IGNORE, 0, label)  # any valid id; these pixels have weight 0
+        return tf.add_n([p(y, probs, weight) for p in parts])
+
+    return loss
+
+
+def confusion(label, probs, num_classes: int):
+    """(C, C) float32 counts of pixels of true class i predicted as j; label 255 not counted.
+
+    Computed as T^T P with T the one-hot labels (zero rows for 255) and P the one-hot
+    argmax, both (N H W, C): no data-dependent shapes, so it also compiles with XLA.
+    """
+    import tensorflow as tf
+
+    probs = _fit(probs, label)
+    pred = tf.argmax(probs, axis=-1, output_type=tf.int32)
+    t = tf.one_hot(tf.reshape(label, [-1]), num_classes, dtype=tf.float32)  # 255 -> zero row
+    p = tf.one_hot(tf.reshape(pred, [-1]), num_classes, dtype=tf.float32)
+    return tf.matmul(t, p, transpose_a=True)

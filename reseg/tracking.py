@@ -1,0 +1,250 @@
+"""Experiment tracking with MLflow; the only module of reseg that imports mlflow.
+
+A `Run` is a handle on one MLflow run. Components receive a `Run` and log into
+it; they never open runs of their own unless they are called alone:
+
+    with open_run(cfg, root, run_name="pipeline") as parent:      # one per pipeline run
+        with parent.nested("r0/fold1") as run:                     # one per round/fold
+            train(cfg, root, fold=1, tracking=run)
+
+`open_run` and `Run.nested` end the run FINISHED when the block completes,
+FAILED when it raises, KILLED on Ctrl-C. With `tracking.enabled: false` (or on a
+non-chief worker) they yield `NULL_RUN`, whose methods do nothing.
+
+The default store is `sqlite:///<root>/mlflow.db` with artifacts under
+`<root>/mlartifacts`; look at it with
+
+    mlflow ui --backend-store-uri sqlite:///<root>/mlflow.db
+
+An `http://host:port` URI logs to an MLflow tracking server instead (the server
+stores the artifacts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reseg import layout
+
+if TYPE_CHECKING:
+    from reseg.config import Config
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+BATCH = 100  # params or tags per log_batch call (MAX_PARAMS_TAGS_PER_BATCH)
+RESUME_TAG = "reseg.resume_key"
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings to dotted keys; lists and None as JSON text, cut to MLflow's limit.
+
+    >>> flatten_params({"train": {"batch_size": 8, "augment": {"flips": True}}, "tags": [1, 2]})
+    {'train.batch_size': '8', 'train.augment.flips': 'True', 'tags': '[1, 2]'}
+    """
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, prefix=f"{name}."))
+            continue
+        if isinstance(value, str | bool | int | float):
+            text = str(value)
+        else:
+            text = json.dumps(value, default=str)
+        out[name] = text[:MAX_PARAM_LENGTH]
+    return out
+
+
+class Run:
+    """A handle on one MLflow run, or a no-op handle (`NULL_RUN`).
+
+    Args:
+        client: an `mlflow.MlflowClient`, None for the no-op handle.
+        run_id: id of the run the handle logs into.
+        experiment_id: the run's experiment (nested runs go there too).
+    """
+
+    def __init__(
+        self, client: Any = None, run_id: str | None = None, experiment_id: str | None = None
+    ):
+        self._client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+
+    @property
+    def enabled(self) -> bool:
+        """False for the no-op handle."""
+        return self._client is not None
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return None if self._client is None else self._client.tracking_uri
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log (nested) parameters; see `flatten_params`."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        flat = [Param(k, v) for k, v in flatten_params(params).items()]
+        for i in range(0, len(flat), BATCH):
+            self._client.log_batch(self.run_id, params=flat[i : i + BATCH], synchronous=True)
+
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int | None = None) -> None:
+        """Log numeric metrics at `step` (e.g. the epoch); None values are left out."""
+        if not self.enabled:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+        if batch:
+            self._client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), BATCH):
+            self._client.log_batch(self.run_id, tags=items[i : i + BATCH], synchronous=True)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload one file into the run's artifacts (under `artifact_path`)."""
+        if self.enabled:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a directory's files into the run's artifacts (under `artifact_path`)."""
+        if self.enabled:
+            self._client.log_artifacts(self.run_id, str(directory), artifact_path)
+
+    @contextmanager
+    def nested(self, run_name: str, tags: Mapping[str, Any] | None = None) -> Iterator[Run]:
+        """A child run of this one (a round/fold of a pipeline run), ended like `open_run`."""
+        if not self.enabled:
+            yield NULL_RUN
+            return
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        info = self._client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={
+                MLFLOW_PARENT_RUN_ID: self.run_id,
+                **{k: str(v) for k, v in (tags or {}).items()},
+            },
+        ).info
+        with _ended(Run(self._client, info.run_id, self.experiment_id)) as child:
+            yield child
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Mark the run FINISHED, FAILED or KILLED."""
+        if self.enabled:
+            self._client.set_terminated(self.run_id, status)
+            log.debug("MLflow run %s ended %s", self.run_id, status)
+
+
+NULL_RUN = Run()
+
+
+@contextmanager
+def _ended(run: Run) -> Iterator[Run]:
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.end("KILLED")
+        raise
+    except BaseException:
+        run.end("FAILED")
+        raise
+    else:
+        run.end("FINISHED")
+
+
+def resolve_uri(cfg: Config, root: str | Path) -> str:
+    """`tracking.uri`, or the default sqlite store of the pipeline root."""
+    return cfg.tracking.uri or layout.tracking_uri(root)
+
+
+def _quiet() -> None:
+    for name in ("mlflow", "alembic", "urllib3", "git"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # created meanwhile by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@contextmanager
+def open_run(
+    cfg: Config,
+    root: str | Path,
+    *,
+    run_name: str,
+    tags: Mapping[str, Any] | None = None,
+    resume_key: str | None = None,
+) -> Iterator[Run]:
+    """Open a top-level MLflow run of the config's experiment; yields `NULL_RUN` when disabled.
+
+    Args:
+        cfg: the pipeline config; `tracking` gives URI and experiment (default `cfg.name`).
+        root: pipeline root (default store `sqlite:///<root>/mlflow.db`, artifacts in
+            `<root>/mlartifacts` for local stores).
+        run_name: name shown in the MLflow UI.
+        tags: extra run tags.
+        resume_key: when a RUNNING run (one killed before it could end) carries this key,
+            log into it again instead of starting a new run; a resumed training continues its run.
+    """
+    if not cfg.tracking.enabled:
+        yield NULL_RUN
+        return
+    from mlflow import MlflowClient
+
+    _quiet()
+
+    uri = resolve_uri(cfg, root)
+    client = MlflowClient(tracking_uri=uri)
+    local = uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
+    artifacts = (Path(root).resolve() / "mlartifacts").as_uri() if local else None
+    exp_id = _experiment_id(client, cfg.tracking.experiment or cfg.name, artifacts)
+    run_id = None
+    if resume_key is not None:
+        found = client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{RESUME_TAG}` = '{resume_key}' and attributes.status = 'RUNNING'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            log.info("continuing MLflow run %s (%s)", run_id, run_name)
+    if run_id is None:
+        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        if resume_key is not None:
+            all_tags[RESUME_TAG] = resume_key
+        run_id = client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+        log.info("MLflow run %s (%s) in %s", run_id, run_name, uri)
+    with _ended(Run(client, run_id, exp_id)) as run:
+        yield run
