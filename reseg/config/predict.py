@@ -1,9 +1,150 @@
-"""The `predict` section."""
+"""The `predict` section: whole-scene prediction (sliding window, TTA, refinement, outputs)."""
 
-from pydantic import Field
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from reseg.config.base import Section
 
+D4 = (
+    "identity",
+    "rot90",
+    "rot180",
+    "rot270",
+    "flip",
+    "flip_rot90",
+    "flip_rot180",
+    "flip_rot270",
+)
+"""Names of the eight D4 transforms (rotations counter-clockwise; flip = left-right mirror first)."""
+
+
+class CrfConfig(Section):
+    """DenseCRF (pydensecrf2) parameters; the pairwise terms follow Krähenbühl and Koltun (2011)."""
+
+    iterations: int = Field(5, ge=1, le=50, description="Mean-field iterations.")
+    gaussian_sxy: float = Field(3.0, gt=0, description="Smoothness kernel: spatial std, pixels.")
+    gaussian_compat: float = Field(3.0, ge=0, description="Smoothness kernel: weight.")
+    bilateral_sxy: float = Field(80.0, gt=0, description="Appearance kernel: spatial std, pixels.")
+    bilateral_srgb: float = Field(
+        13.0, gt=0, description="Appearance kernel: colour std (uint8 units)."
+    )
+    bilateral_compat: float = Field(10.0, ge=0, description="Appearance kernel: weight.")
+
+
+class SlicConfig(Section):
+    """SLIC superpixels (scikit-image) computed per tile; probabilities averaged per superpixel."""
+
+    n_segments: int = Field(400, ge=2, description="Approximate number of superpixels per tile.")
+    compactness: float = Field(
+        10.0, gt=0, description="Colour vs. space trade-off (higher = squarer)."
+    )
+    sigma: float = Field(1.0, ge=0, description="Gaussian smoothing before segmenting, pixels.")
+
 
 class PredictConfig(Section):
-    overlap: int = Field(32, ge=0)
+    """How whole scenes are predicted and written.
+
+    The scene is cut into tiles of `tile_size` pixels overlapping by `overlap`
+    pixels; the border is reflect-padded by overlap / 2. Tile probabilities are
+    blended with a tapered-cosine weight (see `reseg.components.predictor.sliding`).
+    """
+
+    tile_size: int | None = Field(
+        None,
+        ge=16,
+        le=8192,
+        description=(
+            "Prediction tile side, pixels (rounded up to the model's output stride). Default: "
+            "max(512, training tile size), or the training tile size for architectures with "
+            "global pooling (PSPNet, DeepLab), whose context depends on the tile size."
+        ),
+    )
+    overlap: int = Field(32, ge=0, description="Pixels shared by neighbouring tiles (even).")
+    batch_size: int = Field(4, ge=1, le=1024, description="Tiles per model call.")
+    tta: Literal["none", "d4"] | list[str] = Field(
+        "none",
+        description=f"Test-time augmentation: none, d4 (all eight) or a subset of {list(D4)}.",
+    )
+    refine: Literal["none", "crf", "slic"] = Field(
+        "none", description="Refinement of probabilities."
+    )
+    crf: CrfConfig = CrfConfig()
+    slic: SlicConfig = SlicConfig()
+    rgb_bands: list[int] | None = Field(
+        None,
+        description=(
+            "Three 1-based indexes into the model's input bands used for CRF, SLIC and the preview "
+            "(default the first three; a 1- or 2-band model repeats its first band)."
+        ),
+    )
+    confidence: Literal["uint8", "float32"] = Field(
+        "uint8",
+        description=(
+            "Encoding of <scene>.confidence.tif: uint8 = round(255 * max probability), 0 = nodata, "
+            "GDAL scale 1/255; float32 = max probability, -1 = nodata."
+        ),
+    )
+    probabilities: bool = Field(
+        False, description="Also write <scene>.probs.tif, one band per class."
+    )
+    preview: bool = Field(True, description="Write <scene>.preview.png (image with class overlay).")
+    preview_size: int = Field(1024, ge=16, description="Longest side of the preview, pixels.")
+    class_overviews: Literal["mode", "nearest"] = Field(
+        "mode", description="Resampling of the class map's overviews."
+    )
+    compress: Literal["deflate", "lzw", "zstd"] = Field("deflate", description="COG compression.")
+    nodata: float | None = Field(
+        None, description="Image nodata; default the file's, then the model's."
+    )
+    prefetch: int = Field(
+        2, ge=1, le=64, description="Batches queued between reader, model and writer."
+    )
+    chunk_mb: int = Field(16, ge=1, description="Largest block of image pixels read at once, MiB.")
+    gdal_cache_mb: int = Field(64, ge=8, description="GDAL block cache while predicting, MiB.")
+    jit_compile: bool | None = Field(
+        None, description="XLA-compile the model; default on when a scene has 16 batches or more."
+    )
+    progress: bool = Field(True, description="Progress bar over tiles.")
+
+    @field_validator("tta")
+    @classmethod
+    def _known_transforms(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("tta list is empty; use `none` for no augmentation")
+            bad = [t for t in v if t not in D4]
+            if bad:
+                raise ValueError(f"unknown tta transforms {bad}; choose from {list(D4)}")
+            if len(set(v)) != len(v):
+                raise ValueError(f"tta transforms repeat: {v}")
+        return v
+
+    @field_validator("rgb_bands")
+    @classmethod
+    def _three_bands(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 3 or min(v) < 1):
+            raise ValueError(f"rgb_bands are three 1-based band indexes, received {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> PredictConfig:
+        if self.overlap % 2:
+            raise ValueError(f"overlap must be even, received overlap={self.overlap}")
+        if self.tile_size is not None and 2 * self.overlap > self.tile_size:
+            raise ValueError(
+                f"overlap must be at most half the tile size, received overlap={self.overlap}, "
+                f"tile_size={self.tile_size}"
+            )
+        return self
+
+    @property
+    def transforms(self) -> tuple[str, ...]:
+        """The TTA transforms as names of `D4`."""
+        if self.tta == "none":
+            return ("identity",)
+        if self.tta == "d4":
+            return D4
+        return tuple(self.tta)

@@ -1,0 +1,255 @@
+"""The files a scene prediction writes, side by side in the output folder.
+
+- `<scene>.tif`: class ids, uint8, nodata 255 where the input is nodata; a
+  Cloud-Optimized GeoTIFF (512-pixel internal tiles, overviews by `mode` or
+  `nearest`, deflate) with the class colour table (entry 255 transparent).
+  Class names are stored as band tags: `CLASS_<id>=<name>` on band 1, and the
+  dataset tag `CLASS_NAMES` holds them as a JSON list. A QGIS style
+  `<scene>.qml` (paletted renderer with the class names) is written beside it,
+  which QGIS loads automatically.
+- `<scene>.confidence.tif`: the maximum class probability. uint8 (default):
+  v = round(255 * p), 0 = nodata, GDAL scale 1/255 (so readers that apply the
+  scale get p); float32: p itself, nodata -1. COG, overviews `average`.
+- `<scene>.probs.tif` (optional): one float32 band per class (band k = class
+  k - 1, described by its name), nodata -1. COG.
+- `<scene>.preview.png`: the image (three bands, 2-98 % stretch) with the
+  class colours laid over at 45 % opacity, longest side `preview_size`.
+
+Everything is first written in a hidden staging folder `.<scene>.tmp-<pid>`
+(a plain tiled GeoTIFF window by window, then `cog_translate`), and moved to
+its final name only when all of it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window as RioWindow
+
+from reseg.artifacts import ModelInfo, write_json
+from reseg.components.predictor.reader import ImageReader, SceneImage
+from reseg.config.predict import PredictConfig
+from reseg.windows import Window
+
+log = logging.getLogger(__name__)
+
+CLASS_NODATA = 255
+PROB_NODATA = -1.0
+OVERLAY_ALPHA = 0.45
+
+
+def hex_rgb(color: str) -> tuple[int, int, int]:
+    """'#rrggbb' -> (r, g, b); anything else is grey."""
+    try:
+        return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+    except (ValueError, IndexError, TypeError):
+        return 128, 128, 128
+
+
+def colormap(info: ModelInfo) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table of the class map: class id -> RGBA; 255 (nodata) transparent."""
+    cmap = {i: (*hex_rgb(c), 255) for i, c in enumerate(info.class_colors)}
+    cmap[CLASS_NODATA] = (0, 0, 0, 0)
+    return cmap
+
+
+def qml(info: ModelInfo) -> str:
+    """A QGIS layer style: paletted renderer with class colours and names."""
+    entries = "\n".join(
+        f'        <paletteEntry value="{i}" color="{c}" alpha="255" label={quoteattr(n)}/>'
+        for i, (n, c) in enumerate(zip(info.class_names, info.class_colors, strict=False))
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28" styleCategories="Symbology">\n'
+        "  <pipe>\n"
+        '    <rasterrenderer type="paletted" band="1" opacity="1" nodataColor="">\n'
+        "      <colorPalette>\n"
+        f"{entries}\n"
+        "      </colorPalette>\n"
+        "    </rasterrenderer>\n"
+        "  </pipe>\n"
+        "</qgis>\n"
+    )
+
+
+class SceneOutputs:
+    """Writes one scene's outputs block by block, then publishes them together."""
+
+    def __init__(self, scene: SceneImage, out_dir: str | Path, info: ModelInfo, cfg: PredictConfig):
+        self.scene, self.info, self.cfg = scene, info, cfg
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.out_dir / f".{scene.id}.tmp-{os.getpid()}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        self.names = {
+            "classes": f"{scene.id}.tif",
+            "confidence": f"{scene.id}.confidence.tif",
+        }
+        if cfg.probabilities:
+            self.names["probabilities"] = f"{scene.id}.probs.tif"
+        c = len(info.class_names)
+        conf_f32 = cfg.confidence == "float32"
+        self._spec = {
+            "classes": ("uint8", 1, CLASS_NODATA),
+            "confidence": ("float32" if conf_f32 else "uint8", 1, PROB_NODATA if conf_f32 else 0),
+            "probabilities": ("float32", c, PROB_NODATA),
+        }
+        self._raw: dict[str, rasterio.io.DatasetWriter] = {}
+        for key in self.names:
+            dtype, count, nodata = self._spec[key]
+            self._raw[key] = self._open_raw(self.tmp / f"raw.{key}.tif", dtype, count, nodata)
+        self._describe(list(info.class_names))
+
+    def _open_raw(self, path: Path, dtype: str, count: int, nodata: float):
+        s = self.scene
+        profile = dict(
+            driver="GTiff",
+            width=s.width,
+            height=s.height,
+            count=count,
+            dtype=dtype,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            BIGTIFF="IF_SAFER",
+        )
+        if s.georeferenced:
+            profile.update(crs=s.crs, transform=s.transform)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path, "w", **profile)
+
+    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Write a finished block: probs (h, w, C) float32, valid (h, w). Returns its class ids."""
+        ok = valid.astype(bool)
+        cls = np.where(ok, probs.argmax(axis=-1), CLASS_NODATA).astype(np.uint8)
+        conf = probs.max(axis=-1)
+        if self.cfg.confidence == "uint8":
+            conf = np.where(ok, np.clip(np.rint(conf * 255), 1, 255), 0).astype(np.uint8)
+        else:
+            conf = np.where(ok, conf, PROB_NODATA).astype(np.float32)
+        rio_win = RioWindow(window.col_off, window.row_off, window.width, window.height)
+        self._raw["classes"].write(cls, 1, window=rio_win)
+        self._raw["confidence"].write(conf, 1, window=rio_win)
+        if "probabilities" in self._raw:
+            p = np.where(ok[..., None], probs, PROB_NODATA).astype(np.float32)
+            self._raw["probabilities"].write(np.moveaxis(p, -1, 0), window=rio_win)
+        return cls
+
+    def finish(self, metrics: dict | None = None) -> dict[str, Path]:
+        """Close the raw files, make the COGs, preview and sidecars; move all into place."""
+        from rio_cogeo.cogeo import cog_translate
+        from rio_cogeo.profiles import cog_profiles
+
+        info = self.info
+        for ds in self._raw.values():
+            ds.close()
+        profile = cog_profiles.get(self.cfg.compress)
+        profile.update(blockxsize=512, blockysize=512)
+        names = list(info.class_names)
+        common = {"RESEG_MODEL": info.architecture, "CLASS_NAMES": json.dumps(names)}
+        done: dict[str, Path] = {}
+        for key, name in self.names.items():
+            resampling = self.cfg.class_overviews if key == "classes" else "average"
+            extra = dict(common)
+            if key == "confidence":
+                extra["CONFIDENCE_ENCODING"] = (
+                    "p = value / 255 (maximum class probability); 0 = nodata"
+                    if self.cfg.confidence == "uint8"
+                    else "p = value (maximum class probability); -1 = nodata"
+                )
+            raw = self.tmp / f"raw.{key}.tif"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cog_translate(
+                    str(raw),
+                    str(self.tmp / name),
+                    dict(profile),
+                    overview_resampling=resampling,
+                    forward_band_tags=True,
+                    quiet=True,
+                    colormap=colormap(info) if key == "classes" else None,
+                    additional_cog_metadata=extra,
+                    in_memory=False,
+                    config={"GDAL_CACHEMAX": self.cfg.gdal_cache_mb},
+                )
+            raw.unlink()
+            done[key] = self.tmp / name
+        (self.tmp / f"{self.scene.id}.qml").write_text(qml(info))
+        done["style"] = self.tmp / f"{self.scene.id}.qml"
+        if self.cfg.preview:
+            done["preview"] = self._preview(done["classes"])
+        if metrics is not None:
+            write_json(self.tmp / f"{self.scene.id}.metrics.json", metrics)
+            done["metrics"] = self.tmp / f"{self.scene.id}.metrics.json"
+        final = {}
+        for key, path in done.items():
+            target = self.out_dir / path.name
+            os.replace(path, target)
+            final[key] = target
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return final
+
+    def _describe(self, names: list[str]) -> None:
+        """Band descriptions, class-name tags and the confidence scale (forwarded into the COGs)."""
+        cls = self._raw["classes"]
+        cls.set_band_description(1, "class")
+        cls.update_tags(1, **{f"CLASS_{i}": n for i, n in enumerate(names)})
+        conf = self._raw["confidence"]
+        conf.set_band_description(1, "confidence")
+        if self.cfg.confidence == "uint8":
+            conf.scales = (1 / 255,)
+        if "probabilities" in self._raw:
+            for i, n in enumerate(names):
+                self._raw["probabilities"].set_band_description(i + 1, n)
+
+    def abort(self) -> None:
+        """Drop everything written so far (after an error)."""
+        for ds in self._raw.values():
+            try:
+                ds.close()
+            except Exception:  # already closed or broken; it is being thrown away
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _preview(self, classes_path: Path) -> Path:
+        from PIL import Image
+
+        from reseg.components.predictor.refine import rgb_indexes
+
+        s, size = self.scene, self.cfg.preview_size
+        scale = min(1.0, size / max(s.height, s.width))
+        shape = (max(1, round(s.height * scale)), max(1, round(s.width * scale)))
+        idx = rgb_indexes(self.info, self.cfg.rgb_bands)
+        with ImageReader(s) as rd:
+            img = rd.read_overview(shape, tuple(s.bands[k] for k in idx)).astype(np.float32)
+        with rasterio.open(classes_path) as ds:
+            cls = ds.read(1, out_shape=shape)
+        valid = cls != CLASS_NODATA
+        rgb = np.zeros((*shape, 3), np.float32)
+        for b in range(3):
+            band = img[..., b]
+            good = band[valid & np.isfinite(band)]
+            lo, hi = np.percentile(good, (2, 98)) if good.size else (0.0, 1.0)
+            rgb[..., b] = np.clip((band - lo) / max(hi - lo, 1e-6), 0, 1) * 255
+        lut = np.zeros((256, 3), np.float32)
+        for i, c in enumerate(self.info.class_colors):
+            lut[i] = hex_rgb(c)
+        over = lut[cls]
+        a = np.where(valid, OVERLAY_ALPHA, 0.0)[..., None]
+        out = np.nan_to_num((1 - a) * rgb + a * over).astype(np.uint8)
+        path = self.tmp / f"{s.id}.preview.png"
+        Image.fromarray(out).save(path)
+        return path

@@ -1,0 +1,342 @@
+"""Whole-scene prediction: a reader thread, the model, and a writer thread, joined by queues.
+
+    reader thread         main thread                     writer thread
+    read a chunk of  ->   TTA(backend)(tiles, valid)  ->  refine each tile, blend (sliding.Blender),
+    tiles (reflect-       (the model is busy here)        write finished blocks (class, confidence,
+    padded), batch                                        probabilities), whole-scene confusion
+
+The queues hold at most `prefetch` batches each, so the image strip being read,
+the batches in flight and the blending band are all the memory there is: it
+does not grow with the scene's height, and grows with its width only through
+the O-row blending band. Disk reads and writes overlap with inference.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+from reseg.artifacts import ModelInfo
+from reseg.components.predictor.backends import Backend, load_backend
+from reseg.components.predictor.labels import LabelReader, label_data_config
+from reseg.components.predictor.outputs import SceneOutputs
+from reseg.components.predictor.reader import ImageReader, SceneImage, open_scene
+from reseg.components.predictor.refine import refine_tile, rgb_indexes
+from reseg.components.predictor.sliding import Blender, SlidingPlan
+from reseg.components.predictor.tta import predict_tta
+from reseg.config import DataConfig, PredictConfig, VectorLabels
+from reseg.errors import ConfigError
+from reseg.metrics import confusion, scores
+from reseg.windows import Window
+
+log = logging.getLogger(__name__)
+
+GLOBAL_CONTEXT = ("psp", "deeplab")
+"""Architectures whose output depends on the tile size through global pooling."""
+JIT_MIN_BATCHES = 16
+_END = object()
+
+
+@dataclass
+class ScenePrediction:
+    """What `predict_scene` wrote and measured."""
+
+    scene: str
+    outputs: dict[str, Path]
+    metrics: dict[str, Any] | None
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    keys: list[tuple[int, int]]
+    tiles: np.ndarray  # (B, T_r, T_c, bands) scene dtype
+    valid: np.ndarray  # (B, T_r, T_c) uint8
+
+
+def resolve_tile_size(cfg: PredictConfig, info: ModelInfo) -> int:
+    """The prediction tile side: config, else by architecture (see `PredictConfig.tile_size`)."""
+    if cfg.tile_size is not None:
+        tile = cfg.tile_size
+    elif any(g in info.architecture.lower() for g in GLOBAL_CONTEXT):
+        tile = info.tile_size
+    else:
+        tile = max(512, info.tile_size)
+    s = info.output_stride
+    tile = s * math.ceil(tile / s)
+    if 2 * cfg.overlap > tile:
+        raise ConfigError(
+            f"predict.overlap={cfg.overlap} must be at most half the tile size {tile}"
+        )
+    return tile
+
+
+def _chunks(plan: SlidingPlan, bands: int, itemsize: int, chunk_mb: int) -> list[tuple[int, int]]:
+    """Column ranges [j0, j1) of tiles read at once, at most `chunk_mb` of pixels each."""
+    c = plan.cols
+    per_tile = plan.rows.tile * c.stride * bands * itemsize
+    k = max(1, min(c.n, (chunk_mb << 20) // max(per_tile, 1)))
+    return [(j0, min(c.n, j0 + k)) for j0 in range(0, c.n, k)]
+
+
+class _Pipe:
+    """Bounded queue whose put/get give up when another stage has failed."""
+
+    def __init__(self, size: int, failed: threading.Event):
+        self.q: queue.Queue = queue.Queue(maxsize=size)
+        self.failed = failed
+        self.put_wait_s = 0.0
+        self.get_wait_s = 0.0
+
+    def put(self, item: Any) -> None:
+        t0 = time.perf_counter()
+        while not self.failed.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.put_wait_s += time.perf_counter() - t0
+
+    def get(self) -> Any:
+        t0 = time.perf_counter()
+        try:
+            while not self.failed.is_set():
+                try:
+                    return self.q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+            return _END
+        finally:
+            self.get_wait_s += time.perf_counter() - t0
+
+
+def _batches(plan: SlidingPlan, scene: SceneImage, cfg: PredictConfig) -> Iterator[_Batch]:
+    """Tiles in row-major order, read chunk by chunk, grouped into batches."""
+    itemsize = np.dtype(scene.dtype).itemsize
+    chunks = _chunks(plan, len(scene.bands), itemsize, cfg.chunk_mb)
+    tr, tc, sc = plan.rows.tile, plan.cols.tile, plan.cols.stride
+    keys: list[tuple[int, int]] = []
+    tiles: list[np.ndarray] = []
+    valid: list[np.ndarray] = []
+    with ImageReader(scene) as rd:
+        for i in range(plan.rows.n):
+            for j0, j1 in chunks:
+                w0 = plan.window(i, j0)
+                img, ok = rd.read(Window(w0.row_off, w0.col_off, tr, (j1 - j0 - 1) * sc + tc))
+                for j in range(j0, j1):
+                    off = (j - j0) * sc
+                    keys.append((i, j))
+                    tiles.append(img[:, off : off + tc])
+                    valid.append(ok[:, off : off + tc])
+                    if len(keys) == cfg.batch_size:
+                        yield _Batch(keys, np.stack(tiles), np.stack(valid))
+                        keys, tiles, valid = [], [], []
+    if keys:
+        yield _Batch(keys, np.stack(tiles), np.stack(valid))
+
+
+def _run_thread(
+    target: Callable[[], None], failed: threading.Event, errors: list
+) -> threading.Thread:
+    def body():
+        try:
+            target()
+        except BaseException as e:  # handed to the main thread, which re-raises it
+            errors.append(e)
+            failed.set()
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t
+
+
+def predict_scene(
+    model: Backend | str | Path,
+    image: str | Path,
+    out_dir: str | Path,
+    cfg: PredictConfig | None = None,
+    labels: str | Path | VectorLabels | None = None,
+    data: DataConfig | None = None,
+) -> ScenePrediction:
+    """Predict a whole scene window by window and write its outputs (see outputs.py).
+
+    Args:
+        model: a backend, or a model path for `load_backend`.
+        image: the scene's image raster; its bands and dtype must match the model's.
+        out_dir: folder of the outputs (`<scene>.tif`, `.confidence.tif`, ...).
+        cfg: the predict section; default `PredictConfig()`.
+        labels: the scene's reference labels (raster, vector path or `VectorLabels`);
+            when given, whole-scene metrics are computed and written to `<scene>.metrics.json`.
+        data: a config's data section for reading `labels` (classes, label values, vectors).
+
+    Returns:
+        The output paths, the metrics (or None) and timings: `wall_s`, `model_s` (time in
+        the model), `model_busy` (model_s / sliding-window wall time), `read_wait_s`, `finish_s`.
+    """
+    cfg = cfg or PredictConfig()
+    backend = model if isinstance(model, Backend) else load_backend(model)
+    info = backend.info
+    t_start = time.perf_counter()
+    scene = open_scene(image, info, cfg.nodata)
+    tile = resolve_tile_size(cfg, info)
+    plan = SlidingPlan.make(scene.height, scene.width, tile, cfg.overlap, info.output_stride)
+    n_batches = math.ceil(plan.num_tiles / cfg.batch_size)
+    if hasattr(backend, "jit_compile"):
+        backend.jit_compile = (
+            cfg.jit_compile if cfg.jit_compile is not None else n_batches >= JIT_MIN_BATCHES
+        )
+    label_reader = None
+    if labels is not None:
+        spec, dcfg = label_data_config(image, labels, info, scene.nodata, data)
+        label_reader = LabelReader(spec, dcfg)
+    log.info(
+        "%s: %dx%d px, %d tiles of %dx%d (overlap %d), %d batches, tta %s, refine %s",
+        scene.id,
+        scene.height,
+        scene.width,
+        plan.num_tiles,
+        *plan.tile_shape,
+        cfg.overlap,
+        n_batches,
+        "+".join(cfg.transforms),
+        cfg.refine,
+    )
+    outputs = SceneOutputs(scene, out_dir, info, cfg)
+    try:
+        cm, timing = _slide(backend, scene, plan, cfg, outputs, label_reader)
+        metrics = None
+        if label_reader is not None:
+            metrics = {"scene": scene.id, "image": scene.path, **scores(cm, list(info.class_names))}
+        t_fin = time.perf_counter()
+        paths = outputs.finish(metrics)
+    except BaseException:
+        outputs.abort()
+        raise
+    finally:
+        if label_reader is not None:
+            label_reader.close()
+    wall = time.perf_counter() - t_start
+    timing.update(
+        wall_s=wall,
+        finish_s=time.perf_counter() - t_fin,
+        tiles=plan.num_tiles,
+        tile_rows=plan.rows.tile,
+        tile_cols=plan.cols.tile,
+        pixels_processed=plan.pixels() * len(cfg.transforms),
+    )
+    log.info(
+        "%s: done in %.1f s (model busy %.0f%% of the sliding window); wrote %s",
+        scene.id,
+        wall,
+        100 * timing["model_busy"],
+        ", ".join(p.name for p in paths.values()),
+    )
+    return ScenePrediction(scene.id, paths, metrics, timing)
+
+
+def _slide(
+    backend: Backend,
+    scene: SceneImage,
+    plan: SlidingPlan,
+    cfg: PredictConfig,
+    outputs: SceneOutputs,
+    label_reader: LabelReader | None,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Run the three stages of the module docstring; return the confusion matrix and timings."""
+    info = backend.info
+    c = len(info.class_names)
+    failed = threading.Event()
+    errors: list[BaseException] = []
+    to_model, to_writer = _Pipe(cfg.prefetch, failed), _Pipe(cfg.prefetch, failed)
+    env = {"GDAL_CACHEMAX": cfg.gdal_cache_mb}
+    cm = np.zeros((c, c), np.int64)
+    idx = rgb_indexes(info, cfg.rgb_bands) if cfg.refine != "none" else (0, 0, 0)
+
+    def read() -> None:
+        with rasterio.Env(**env):
+            for batch in _batches(plan, scene, cfg):
+                to_model.put(batch)
+                if failed.is_set():
+                    return
+        to_model.put(_END)
+
+    def write() -> None:
+        from tqdm import tqdm
+
+        blender = Blender(plan, c)
+        bar = tqdm(
+            total=plan.num_tiles, desc=scene.id, unit="tile", disable=not cfg.progress, leave=False
+        )
+        with rasterio.Env(**env), bar:
+            while (item := to_writer.get()) is not _END:
+                batch, probs = item
+                for k, (i, j) in enumerate(batch.keys):
+                    p = refine_tile(
+                        cfg.refine, probs[k], batch.tiles[k], info, idx, cfg.crf, cfg.slic
+                    )
+                    for block in blender.add(i, j, p):
+                        valid = batch.valid[k][block.local]
+                        cls = outputs.write(block.window, block.probs, valid)
+                        if label_reader is not None:
+                            cm[...] += confusion(
+                                label_reader.read(block.window), cls, c, mask=valid
+                            )
+                    bar.update(1)
+
+    t0 = time.perf_counter()
+    threads = [_run_thread(read, failed, errors), _run_thread(write, failed, errors)]
+    model_s = 0.0
+    try:
+        while (batch := to_model.get()) is not _END:
+            t = time.perf_counter()
+            probs = predict_tta(backend, batch.tiles, batch.valid, cfg.transforms)
+            model_s += time.perf_counter() - t
+            to_writer.put((batch, probs))
+        to_writer.put(_END)
+    except BaseException as e:
+        errors.append(e)
+        failed.set()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    wall = time.perf_counter() - t0
+    timing = {
+        "slide_s": wall,
+        "model_s": model_s,
+        "model_busy": model_s / wall if wall > 0 else 0.0,
+        "read_wait_s": to_model.get_wait_s,
+        "write_wait_s": to_writer.put_wait_s,
+    }
+    return cm, timing
+
+
+def predict(
+    model: Backend | str | Path,
+    images: list[str | Path],
+    out_dir: str | Path,
+    cfg: PredictConfig | None = None,
+    labels: list[str | Path | VectorLabels | None] | None = None,
+    data: DataConfig | None = None,
+) -> list[ScenePrediction]:
+    """`predict_scene` for several scenes with one loaded model; `labels` align with `images`."""
+    if labels is not None and len(labels) != len(images):
+        raise ConfigError(
+            f"give one label source per scene: {len(images)} scenes, {len(labels)} label sources"
+        )
+    backend = model if isinstance(model, Backend) else load_backend(model)
+    return [
+        predict_scene(backend, img, out_dir, cfg, labels[k] if labels else None, data)
+        for k, img in enumerate(images)
+    ]

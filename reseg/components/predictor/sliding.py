@@ -1,0 +1,201 @@
+"""Sliding-window geometry and streaming blending of overlapping tile predictions.
+
+Geometry, along one axis of L scene pixels, tile T, overlap O (even), stride S = T - O:
+the scene is reflect-padded by P = O / 2 on both sides (so border pixels see
+context, as interior pixels in an overlap do), and the padded axis of
+L + 2P pixels is covered by
+
+    n = max(1, ceil((L + 2P - O) / S))
+
+tiles; tile i starts at scene position i * S - P. The tile is then shrunk to
+the smallest multiple m of the output stride that still covers the axis with n
+tiles, T' = m * ceil((ceil((L + 2P - O) / n) + O) / m), which keeps the
+overhead of overlap near (T / S) instead of paying for a mostly padded last tile.
+
+Blending: each tile's probabilities are weighted by w(r, c) = w_r(r) * w_c(c),
+a tapered cosine (Tukey) window with Hann ramps as wide as the overlap:
+
+    w(x) = sin^2( pi/2 * (x + 1/2) / O )           for 0 <= x < O
+    w(x) = 1                                        for O <= x < T - O
+    w(x) = sin^2( pi/2 * (T - x - 1/2) / O )        for T - O <= x < T
+
+(w = 1 everywhere when O = 0). In an overlap the two ramps are sin^2 and cos^2
+of the same angle, so the weights of neighbouring tiles sum to 1 there (and the
+four weights in a corner, (sum_r)(sum_c), too). The blended probability is
+
+    p(x) = sum_t w_t(x) p_t(x) / sum_t w_t(x)
+
+`Blender` accumulates tiles in row-major order and hands back each block of the
+scene as soon as no later tile touches it; it holds only one band of O rows
+across the scene (the overlap with the next tile row) and one O-column band
+of the current tile, so memory does not grow with the number of tile rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from reseg.windows import Window
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Tiles along one axis: n tiles of `tile` pixels, stride tile - overlap, starting at -pad."""
+
+    length: int
+    tile: int
+    overlap: int
+    pad: int
+    n: int
+
+    @property
+    def stride(self) -> int:
+        return self.tile - self.overlap
+
+    def start(self, i: int) -> int:
+        """Scene position of the first pixel of tile i (negative in the border padding)."""
+        return i * self.stride - self.pad
+
+
+def plan_axis(length: int, tile: int, overlap: int, multiple: int = 1) -> AxisPlan:
+    """Tiles along an axis of `length` pixels (module docstring: n and the shrunk T')."""
+    if length <= 0:
+        raise ValueError(f"Argument `length` must be positive. Received: length={length}")
+    if overlap < 0 or overlap % 2 or 2 * overlap > tile:
+        raise ValueError(
+            f"Argument `overlap` must be even, >= 0 and at most tile / 2. Received: overlap={overlap}, tile={tile}"
+        )
+    tile = multiple * math.ceil(tile / multiple)
+    pad = overlap // 2
+    span = length + 2 * pad - overlap
+    n = max(1, math.ceil(span / (tile - overlap)))
+    shrunk = multiple * math.ceil((math.ceil(span / n) + overlap) / multiple)
+    shrunk = max(shrunk, multiple * math.ceil(2 * overlap / multiple) if overlap else multiple)
+    return AxisPlan(length, min(tile, shrunk), overlap, pad, n)
+
+
+def taper(tile: int, overlap: int) -> np.ndarray:
+    """The 1-D blending weight w(x) of the module docstring, float32 (tile,)."""
+    w = np.ones(tile, np.float32)
+    if overlap:
+        x = np.arange(overlap, dtype=np.float64)
+        ramp = np.sin(np.pi / 2 * (x + 0.5) / overlap) ** 2
+        w[:overlap] = np.minimum(w[:overlap], ramp)
+        w[tile - overlap :] = np.minimum(w[tile - overlap :], ramp[::-1])
+    return w
+
+
+@dataclass(frozen=True)
+class SlidingPlan:
+    """Tiles of an H x W scene for prediction."""
+
+    rows: AxisPlan
+    cols: AxisPlan
+
+    @classmethod
+    def make(
+        cls, height: int, width: int, tile: int, overlap: int, multiple: int = 1
+    ) -> SlidingPlan:
+        return cls(
+            plan_axis(height, tile, overlap, multiple), plan_axis(width, tile, overlap, multiple)
+        )
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return self.rows.tile, self.cols.tile
+
+    @property
+    def num_tiles(self) -> int:
+        return self.rows.n * self.cols.n
+
+    def window(self, i: int, j: int) -> Window:
+        """Scene window of tile (i, j); it may run past the scene (read reflect-padded)."""
+        return Window(self.rows.start(i), self.cols.start(j), self.rows.tile, self.cols.tile)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i in range(self.rows.n):
+            for j in range(self.cols.n):
+                yield i, j
+
+    def weight(self) -> np.ndarray:
+        """2-D blending weight w_r(r) * w_c(c), float32 (T_r, T_c)."""
+        return np.outer(
+            taper(self.rows.tile, self.rows.overlap), taper(self.cols.tile, self.cols.overlap)
+        )
+
+    def pixels(self) -> int:
+        """Pixels the model processes for one pass over the scene."""
+        return self.num_tiles * self.rows.tile * self.cols.tile
+
+
+@dataclass
+class Block:
+    """A finished part of the scene: `window` in scene pixels, `local` its slices in tile (i, j)."""
+
+    window: Window
+    local: tuple[slice, slice]
+    probs: np.ndarray  # (h, w, C) float32, blended and normalised
+
+
+class Blender:
+    """Streams tiles in row-major order into finished, blended scene blocks (module docstring)."""
+
+    def __init__(self, plan: SlidingPlan, num_classes: int):
+        self.plan = plan
+        self.c = num_classes
+        self.w2 = plan.weight()
+        r, c = plan.rows, plan.cols
+        width = c.n * c.stride + c.overlap  # padded coordinates: column x is scene x - c.pad
+        self._top = np.zeros((r.overlap, width, num_classes + 1), np.float32)
+        self._bottom = np.zeros_like(self._top)
+        self._right = np.zeros((r.tile, c.overlap, num_classes + 1), np.float32)
+        self._next = (0, 0)
+
+    def add(self, i: int, j: int, probs: np.ndarray) -> list[Block]:
+        """Add tile (i, j)'s probabilities (T_r, T_c, C); return the blocks it finishes."""
+        if (i, j) != self._next:
+            raise ValueError(
+                f"tiles must come in row-major order: expected {self._next}, received {(i, j)}"
+            )
+        rp, cp = self.plan.rows, self.plan.cols
+        tr, tc, o_r, o_c = rp.tile, cp.tile, rp.overlap, cp.overlap
+        if probs.shape != (tr, tc, self.c):
+            raise ValueError(
+                f"Argument `probs` must be {(tr, tc, self.c)}. Received: shape={probs.shape}"
+            )
+        acc = np.empty((tr, tc, self.c + 1), np.float32)
+        np.multiply(probs, self.w2[..., None], out=acc[..., : self.c])
+        acc[..., self.c] = self.w2
+        x0 = j * cp.stride
+        if j > 0 and o_c:
+            acc[:, :o_c] += self._right
+        if i > 0 and o_r:
+            skip = o_c if j > 0 else 0  # that part of the top band came with the right band
+            acc[:o_r, skip:] += self._top[:, x0 + skip : x0 + tc]
+        last_row, last_col = i == rp.n - 1, j == cp.n - 1
+        if o_c:
+            self._right = acc[:, tc - o_c :].copy()
+        if o_r:
+            end = tc if last_col else cp.stride
+            self._bottom[:, x0 : x0 + end] = acc[tr - o_r :, :end]
+        h = tr if last_row else rp.stride
+        w = tc if last_col else cp.stride
+        self._next = (i, j + 1) if not last_col else (i + 1, 0)
+        if last_col:
+            self._top, self._bottom = self._bottom, self._top
+        return self._emit(i, j, acc, h, w)
+
+    def _emit(self, i: int, j: int, acc: np.ndarray, h: int, w: int) -> list[Block]:
+        rp, cp = self.plan.rows, self.plan.cols
+        full = Window(rp.start(i), cp.start(j), h, w)
+        inside = full.intersection(Window(0, 0, rp.length, cp.length))
+        if inside is None:
+            return []
+        local = inside.relative_to(Window(rp.start(i), cp.start(j), rp.tile, cp.tile))
+        part = acc[local]
+        probs = part[..., : self.c] / part[..., self.c :]
+        return [Block(inside, local, probs)]

@@ -1,0 +1,97 @@
+"""Tiny Keras models saved as reseg model directories, for the predictor's tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from reseg.artifacts import ModelInfo
+
+COLORS = ("#e31a1c", "#33a02c", "#1f78b4", "#ffff99", "#cab2d6", "#fdbf6f", "#b2df8a")
+
+
+def conv1x1(bands: int, classes: int, seed: int = 0, gain: float = 3.0):
+    """Two 1 x 1 convolutions and a softmax: exactly D4-equivariant (per-pixel)."""
+    import keras
+    from keras import layers
+
+    init = keras.initializers.RandomNormal(stddev=gain, seed=seed)
+    inp = keras.Input((None, None, bands), name="image")
+    x = layers.Conv2D(8, 1, activation="tanh", kernel_initializer=init, name="px1")(inp)
+    x = layers.Conv2D(classes, 1, kernel_initializer=init, name="px2")(x)
+    out = layers.Softmax(name="probs")(x)
+    return keras.Model(inp, out, name="conv1x1")
+
+
+def small_cnn(bands: int, classes: int, seed: int = 0):
+    """3 x 3 convolutions with one 2 x 2 pooling (output stride 2): has spatial context."""
+    import keras
+    from keras import layers
+
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inp = keras.Input((None, None, bands), name="image")
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init, name="c1")(
+        inp
+    )
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init, name="c2")(
+        x
+    )
+    x = layers.UpSampling2D(2, name="up")(x)
+    x = layers.Conv2D(classes, 3, padding="same", kernel_initializer=init, name="c3")(x)
+    x = layers.Rescaling(4.0, name="sharpen")(x)
+    out = layers.Softmax(name="probs")(x)
+    return keras.Model(inp, out, name="small_cnn")
+
+
+def save_model(
+    directory: str | Path,
+    model,
+    *,
+    bands: int,
+    classes: int,
+    dtype: str = "uint16",
+    mean: float = 2000.0,
+    std: float = 1000.0,
+    output_stride: int = 1,
+    tile_size: int = 64,
+    nodata: float | None = None,
+    band_indexes: tuple[int, ...] | None = None,
+    label_values: dict[str, int] | None = None,
+) -> Path:
+    """Write `model.keras` and `model.json` into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "model.keras")
+    ModelInfo(
+        bands=bands,
+        image_dtype=dtype,
+        mean=tuple([float(mean)] * bands),
+        std=tuple([float(std)] * bands),
+        class_names=tuple(f"class{i}" for i in range(classes)),
+        class_colors=tuple(COLORS[i % len(COLORS)] for i in range(classes)),
+        output_stride=output_stride,
+        tile_size=tile_size,
+        architecture=model.name,
+        nodata=nodata,
+        band_indexes=band_indexes,
+        label_values=label_values,
+    ).save(directory)
+    return directory
+
+
+def smooth_image(
+    bands: int, height: int, width: int, seed: int = 0, dtype: str = "uint16"
+) -> np.ndarray:
+    """(bands, H, W) image of smooth random blobs (structure for models and SLIC), values ~0..4000."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 4000, (bands, height // 16 + 2, width // 16 + 2))
+    rows = np.linspace(0, small.shape[1] - 1.001, height)
+    cols = np.linspace(0, small.shape[2] - 1.001, width)
+    r0, c0 = rows.astype(int), cols.astype(int)
+    fr, fc = (rows - r0)[:, None], (cols - c0)[None, :]
+    a = small[:, r0][:, :, c0] * (1 - fr) * (1 - fc) + small[:, r0 + 1][:, :, c0] * fr * (1 - fc)
+    a += small[:, r0][:, :, c0 + 1] * (1 - fr) * fc + small[:, r0 + 1][:, :, c0 + 1] * fr * fc
+    a += rng.normal(0, 50, a.shape)
+    return np.clip(a, 1, 4000).astype(dtype)
