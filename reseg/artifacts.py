@@ -68,7 +68,9 @@ def discard(tmp: str | Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def publish(tmp: str | Path, final: str | Path, manifest: dict[str, Any], config_json: str | None = None) -> Path:
+def publish(
+    tmp: str | Path, final: str | Path, manifest: dict[str, Any], config_json: str | None = None
+) -> Path:
     """Write the manifest into `tmp` and move it to `final`, replacing an older version."""
     tmp, final = Path(tmp), Path(final)
     if config_json is not None:
@@ -223,6 +225,10 @@ class ModelInfo:
         try:
             d = json.loads(p.read_text())
         except FileNotFoundError:
-            raise ArtifactError(f"{directory}: no model.json; not a reseg model directory") from None
+            raise ArtifactError(
+                f"{directory}: no model.json; not a reseg model directory"
+            ) from None
         known = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
+        return cls(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        )

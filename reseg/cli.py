@@ -27,7 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("stats", "per-band statistics and class counts of the tiles [Beam]"),
     "train": ("train", "train a model of the registry on the tiles of a fold"),
     "score": ("score", "write per-pixel confidences of a round's model into TFRecords [Beam]"),
-    "select": ("select", "pick per class the top/bottom x%% pixels by score as next round's weights"),
+    "select": (
+        "select",
+        "pick per class the top/bottom x%% pixels by score as next round's weights",
+    ),
     "merge": ("merge", "merge the per-pixel probabilities of all rounds"),
     "evaluate": ("evaluate", "OA, IoU/F1 per class, mIoU, kappa, confusion on the validation fold"),
     "export": ("export", "export a SavedModel for TF Serving"),
@@ -41,7 +44,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for name in ("tensorflow", "absl", "apache_beam", "rasterio", "fiona", "matplotlib", "PIL", "h5py", "urllib3"):
+    for name in (
+        "tensorflow",
+        "absl",
+        "apache_beam",
+        "rasterio",
+        "fiona",
+        "matplotlib",
+        "PIL",
+        "h5py",
+        "urllib3",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -22,7 +22,9 @@ import numpy as np
 from reseg.config.data import IGNORE
 
 
-def confusion(label: np.ndarray, pred: np.ndarray, num_classes: int, mask: np.ndarray | None = None) -> np.ndarray:
+def confusion(
+    label: np.ndarray, pred: np.ndarray, num_classes: int, mask: np.ndarray | None = None
+) -> np.ndarray:
     """C x C int64 confusion matrix of labelled pixels (label != 255) within `mask`."""
     keep = label != IGNORE
     if mask is not None:
@@ -31,7 +33,9 @@ def confusion(label: np.ndarray, pred: np.ndarray, num_classes: int, mask: np.nd
     p = pred[keep].astype(np.int64)
     if t.size and (t.max() >= num_classes or p.max() >= num_classes):
         raise ValueError(f"class id out of range 0..{num_classes - 1}")
-    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -39,7 +43,9 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.maximum(b, 1e-300), np.nan)
 
 
-def scores(cm: np.ndarray, class_names: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+def scores(
+    cm: np.ndarray, class_names: list[str] | tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """Every metric of the module docstring, as a JSON-able dict (NaN -> None)."""
     cm = np.asarray(cm, dtype=np.float64)
     n = cm.sum()
@@ -64,7 +70,9 @@ def scores(cm: np.ndarray, class_names: list[str] | tuple[str, ...] | None = Non
         "mean_f1": None if np.all(np.isnan(f1)) else float(np.nanmean(f1)),
         "per_class": {
             name: {"iou": i, "f1": f, "precision": p, "recall": r, "support": int(s)}
-            for name, i, f, p, r, s in zip(names, clean(iou), clean(f1), clean(precision), clean(recall), rows, strict=True)
+            for name, i, f, p, r, s in zip(
+                names, clean(iou), clean(f1), clean(precision), clean(recall), rows, strict=True
+            )
         },
         "confusion": cm.astype(np.int64).tolist(),
         "class_names": names,

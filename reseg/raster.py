@@ -88,7 +88,9 @@ def scene_files(spec: SceneSpec) -> list[str]:
         stem = Path(spec.vector.path)
         files.append(str(stem))
         if stem.suffix.lower() == ".shp":  # attributes and projection live beside the .shp
-            files += [str(stem.with_suffix(s)) for s in (".dbf", ".prj") if stem.with_suffix(s).exists()]
+            files += [
+                str(stem.with_suffix(s)) for s in (".dbf", ".prj") if stem.with_suffix(s).exists()
+            ]
     return files
 
 
@@ -114,13 +116,19 @@ def inspect_scene(spec: SceneSpec, data: DataConfig) -> SceneInfo:
         if len(set(img.dtypes)) > 1:
             raise InputError(f"{spec.image}: bands have different dtypes {sorted(set(img.dtypes))}")
         if dtype not in IMAGE_DTYPES:
-            raise InputError(f"{spec.image}: image dtype {dtype} is not supported; use one of {IMAGE_DTYPES}")
+            raise InputError(
+                f"{spec.image}: image dtype {dtype} is not supported; use one of {IMAGE_DTYPES}"
+            )
         bands = tuple(data.bands) if data.bands else tuple(range(1, img.count + 1))
         if max(bands) > img.count:
-            raise InputError(f"{spec.image}: config asks for bands {list(bands)} but the image has {img.count}")
+            raise InputError(
+                f"{spec.image}: config asks for bands {list(bands)} but the image has {img.count}"
+            )
         georef = _georeferenced(img)
         if not georef:
-            log.warning("%s: not georeferenced; using the pixel grid (identity transform)", spec.image)
+            log.warning(
+                "%s: not georeferenced; using the pixel grid (identity transform)", spec.image
+            )
         nodata = data.nodata if data.nodata is not None else img.nodata
         info = dict(
             id=spec.scene_id,
@@ -220,7 +228,9 @@ def _inspect_vector(spec: SceneSpec, img, img_georef: bool) -> LabelSource:
     if n == 0:
         raise InputError(f"{vec.path}: label vector file has no features")
     if vec.attribute is not None and vec.attribute not in props:
-        raise InputError(f"{vec.path}: no attribute {vec.attribute!r}; attributes are {sorted(props)}")
+        raise InputError(
+            f"{vec.path}: no attribute {vec.attribute!r}; attributes are {sorted(props)}"
+        )
     if not img_georef:
         raise InputError(f"{spec.image}: vector labels need a georeferenced image")
     return LabelSource("vector", vec.path)
@@ -345,7 +355,9 @@ class SceneReader:
             label[sl] = cls
         return WindowData(image, label, valid.astype(np.uint8), nan_pixels, unknown)
 
-    def _read_labels(self, rio_win: RioWindow, inside: Window, ok: np.ndarray) -> tuple[np.ndarray, set[float]]:
+    def _read_labels(
+        self, rio_win: RioWindow, inside: Window, ok: np.ndarray
+    ) -> tuple[np.ndarray, set[float]]:
         info = self.info
         if self._shapes is not None:
             return self._shapes.rasterize(self._img.window_transform(rio_win), ok.shape, ok)
@@ -353,7 +365,9 @@ class SceneReader:
         try:
             raw = src.read(1, window=rio_win)  # type: ignore[union-attr]
         except RasterioError as e:
-            raise InputError(f"{info.labels.path}: cannot read labels at window {inside}: {e}") from None
+            raise InputError(
+                f"{info.labels.path}: cannot read labels at window {inside}: {e}"
+            ) from None
         known = ok.copy()
         nodata = info.labels.nodata
         if self._vrt is not None and nodata is None:
@@ -401,7 +415,9 @@ class VectorShapes:
                 self.items.append((geom, int(cls)))
         self.boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
-    def rasterize(self, transform, shape: tuple[int, int], ok: np.ndarray) -> tuple[np.ndarray, set]:
+    def rasterize(
+        self, transform, shape: tuple[int, int], ok: np.ndarray
+    ) -> tuple[np.ndarray, set]:
         from rasterio.features import rasterize
 
         h, w = shape
@@ -414,8 +430,14 @@ class VectorShapes:
         fill = IGNORE if self.spec.background is None else self.spec.background
         shapes = [self.items[i] for i in np.flatnonzero(hit)]
         if shapes:
-            out = rasterize(shapes, out_shape=shape, transform=transform, fill=fill, dtype="uint8",
-                            all_touched=self.spec.all_touched)
+            out = rasterize(
+                shapes,
+                out_shape=shape,
+                transform=transform,
+                fill=fill,
+                dtype="uint8",
+                all_touched=self.spec.all_touched,
+            )
         else:
             out = np.full(shape, fill, np.uint8)
         out = np.where(ok, out, IGNORE).astype(np.uint8)

@@ -139,7 +139,9 @@ class TileGrid:
         return ci, cj
 
 
-def assign_folds(blocks: list[tuple[str, int, int]], k: int, seed: int) -> dict[tuple[str, int, int], int]:
+def assign_folds(
+    blocks: list[tuple[str, int, int]], k: int, seed: int
+) -> dict[tuple[str, int, int], int]:
     """Balanced, seeded fold of each spatial block: shuffle, then deal round-robin.
 
     Block counts per fold differ by at most one.
@@ -149,19 +151,30 @@ def assign_folds(blocks: list[tuple[str, int, int]], k: int, seed: int) -> dict[
     return {b: idx % k for idx, b in enumerate(order)}
 
 
-def fold_map(
-    grid: TileGrid, window: Window, scene: str, folds: dict[tuple[str, int, int], int], block_cells: int
+def block_table(
+    folds: dict[tuple[str, int, int], int], scene: str, grid: TileGrid, block_cells: int
 ) -> np.ndarray:
-    """H x W uint8 fold of the core owning each pixel of `window`; 255 outside the scene."""
-    ci, cj = grid.cells_of(window)
-    bi = np.where(ci >= 0, ci // block_cells, -1)
-    bj = np.where(cj >= 0, cj // block_cells, -1)
-    n_bi, n_bj = (grid.rows - 1) // block_cells + 1, (grid.cols - 1) // block_cells + 1
-    table = np.full((n_bi + 1, n_bj + 1), 255, np.uint8)  # last row/col: outside (index -1)
+    """(blocks down, blocks across) uint8 fold of each block of one scene."""
+    n_bi = (grid.rows - 1) // block_cells + 1
+    n_bj = (grid.cols - 1) // block_cells + 1
+    table = np.empty((n_bi, n_bj), np.uint8)
     for a in range(n_bi):
         for b in range(n_bj):
             table[a, b] = folds[(scene, a, b)]
-    return table[bi[:, None], bj[None, :]]
+    return table
+
+
+def fold_map(grid: TileGrid, window: Window, table: np.ndarray, block_cells: int) -> np.ndarray:
+    """H x W uint8 fold of the core owning each pixel of `window`; 255 outside the scene.
+
+    `table` is the scene's `block_table`.
+    """
+    ci, cj = grid.cells_of(window)
+    padded = np.full((table.shape[0] + 1, table.shape[1] + 1), 255, np.uint8)
+    padded[:-1, :-1] = table  # index -1 (outside the scene) reads the 255 border
+    bi = np.where(ci >= 0, ci // block_cells, -1)
+    bj = np.where(cj >= 0, cj // block_cells, -1)
+    return padded[bi[:, None], bj[None, :]]
 
 
 def scene_blocks(scene: str, grid: TileGrid, block_cells: int) -> list[tuple[str, int, int]]:

@@ -88,7 +88,9 @@ def _expand(text: str) -> str:
             return value
         if m.group(2) is not None:
             return m.group(2)
-        raise ConfigError(f"environment variable {m.group(1)} is not set (used as ${{{m.group(1)}}})")
+        raise ConfigError(
+            f"environment variable {m.group(1)} is not set (used as ${{{m.group(1)}}})"
+        )
 
     return _VAR.sub(sub, text)
 
@@ -131,7 +133,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
 def parse_config(raw: dict[str, Any], source: str = "<config>", base: Path | None = None) -> Config:
     """Validate a config dict; paths are resolved against `base` (default: cwd)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping, received {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: the top level must be a mapping, received {type(raw).__name__}"
+        )
     if raw.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
         raise ConfigError(
             f"{source}: schema_version {raw['schema_version']!r} is not supported; "

@@ -57,7 +57,9 @@ class VectorLabels(Section):
 class SceneSpec(Section):
     """One scene: a multi-band image and its labels (a raster or polygons), or no labels."""
 
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="Scene id; default the image stem.")
+    id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$", description="Scene id; default the image stem."
+    )
     image: str = Field(description="Image raster (GeoTIFF, or a non-georeferenced PNG/TIFF).")
     labels: str | None = Field(None, description="Label raster.")
     vector: VectorLabels | None = Field(None, description="Label polygons.")

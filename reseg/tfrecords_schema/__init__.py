@@ -7,8 +7,8 @@ the shard writer (`TFRecordShardWriter`) all live in `schema`.
 from reseg.tfrecords_schema.schema import (
     IMAGE_DTYPES,
     SCHEMA_VERSION,
-    Tile,
     TFRecordShardWriter,
+    Tile,
     check_file,
     decode,
     encode,

