@@ -64,8 +64,14 @@ class _Batch:
     valid: np.ndarray  # (B, T_r, T_c) uint8
 
 
-def resolve_tile_size(cfg: PredictConfig, info: ModelInfo) -> int:
-    """The prediction tile side: config, else by architecture (see `PredictConfig.tile_size`)."""
+def resolve_geometry(cfg: PredictConfig, info: ModelInfo) -> tuple[int, int]:
+    """Prediction tile side and overlap, both multiples of the model's output stride.
+
+    Tile: the config's, else by architecture (see `PredictConfig.tile_size`). The overlap
+    is rounded up to a multiple of the output stride (and of 2) so that every tile starts
+    on the same pooling grid as a whole-image prediction would: tiles then differ from it
+    only through their edges, which the blending weight discounts.
+    """
     if cfg.tile_size is not None:
         tile = cfg.tile_size
     elif any(g in info.architecture.lower() for g in GLOBAL_CONTEXT):
@@ -74,11 +80,21 @@ def resolve_tile_size(cfg: PredictConfig, info: ModelInfo) -> int:
         tile = max(512, info.tile_size)
     s = info.output_stride
     tile = s * math.ceil(tile / s)
-    if 2 * cfg.overlap > tile:
-        raise ConfigError(
-            f"predict.overlap={cfg.overlap} must be at most half the tile size {tile}"
+    step = math.lcm(2, s)
+    overlap = step * math.ceil(cfg.overlap / step)
+    if overlap != cfg.overlap:
+        log.info(
+            "overlap %d rounded up to %d, a multiple of the output stride %d",
+            cfg.overlap,
+            overlap,
+            s,
         )
-    return tile
+    if 2 * overlap > tile:
+        raise ConfigError(
+            f"predict.overlap={cfg.overlap} (as a multiple of the output stride: {overlap}) must be at "
+            f"most half the tile size {tile}"
+        )
+    return tile, overlap
 
 
 def _chunks(plan: SlidingPlan, bands: int, itemsize: int, chunk_mb: int) -> list[tuple[int, int]]:
@@ -189,8 +205,8 @@ def predict_scene(
     info = backend.info
     t_start = time.perf_counter()
     scene = open_scene(image, info, cfg.nodata)
-    tile = resolve_tile_size(cfg, info)
-    plan = SlidingPlan.make(scene.height, scene.width, tile, cfg.overlap, info.output_stride)
+    tile, overlap = resolve_geometry(cfg, info)
+    plan = SlidingPlan.make(scene.height, scene.width, tile, overlap, info.output_stride)
     n_batches = math.ceil(plan.num_tiles / cfg.batch_size)
     if hasattr(backend, "jit_compile"):
         backend.jit_compile = (
@@ -207,7 +223,7 @@ def predict_scene(
         scene.width,
         plan.num_tiles,
         *plan.tile_shape,
-        cfg.overlap,
+        overlap,
         n_batches,
         "+".join(cfg.transforms),
         cfg.refine,

@@ -59,6 +59,7 @@ def save_model(
     nodata: float | None = None,
     band_indexes: tuple[int, ...] | None = None,
     label_values: dict[str, int] | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> Path:
     """Write `model.keras` and `model.json` into `directory`."""
     directory = Path(directory)
@@ -69,7 +70,7 @@ def save_model(
         image_dtype=dtype,
         mean=tuple([float(mean)] * bands),
         std=tuple([float(std)] * bands),
-        class_names=tuple(f"class{i}" for i in range(classes)),
+        class_names=class_names or tuple(f"class{i}" for i in range(classes)),
         class_colors=tuple(COLORS[i % len(COLORS)] for i in range(classes)),
         output_stride=output_stride,
         tile_size=tile_size,
