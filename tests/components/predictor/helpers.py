@@ -11,38 +11,24 @@ from reseg.artifacts import ModelInfo
 COLORS = ("#e31a1c", "#33a02c", "#1f78b4", "#ffff99", "#cab2d6", "#fdbf6f", "#b2df8a")
 
 
-def conv1x1(bands: int, classes: int, seed: int = 0, gain: float = 3.0):
-    """Two 1 x 1 convolutions and a softmax: exactly D4-equivariant (per-pixel)."""
+def conv1x1(bands: int, classes: int, seed: int = 0):
+    """The registry's plain CNN with 1 x 1 kernels: per-pixel, so exactly D4-equivariant."""
     import keras
-    from keras import layers
 
-    init = keras.initializers.RandomNormal(stddev=gain, seed=seed)
-    inp = keras.Input((None, None, bands), name="image")
-    x = layers.Conv2D(8, 1, activation="tanh", kernel_initializer=init, name="px1")(inp)
-    x = layers.Conv2D(classes, 1, kernel_initializer=init, name="px2")(x)
-    out = layers.Softmax(name="probs")(x)
-    return keras.Model(inp, out, name="conv1x1")
+    from reseg.models import build_model
+
+    keras.utils.set_random_seed(seed)
+    return build_model("cnn", classes, bands, filters=8, depth=2, kernel_size=1, batch_norm=False)
 
 
 def small_cnn(bands: int, classes: int, seed: int = 0):
-    """3 x 3 convolutions with one 2 x 2 pooling (output stride 2): has spatial context."""
+    """The registry's U-Net at depth 1 (output stride 2), base 8 filters: has spatial context."""
     import keras
-    from keras import layers
 
-    init = keras.initializers.GlorotUniform(seed=seed)
-    inp = keras.Input((None, None, bands), name="image")
-    x = layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init, name="c1")(
-        inp
-    )
-    x = layers.MaxPooling2D(2, name="pool")(x)
-    x = layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init, name="c2")(
-        x
-    )
-    x = layers.UpSampling2D(2, name="up")(x)
-    x = layers.Conv2D(classes, 3, padding="same", kernel_initializer=init, name="c3")(x)
-    x = layers.Rescaling(4.0, name="sharpen")(x)
-    out = layers.Softmax(name="probs")(x)
-    return keras.Model(inp, out, name="small_cnn")
+    from reseg.models import build_model
+
+    keras.utils.set_random_seed(seed)
+    return build_model("unet", classes, bands, depth=1, base_filters=8, batch_norm=False)
 
 
 def save_model(
