@@ -16,7 +16,7 @@ def image_input(bands: int, multiple: int, model_name: str):
         `InputSizeCheck(multiple)`, which every builder continues from.
     """
     inputs = keras.Input((None, None, bands), dtype="float32", name="image")
-    x = InputSizeCheck(multiple, model_name=model_name, name="input_size_check")(inputs)
+    x = InputSizeCheck(multiple, model_name=model_name, name="stride_check")(inputs)
     return inputs, x
 
 

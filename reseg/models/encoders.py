@@ -194,8 +194,6 @@ def _small_encoder(x, widths, blocks, output_stride, hdc) -> list:
 
 def _load_local_weights(app: keras.Model, ctor: Callable, bands: int, path: str) -> None:
     """Load a local weights file of the 3-band network into `app`, adapting the first conv."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Argument `encoder_weights` names no file. Received: {path!r}")
     if bands == 3:
         app.load_weights(path)
         return
@@ -217,6 +215,10 @@ def _load_local_weights(app: keras.Model, ctor: Callable, bands: int, path: str)
 def _application_encoder(x, encoder, bands, output_stride, hdc, weights_path) -> list:
     ctor_name, stage_of, taps = _APPLICATIONS[encoder]
     ctor = getattr(keras.applications, ctor_name)
+    if weights_path is not None and not os.path.isfile(weights_path):
+        raise FileNotFoundError(
+            f"Argument `encoder_weights` names no file. Received: encoder_weights={weights_path!r}"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "usually expects 1 or 3 input channels"
         app = ctor(include_top=False, weights=None, input_shape=(None, None, bands))

@@ -8,7 +8,7 @@ and concatenates all of them with `c5`. A 3 x 3 convolution (`head_filters`),
 dropout and a 1 x 1 classifier give the scores, upsampled bilinearly by the
 output stride.
 
-The auxiliary head of the paper (3 x 3 conv, dropout 0.1, classifier on the
+The auxiliary head of the paper (3 x 3 conv, dropout, classifier on the
 output of stage c4, loss weight 0.4) is training-only: it is not in the model
 `build` returns (prediction, export), and `reseg.models.training_model` adds
 it on top of the layer `encoder_c4` (see `aux_head`).
@@ -118,14 +118,15 @@ def aux_head(model: keras.Model) -> Any:
     """The auxiliary output of a PSPNet, built on the model's `encoder_c4` tensor.
 
     3 x 3 convolution to `channels(c4) / 4` filters (paper: 1024 -> 256), batch
-    norm, ReLU, dropout 0.1, 1 x 1 classifier, bilinear resize to the input and
-    softmax. Layers are named `aux_*`; the returned tensor is float32
+    norm, ReLU, dropout at the rate of the main head (`dropout`, paper 0.1), 1 x 1
+    classifier, bilinear resize to the input and softmax. Layers are named `aux_*`; the returned tensor is float32
     `(B, H, W, C)` and belongs to the graph of `model.input`.
     """
     c4 = model.get_layer(AUX_SOURCE).output
     num_classes = model.output.shape[-1]
     y = blocks.conv_bn_relu(c4, max(c4.shape[-1] // 4, 8), 3, "aux")
-    y = blocks.dropout(y, 0.1, "aux_dropout")
+    rate = next((la.rate for la in model.layers if la.name == "head_dropout"), 0.0)
+    y = blocks.dropout(y, rate, "aux_dropout")
     y = blocks.classifier(y, num_classes, name="aux_classifier")
     y = ResizeToMatch(name="aux_resize")([y, model.input])
     return blocks.softmax(y, name="aux_softmax")
