@@ -100,6 +100,8 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def _json_default(o: Any) -> Any:
+    if isinstance(o, np.bool_):
+        return bool(o)
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):

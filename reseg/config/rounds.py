@@ -1,9 +1,137 @@
-"""The `rounds` section: the confidence rounds of the method."""
+"""The `rounds` section: confidence rounds, the method's core.
 
-from pydantic import Field
+Round 0 trains on every labelled pixel. After each round r the scorer writes the
+round's per-pixel class probabilities, and the selector picks, per class, pixels
+by their score; the selection becomes per-pixel loss weights of round r + 1.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from reseg.config.base import Section
 
+SCORES = ("true_class", "max_prob", "margin", "entropy")
+MERGE_METHODS = ("mean", "weighted", "max_confidence", "vote")
+
+
+class GrowConfig(Section):
+    """x growing per round: x_s = min(start + s * step, max) for the s-th selection (s = 0, 1, ...).
+
+    Class-balanced self-training uses start 20, step 5, max 50.
+    """
+
+    start: float = Field(gt=0, le=100)
+    step: float = Field(ge=0, le=100)
+    max: float = Field(gt=0, le=100)
+
+
+class SelectionConfig(Section):
+    """Which pixels of each class weigh in the next round."""
+
+    score: Literal["true_class", "max_prob", "margin", "entropy"] = Field(
+        "true_class",
+        description=(
+            "Per-pixel confidence, higher = surer: probability of the true class, maximum "
+            "probability, margin between the two highest, or 1 - entropy / log(C)."
+        ),
+    )
+    direction: Literal["top", "bottom", "band"] = Field(
+        "top",
+        description="top: the x% highest scores of each class; bottom: the lowest; band: between percentiles.",
+    )
+    percent: float | list[float] = Field(
+        5.0, description="x: one percentage for every class, or one per class."
+    )
+    band: tuple[float, float] | None = Field(
+        None, description="For direction band: [low, high] percentiles of each class's scores."
+    )
+    grow: GrowConfig | None = Field(None, description="Let x grow per round (replaces `percent`).")
+    correct_only: bool = Field(
+        False, description="Only pixels whose predicted class is their label."
+    )
+    min_kept: int = Field(
+        0, ge=0, description="For bottom: keep at least this many pixels per class (OHEM)."
+    )
+    threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Absolute mode: top selects score >= threshold, bottom score <= threshold (ignores x).",
+    )
+    weighting: Literal["only", "emphasis"] = Field(
+        "only",
+        description="only: w = 1 selected, 0 otherwise; emphasis: w = 1 + lambda selected, 1 otherwise.",
+    )
+    emphasis: float = Field(1.0, gt=0, description="lambda of `emphasis` weighting.")
+
+    @field_validator("percent")
+    @classmethod
+    def _percent_range(cls, v: float | list[float]) -> float | list[float]:
+        values = v if isinstance(v, list) else [v]
+        if not values or any(not 0 <= x <= 100 for x in values):
+            raise ValueError(f"percentages must be within 0..100, received {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _band_needs_limits(self) -> SelectionConfig:
+        if self.direction == "band":
+            if self.band is None:
+                raise ValueError("direction band needs `band: [low, high]` percentiles")
+            lo, hi = self.band
+            if not 0 <= lo < hi <= 100:
+                raise ValueError(
+                    f"band must satisfy 0 <= low < high <= 100, received {list(self.band)}"
+                )
+        if self.threshold is not None and self.direction == "band":
+            raise ValueError("an absolute threshold works with direction top or bottom, not band")
+        return self
+
+    def percent_for(self, selection_index: int, num_classes: int) -> list[float]:
+        """x_c of every class for the s-th selection (after round s)."""
+        if self.grow is not None:
+            g = self.grow
+            return [min(g.start + selection_index * g.step, g.max)] * num_classes
+        if isinstance(self.percent, list):
+            if len(self.percent) != num_classes:
+                raise ValueError(
+                    f"rounds.selection.percent has {len(self.percent)} values but there are {num_classes} classes"
+                )
+            return list(self.percent)
+        return [float(self.percent)] * num_classes
+
 
 class RoundsConfig(Section):
-    count: int = Field(1, ge=0, description="Rounds after round 0.")
+    """How many rounds, on which folds, and how rounds are chained and merged."""
+
+    count: int = Field(2, ge=0, description="Rounds after round 0 (R); rounds are 0..R.")
+    folds: list[int] | Literal["all"] = Field(
+        default_factory=lambda: [0], description="Validation folds to run the rounds for, or all."
+    )
+    init: Literal["finetune", "scratch"] = Field(
+        "finetune", description="Round r + 1 starts from round r's model, or from scratch."
+    )
+    epochs: int | None = Field(
+        None, ge=1, description="Epochs of rounds >= 1; default train.epochs."
+    )
+    stop_when_no_gain: bool = Field(
+        False,
+        description="Stop early when a round does not raise validation mIoU over the previous.",
+    )
+    selection: SelectionConfig = SelectionConfig()
+    merge: Literal["mean", "weighted", "max_confidence", "vote"] = Field(
+        "mean", description="How the merged result combines the rounds (all four are evaluated)."
+    )
+
+    def fold_list(self, k: int) -> list[int]:
+        folds = list(range(k)) if self.folds == "all" else list(self.folds)
+        bad = [f for f in folds if not 0 <= f < k]
+        if bad:
+            from reseg.errors import ConfigError
+
+            raise ConfigError(
+                f"rounds.folds: folds {bad} are outside 0..{k - 1} (tiling.folds = {k})"
+            )
+        return folds

@@ -1,7 +1,8 @@
 """The pipeline: the only place that wires components together.
 
-`STEPS` declares the steps by name in order; `run_pipeline` runs them, each
-skipped by its component when its manifest matches (resume / caching).
+`STEPS` declares the steps by name, in order; `run_pipeline` runs them inside one
+MLflow parent run (rounds log nested runs into it). Each component skips its work
+when its manifest matches, so a rerun resumes after the last complete artifact.
 """
 
 from __future__ import annotations
@@ -9,43 +10,89 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reseg import artifacts
 from reseg.config import Config
 
 log = logging.getLogger(__name__)
 
 
-def _tile(cfg: Config, root: Path, beam_args: Sequence[str]) -> Any:
+@dataclass
+class Context:
+    """What every step gets: config, root, extra Beam options, the parent MLflow run, results so far."""
+
+    cfg: Config
+    root: Path
+    beam_args: Sequence[str]
+    run: Any
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _tile(ctx: Context) -> Any:
     from reseg.components.tiling import tile
 
-    return tile(cfg, root, beam_args)
+    return tile(ctx.cfg, ctx.root, ctx.beam_args)
 
 
-def _stats(cfg: Config, root: Path, beam_args: Sequence[str]) -> Any:
+def _stats(ctx: Context) -> Any:
     from reseg.components.statistics import compute_stats
 
-    return compute_stats(cfg, root, beam_args)
+    return compute_stats(ctx.cfg, ctx.root, ctx.beam_args)
 
 
-STEPS: dict[str, Callable[[Config, Path, Sequence[str]], Any]] = {
+def _rounds(ctx: Context) -> Any:
+    from reseg.pipeline.rounds import run_fold
+
+    tiles = ctx.results.get("tile") or artifacts.TileSet.load(ctx.root / "tiles")
+    return [
+        run_fold(ctx.cfg, ctx.root, k, ctx.beam_args, ctx.run)
+        for k in ctx.cfg.rounds.fold_list(tiles.folds)
+    ]
+
+
+def _report(ctx: Context) -> Any:
+    from reseg.report import write_report
+
+    path = write_report(ctx.root)
+    if ctx.run.enabled:
+        ctx.run.log_artifacts(path.parent, "report")
+    return path
+
+
+STEPS: dict[str, Callable[[Context], Any]] = {
     "tile": _tile,
     "stats": _stats,
+    "rounds": _rounds,
+    "report": _report,
 }
 
 
 def run_pipeline(
-    cfg: Config, root: str | Path, beam_args: Sequence[str] = (), steps: Sequence[str] | None = None
+    cfg: Config,
+    root: str | Path,
+    beam_args: Sequence[str] = (),
+    steps: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the named steps (default all) in order; return each step's artifact."""
+    """Run the named steps (default all) in order; return each step's result by name."""
+    from reseg import tracking
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(cfg.to_json())
-    results: dict[str, Any] = {}
-    for name in steps or STEPS:
-        started = time.time()
-        log.info("step %s", name)
-        results[name] = STEPS[name](cfg, root, beam_args)
-        log.info("step %s done in %.1f s", name, time.time() - started)
-    return results
+    names = list(steps or STEPS)
+    key = artifacts.fingerprint("pipeline", cfg.model_dump(mode="json"), str(root.resolve()))
+    with tracking.open_run(
+        cfg, root, run_name=f"pipeline {cfg.name}", tags={"reseg.step": "pipeline"}, resume_key=key
+    ) as run:
+        if run.enabled:
+            run.log_params(cfg.model_dump(mode="json"))
+        ctx = Context(cfg, root, beam_args, run)
+        for name in names:
+            started = time.time()
+            log.info("step %s", name)
+            ctx.results[name] = STEPS[name](ctx)
+            log.info("step %s done in %.1f s", name, time.time() - started)
+    return ctx.results

@@ -1,0 +1,21 @@
+"""`reseg report ROOT`: report.md and report.html of a pipeline root."""
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", type=Path, metavar="ROOT", help="pipeline root")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reseg.errors import ArtifactError
+    from reseg.report import collect, round_table, write_report
+
+    if not (args.root / "tiles").exists():
+        raise ArtifactError(f"{args.root}: not a pipeline root (no tiles/)")
+    md = write_report(args.root)
+    for view in collect(args.root):
+        print(f"\nvalidation {view.fold}\n{round_table(view)}")
+    print(f"\nreport: {md} and {md.with_suffix('.html')}")
+    return 0

@@ -1,0 +1,145 @@
+"""Evaluator: metrics of a round (or of the merged rounds) on its validation fold.
+
+Reads a scores directory and counts the core pixels of the validation fold's
+tiles (each scene pixel once) whose label is not 255: overall accuracy, per-class
+IoU, precision, recall and F1, mean IoU, Cohen's kappa (formulas in
+`reseg.metrics`), the confusion matrix as counts (JSON) and row-normalised (PNG).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reseg import artifacts
+from reseg.metrics import confusion, scores
+from reseg.tfrecords_schema import read_tiles
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+
+
+def confusion_of_scores(files: Sequence[Path], fold: int | None, num_classes: int) -> np.ndarray:
+    """C x C confusion of argmax(probs) over the core pixels of fold `fold`'s tiles (all tiles if None)."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for t in read_tiles(list(files)):
+        if fold is not None and t.fold != fold:
+            continue
+        if t.probs is None:
+            raise ValueError(f"tile {t.key} carries no scores")
+        rs, cs = t.core_slice()
+        cm += confusion(t.label[rs, cs], t.probs[rs, cs].argmax(-1), num_classes)
+    return cm
+
+
+def evaluate(
+    scores_dir: str | Path,
+    out: str | Path,
+    fold: int | None,
+    class_names: Sequence[str],
+    title: str = "",
+) -> dict[str, Any]:
+    """Write `metrics.json`, `confusion.png` and `per_class.png` into `out`; return the metrics."""
+    from reseg.components.scorer import score_files
+
+    out = Path(out)
+    src_fp = artifacts.read_manifest(scores_dir)["fingerprint"]
+    fp = artifacts.fingerprint("evaluate", CODE_VERSION, src_fp, fold, list(class_names))
+    if artifacts.is_current(out, fp):
+        return load_metrics(out)
+    tmp = artifacts.staging_dir(out, fp)
+    started = time.time()
+    cm = confusion_of_scores(score_files(scores_dir), fold, len(class_names))
+    metrics = scores(cm, class_names)
+    metrics["fold"] = fold
+    artifacts.write_json(tmp / "metrics.json", metrics)
+    plot_confusion(cm, class_names, tmp / "confusion.png", title)
+    plot_per_class(metrics, tmp / "per_class.png", title)
+    artifacts.publish(
+        tmp,
+        out,
+        {
+            "fingerprint": fp,
+            "step": "evaluate",
+            "scores": str(scores_dir),
+            "seconds": round(time.time() - started, 3),
+        },
+    )
+    log.info(
+        "%s: mIoU %s, OA %s",
+        title or out,
+        _fmt(metrics["mean_iou"]),
+        _fmt(metrics["overall_accuracy"]),
+    )
+    return metrics
+
+
+def load_metrics(eval_dir: str | Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((Path(eval_dir) / "metrics.json").read_text())
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> None:
+    """Row-normalised confusion matrix (recall per true class) with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n), dpi=100)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}\n{cm[i, j]}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion (row-normalised) {title}".strip(), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_per_class(metrics: dict[str, Any], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(metrics["per_class"])
+    iou = [metrics["per_class"][c]["iou"] or 0 for c in names]
+    f1 = [metrics["per_class"][c]["f1"] or 0 for c in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(names), 3), dpi=100)
+    ax.bar(x - 0.2, iou, 0.4, label="IoU")
+    ax.bar(x + 0.2, f1, 0.4, label="F1")
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title(f"per class {title}; mIoU {_fmt(metrics['mean_iou'])}".strip(), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,130 @@
+"""Scorer, a Beam job (the BulkInferrer pattern): a round's model over every tile.
+
+Each worker loads the model once (`DoFn.setup`); tiles arrive in batches from
+`BatchElements`, are normalised with the model's statistics and predicted, and
+leave as tiles of schema v1 carrying `score/probs` (H x W x C float16) and
+`score/round`. The output is a set of gzip TFRecord shards: their order is
+whatever Beam makes it, so every reader of scores is order-independent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from reseg import artifacts
+from reseg.config import Config
+from reseg.tfrecords_schema import decode, encode
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+
+
+class ScoreBatch(beam.DoFn):
+    """Predicts a batch of serialised tiles; the model is loaded once per DoFn instance."""
+
+    def __init__(self, model_dir: str, round_: int):
+        self.model_dir = model_dir
+        self.round = round_
+        self.backend = None
+
+    def setup(self) -> None:
+        from reseg.components.predictor.backends import KerasBackend
+
+        self.backend = KerasBackend(self.model_dir)
+
+    def process(self, records: list[bytes]) -> Iterator[bytes]:
+        tiles = [decode(r) for r in records]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, t in enumerate(tiles):
+            by_shape.setdefault(t.image.shape, []).append(i)
+        for idx in by_shape.values():
+            raw = np.stack([tiles[i].image for i in idx])
+            valid = np.stack([tiles[i].valid for i in idx])
+            probs = self.backend(raw, valid)  # type: ignore[misc]
+            for i, p in zip(idx, probs, strict=True):
+                yield encode(tiles[i].with_scores(p, self.round))
+
+
+class ScoreTiles(beam.PTransform):
+    """Serialised tiles -> serialised tiles with scores."""
+
+    def __init__(self, model_dir: str, round_: int, batch_size: int):
+        super().__init__()
+        self.model_dir, self.round, self.batch_size = model_dir, round_, batch_size
+
+    def expand(self, records):
+        return (
+            records
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
+            | "Predict" >> beam.ParDo(ScoreBatch(self.model_dir, self.round))
+        )
+
+
+def score(
+    cfg: Config,
+    model_dir: str | Path,
+    tile_files: Sequence[Path],
+    out: str | Path,
+    round_: int,
+    beam_args: Sequence[str] = (),
+    batch_size: int = 16,
+) -> Path:
+    """Write the tiles of `tile_files` with `model_dir`'s probabilities into `out` (skipped when current)."""
+    out = Path(out)
+    model_fp = artifacts.read_manifest(model_dir).get("fingerprint")
+    fp = artifacts.fingerprint(
+        "score", CODE_VERSION, model_fp, [f.name for f in tile_files], round_
+    )
+    if artifacts.is_current(out, fp):
+        log.info("scores are current (%s); skipping", out)
+        return out
+    tmp = artifacts.staging_dir(out, fp)
+    for stale in tmp.glob("*"):  # Beam writes the whole set again; drop a killed run's files
+        if stale.is_file():
+            stale.unlink()
+    started = time.time()
+    args = [*cfg.beam.args, *beam_args]
+    log.info("scoring %d tile files with %s", len(tile_files), model_dir)
+    with beam.Pipeline(options=PipelineOptions(args)) as p:
+        _ = (
+            p
+            | "Files" >> beam.Create([str(f) for f in tile_files])
+            | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
+            | "Score" >> ScoreTiles(str(model_dir), round_, batch_size)
+            | "Write"
+            >> beam.io.WriteToTFRecord(
+                str(tmp / "part"),
+                file_name_suffix=".tfrecord.gz",
+                num_shards=max(1, len(tile_files)),
+                compression_type=CompressionTypes.GZIP,
+            )
+        )
+    files = sorted(f.name for f in tmp.glob("part-*.tfrecord.gz"))
+    artifacts.publish(
+        tmp,
+        out,
+        {
+            "fingerprint": fp,
+            "step": "score",
+            "round": round_,
+            "model": str(model_dir),
+            "files": files,
+            "seconds": round(time.time() - started, 3),
+        },
+    )
+    return out
+
+
+def score_files(scores_dir: str | Path) -> list[Path]:
+    """The TFRecord files of a published scores directory."""
+    d = Path(scores_dir)
+    return [d / f for f in artifacts.read_manifest(d)["files"]]

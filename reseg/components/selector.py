@@ -1,0 +1,460 @@
+"""Selector: per class, the top (or bottom, or a band of) x% of pixels by score.
+
+**Candidates** are the labelled core pixels of the training folds' tiles (for
+validation fold k: tiles of other folds), so each scene pixel is counted once and
+no validation pixel is ever selected. With `correct_only`, only candidates whose
+predicted class is their label.
+
+**Scores** (higher = surer), from the round's probabilities p (C values per pixel):
+true_class p[y]; max_prob max_c p[c]; margin p(1) - p(2) (the two highest);
+entropy 1 - H(p) / log C with H(p) = -sum_c p[c] log p[c].
+
+**Counts.** For class c with N_c labelled training pixels and a pool of P_c
+candidates, `top`/`bottom` select m_c = min(P_c, round(x_c N_c / 100)) pixels (for
+`bottom` at least min(min_kept, P_c)); `band [lo, hi]` selects the pool's
+ascending ranks floor(lo P_c / 100) .. floor(hi P_c / 100) - 1. An absolute
+`threshold` t selects score >= t (top) or <= t (bottom). A class asked for more
+than it has gives all it has, and `selection.json` marks it `short`.
+
+**Exact and reproducible.** Scores are quantised to q = round(65535 s) and each
+pixel gets the 64-bit key (q << 48) | h, where h is a 48-bit hash of the pixel's
+scene position. Keys order pixels totally, so "the m highest" is one exact set,
+whatever the order tiles are read in; equal scores are broken by position hash.
+The work streams in passes: per-class histograms of q locate the boundary bins,
+the keys of those bins alone are sorted to find the exact boundary keys, and a
+last pass marks the selected pixels.
+
+**Output** (`selection/`): `<scene>.tif` per scene, uint8 on the scene grid,
+0 = not selected, c + 1 = selected pixel of class c (with a colour table), and
+`part-*.tfrecord.gz`: the tile set again with `weight/raw` read from those rasters
+(`only`: w = 1 selected, 0 otherwise; `emphasis`: w = 1 + lambda selected, 1
+otherwise), so a pixel has the same weight in every tile that overlaps it. Also
+`selection.json` (counts, score ranges, Jaccard overlap of each class's selection
+with the previous round's) and per-class score histograms (`score_hist.json`, PNG).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window as RioWindow
+
+from reseg import artifacts
+from reseg.config.data import IGNORE
+from reseg.config.rounds import SelectionConfig
+from reseg.tfrecords_schema import TFRecordShardWriter, Tile, encode, read_tiles
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+Q = 65535
+BINS = Q + 1
+HIST_BINS = 50
+
+
+# --- pure arithmetic (property-tested) ------------------------------------------------
+
+
+def pixel_scores(probs: np.ndarray, label: np.ndarray, kind: str) -> np.ndarray:
+    """Confidence in [0, 1] of each pixel, higher = surer. probs (..., C), label (...)."""
+    p = probs.astype(np.float32)
+    if kind == "true_class":
+        lab = np.where(label == IGNORE, 0, label).astype(np.int64)
+        return np.take_along_axis(p, lab[..., None], -1)[..., 0]
+    if kind == "max_prob":
+        return p.max(-1)
+    if kind == "margin":
+        top2 = np.sort(p, -1)[..., -2:]
+        return top2[..., 1] - top2[..., 0]
+    if kind == "entropy":
+        c = p.shape[-1]
+        h = -(p * np.log(np.clip(p, 1e-12, 1))).sum(-1)
+        return 1 - h / np.log(c)
+    raise ValueError(f"unknown score type {kind!r}")
+
+
+def quantize(s: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(s, 0, 1) * Q).astype(np.uint64)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def pixel_keys(q: np.ndarray, scene: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(q << 48) | 48-bit hash of (scene, row, col): a total order on pixels."""
+    pos = (
+        (np.uint64(scene) << np.uint64(42))
+        | (rows.astype(np.uint64) << np.uint64(21))
+        | cols.astype(np.uint64)
+    )
+    return (q.astype(np.uint64) << np.uint64(48)) | (_splitmix64(pos) >> np.uint64(16))
+
+
+def rank_range(cfg: SelectionConfig, x: float, n_class: int, pool: int) -> tuple[int, int, int]:
+    """Ascending ranks [a, b) of the pool to select, and how many were asked for."""
+    if cfg.direction == "band":
+        lo, hi = cfg.band  # type: ignore[misc]
+        a, b = int(np.floor(lo * pool / 100)), int(np.floor(hi * pool / 100))
+        return a, b, b - a
+    asked = int(round(x * n_class / 100))
+    if cfg.direction == "bottom":
+        asked = max(asked, cfg.min_kept)
+    m = min(asked, pool)
+    return (pool - m, pool, asked) if cfg.direction == "top" else (0, m, asked)
+
+
+def key_at(cum: np.ndarray, rank: int, sorted_keys: dict[int, np.ndarray]) -> int:
+    """Key of the pixel at ascending `rank`, given cumulative bin counts and the sorted keys of its bin."""
+    b = int(np.searchsorted(cum, rank, side="right"))
+    before = int(cum[b - 1]) if b else 0
+    return int(sorted_keys[b][rank - before])
+
+
+def boundary_bin(cum: np.ndarray, rank: int) -> int:
+    return int(np.searchsorted(cum, rank, side="right"))
+
+
+# --- passes ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidates:
+    """Core candidates of one tile: class ids, keys, scene positions."""
+
+    classes: np.ndarray
+    keys: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    q_all: np.ndarray  # quantised scores of every labelled core pixel (before correct_only)
+    classes_all: np.ndarray
+
+
+def _candidates(
+    t: Tile, scene_index: int, fold: int | None, cfg: SelectionConfig
+) -> _Candidates | None:
+    if fold is not None and t.fold == fold:
+        return None
+    if t.probs is None:
+        raise ValueError(f"tile {t.key} carries no scores")
+    rs, cs = t.core_slice()
+    lab = t.label[rs, cs]
+    labelled = lab != IGNORE
+    if fold is not None:
+        labelled &= t.fold_map[rs, cs] != fold
+    probs = t.probs[rs, cs]
+    q = quantize(pixel_scores(probs, lab, cfg.score))
+    pool = labelled.copy()
+    if cfg.correct_only:
+        pool &= probs.argmax(-1) == lab
+    rr, cc = np.nonzero(pool)
+    rows, cols = rr + rs.start + t.row, cc + cs.start + t.col
+    return _Candidates(
+        classes=lab[pool].astype(np.int64),
+        keys=pixel_keys(q[pool], scene_index, rows, cols),
+        rows=rows,
+        cols=cols,
+        q_all=q[labelled],
+        classes_all=lab[labelled].astype(np.int64),
+    )
+
+
+def _iter_candidates(files, scene_ids, fold, cfg):
+    for t in read_tiles(list(files)):
+        cand = _candidates(t, scene_ids[t.scene], fold, cfg)
+        if cand is not None:
+            yield t, cand
+
+
+def select(
+    scores_files: Sequence[Path],
+    tiles: artifacts.TileSet,
+    out: str | Path,
+    cfg: SelectionConfig,
+    fold: int | None,
+    selection_index: int,
+    previous: str | Path | None = None,
+    fingerprint_inputs: Any = None,
+) -> Path:
+    """Select pixels from a round's scores and write next round's weighted tiles into `out`."""
+    out = Path(out)
+    fp = artifacts.fingerprint(
+        "select",
+        CODE_VERSION,
+        cfg.model_dump(mode="json"),
+        fold,
+        selection_index,
+        fingerprint_inputs,
+        tiles.fingerprint,
+        str(previous),
+    )
+    if artifacts.is_current(out, fp):
+        log.info("selection is current (%s); skipping", out)
+        return out
+    tmp = artifacts.staging_dir(out, fp)
+    started = time.time()
+    C = tiles.num_classes
+    scenes = tiles.manifest["scenes"]
+    scene_ids = {s["id"]: i for i, s in enumerate(scenes)}
+    x = cfg.percent_for(selection_index, C)
+
+    # pass 1: histograms of quantised scores per class (pool and all labelled pixels)
+    hist_pool = np.zeros((C, BINS), np.int64)
+    hist_all = np.zeros((C, BINS), np.int64)
+    for _, cand in _iter_candidates(scores_files, scene_ids, fold, cfg):
+        q = (cand.keys >> np.uint64(48)).astype(np.int64)
+        hist_pool += np.bincount(cand.classes * BINS + q, minlength=C * BINS).reshape(C, BINS)
+        q_all = cand.q_all.astype(np.int64)
+        hist_all += np.bincount(cand.classes_all * BINS + q_all, minlength=C * BINS).reshape(
+            C, BINS
+        )
+    n_class = hist_all.sum(1)
+    pool = hist_pool.sum(1)
+    cum = np.cumsum(hist_pool, axis=1)
+
+    # key bounds per class: selected iff lo <= key < hi (hi None = no upper bound)
+    bounds: list[tuple[int | None, int | None]] = []
+    ranks = []
+    if cfg.threshold is not None:
+        qt = int(np.rint(cfg.threshold * Q))
+        for _ in range(C):
+            bounds.append((qt << 48, None) if cfg.direction == "top" else (0, (qt + 1) << 48))
+            ranks.append(None)
+    else:
+        need: dict[tuple[int, int], list[int]] = {}
+        for c in range(C):
+            a, b, asked = rank_range(cfg, x[c], int(n_class[c]), int(pool[c]))
+            ranks.append((a, b, asked))
+            for r in (a, b):
+                if a < b and r < pool[c]:
+                    need.setdefault((c, boundary_bin(cum[c], r)), [])
+        # pass 2: keys of the boundary bins only
+        if need:
+            for _, cand in _iter_candidates(scores_files, scene_ids, fold, cfg):
+                qs = (cand.keys >> np.uint64(48)).astype(np.int64)
+                for (c, b), acc in need.items():
+                    sel = (cand.classes == c) & (qs == b)
+                    if sel.any():
+                        acc.append(cand.keys[sel])
+        for c in range(C):
+            a, b, _ = ranks[c]
+            if a >= b:
+                bounds.append((None, None))
+                continue
+            keys = {bb: np.sort(np.concatenate(v)) for (cc, bb), v in need.items() if cc == c and v}
+            lo = key_at(cum[c], a, keys)
+            hi = key_at(cum[c], b, keys) if b < pool[c] else None
+            bounds.append((lo, hi))
+
+    # pass 3: selection rasters (and counts, Jaccard with the previous selection)
+    selected = np.zeros(C, np.int64)
+    inter = np.zeros(C, np.int64)
+    union = np.zeros(C, np.int64)
+    srcs = {s["id"]: _open_selection_raster(tmp / f"{s['id']}.tif", s, tiles) for s in scenes}
+    prev = (
+        {s["id"]: rasterio.open(Path(previous) / f"{s['id']}.tif") for s in scenes}
+        if previous
+        else None
+    )
+    try:
+        for t, cand in _iter_candidates(scores_files, scene_ids, fold, cfg):
+            rs, cs = t.core_slice()
+            h, w = rs.stop - rs.start, cs.stop - cs.start
+            r0, c0 = rs.start + t.row, cs.start + t.col
+            core = np.zeros((h, w), np.uint8)
+            for c in np.unique(cand.classes):
+                lo, hi = bounds[c]
+                if lo is None:
+                    continue
+                m = (cand.classes == c) & (cand.keys >= np.uint64(lo))
+                if hi is not None:
+                    m &= cand.keys < np.uint64(hi)
+                core[cand.rows[m] - r0, cand.cols[m] - c0] = c + 1
+            win = RioWindow(c0, r0, w, h)
+            srcs[t.scene].write(core, 1, window=win)
+            counts = np.bincount(core.ravel(), minlength=C + 1)[1:]
+            selected += counts
+            if prev is not None:
+                old = prev[t.scene].read(1, window=win)
+                for c in range(C):
+                    a_, b_ = core == c + 1, old == c + 1
+                    inter[c] += int((a_ & b_).sum())
+                    union[c] += int((a_ | b_).sum())
+    finally:
+        for s in srcs.values():
+            s.close()
+        for s in (prev or {}).values():
+            s.close()
+
+    # pass 4: the tile set with per-pixel weights from the rasters
+    _write_weighted(tiles, tmp, cfg)
+    report = _report(
+        cfg,
+        tiles,
+        x,
+        n_class,
+        pool,
+        selected,
+        ranks,
+        bounds,
+        inter,
+        union,
+        previous,
+        fold,
+        selection_index,
+    )
+    artifacts.write_json(tmp / "selection.json", report)
+    hist_json = _histograms(hist_all, tiles.class_names)
+    artifacts.write_json(tmp / "score_hist.json", hist_json)
+    plot_histograms(hist_json, report, tmp / "score_hist.png")
+    artifacts.publish(
+        tmp,
+        out,
+        {
+            "fingerprint": fp,
+            "step": "select",
+            "files": [f.name for f in tiles.files],
+            "selected": selected.tolist(),
+            "seconds": round(time.time() - started, 3),
+        },
+    )
+    return out
+
+
+def _open_selection_raster(path: Path, scene: dict, tiles: artifacts.TileSet):
+    from affine import Affine
+
+    profile = dict(
+        driver="GTiff",
+        height=scene["height"],
+        width=scene["width"],
+        count=1,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    )
+    if scene["crs"]:
+        profile.update(crs=scene["crs"], transform=Affine.from_gdal(*scene["transform"]))
+    dst = rasterio.open(path, "w", **profile)
+    cmap = {0: (0, 0, 0, 0)}
+    for c, color in enumerate(tiles.class_colors):
+        cmap[c + 1] = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5)) + (255,)
+    dst.write_colormap(1, cmap)
+    dst.update_tags(1, classes=json.dumps(["(not selected)", *tiles.class_names]))
+    return dst
+
+
+def _write_weighted(tiles: artifacts.TileSet, tmp: Path, cfg: SelectionConfig) -> None:
+    rasters = {}
+    try:
+        for f in tiles.files:
+            with TFRecordShardWriter(tmp / f.name) as w:
+                for t in read_tiles(f):
+                    if t.scene not in rasters:
+                        rasters[t.scene] = rasterio.open(tmp / f"{t.scene}.tif")
+                    h, wd = t.label.shape
+                    sel = rasters[t.scene].read(
+                        1, window=RioWindow(t.col, t.row, wd, h), boundless=True, fill_value=0
+                    )
+                    mark = sel > 0
+                    weight = (
+                        mark.astype(np.float32)
+                        if cfg.weighting == "only"
+                        else 1 + cfg.emphasis * mark
+                    )
+                    w.write(encode(t.with_weight(weight)))
+    finally:
+        for r in rasters.values():
+            r.close()
+
+
+def _report(
+    cfg, tiles, x, n_class, pool, selected, ranks, bounds, inter, union, previous, fold, s_index
+) -> dict:
+    per_class = {}
+    for c, name in enumerate(tiles.class_names):
+        lo, hi = bounds[c]
+        per_class[name] = {
+            "pixels": int(n_class[c]),
+            "pool": int(pool[c]),
+            "percent": x[c],
+            "asked": None if ranks[c] is None else ranks[c][2],
+            "selected": int(selected[c]),
+            "short": ranks[c] is not None and ranks[c][2] > pool[c],
+            "score_min": None if lo is None or selected[c] == 0 else (lo >> 48) / Q,
+            "score_max": None if selected[c] == 0 else (1.0 if hi is None else (hi >> 48) / Q),
+            "jaccard_previous": (
+                None if previous is None or union[c] == 0 else float(inter[c] / union[c])
+            ),
+        }
+    return {
+        "fold": fold,
+        "selection_index": s_index,
+        "score": cfg.score,
+        "direction": cfg.direction,
+        "weighting": cfg.weighting,
+        "correct_only": cfg.correct_only,
+        "previous": None if previous is None else str(previous),
+        "selected": int(selected.sum()),
+        "per_class": per_class,
+    }
+
+
+def _histograms(hist_all: np.ndarray, names: Sequence[str]) -> dict:
+    idx = np.arange(BINS) * HIST_BINS // BINS
+    coarse = np.zeros((hist_all.shape[0], HIST_BINS), np.int64)
+    for c in range(hist_all.shape[0]):
+        coarse[c] = np.bincount(idx, weights=hist_all[c], minlength=HIST_BINS).astype(np.int64)
+    return {
+        "edges": np.linspace(0, 1, HIST_BINS + 1).round(4).tolist(),
+        "counts": {n: coarse[c].tolist() for c, n in enumerate(names)},
+    }
+
+
+def plot_histograms(hist: dict, report: dict, path: Path) -> None:
+    """Per-class histograms of the score, selected score range shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(hist["counts"])
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), dpi=90, squeeze=False)
+    edges = np.array(hist["edges"])
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        counts = np.array(hist["counts"][name])
+        ax.stairs(counts, edges, fill=True, color="#7570b3")
+        pc = report["per_class"][name]
+        if pc["score_min"] is not None:
+            ax.axvspan(pc["score_min"], pc["score_max"], color="#d95f02", alpha=0.25)
+        ax.set_title(f"{name}: {pc['selected']} of {pc['pixels']}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(
+        f"{report['score']} score per class (shaded: selected, {report['direction']})", fontsize=9
+    )
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.1, top=0.85, wspace=0.3, hspace=0.6)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def weighted_files(selection_dir: str | Path) -> list[Path]:
+    d = Path(selection_dir)
+    return [d / f for f in artifacts.read_manifest(d)["files"]]

@@ -1,0 +1,265 @@
+"""Reports of a pipeline root, read from its artifacts: the round table, plots, report.md/html.
+
+Everything comes from files on disk (metrics.json, selection.json, methods.json), so
+`reseg report ROOT` works on any finished or partial root.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reseg import artifacts, layout
+
+
+@dataclass
+class FoldView:
+    fold: str
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # {round, metrics, selection, dir}
+    merged: dict[str, Any] | None = None
+    methods: dict[str, Any] | None = None
+    merge_method: str | None = None
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def collect(root: str | Path) -> list[FoldView]:
+    """Every fold of a root with the rounds found on disk, in order."""
+    root = Path(root)
+    folds: dict[str, FoldView] = {}
+    rounds_dir = root / "rounds"
+    for rdir in sorted(
+        rounds_dir.glob("r*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1
+    ):
+        if not rdir.name[1:].isdigit():
+            continue
+        for fdir in sorted(rdir.iterdir()):
+            if not fdir.is_dir() or ".tmp-" in fdir.name:
+                continue
+            view = folds.setdefault(fdir.name, FoldView(fdir.name))
+            view.rounds.append(
+                {
+                    "round": int(rdir.name[1:]),
+                    "metrics": _json(fdir / "eval" / "metrics.json"),
+                    "selection": _json(fdir / "selection" / "selection.json"),
+                    "dir": fdir,
+                }
+            )
+    for name, view in folds.items():
+        mdir = root / "merged" / name
+        view.merged = _json(mdir / "eval" / "metrics.json")
+        m = _json(mdir / "scores" / "methods.json")
+        view.methods = m["methods"] if m else None
+        spec = _json(mdir / "merged.json")
+        view.merge_method = spec["method"] if spec else None
+    return [folds[k] for k in sorted(folds)]
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def round_table(view: FoldView) -> str:
+    """Markdown table of one fold: a row per round, then the merged results."""
+    names = _class_names(view)
+    head = [
+        "round",
+        "mIoU",
+        "OA",
+        "kappa",
+        *[f"IoU {n}" for n in names],
+        "selected",
+        "Jaccard vs prev.",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in view.rounds:
+        m, s = r["metrics"] or {}, r["selection"] or {}
+        pc = m.get("per_class", {})
+        jac = [
+            v["jaccard_previous"]
+            for v in s.get("per_class", {}).values()
+            if v.get("jaccard_previous") is not None
+        ]
+        cells = [
+            f"r{r['round']}",
+            _f(m.get("mean_iou")),
+            _f(m.get("overall_accuracy")),
+            _f(m.get("kappa")),
+            *[_f(pc.get(n, {}).get("iou")) for n in names],
+            str(s.get("selected", "–")),
+            _f(float(np.mean(jac))) if jac else "–",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    for method, m in (view.methods or {}).items():
+        pc = m.get("per_class", {})
+        star = " (used)" if method == view.merge_method else ""
+        cells = [
+            f"merged {method}{star}",
+            _f(m.get("mean_iou")),
+            _f(m.get("overall_accuracy")),
+            _f(m.get("kappa")),
+            *[_f(pc.get(n, {}).get("iou")) for n in names],
+            "",
+            "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _class_names(view: FoldView) -> list[str]:
+    for r in view.rounds:
+        if r["metrics"]:
+            return list(r["metrics"]["class_names"])
+        if r["selection"]:
+            return list(r["selection"]["per_class"])
+    return []
+
+
+def plot_miou(view: FoldView, path: Path) -> Path | None:
+    """mIoU per round with the merged result as a horizontal line."""
+    pts = [
+        (r["round"], r["metrics"]["mean_iou"])
+        for r in view.rounds
+        if r["metrics"] and r["metrics"]["mean_iou"] is not None
+    ]
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3), dpi=100)
+    xs, ys = zip(*pts, strict=True)
+    ax.plot(xs, ys, "o-", label="round")
+    if view.merged and view.merged.get("mean_iou") is not None:
+        ax.axhline(
+            view.merged["mean_iou"], color="#d95f02", ls="--", label=f"merged ({view.merge_method})"
+        )
+    ax.set_xlabel("round")
+    ax.set_ylabel("validation mIoU")
+    ax.set_xticks(list(xs))
+    ax.set_title(f"mIoU per round, {view.fold}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(root: str | Path) -> Path:
+    """`<root>/report/report.md` and `report.html` with tables and pictures; returns the md path."""
+    root = Path(root)
+    out = root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    views = collect(root)
+    md = [f"# reseg report: {root.resolve().name}", ""]
+    cfg = _json(root / "config.json")
+    if cfg:
+        sel = cfg.get("rounds", {}).get("selection", {})
+        md += [
+            f"Model `{cfg['model']['name']}`, {cfg['rounds']['count']} rounds after round 0, selection: "
+            f"{sel.get('direction')} {sel.get('percent')}% by `{sel.get('score')}` score, weighting "
+            f"`{sel.get('weighting')}`, rounds start by `{cfg['rounds']['init']}`.",
+            "",
+        ]
+    stats = root / "stats" / "class_pixels.png"
+    if stats.exists():
+        md += ["## Data", "", f"![class pixels per fold]({_rel(stats, out)})", ""]
+    for v in views:
+        md += [f"## Validation {v.fold}", "", round_table(v), ""]
+        png = plot_miou(v, out / f"miou_{v.fold}.png")
+        if png:
+            md += [f"![mIoU per round]({png.name})", ""]
+        for r in v.rounds:
+            d = r["dir"]
+            pics = [
+                p
+                for p in (
+                    d / "eval" / "confusion.png",
+                    d / "eval" / "per_class.png",
+                    d / "selection" / "score_hist.png",
+                )
+                if p.exists()
+            ]
+            if pics:
+                md += [
+                    f"### Round {r['round']}",
+                    "",
+                    *[f"![{p.stem}]({_rel(p, out)})" for p in pics],
+                    "",
+                ]
+        mdir = root / "merged" / v.fold / "eval"
+        if (mdir / "confusion.png").exists():
+            md += ["### Merged", "", f"![confusion]({_rel(mdir / 'confusion.png', out)})", ""]
+    text = "\n".join(md)
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(to_html(text, f"reseg report {root.name}"))
+    return out / "report.md"
+
+
+def _rel(path: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(path, start)
+
+
+def to_html(md: str, title: str) -> str:
+    """The small Markdown subset the report uses (headings, tables, images, paragraphs) as HTML."""
+    body, table = [], []
+
+    def flush() -> None:
+        if table:
+            rows = [
+                r
+                for r in table
+                if not re.fullmatch(r"\|(-+\|)+", r.replace(" ", "").replace("---", "-"))
+            ]
+            cells = [[html.escape(c.strip()) for c in r.strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            rest = "".join(
+                "<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:]
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rest}</tbody></table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if m := re.match(r"(#+) (.*)", line):
+            n = len(m.group(1))
+            body.append(f"<h{n}>{html.escape(m.group(2))}</h{n}>")
+        elif m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line):
+            body.append(f'<img alt="{html.escape(m.group(1))}" src="{html.escape(m.group(2))}">')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+        "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "img{max-width:100%;margin:4px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
+    )
+
+
+def load_manifest_safe(path: Path) -> dict | None:
+    try:
+        return artifacts.read_manifest(path)
+    except Exception:
+        return None
+
+
+__all__ = ["collect", "plot_miou", "round_table", "write_report", "layout"]
