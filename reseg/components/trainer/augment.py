@@ -97,6 +97,9 @@ class JointAugment:
         import tensorflow as tf
 
         cfg = self.cfg
+        image = tf.convert_to_tensor(image, tf.float32)
+        label = tf.convert_to_tensor(label, tf.int32)
+        weight = tf.convert_to_tensor(weight, tf.float32)
         mask = tf.stack([tf.cast(label, tf.float32) + 1.0, weight], axis=-1)
         if self.flip is not None:
             out = self.flip({"images": image, "segmentation_masks": mask}, training=True)

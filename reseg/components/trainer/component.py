@@ -124,11 +124,20 @@ def _build(cfg: Config, bands: int, num_classes: int, init_model: Path | None):
     else:
         model = models.build_model(cfg.model.name, num_classes, bands, **cfg.model.params)
         stride = int(models.output_stride(cfg.model.name, **cfg.model.params))
-    if hasattr(models, "training_model"):
-        train_model, loss_weights = models.training_model(model)
-    else:
-        train_model, loss_weights = model, [1.0]
+    train_model, loss_weights = models.training_model(model)
     return model, train_model, [float(w) for w in loss_weights], stride
+
+
+def _check_model(cfg: Config) -> None:
+    """Registry name and parameters of `model`, as a ConfigError naming the key."""
+    import reseg.models as models
+
+    try:
+        models.validate_params(cfg.model.name, dict(cfg.model.params))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"model (name {cfg.model.name!r}, params {dict(cfg.model.params)}): {e}"
+        ) from None
 
 
 def _weights_digest(model) -> str:
@@ -185,6 +194,8 @@ def train(
         )
     files = _tile_files(tile_files, tiles)
     init = Path(init_model) if init_model is not None else None
+    if init is None:
+        _check_model(cfg)
     final = layout.model_dir(root, round, fold)
     fp = artifacts.fingerprint(
         "train",
@@ -200,6 +211,8 @@ def train(
     )
     if artifacts.is_current(final, fp):
         log.info("%s is up to date", final)
+        if tracking is not None:
+            tracking.set_tags({"reseg.skipped": "up to date", "reseg.model_dir": final})
         return final
 
     cluster = get_cluster(cfg.train.distribute)
@@ -401,6 +414,7 @@ def _train(
                 "val_miou": None if best is None else best["val_miou"],
                 "final_loss": result.history[-1]["loss"] if result.history else None,
             },
+            "loss_weights": loss_weights,
             "distribute": {
                 "strategy": cluster.kind,
                 "replicas": cluster.replicas,

@@ -134,14 +134,21 @@ def count_examples(files: Sequence[Path], fold: int | None, *, validation: bool)
     if not files:
         return 0
     spec = {K_FOLD: tf.io.FixedLenFeature([], tf.int64)}
+
+    def fold_of(record):
+        return tf.io.parse_single_example(record, spec)[K_FOLD]
+
+    def keep(f):
+        if fold is None:
+            return tf.constant(not validation)
+        return tf.equal(f, fold) if validation else tf.not_equal(f, fold)
+
+    def count(n, _):
+        return n + 1
+
     ds = _records(files, shuffle=False, seed=0, deterministic=False)
-    folds = ds.map(
-        lambda r: tf.io.parse_single_example(r, spec)[K_FOLD], num_parallel_calls=tf.data.AUTOTUNE
-    )
-    if fold is None:
-        return 0 if validation else int(folds.reduce(np.int64(0), lambda n, _: n + 1))
-    keep = (lambda f: tf.equal(f, fold)) if validation else (lambda f: tf.not_equal(f, fold))
-    return int(folds.filter(keep).reduce(np.int64(0), lambda n, _: n + 1))
+    folds = ds.map(fold_of, num_parallel_calls=tf.data.AUTOTUNE)
+    return int(folds.filter(keep).reduce(np.int64(0), count))
 
 
 def training_dataset(
