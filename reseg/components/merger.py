@@ -24,6 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts
+from reseg.components.beamio import WriteShards
 from reseg.components.predictor.ensemble import METHODS, combine
 from reseg.metrics import confusion, scores
 from reseg.tfrecords_schema import decode, encode
@@ -66,9 +67,9 @@ class Combine(beam.DoFn):
             merged = combine(probs, self.weights if m == "weighted" else None, m)
             if m == self.method:
                 yield encode(t0.with_scores(merged, MERGED_ROUND))
-            yield beam.pvalue.TaggedOutput(
-                "cm", (m, confusion(label, merged[rs, cs].argmax(-1), self.c))
-            )
+            # argmax of the float16 values that are stored, so methods.json agrees with the file
+            pred = merged[rs, cs].astype(np.float16).argmax(-1)
+            yield beam.pvalue.TaggedOutput("cm", (m, confusion(label, pred, self.c)))
 
 
 def merge(
@@ -113,12 +114,7 @@ def merge(
             | "Combine"
             >> beam.ParDo(Combine(n, weights, method, c)).with_outputs("cm", main="tiles")
         )
-        _ = results.tiles | "Write" >> beam.io.WriteToTFRecord(
-            str(tmp / "part"),
-            file_name_suffix=".tfrecord.gz",
-            num_shards=1,
-            compression_type=CompressionTypes.GZIP,
-        )
+        _ = results.tiles | "Write" >> WriteShards(tmp)
         _ = (
             results.cm
             | "SumCm" >> beam.CombinePerKey(lambda cms: np.sum(list(cms), axis=0) if cms else None)

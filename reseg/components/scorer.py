@@ -20,6 +20,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts
+from reseg.components.beamio import WriteShards, count_records
 from reseg.config import Config
 from reseg.tfrecords_schema import decode, encode
 
@@ -100,15 +101,15 @@ def score(
             | "Files" >> beam.Create([str(f) for f in tile_files])
             | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
             | "Score" >> ScoreTiles(str(model_dir), round_, batch_size)
-            | "Write"
-            >> beam.io.WriteToTFRecord(
-                str(tmp / "part"),
-                file_name_suffix=".tfrecord.gz",
-                num_shards=max(1, len(tile_files)),
-                compression_type=CompressionTypes.GZIP,
-            )
+            | "Write" >> WriteShards(tmp)
         )
     files = sorted(f.name for f in tmp.glob("part-*.tfrecord.gz"))
+    expected = count_records(list(tile_files))
+    written = count_records([tmp / f for f in files])
+    if written != expected:
+        raise RuntimeError(
+            f"scoring wrote {written} tiles for {expected} inputs into {tmp}; rerun the step"
+        )
     artifacts.publish(
         tmp,
         out,
