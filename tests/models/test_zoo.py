@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reseg.models import names, output_stride, training_model
+from reseg.models import build_model, names, output_stride, training_model
 from tests.models.tiny import NUM_CLASSES, TINY, batch, tiny_model
 
 NAMES = names()
@@ -102,3 +102,25 @@ def test_every_layer_is_named(name):
     unnamed = [la.name for la in train.layers if _auto_name(la)]
     assert not unnamed
     assert len({la.name for la in train.layers}) == len(train.layers)
+
+
+BAD_ARGUMENT = {
+    "cnn": ({"depth": -2}, "Received: depth=-2"),
+    "alexnet_fcn": ({"fc_filters": 0}, "Received: fc_filters=0"),
+    "fcn32s": ({"fc_kernel": "7"}, "Received: fc_kernel='7'"),
+    "fcn16s": ({"dropout": 1.5}, "Received: dropout=1.5"),
+    "fcn8s": ({"batch_norm": None}, "Received: batch_norm=None"),
+    "unet": ({"base_filters": 0}, "Received: base_filters=0"),
+    "segnet": ({"base_filters": 8.0}, "Received: base_filters=8.0"),
+    "pspnet": ({"bins": [1, 0]}, r"Received: bins=\[1, 0\]"),
+    "deeplabv3plus": ({"output_stride": 4}, "Received: output_stride=4"),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_argument_says_what_was_received(name):
+    params, message = BAD_ARGUMENT[name]
+    with pytest.raises((ValueError, TypeError), match=message):
+        build_model(name, NUM_CLASSES, 3, **params)
+    with pytest.raises(ValueError, match=rf"\['colour'\].*{name}"):
+        build_model(name, NUM_CLASSES, 3, colour=1)
