@@ -72,3 +72,39 @@ def demo_root(tmp_path_factory, demo_config) -> Path:
     root = tmp_path_factory.mktemp("demo_root")
     run_pipeline(demo_config, root, steps=["tile", "stats"])
     return root
+
+
+TINY = {
+    "model": {"name": "unet", "params": {"depth": 2, "base_filters": 4}},
+    "train": {
+        "epochs": 2,
+        "batch_size": 8,
+        "deterministic": True,
+        "progress": "log",
+        "shuffle_buffer": 64,
+    },
+    "rounds": {"count": 1, "selection": {"percent": 20}},
+    "tracking": {"enabled": True},
+}
+
+
+def tiny_config(demo_config):
+    raw = demo_config.model_dump(mode="json")
+    raw.update(TINY)
+    from reseg.config import parse_config
+
+    return parse_config(raw)
+
+
+@pytest.fixture(scope="session")
+def demo_rounds(tmp_path_factory, demo_config, demo_root):
+    """(root, cfg, results): rounds 0 and 1 of fold 0 on the demo (tiny U-Net, 2 epochs), merged,
+    with the report. Shared and read-only: tests that write make their own root."""
+    from reseg.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("demo_rounds")
+    for name in ("tiles", "stats"):
+        (root / name).symlink_to(demo_root / name, target_is_directory=True)
+    cfg = tiny_config(demo_config)
+    results = run_pipeline(cfg, root)
+    return root, cfg, results

@@ -20,40 +20,6 @@ from reseg.components.evaluator import confusion_of_scores
 from reseg.components.scorer import score, score_files
 from reseg.tfrecords_schema import read_tiles
 
-TINY = {
-    "model": {"name": "unet", "params": {"depth": 2, "base_filters": 4}},
-    "train": {
-        "epochs": 2,
-        "batch_size": 8,
-        "deterministic": True,
-        "progress": "log",
-        "shuffle_buffer": 64,
-    },
-    "rounds": {"count": 1, "selection": {"percent": 20}},
-    "tracking": {"enabled": True},
-}
-
-
-def tiny_config(demo_config):
-    raw = demo_config.model_dump(mode="json")
-    raw.update(TINY)
-    from reseg.config import parse_config
-
-    return parse_config(raw)
-
-
-@pytest.fixture(scope="session")
-def demo_rounds(tmp_path_factory, demo_config, demo_root):
-    """A root with rounds 0 and 1 of fold 0, merged, and the report (tiny U-Net, 2 epochs)."""
-    from reseg.pipeline import run_pipeline
-
-    root = tmp_path_factory.mktemp("demo_rounds")
-    for name in ("tiles", "stats"):
-        (root / name).symlink_to(demo_root / name, target_is_directory=True)
-    cfg = tiny_config(demo_config)
-    results = run_pipeline(cfg, root)
-    return root, cfg, results
-
 
 def test_every_artifact_of_the_rounds_is_there(demo_rounds):
     root, cfg, results = demo_rounds
