@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = THREADS[:1] if args.quick else THREADS
     trials = []
     for intra, inter in settings:
-        t = run_worker("threads", {"intra": intra, "inter": inter, "rounds": args.rounds})
+        t = run_worker("threads", {"intra": intra, "inter": inter, "rounds": 2})
         trials.append({"intra": intra, "inter": inter, **{k: round(v, 4) for k, v in t.items()}})
         print(f"threads intra={intra} inter={inter}: {trials[-1]}", flush=True)
     # by U-Net time, not its share of matmul: one intra-op thread slows matmul more

@@ -248,3 +248,124 @@ def open_run(
         log.info("MLflow run %s (%s) in %s", run_id, run_name, uri)
     with _ended(Run(client, run_id, exp_id)) as run:
         yield run
+
+
+# --- model registry (exports) ------------------------------------------------------------
+
+EXPORT_VERSION_TAG = "reseg.export_version"
+EXPORT_FINGERPRINT_TAG = "reseg.export_fingerprint"
+
+
+def _registry_versions(run: Run, name: str) -> dict[int, Any]:
+    """Visible (not deleted) versions of registered model `name`: number -> ModelVersion."""
+    found = run._client.search_model_versions(f"name = '{name}'")
+    return {int(mv.version): mv for mv in found}
+
+
+def latest_registered_version(run: Run, name: str) -> int:
+    """Highest visible version of registered model `name`; 0 when none or tracking is off."""
+    if not run.enabled:
+        return 0
+    _quiet()
+    return max(_registry_versions(run, name), default=0)
+
+
+def register_export(
+    run: Run,
+    name: str,
+    version: int,
+    source: str,
+    *,
+    fingerprint: str | None = None,
+    backfill: Mapping[int, Path] | None = None,
+    description: str | None = None,
+) -> int | None:
+    """Register export `version` of model `name` so that its registry version is `version`.
+
+    The registry numbers versions itself (highest ever used + 1), so numbers are
+    matched by creating versions in order:
+
+    - already registered (a version `version` tagged with the same fingerprint): nothing to do;
+    - registry behind (exports were made with tracking off): versions in between are
+      registered first, from `backfill[k]` (the export folder k, tagged `reseg.backfilled`)
+      or, when that folder is gone, as a placeholder that is deleted at once (a deleted
+      version keeps its number, so the count goes on);
+    - registry ahead (the exporter picks `max(on disk, registry) + 1`, so only versions
+      deleted at the top of the registry, which the registry hides, get here): the version
+      gets the next registry number, a warning says so, and the tag
+      `reseg.export_version` keeps the export version.
+
+    Args:
+        run: the run that logged the export (its id is recorded); `NULL_RUN`: nothing happens.
+        name: registered model name (the export's `model_name`).
+        version: the export's version number.
+        source: where the registry points, e.g. the run's artifact URI of the export.
+        fingerprint: the export's fingerprint (tag `reseg.export_fingerprint`).
+        backfill: export folders of older versions, by number.
+        description: shown in the registry UI.
+
+    Returns:
+        The registry version (equal to `version` except in the "ahead" case), None when disabled.
+    """
+    if not run.enabled:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    _quiet()
+    client = run._client
+    try:
+        client.create_registered_model(name, description="reseg exports (TF Serving SavedModels)")
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    existing = _registry_versions(run, name)
+    mv = existing.get(version)
+    if mv is not None and fingerprint and mv.tags.get(EXPORT_FINGERPRINT_TAG) == fingerprint:
+        return version
+    following = max(existing, default=0) + 1
+    while following < version:
+        folder = (backfill or {}).get(following)
+        if folder is not None and Path(folder).exists():
+            got = client.create_model_version(
+                name,
+                Path(folder).resolve().as_uri(),
+                tags={EXPORT_VERSION_TAG: str(following), "reseg.backfilled": "true"},
+                description=f"export version {following}, made while tracking was off",
+            )
+        else:
+            got = client.create_model_version(
+                name, source, tags={EXPORT_VERSION_TAG: str(following), "reseg.placeholder": "true"}
+            )
+            client.delete_model_version(name, got.version)
+        log.info(
+            "registry: %s version %s stands for export version %d", name, got.version, following
+        )
+        following = int(got.version) + 1
+    tags = {EXPORT_VERSION_TAG: str(version)}
+    if fingerprint:
+        tags[EXPORT_FINGERPRINT_TAG] = fingerprint
+    mv = client.create_model_version(
+        name, source, run_id=run.run_id, tags=tags, description=description
+    )
+    got = int(mv.version)
+    if got != version:
+        log.warning(
+            "registry: %s export version %d became registry version %d (the registry had used "
+            "numbers up to %d, some deleted); tag %s holds the export version",
+            name,
+            version,
+            got,
+            got - 1,
+            EXPORT_VERSION_TAG,
+        )
+    else:
+        log.info("registered %s version %d (%s)", name, got, source)
+    return got
+
+
+def artifact_uri(run: Run, artifact_path: str = "") -> str | None:
+    """URI of `artifact_path` among the run's artifacts (None when tracking is off)."""
+    if not run.enabled:
+        return None
+    base = run._client.get_run(run.run_id).info.artifact_uri.rstrip("/")
+    return f"{base}/{artifact_path}" if artifact_path else base

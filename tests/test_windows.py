@@ -23,7 +23,7 @@ def grids(draw):
     return TileGrid(draw(st.integers(1, 300)), draw(st.integers(1, 300)), tile, overlap)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(grids())
 def test_cores_partition_the_scene_and_lie_in_their_tiles(g):
     owner = np.zeros((g.height, g.width), np.int32)
@@ -36,7 +36,7 @@ def test_cores_partition_the_scene_and_lie_in_their_tiles(g):
     assert (owner == 1).all()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(grids())
 def test_last_tile_reaches_the_end_and_no_tile_is_superfluous(g):
     n = tiles_along(g.height, g.tile, g.overlap)
@@ -44,7 +44,7 @@ def test_last_tile_reaches_the_end_and_no_tile_is_superfluous(g):
     assert n == 1 or (n - 2) * g.stride + g.tile < g.height
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(grids())
 def test_cell_of_finds_the_core_that_owns_a_pixel(g):
     for spec in g:

@@ -82,8 +82,8 @@ class KerasBackend:
     """A round's model directory (`model.keras` + `model.json`), run in-process.
 
     The normalisation runs inside a `tf.function` (XLA-compiled when `jit_compile`),
-    so raw uint8/uint16 tiles travel to the device. Batches smaller than the largest
-    batch seen are padded to it, so a compiled function is traced once per tile shape.
+    so raw uint8/uint16 tiles travel to the device. With XLA, batches smaller than the
+    largest batch seen are padded to it, so the function is compiled once per tile shape.
     """
 
     def __init__(self, model_dir: str | Path, jit_compile: bool = False):
@@ -131,7 +131,7 @@ class KerasBackend:
         _check_batch(self.info, tiles_raw, valid)
         b = tiles_raw.shape[0]
         self._max_batch = max(self._max_batch, b)
-        if b < self._max_batch:
+        if self._jit and b < self._max_batch:  # one compiled shape; without XLA, no wasted work
             pad = [(0, self._max_batch - b)] + [(0, 0)] * 3
             tiles_raw = np.pad(tiles_raw, pad)
             valid = np.pad(valid, pad[:3])

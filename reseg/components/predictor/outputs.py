@@ -36,7 +36,9 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
 from reseg.artifacts import ModelInfo, write_json
-from reseg.components.predictor.reader import ImageReader, SceneImage
+from reseg.components.predictor.preview import PreviewCanvas, hex_rgb
+from reseg.components.predictor.reader import SceneImage
+from reseg.components.predictor.refine import rgb_indexes
 from reseg.config.predict import PredictConfig
 from reseg.windows import Window
 
@@ -44,15 +46,6 @@ log = logging.getLogger(__name__)
 
 CLASS_NODATA = 255
 PROB_NODATA = -1.0
-OVERLAY_ALPHA = 0.45
-
-
-def hex_rgb(color: str) -> tuple[int, int, int]:
-    """'#rrggbb' -> (r, g, b); anything else is grey."""
-    try:
-        return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
-    except (ValueError, IndexError, TypeError):
-        return 128, 128, 128
 
 
 def colormap(info: ModelInfo) -> dict[int, tuple[int, int, int, int]]:
@@ -110,6 +103,10 @@ class SceneOutputs:
             dtype, count, nodata = self._spec[key]
             self._raw[key] = self._open_raw(self.tmp / f"raw.{key}.tif", dtype, count, nodata)
         self._describe(list(info.class_names))
+        self.preview = None
+        if cfg.preview:
+            idx = rgb_indexes(info, cfg.rgb_bands)
+            self.preview = PreviewCanvas(scene.height, scene.width, cfg.preview_size, idx)
 
     def _open_raw(self, path: Path, dtype: str, count: int, nodata: float):
         s = self.scene
@@ -131,8 +128,17 @@ class SceneOutputs:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path, "w", **profile)
 
-    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Write a finished block: probs (h, w, C) float32, valid (h, w). Returns its class ids."""
+    def write(
+        self, window: Window, probs: np.ndarray, valid: np.ndarray, image: np.ndarray
+    ) -> np.ndarray:
+        """Write a finished block; returns its class ids (h, w) uint8.
+
+        Args:
+            window: the block in scene pixels.
+            probs: (h, w, C) float32 blended probabilities.
+            valid: (h, w) uint8, 0 where the input is nodata.
+            image: (h, w, bands) raw pixels of the block (for the preview).
+        """
         ok = valid.astype(bool)
         cls = np.where(ok, probs.argmax(axis=-1), CLASS_NODATA).astype(np.uint8)
         conf = probs.max(axis=-1)
@@ -146,6 +152,8 @@ class SceneOutputs:
         if "probabilities" in self._raw:
             p = np.where(ok[..., None], probs, PROB_NODATA).astype(np.float32)
             self._raw["probabilities"].write(np.moveaxis(p, -1, 0), window=rio_win)
+        if self.preview is not None:
+            self.preview.add(window, image, cls)
         return cls
 
     def finish(self, metrics: dict | None = None) -> dict[str, Path]:
@@ -189,8 +197,10 @@ class SceneOutputs:
             done[key] = self.tmp / name
         (self.tmp / f"{self.scene.id}.qml").write_text(qml(info))
         done["style"] = self.tmp / f"{self.scene.id}.qml"
-        if self.cfg.preview:
-            done["preview"] = self._preview(done["classes"])
+        if self.preview is not None:
+            done["preview"] = self.preview.save(
+                self.tmp / f"{self.scene.id}.preview.png", info.class_colors
+            )
         if metrics is not None:
             write_json(self.tmp / f"{self.scene.id}.metrics.json", metrics)
             done["metrics"] = self.tmp / f"{self.scene.id}.metrics.json"
@@ -223,33 +233,3 @@ class SceneOutputs:
             except Exception:  # already closed or broken; it is being thrown away
                 pass
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def _preview(self, classes_path: Path) -> Path:
-        from PIL import Image
-
-        from reseg.components.predictor.refine import rgb_indexes
-
-        s, size = self.scene, self.cfg.preview_size
-        scale = min(1.0, size / max(s.height, s.width))
-        shape = (max(1, round(s.height * scale)), max(1, round(s.width * scale)))
-        idx = rgb_indexes(self.info, self.cfg.rgb_bands)
-        with ImageReader(s) as rd:
-            img = rd.read_overview(shape, tuple(s.bands[k] for k in idx)).astype(np.float32)
-        with rasterio.open(classes_path) as ds:
-            cls = ds.read(1, out_shape=shape)
-        valid = cls != CLASS_NODATA
-        rgb = np.zeros((*shape, 3), np.float32)
-        for b in range(3):
-            band = img[..., b]
-            good = band[valid & np.isfinite(band)]
-            lo, hi = np.percentile(good, (2, 98)) if good.size else (0.0, 1.0)
-            rgb[..., b] = np.clip((band - lo) / max(hi - lo, 1e-6), 0, 1) * 255
-        lut = np.zeros((256, 3), np.float32)
-        for i, c in enumerate(self.info.class_colors):
-            lut[i] = hex_rgb(c)
-        over = lut[cls]
-        a = np.where(valid, OVERLAY_ALPHA, 0.0)[..., None]
-        out = np.nan_to_num((1 - a) * rgb + a * over).astype(np.uint8)
-        path = self.tmp / f"{s.id}.preview.png"
-        Image.fromarray(out).save(path)
-        return path

@@ -150,8 +150,3 @@ class ImageReader:
             px = np.pad(px, pads + ((0, 0),), mode="reflect")
             ok = np.pad(ok, pads, mode="reflect")
         return px, ok.astype(np.uint8)
-
-    def read_overview(self, shape: tuple[int, int], bands: tuple[int, ...]) -> np.ndarray:
-        """The whole image decimated to `shape` (h, w), bands given 1-based: (h, w, len(bands))."""
-        px = self._ds.read(list(bands), out_shape=(len(bands), *shape))
-        return np.moveaxis(px, 0, -1)

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 GLOBAL_CONTEXT = ("psp", "deeplab")
 """Architectures whose output depends on the tile size through global pooling."""
-JIT_MIN_BATCHES = 16
+JIT_MIN_BATCHES = 64
 _END = object()
 
 
@@ -77,7 +77,7 @@ def resolve_geometry(cfg: PredictConfig, info: ModelInfo) -> tuple[int, int]:
     elif any(g in info.architecture.lower() for g in GLOBAL_CONTEXT):
         tile = info.tile_size
     else:
-        tile = max(512, info.tile_size)
+        tile = max(1024, info.tile_size)
     s = info.output_stride
     tile = s * math.ceil(tile / s)
     step = math.lcm(2, s)
@@ -303,7 +303,9 @@ def _slide(
                     )
                     for block in blender.add(i, j, p):
                         valid = batch.valid[k][block.local]
-                        cls = outputs.write(block.window, block.probs, valid)
+                        cls = outputs.write(
+                            block.window, block.probs, valid, batch.tiles[k][block.local]
+                        )
                         if label_reader is not None:
                             cm[...] += confusion(
                                 label_reader.read(block.window), cls, c, mask=valid

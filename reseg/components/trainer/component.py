@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,127 +29,39 @@ from reseg import artifacts, layout
 from reseg import tracking as tracking_mod
 from reseg.artifacts import ModelInfo, Stats, TileSet
 from reseg.components.trainer import data as data_mod
+from reseg.components.trainer import inputs
 from reseg.components.trainer.distribute import Cluster, get_cluster
-from reseg.components.trainer.loop import Steps, fit, make_optimizer
+from reseg.components.trainer.loop import FitResult, fit, make_optimizer
 from reseg.components.trainer.losses import class_weights, make_loss
 from reseg.components.trainer.plots import plot_history
+from reseg.components.trainer.steps import Steps
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
 CODE_VERSION = 1  # bump when the same inputs would train differently
-MODEL_FILE = "model.keras"
+MODEL_FILE = inputs.MODEL_FILE
 
 
-def _tile_files(tile_files: Sequence[str | Path] | None, tiles: TileSet) -> tuple[Path, ...]:
-    """The TFRecord files to train on: given files and folders (`*.tfrecord.gz`), or the tile set's."""
-    if not tile_files:
-        return tiles.files
-    out: list[Path] = []
-    for p in map(Path, tile_files):
-        if p.is_dir():
-            found = sorted(p.glob("*.tfrecord.gz"))
-            if not found:
-                raise InputError(f"{p}: no *.tfrecord.gz files to train on")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise InputError(f"{p}: training TFRecords not found")
-    return tuple(out)
+@dataclass(frozen=True)
+class _Job:
+    """One training: its config, inputs and output."""
 
+    cfg: Config
+    root: Path
+    tiles: TileSet
+    stats: Stats
+    files: tuple[Path, ...]
+    init: Path | None
+    fold: int | None
+    round: int
+    final: Path
+    fingerprint: str
 
-def _files_fingerprint(files: Sequence[Path]) -> list[Any]:
-    """Per folder: its manifest's fingerprint when it has one, else the files' names and sizes."""
-    parts: list[Any] = []
-    for parent in sorted({f.parent for f in files}):
-        fp = None
-        if (parent / artifacts.MANIFEST).exists():
-            fp = artifacts.read_manifest(parent).get("fingerprint")
-        members = sorted(f for f in files if f.parent == parent)
-        parts.append(fp or [(f.name, f.stat().st_size) for f in members])
-        if fp:
-            parts.append([f.name for f in members])
-    return parts
-
-
-def _model_file(init_model: Path) -> Path:
-    path = init_model / MODEL_FILE if init_model.is_dir() else init_model
-    if not path.is_file():
-        raise InputError(f"--init-model {init_model}: no {MODEL_FILE} there")
-    return path
-
-
-def _init_fingerprint(init_model: Path | None) -> Any:
-    if init_model is None:
-        return None
-    path = _model_file(init_model)
-    with contextlib.suppress(ArtifactError):
-        return artifacts.read_manifest(path.parent)["fingerprint"]
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def _init_info(init_model: Path | None) -> ModelInfo | None:
-    """The `model.json` beside an initial model, when there is one."""
-    if init_model is None or not (_model_file(init_model).parent / "model.json").is_file():
-        return None
-    return ModelInfo.load(_model_file(init_model).parent)
-
-
-def _load_init(init_model: Path, bands: int, num_classes: int):
-    import keras
-
-    import reseg.models  # noqa: F401  (registers the custom layers of the registry's models)
-
-    path = _model_file(init_model)
-    model = keras.models.load_model(path, safe_mode=True, compile=False)
-    shape_in, shape_out = model.inputs[0].shape, model.outputs[0].shape
-    if shape_in[-1] != bands or shape_out[-1] != num_classes:
-        raise InputError(
-            f"--init-model {init_model}: takes {shape_in[-1]} bands and predicts {shape_out[-1]} classes; "
-            f"these tiles have {bands} bands and {num_classes} classes"
-        )
-    log.info("starting from %s", path)
-    return model
-
-
-def _build(cfg: Config, bands: int, num_classes: int, init_model: Path | None):
-    """Prediction model, model trained (with auxiliary heads), their loss weights, output stride."""
-    import reseg.models as models
-
-    if init_model is not None:
-        model = _load_init(init_model, bands, num_classes)
-        info = _init_info(init_model)
-        stride = info.output_stride if info is not None else 1
-    else:
-        model = models.build_model(cfg.model.name, num_classes, bands, **cfg.model.params)
-        stride = int(models.output_stride(cfg.model.name, **cfg.model.params))
-    train_model, loss_weights = models.training_model(model)
-    return model, train_model, [float(w) for w in loss_weights], stride
-
-
-def _check_model(cfg: Config) -> None:
-    """Registry name and parameters of `model`, as a ConfigError naming the key."""
-    import reseg.models as models
-
-    try:
-        models.validate_params(cfg.model.name, dict(cfg.model.params))
-    except (ValueError, TypeError) as e:
-        raise ConfigError(
-            f"model (name {cfg.model.name!r}, params {dict(cfg.model.params)}): {e}"
-        ) from None
-
-
-def _weights_digest(model) -> str:
-    h = hashlib.sha256()
-    for w in model.get_weights():
-        h.update(np.ascontiguousarray(w).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _fold_name(fold: int | None) -> str:
-    return "all" if fold is None else f"fold{fold}"
+    @property
+    def fold_name(self) -> str:
+        return "all" if self.fold is None else f"fold{self.fold}"
 
 
 def train(
@@ -192,11 +105,10 @@ def train(
             f"{tiles.path}: tiles have {tiles.num_classes} classes, the config {cfg.data.num_classes}; "
             "re-run `reseg tile`"
         )
-    files = _tile_files(tile_files, tiles)
+    files = inputs.tile_files(tile_files, tiles)
     init = Path(init_model) if init_model is not None else None
     if init is None:
-        _check_model(cfg)
-    final = layout.model_dir(root, round, fold)
+        inputs.check_model(cfg)
     fp = artifacts.fingerprint(
         "train",
         CODE_VERSION,
@@ -204,16 +116,19 @@ def train(
         cfg.data.model_dump(mode="json", include={"classes", "nodata", "bands", "label_values"}),
         tiles.fingerprint,
         stats.fingerprint,
-        _files_fingerprint(files),
-        _init_fingerprint(init),
+        inputs.files_fingerprint(files),
+        inputs.init_fingerprint(init),
         fold,
         round,
     )
-    if artifacts.is_current(final, fp):
-        log.info("%s is up to date", final)
+    job = _Job(
+        cfg, root, tiles, stats, files, init, fold, round, layout.model_dir(root, round, fold), fp
+    )
+    if artifacts.is_current(job.final, fp):
+        log.info("%s is up to date", job.final)
         if tracking is not None:
-            tracking.set_tags({"reseg.skipped": "up to date", "reseg.model_dir": final})
-        return final
+            tracking.set_tags({"reseg.skipped": "up to date", "reseg.model_dir": job.final})
+        return job.final
 
     cluster = get_cluster(cfg.train.distribute)
     if not cluster.is_chief:
@@ -224,73 +139,81 @@ def train(
         run_cm = tracking_mod.open_run(
             cfg,
             root,
-            run_name=f"train r{round} {_fold_name(fold)}",
-            tags={"reseg.step": "train", "reseg.round": round, "reseg.fold": _fold_name(fold)},
+            run_name=f"train r{round} {job.fold_name}",
+            tags={"reseg.step": "train", "reseg.round": round, "reseg.fold": job.fold_name},
             resume_key=fp,
         )
     with run_cm as run:
-        return _train(cfg, root, cluster, run, tiles, stats, files, init, fold, round, final, fp)
+        return _train(job, cluster, run)
 
 
-def _train(
-    cfg: Config,
-    root: Path,
-    cluster: Cluster,
-    run: tracking_mod.Run,
-    tiles: TileSet,
-    stats: Stats,
-    files: tuple[Path, ...],
-    init: Path | None,
-    fold: int | None,
-    round: int,
-    final: Path,
-    fp: str,
-) -> Path:
+def _input_shard(job: _Job, cluster: Cluster) -> tuple[int, int] | None:
+    """This worker's share of the tiles, (workers, index); None when a share would be empty."""
+    n = cluster.num_workers
+    if n == 1:
+        return None
+    counts = [
+        data_mod.count_examples(job.files, job.fold, validation=False, shard=(n, i))
+        for i in range(n)
+    ]
+    if min(counts) == 0:
+        log.warning("too few training tiles to split among %d workers: each reads all of them", n)
+        return None
+    return n, cluster.worker_index
+
+
+def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
     import keras
     import tensorflow as tf
 
-    t0 = time.time()
-    tc = cfg.train
+    t0, cfg, tc, tiles = time.time(), job.cfg, job.cfg.train, job.tiles
     keras.utils.set_random_seed(tc.seed)
     if tc.deterministic:
         tf.config.experimental.enable_op_determinism()
+    if tc.batch_size % cluster.replicas:
+        raise ConfigError(
+            f"train.batch_size must be a multiple of the {cluster.replicas} replicas, received {tc.batch_size}"
+        )
     spec = data_mod.InputSpec(
         tiles.image_dtype,
         tiles.bands,
         tiles.num_classes,
-        tuple(map(float, stats.mean)),
-        tuple(map(float, stats.std)),
+        tuple(map(float, job.stats.mean)),
+        tuple(map(float, job.stats.std)),
     )
-    cw = class_weights(tc.class_weights, stats.class_pixels, tiles.num_classes)
-    loss_fn = make_loss(tc.loss, tiles.num_classes, cw, tc.focal_gamma)
+    loss_fn = make_loss(
+        tc.loss,
+        tiles.num_classes,
+        class_weights(tc.class_weights, job.stats.class_pixels, tiles.num_classes),
+        tc.focal_gamma,
+    )
 
-    n_train = data_mod.count_examples(files, fold, validation=False)
+    n_train = data_mod.count_examples(job.files, job.fold, validation=False)
     if n_train == 0:
         raise InputError(
-            f"no training tiles: every tile of {len(files)} file(s) is in validation fold {fold}"
+            f"no training tiles: every tile of {len(job.files)} file(s) is in fold {job.fold}"
         )
-    n_val = data_mod.count_examples(tiles.files, fold, validation=True) if fold is not None else 0
-    if fold is not None and n_val == 0:
-        raise InputError(f"fold {fold} has no tiles to validate on")
+    n_val = (
+        data_mod.count_examples(tiles.files, job.fold, validation=True)
+        if job.fold is not None
+        else 0
+    )
+    if job.fold is not None and n_val == 0:
+        raise InputError(f"fold {job.fold} has no tiles to validate on")
     steps_per_epoch = tc.steps_per_epoch or math.ceil(n_train / tc.batch_size)
-    if tc.batch_size % cluster.replicas:
-        log.warning(
-            "train.batch_size %d is not a multiple of the %d replicas",
-            tc.batch_size,
-            cluster.replicas,
-        )
+    shard = _input_shard(job, cluster)
     log.info(
         "training %s on %d tiles (%d steps of %d per epoch), validating on %d tiles of %s",
-        cfg.model.name if init is None else init,
+        cfg.model.name if job.init is None else job.init,
         n_train,
         steps_per_epoch,
         tc.batch_size,
         n_val,
-        _fold_name(fold),
+        job.fold_name,
     )
     run.set_tags(
         {
-            "reseg.fingerprint": fp,
+            "reseg.fingerprint": job.fingerprint,
             "reseg.strategy": cluster.kind,
             "reseg.replicas": cluster.replicas,
         }
@@ -299,17 +222,17 @@ def _train(
     run.log_params(
         {
             "run": {
-                "fold": _fold_name(fold),
-                "round": round,
+                "fold": job.fold_name,
+                "round": job.round,
                 "train_tiles": n_train,
                 "val_tiles": n_val,
                 "steps_per_epoch": steps_per_epoch,
-                "init_model": str(init) if init else "none",
+                "init_model": str(job.init or "none"),
             }
         }
     )
 
-    staging = artifacts.staging_dir(final, fp)
+    staging = artifacts.staging_dir(job.final, job.fingerprint)
     work = (
         staging
         if cluster.is_chief
@@ -317,8 +240,8 @@ def _train(
     )
     try:
         with cluster.strategy.scope():
-            model, train_model, loss_weights, stride = _build(
-                cfg, tiles.bands, tiles.num_classes, init
+            model, train_model, loss_weights, stride = inputs.build(
+                cfg, tiles.bands, tiles.num_classes, job.init
             )
             if tiles.tile_size % stride:
                 raise ConfigError(
@@ -341,22 +264,23 @@ def _train(
 
         def train_data(seed: int):
             return data_mod.training_dataset(
-                files,
+                job.files,
                 spec,
-                fold=fold,
-                batch_size=tc.batch_size,
+                fold=job.fold,
+                batch_size=tc.batch_size // cluster.num_workers,
                 shuffle_buffer=tc.shuffle_buffer,
                 seed=seed,
                 augment=tc.augment,
                 cache=tc.cache,
                 deterministic=tc.deterministic,
+                shard=shard,
             )
 
-        val = (
-            data_mod.validation_dataset(tiles.files, spec, fold=fold, batch_size=tc.batch_size)
-            if fold is not None
-            else None
-        )
+        val = None
+        if job.fold is not None:
+            val = data_mod.validation_dataset(
+                tiles.files, spec, fold=job.fold, batch_size=tc.batch_size
+            )
 
         def on_epoch(record: dict[str, Any]) -> None:
             run.log_metrics(
@@ -374,91 +298,110 @@ def _train(
             work_dir=work,
             on_epoch=on_epoch,
         )
+        log.info("DEBUG returned")
         digest = _weights_digest(model)
         log.info("weights digest %s (%s %d)", digest, cluster.task_type or "local", cluster.task_id)
         model.save(
             work / MODEL_FILE
         )  # every worker saves (TF multi-worker guide); the chief's is kept
         if not cluster.is_chief:
-            return final
-        _write_model_dir(cfg, tiles, stats, stride, init, work, result.history, fold, round)
-        best = max(
-            (h for h in result.history if h.get("val_miou") is not None),
-            key=lambda h: h["val_miou"],
-            default=None,
-        )
-        manifest = {
-            "fingerprint": fp,
-            "step": "train",
-            "code_version": CODE_VERSION,
-            "architecture": cfg.model.name if init is None else f"fine-tuned {init}",
-            "fold": fold,
-            "round": round,
-            "inputs": {
-                "tiles": tiles.fingerprint,
-                "stats": stats.fingerprint,
-                "files": [str(f) for f in files],
-                "init_model": str(init) if init else None,
-            },
-            "counts": {
+            return job.final
+        _write_model_dir(job, stride, work, result.history)
+        manifest = _manifest(
+            job,
+            cluster,
+            result,
+            {
                 "train_tiles": n_train,
                 "val_tiles": n_val,
                 "steps_per_epoch": steps_per_epoch,
                 "epochs": len(result.history),
                 "global_batch": tc.batch_size,
             },
-            "resumed_from_epoch": result.start_epoch,
-            "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early,
-            "metrics": {
-                "val_miou": None if best is None else best["val_miou"],
-                "final_loss": result.history[-1]["loss"] if result.history else None,
-            },
-            "loss_weights": loss_weights,
-            "distribute": {
-                "strategy": cluster.kind,
-                "replicas": cluster.replicas,
-                "workers": cluster.num_workers,
-            },
-            "weights_digest": digest,
-            "seconds": float(f"{time.time() - t0:.3f}"),
-            "mlflow_run_id": run.run_id,
-        }
+            loss_weights,
+            digest,
+            time.time() - t0,
+            run.run_id,
+        )
         shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-        artifacts.publish(staging, final, manifest, config_json=cfg.to_json())
+        artifacts.publish(staging, job.final, manifest, config_json=cfg.to_json())
         run.log_metrics(
             {"best_val_miou": manifest["metrics"]["val_miou"], "epochs_run": len(result.history)}
         )
         if cfg.tracking.log_model:
-            run.log_artifacts(final, "model")
-        run.log_artifact(final / "curves.png")
-        return final
+            run.log_artifacts(job.final, "model")
+        run.log_artifact(job.final / "curves.png")
+        return job.final
     finally:
         if not cluster.is_chief:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _write_model_dir(
-    cfg: Config,
-    tiles: TileSet,
-    stats: Stats,
-    stride: int,
-    init: Path | None,
-    work: Path,
-    history: list[dict[str, Any]],
-    fold: int | None,
-    round: int,
-) -> None:
-    init_info = _init_info(init)
+def _weights_digest(model) -> str:
+    """Short hash of every weight of the model (equal on every worker of a synchronous run)."""
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _manifest(
+    job: _Job,
+    cluster: Cluster,
+    result: FitResult,
+    counts: dict[str, int],
+    loss_weights: list[float],
+    digest: str,
+    seconds: float,
+    run_id: str | None,
+) -> dict[str, Any]:
+    scored = [h for h in result.history if h.get("val_miou") is not None]
+    best = max(scored, key=lambda h: h["val_miou"], default=None)
+    return {
+        "fingerprint": job.fingerprint,
+        "step": "train",
+        "code_version": CODE_VERSION,
+        "architecture": job.cfg.model.name if job.init is None else f"fine-tuned {job.init}",
+        "fold": job.fold,
+        "round": job.round,
+        "inputs": {
+            "tiles": job.tiles.fingerprint,
+            "stats": job.stats.fingerprint,
+            "files": [str(f) for f in job.files],
+            "init_model": str(job.init) if job.init else None,
+        },
+        "counts": counts,
+        "resumed_from_epoch": result.start_epoch,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "metrics": {
+            "val_miou": None if best is None else best["val_miou"],
+            "final_loss": result.history[-1]["loss"] if result.history else None,
+        },
+        "loss_weights": loss_weights,
+        "distribute": {
+            "strategy": cluster.kind,
+            "replicas": cluster.replicas,
+            "workers": cluster.num_workers,
+        },
+        "weights_digest": digest,
+        "seconds": float(f"{seconds:.3f}"),
+        "mlflow_run_id": run_id,
+    }
+
+
+def _write_model_dir(job: _Job, stride: int, work: Path, history: list[dict[str, Any]]) -> None:
+    """model.json, history.json and curves.png beside the saved model."""
+    cfg, init_info = job.cfg, inputs.init_info(job.init)
     info = ModelInfo(
-        bands=tiles.bands,
-        image_dtype=tiles.image_dtype,
-        mean=tuple(float(v) for v in stats.mean),
-        std=tuple(float(v) for v in stats.std),
+        bands=job.tiles.bands,
+        image_dtype=job.tiles.image_dtype,
+        mean=tuple(float(v) for v in job.stats.mean),
+        std=tuple(float(v) for v in job.stats.std),
         class_names=tuple(c.name for c in cfg.data.classes),
         class_colors=tuple(c.color for c in cfg.data.classes),
         output_stride=stride,
-        tile_size=tiles.tile_size,
+        tile_size=job.tiles.tile_size,
         architecture=init_info.architecture if init_info is not None else cfg.model.name,
         nodata=cfg.data.nodata,
         band_indexes=tuple(cfg.data.bands) if cfg.data.bands else None,
@@ -467,5 +410,5 @@ def _write_model_dir(
     info.save(work)
     artifacts.write_json(work / "history.json", history)
     plot_history(
-        history, work / "curves.png", title=f"{info.architecture} r{round} {_fold_name(fold)}"
+        history, work / "curves.png", title=f"{info.architecture} r{job.round} {job.fold_name}"
     )

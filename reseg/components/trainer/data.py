@@ -48,15 +48,30 @@ class InputSpec:
             )
 
 
-def _records(files: Sequence[Path], *, shuffle: bool, seed: int, deterministic: bool):
-    """Parallel interleaved reads of gzip TFRecord files (file order shuffled when training)."""
+def _records(
+    files: Sequence[Path],
+    *,
+    shuffle: bool,
+    seed: int,
+    deterministic: bool,
+    shard: tuple[int, int] | None = None,
+):
+    """Parallel interleaved reads of gzip TFRecord files (file order shuffled when training).
+
+    `shard = (n, i)` keeps records i, i + n, i + 2n, ... of every file: disjoint shards for
+    n input pipelines whatever the number of files and the interleave order.
+    """
     import tensorflow as tf
+
+    def read(name):
+        ds = tf.data.TFRecordDataset(name, compression_type="GZIP")
+        return ds if shard is None else ds.shard(*shard)
 
     names = tf.data.Dataset.from_tensor_slices([str(f) for f in files])
     if shuffle:
         names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     return names.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        read,
         cycle_length=max(1, min(len(files), 8)),
         block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -70,9 +85,8 @@ def _options(deterministic: bool):
     opts = tf.data.Options()
     opts.deterministic = deterministic
     opts.autotune.enabled = True
-    # every worker reads all files and keeps its share of the examples: works for any
-    # number of files (file sharding needs at least one file per worker)
-    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # input pipelines shard themselves (`shard=`); a strategy must not shard again
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return opts
 
 
@@ -124,10 +138,17 @@ def validation_view(ex: dict, spec: InputSpec):
     return _finish(_normalise(ex, spec), label, tf.ones_like(ex["weight"]))
 
 
-def count_examples(files: Sequence[Path], fold: int | None, *, validation: bool) -> int:
+def count_examples(
+    files: Sequence[Path],
+    fold: int | None,
+    *,
+    validation: bool,
+    shard: tuple[int, int] | None = None,
+) -> int:
     """Number of tiles a view keeps: `fold != k` for training, `fold == k` for validation.
 
-    Parses only `tile/fold`, so it costs one decompression pass over the files.
+    Parses only `tile/fold`, so it costs one decompression pass over the files. `shard`
+    as in `training_dataset`.
     """
     import tensorflow as tf
 
@@ -146,7 +167,7 @@ def count_examples(files: Sequence[Path], fold: int | None, *, validation: bool)
     def count(n, _):
         return n + 1
 
-    ds = _records(files, shuffle=False, seed=0, deterministic=False)
+    ds = _records(files, shuffle=False, seed=0, deterministic=False, shard=shard)
     folds = ds.map(fold_of, num_parallel_calls=tf.data.AUTOTUNE)
     return int(folds.filter(keep).reduce(np.int64(0), count))
 
@@ -163,18 +184,20 @@ def training_dataset(
     cache: bool = False,
     deterministic: bool = False,
     repeat: bool = True,
+    shard: tuple[int, int] | None = None,
 ):
     """Endless shuffled, augmented batches of the training view.
 
     Yields `(image (N, H, W, B) float32, label (N, H, W) int32, weight (N, H, W) float32)`
-    with N = `batch_size` (the global batch; a distribution strategy splits it).
+    with N = `batch_size`: the batch of one input pipeline (one replica). `shard = (n, i)`
+    makes this pipeline i of n, reading a disjoint share of the records (`_records`).
     """
     import tensorflow as tf
 
     from reseg.components.trainer.augment import JointAugment
 
     parse = make_parser(spec.image_dtype, spec.bands)
-    ds = _records(files, shuffle=True, seed=seed, deterministic=deterministic)
+    ds = _records(files, shuffle=True, seed=seed, deterministic=deterministic, shard=shard)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if fold is not None:
         ds = ds.filter(lambda ex: tf.not_equal(ex["fold"], fold))

@@ -38,10 +38,18 @@ class Cluster:
     task_type: str | None
     task_id: int
     num_workers: int
+    worker_index: int = 0
+    """Position of this task among the chief and workers (chief first): its input shard."""
 
     @property
     def replicas(self) -> int:
+        """Replicas in sync over the whole cluster."""
         return int(self.strategy.num_replicas_in_sync)
+
+    @property
+    def local_replicas(self) -> int:
+        """Replicas (devices) of this worker."""
+        return max(1, self.replicas // self.num_workers)
 
 
 def tf_config() -> dict[str, Any]:
@@ -100,8 +108,10 @@ def get_cluster(kind: str = "auto") -> Cluster:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         resolver = strategy.cluster_resolver
         task_type, task_id = resolver.task_type, int(resolver.task_id)
-        chief = _is_chief(task_type, task_id, resolver.cluster_spec().as_dict())
+        spec = resolver.cluster_spec().as_dict()
+        chief = _is_chief(task_type, task_id, spec)
         workers = _workers(conf)
+        index = task_id + (len(spec.get("chief") or []) if task_type == "worker" else 0)
     elif kind == "mirrored":
         strategy, chief, workers, task_type, task_id = (
             tf.distribute.MirroredStrategy(),
@@ -122,7 +132,7 @@ def get_cluster(kind: str = "auto") -> Cluster:
         raise ConfigError(
             f"train.distribute must be auto, default, mirrored or multi_worker, received {kind!r}"
         )
-    cluster = Cluster(strategy, kind, chief, task_type, task_id, workers)
+    cluster = Cluster(strategy, kind, chief, task_type, task_id, workers, index)
     log.info(
         "strategy %s: %d replica(s), %d worker(s)%s",
         kind,

@@ -1,11 +1,4 @@
-"""The custom training loop, the same under every tf.distribute strategy.
-
-One training step, per replica: forward pass in a `tf.GradientTape`, per-example
-losses (`losses.py`) summed over the model's outputs with the model's loss
-weights (PSPNet: main 1.0, auxiliary 0.4), averaged over the *global* batch with
-`tf.nn.compute_average_loss`, gradients applied by a Keras optimiser created in
-`strategy.scope()`. The replicas' losses and confusion matrices are summed with
-`strategy.reduce`.
+"""The custom training loop, the same under every tf.distribute strategy (steps in `steps.py`).
 
 An epoch is `steps_per_epoch` steps from an endless shuffled stream (the same
 number on every worker, so collectives never wait for a worker that ran dry),
@@ -24,15 +17,14 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from reseg.artifacts import write_json
-from reseg.components.trainer.distribute import Cluster
-from reseg.components.trainer.losses import LossFn, confusion
+from reseg.components.trainer.steps import Steps
 from reseg.config.train import TrainConfig
 from reseg.metrics import scores
 
@@ -82,110 +74,6 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.RMSprop(momentum=cfg.momentum, **common)
 
 
-def _as_list(outputs: Any) -> list[Any]:
-    if isinstance(outputs, dict):
-        return list(outputs.values())
-    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-
-
-@dataclass
-class Steps:
-    """The distributed training and validation steps of one model."""
-
-    cluster: Cluster
-    model: Any  # prediction model: softmax (N, H, W, C)
-    train_model: Any  # model trained: the prediction model, or it plus auxiliary heads
-    loss_weights: list[float]
-    optimizer: Any
-    loss_fn: LossFn
-    num_classes: int
-    global_batch: int
-    jit_compile: bool = False
-    _train: Any = field(default=None, init=False, repr=False)
-    _val: Any = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        import tensorflow as tf
-
-        strategy, c = self.cluster.strategy, self.num_classes
-        model, train_model, opt, loss_fn = (
-            self.model,
-            self.train_model,
-            self.optimizer,
-            self.loss_fn,
-        )
-        weights = list(self.loss_weights)
-
-        def forward(x, y, w):
-            with tf.GradientTape() as tape:
-                outs = _as_list(train_model(x, training=True))
-                if len(outs) != len(weights):
-                    raise ValueError(
-                        f"the model has {len(outs)} outputs but {len(weights)} loss weights"
-                    )
-                per_example = tf.add_n(
-                    [lw * loss_fn(y, o, w) for o, lw in zip(outs, weights, strict=True)]
-                )
-                loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
-                if train_model.losses:
-                    loss += tf.nn.scale_regularization_loss(tf.add_n(train_model.losses))
-            grads = tape.gradient(loss, train_model.trainable_variables)
-            return loss, grads, confusion(y, tf.cast(outs[0], tf.float32), c)
-
-        fwd = (
-            tf.function(forward, jit_compile=True, autograph=False) if self.jit_compile else forward
-        )
-
-        def replica_train(batch):
-            x, y, w = batch
-            loss, grads, cm = fwd(x, y, w)
-            opt.apply_gradients(zip(grads, train_model.trainable_variables, strict=True))
-            return loss, cm
-
-        def replica_val(batch):
-            x, y, w = batch
-            probs = tf.cast(model(x, training=False), tf.float32)
-            per_example = loss_fn(y, probs, w)
-            n = tf.cast(tf.shape(x)[0], tf.float32)
-            return tf.reduce_sum(per_example), n, confusion(y, probs, c)
-
-        sum_ = tf.distribute.ReduceOp.SUM
-
-        # no autograph: the steps have no tensor-dependent Python control flow, and
-        # converting every Keras layer's call would triple the tracing time
-        @tf.function(autograph=False)
-        def train_step(batch):
-            loss, cm = strategy.run(replica_train, args=(batch,))
-            return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, cm, axis=None)
-
-        @tf.function(autograph=False)
-        def val_step(batch):
-            total, n, cm = strategy.run(replica_val, args=(batch,))
-            return tuple(strategy.reduce(sum_, v, axis=None) for v in (total, n, cm))
-
-        self._train, self._val = train_step, val_step
-
-    def train_epoch(self, iterator, steps: int, progbar: Any = None) -> tuple[float, np.ndarray]:
-        """Run `steps` steps; mean loss and the (C, C) confusion of the epoch."""
-        total, cm = 0.0, np.zeros((self.num_classes, self.num_classes), np.float64)
-        for i in range(steps):
-            loss, step_cm = self._train(next(iterator))
-            total += float(loss)
-            cm += step_cm.numpy()
-            if progbar is not None:
-                progbar.update(i + 1, values=[("loss", total / (i + 1))])
-        return total / max(steps, 1), cm
-
-    def validate(self, dist_dataset) -> tuple[float, np.ndarray]:
-        """One pass over a distributed validation dataset: mean loss per tile and confusion."""
-        total, n, cm = 0.0, 0.0, np.zeros((self.num_classes, self.num_classes), np.float64)
-        for batch in dist_dataset:
-            t, k, step_cm = self._val(batch)
-            total, n = total + float(t), n + float(k)
-            cm += step_cm.numpy()
-        return total / max(n, 1.0), cm
-
-
 def miou(cm: np.ndarray) -> float | None:
     """Mean IoU over classes present in reference or prediction (`reseg.metrics`)."""
     return scores(cm.astype(np.int64))["mean_iou"]
@@ -229,8 +117,8 @@ def fit(
     Args:
         steps: the compiled steps.
         cfg: the `train` section.
-        make_train_data: `seed -> tf.data.Dataset` of training batches (endless); reseeded on
-            resume so a continued run does not replay the first epochs' order.
+        make_train_data: `seed -> tf.data.Dataset`, the endless batches of this worker;
+            reseeded on resume so a continued run does not replay the first epochs' order.
         val_data: validation `tf.data.Dataset`, or None (no validation, no early stopping).
         steps_per_epoch: training steps per epoch.
         checkpoint_dir: the chief's checkpoint directory (read by every worker on resume).
@@ -272,10 +160,7 @@ def fit(
             history, start, int(state["best_epoch"].numpy()) or None, bool(state["stopped"].numpy())
         )
 
-    iterator = iter(
-        cluster.strategy.experimental_distribute_dataset(make_train_data(cfg.seed + start))
-    )
-    dist_val = cluster.strategy.experimental_distribute_dataset(val_data) if has_val else None
+    iterator = iter(make_train_data(cfg.seed + start))
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         bar = _progbar(cfg, steps_per_epoch, chief)
@@ -284,7 +169,7 @@ def fit(
         loss, cm = steps.train_epoch(iterator, steps_per_epoch, bar)
         record: dict[str, Any] = {"epoch": epoch, "loss": loss, "miou": miou(cm)}
         if has_val:
-            val_loss, val_cm = steps.validate(dist_val)
+            val_loss, val_cm = steps.validate(val_data)
             record.update(val_loss=val_loss, val_miou=miou(val_cm))
             if val_cm.sum() == 0:
                 record["val_miou"] = None
@@ -334,6 +219,9 @@ def fit(
             log.info("early stopping: no validation mIoU gain for %d epochs", patience)
             break
 
+    t = time.perf_counter()
+    del iterator
+    log.info("DEBUG del iterator %.1f", time.perf_counter() - t)
     best_epoch = int(state["best_epoch"].numpy()) or None
     if (
         has_val
@@ -349,4 +237,7 @@ def fit(
                 best_epoch,
                 float(state["best"].numpy()),
             )
-    return FitResult(history, start, best_epoch, bool(state["stopped"].numpy()))
+    t = time.perf_counter()
+    res = FitResult(history, start, best_epoch, bool(state["stopped"].numpy()))
+    log.info("DEBUG result %.1f", time.perf_counter() - t)
+    return res

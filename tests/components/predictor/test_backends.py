@@ -42,7 +42,6 @@ def test_keras_backend_normalises_and_masks_like_model_json_says(cnn_dir, cnn):
     assert got.dtype == np.float32 and got.shape == (3, 16, 24, 3)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
-    # a smaller batch after a larger one is padded inside and cut back
     np.testing.assert_allclose(cnn(img[:1], valid[:1]), got[:1], atol=1e-6)
 
 
@@ -52,6 +51,8 @@ def test_keras_backend_compiled_with_xla_agrees(cnn_dir):
     jit = load_backend(cnn_dir, jit_compile=True)
     assert jit.jit_compile
     np.testing.assert_allclose(jit(img, valid), plain, atol=1e-5)
+    # a last, smaller batch is padded to the compiled batch size and cut back
+    np.testing.assert_allclose(jit(img[:1], valid[:1]), plain[:1], atol=1e-5)
 
 
 def test_backend_rejects_tiles_off_the_output_stride(cnn):

@@ -233,3 +233,26 @@ def test_non_georeferenced_png_with_labels(shared_data, tmp_path, caplog):
         raw = ds.read(1)
     truth = np.where(raw == 0, 255, raw.astype(np.int64) - 1).astype(np.uint8)
     assert result.metrics["confusion"] == confusion(truth, cls, 6).tolist()
+
+
+def test_preview_is_sampled_block_by_block():
+    from reseg.components.predictor.preview import PreviewCanvas
+    from reseg.windows import Window
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 4000, (100, 130, 4)).astype(np.uint16)
+    cls = rng.integers(0, 3, (100, 130)).astype(np.uint8)
+    cls[:10] = 255
+    canvas = PreviewCanvas(100, 130, 40, (2, 1, 0))
+    assert canvas.shape == (31, 40)
+    for r0, r1 in ((0, 37), (37, 100)):
+        for c0, c1 in ((0, 50), (50, 51), (51, 130)):
+            canvas.add(Window(r0, c0, r1 - r0, c1 - c0), img[r0:r1, c0:c1], cls[r0:r1, c0:c1])
+    rows = ((np.arange(31) + 0.5) * 100 / 31).astype(int)
+    cols = ((np.arange(40) + 0.5) * 130 / 40).astype(int)
+    np.testing.assert_array_equal(canvas.image, img[rows][:, cols][..., [2, 1, 0]])
+    np.testing.assert_array_equal(canvas.classes, cls[rows][:, cols])
+    out = canvas.render(("#ff0000", "#00ff00", "#0000ff"))
+    assert out.shape == (31, 40, 3) and out.dtype == np.uint8
+    # no overlay where there is no class: the stretched picture only
+    assert out[0].std() > 0 and (out[-1][canvas.classes[-1] == 0][:, 0] >= int(0.45 * 255)).all()
