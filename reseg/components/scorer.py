@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts
 from reseg.components.beamio import WriteShards, count_records
+from reseg.components.predictor.tta import predict_tta
 from reseg.config import Config
 from reseg.tfrecords_schema import decode, encode
 
@@ -32,9 +33,10 @@ CODE_VERSION = 1
 class ScoreBatch(beam.DoFn):
     """Predicts a batch of serialised tiles; the model is loaded once per DoFn instance."""
 
-    def __init__(self, model_dir: str, round_: int):
+    def __init__(self, model_dir: str, round_: int, tta: tuple[str, ...] = ("identity",)):
         self.model_dir = model_dir
         self.round = round_
+        self.tta = tuple(tta)
         self.backend = None
 
     def setup(self) -> None:
@@ -50,7 +52,7 @@ class ScoreBatch(beam.DoFn):
         for idx in by_shape.values():
             raw = np.stack([tiles[i].image for i in idx])
             valid = np.stack([tiles[i].valid for i in idx])
-            probs = self.backend(raw, valid)  # type: ignore[misc]
+            probs = predict_tta(self.backend, raw, valid, self.tta)  # type: ignore[arg-type]
             for i, p in zip(idx, probs, strict=True):
                 yield encode(tiles[i].with_scores(p, self.round))
 
@@ -58,15 +60,22 @@ class ScoreBatch(beam.DoFn):
 class ScoreTiles(beam.PTransform):
     """Serialised tiles -> serialised tiles with scores."""
 
-    def __init__(self, model_dir: str, round_: int, batch_size: int):
+    def __init__(
+        self, model_dir: str, round_: int, batch_size: int, tta: tuple[str, ...] = ("identity",)
+    ):
         super().__init__()
-        self.model_dir, self.round, self.batch_size = model_dir, round_, batch_size
+        self.model_dir, self.round, self.batch_size, self.tta = (
+            model_dir,
+            round_,
+            batch_size,
+            tuple(tta),
+        )
 
     def expand(self, records):
         return (
             records
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-            | "Predict" >> beam.ParDo(ScoreBatch(self.model_dir, self.round))
+            | "Predict" >> beam.ParDo(ScoreBatch(self.model_dir, self.round, self.tta))
         )
 
 
@@ -78,12 +87,16 @@ def score(
     round_: int,
     beam_args: Sequence[str] = (),
     batch_size: int = 16,
+    tta: tuple[str, ...] = ("identity",),
 ) -> Path:
-    """Write the tiles of `tile_files` with `model_dir`'s probabilities into `out` (skipped when current)."""
+    """Write the tiles of `tile_files` with `model_dir`'s probabilities into `out` (skipped when current).
+
+    `tta` names D4 transforms (`reseg.config.predict.D4`) whose back-transformed predictions are averaged.
+    """
     out = Path(out)
     model_fp = artifacts.read_manifest(model_dir).get("fingerprint")
     fp = artifacts.fingerprint(
-        "score", CODE_VERSION, model_fp, [f.name for f in tile_files], round_
+        "score", CODE_VERSION, model_fp, [f.name for f in tile_files], round_, list(tta)
     )
     if artifacts.is_current(out, fp):
         log.info("scores are current (%s); skipping", out)
@@ -100,7 +113,7 @@ def score(
             p
             | "Files" >> beam.Create([str(f) for f in tile_files])
             | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
-            | "Score" >> ScoreTiles(str(model_dir), round_, batch_size)
+            | "Score" >> ScoreTiles(str(model_dir), round_, batch_size, tuple(tta))
             | "Write" >> WriteShards(tmp)
         )
     files = sorted(f.name for f in tmp.glob("part-*.tfrecord.gz"))
