@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from reseg import artifacts, layout
-
 
 @dataclass
 class FoldView:
@@ -253,13 +251,3 @@ def to_html(md: str, title: str) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
     )
-
-
-def load_manifest_safe(path: Path) -> dict | None:
-    try:
-        return artifacts.read_manifest(path)
-    except Exception:
-        return None
-
-
-__all__ = ["collect", "plot_miou", "round_table", "write_report", "layout"]
