@@ -1,0 +1,121 @@
+"""`reseg serve-predict --url URL --model NAME [--version V] SCENE... --out DIR`.
+
+Segments whole scenes through a TF Serving REST endpoint: the same sliding
+window, blending, TTA, refinement and outputs as `reseg predict` (the same
+`predict_scene`, with `reseg.serving.client.ServingBackend` as the model), and
+the same options. The model is a reseg export served by TF Serving, e.g.
+
+    docker run -p 8501:8501 \\
+      --mount type=bind,source=$PWD/<root>/export/<name>,target=/models/<name> \\
+      -e MODEL_NAME=<name> -t tensorflow/serving
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from reseg.commands import predict
+
+    predict.add_arguments(parser)  # scenes, --out, --config, --labels, prediction options
+    for action in parser._actions:  # --model names a served model here, not a folder
+        if action.dest == "model":
+            action.type, action.metavar = str, "NAME"
+            action.help = "name of the model TF Serving serves"
+    parser.add_argument(
+        "--url", required=True, help="TF Serving's REST endpoint, e.g. http://localhost:8501"
+    )
+    parser.add_argument(
+        "--version", type=int, help="model version (default: the newest AVAILABLE one)"
+    )
+    g = parser.add_argument_group("TF Serving client")
+    g.add_argument(
+        "--model-info",
+        type=Path,
+        metavar="PATH",
+        help="model.json (or its folder) for a served model without the model_info signature",
+    )
+    g.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to connect and to wait for an answer"
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="retries on 503, dropped connections and timeouts (default 5)",
+    )
+    g.add_argument(
+        "--backoff", type=float, default=0.5, help="first retry delay, s; doubles each retry"
+    )
+    g.add_argument("--max-batch", type=int, help="most tiles per request (default: --batch-size)")
+    g.add_argument(
+        "--format",
+        dest="request_format",
+        choices=["columns", "rows"],
+        default="columns",
+        help="predict request JSON: columns = `inputs` (default), rows = `instances`",
+    )
+    g.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for a version still loading"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from reseg.commands import predict as local
+    from reseg.components.predictor import predict_scene
+    from reseg.errors import ConfigError
+    from reseg.serving.client import ServingBackend
+    from reseg.serving.rest import RetryPolicy
+
+    if args.retries < 0 or args.timeout <= 0 or args.backoff < 0:
+        raise ConfigError(
+            f"--retries must be >= 0, --timeout > 0 and --backoff >= 0; received "
+            f"{args.retries}, {args.timeout}, {args.backoff}"
+        )
+    if args.max_batch is not None and args.max_batch < 1:
+        raise ConfigError(f"--max-batch must be at least 1; received {args.max_batch}")
+    cfg = None
+    if args.config is not None:
+        from reseg.config import load_config
+
+        cfg = load_config(args.config)
+    pcfg = local._predict_config(args, cfg.predict if cfg else None)
+    backend = ServingBackend(
+        args.url,
+        args.model,
+        args.version,
+        model_info=args.model_info,
+        policy=RetryPolicy(retries=args.retries, backoff=args.backoff, timeout=args.timeout),
+        max_batch=args.max_batch,
+        request_format=args.request_format,
+        wait_s=args.wait,
+    )
+    try:
+        data = cfg.data if cfg else None
+        labels = local._label_sources(args, backend.info, data)
+        for k, scene in enumerate(args.scenes):
+            result = predict_scene(
+                backend, scene, args.out, pcfg, labels[k] if labels else None, data
+            )
+            print(
+                f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
+                file=sys.stderr,
+            )
+            if result.metrics is not None:
+                local._print_metrics(result.scene, result.metrics)
+    finally:
+        backend.close()
+    log.info(
+        "%s version %d: %d requests, %d retried",
+        backend.name,
+        backend.version,
+        backend.rest.requests,
+        backend.rest.retried,
+    )
+    return 0

@@ -1,0 +1,238 @@
+"""Export a round's model or the merged rounds as a SavedModel for TF Serving.
+
+    export(cfg, root, source="merged", fold=None, tracking=None) -> <root>/export/<name>/<version>
+
+1. load the source with the predictor's loader (`sources.py`);
+2. build the serving graph (`reseg.serving.graph`: raw tiles in, normalisation inside,
+   merged rounds combined in the graph) and save it in a hidden staging folder of
+   `export/<name>/`, with `assets.extra/model.json` and the warmup requests;
+3. validate it in a fresh process (`reseg.serving.validate`): load with
+   `tf.saved_model.load`, replay the warmup requests, compare with the Keras models;
+   an export that fails is discarded, never published;
+4. publish it as the next version, `max(versions on disk, versions in the registry) + 1`,
+   by an atomic rename (TF Serving never sees a partial version);
+5. log it to the MLflow run and register it (`reseg.tracking.register_export`), so
+   that the registry version equals the export version.
+
+The export's `manifest.json` records its fingerprint (the models' weights, the
+combination, the export settings): exporting the same models again returns the
+existing version instead of adding one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from reseg import artifacts
+from reseg import layout as root_layout
+from reseg import tracking as tracking_mod
+from reseg.components.exporter import sources
+from reseg.components.exporter.warmup import warmup_requests
+from reseg.config import Config
+from reseg.serving import graph
+from reseg.serving import layout as tfs
+from reseg.serving.validate import validate_in_fresh_process
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1  # bump when the same models would export differently
+
+
+def export(
+    cfg: Config,
+    root: str | Path,
+    source: str | int | None = None,
+    fold: sources.Fold = None,
+    tracking: tracking_mod.Run | None = None,
+) -> Path:
+    """Export `source` of `root` to `<root>/export/<cfg.export.model_name>/<version>`.
+
+    Args:
+        cfg: the pipeline config (`export`, `rounds.folds` and `tracking` sections are read).
+        root: the pipeline root.
+        source: `merged`, `last`, `r<k>` or k; default `export.source`.
+        fold: fold k, `all` (models trained on every tile), or None (`export.fold`, else
+            the first of `rounds.folds`).
+        tracking: the MLflow run to log into; None opens a run of its own
+            (when `tracking.enabled`).
+
+    Returns:
+        The published version folder (an existing one when the same models were exported).
+
+    Raises:
+        ArtifactError: the source is missing, or the export failed its validation.
+        ConfigError: bad source or fold.
+    """
+    root = Path(root)
+    ecfg = cfg.export
+    label, k, path = sources.resolve(cfg, root, ecfg.source if source is None else source, fold)
+    base = root_layout.export_dir(root, ecfg.model_name)
+    src = sources.load(label, k, path)
+    fp = artifacts.fingerprint(
+        "export", CODE_VERSION, src.fingerprint, ecfg.model_name, ecfg.warmup_tiles
+    )
+    current = _current(base, fp)
+    if current is not None:
+        log.info("%s is up to date (same models as %s)", current, path)
+        manifest = artifacts.read_manifest(current)
+        if _wants_registry(cfg) and manifest.get("registry_version") is None:
+            with _run(cfg, root, tracking, ecfg.model_name) as run:
+                _track(run, cfg, current, manifest)
+        return current
+    with _run(cfg, root, tracking, ecfg.model_name) as run:
+        final, manifest = _make(cfg, root, src, base, fp, run)
+        _track(run, cfg, final, manifest)
+    return final
+
+
+def _current(base: Path, fp: str) -> Path | None:
+    """The newest published version with fingerprint `fp`, if it is the newest version."""
+    found = tfs.versions(base)
+    if not found:
+        return None
+    newest = tfs.version_dir(base, found[-1])
+    return newest if artifacts.is_current(newest, fp) else None
+
+
+def _wants_registry(cfg: Config) -> bool:
+    return cfg.tracking.enabled and cfg.export.registry
+
+
+@contextlib.contextmanager
+def _run(
+    cfg: Config, root: Path, given: tracking_mod.Run | None, name: str
+) -> Iterator[tracking_mod.Run]:
+    if given is not None:
+        yield given
+        return
+    with tracking_mod.open_run(
+        cfg, root, run_name=f"export {name}", tags={"reseg.step": "export"}
+    ) as run:
+        yield run
+
+
+def _make(
+    cfg: Config, root: Path, src: sources.Source, base: Path, fp: str, run: tracking_mod.Run
+) -> tuple[Path, dict]:
+    """Stage, validate and publish one version; returns its folder and manifest."""
+    ecfg = cfg.export
+    base.mkdir(parents=True, exist_ok=True)
+    staged = base / f".staging-{fp[:12]}"  # hidden: TF Serving serves numeric folders only
+    shutil.rmtree(staged, ignore_errors=True)  # a crashed export's leftovers
+    t0 = time.perf_counter()
+    try:
+        module = graph.build_module(src.members, src.info, src.method, src.weights)
+        graph.save_module(module, staged)
+        (staged / tfs.ASSETS_EXTRA).mkdir(exist_ok=True)
+        src.info.save(staged / tfs.ASSETS_EXTRA)
+        requests, expected, origin = warmup_requests(root, src.info, src.backend, ecfg.warmup_tiles)
+        tfs.write_warmup(staged, ecfg.model_name, requests)
+        save_s = time.perf_counter() - t0
+        validation = None
+        if ecfg.validation:
+            with tempfile.TemporaryDirectory(prefix="reseg-export-") as tmp:
+                np.savez(Path(tmp) / "expected.npz", **expected)
+                validation = validate_in_fresh_process(
+                    staged, Path(tmp) / "expected.npz", ecfg.atol, ecfg.validate_timeout_s
+                )
+        used = tfs.used_versions(base)
+        version = 1 + max(
+            used[-1] if used else 0,
+            tracking_mod.latest_registered_version(run, ecfg.model_name)
+            if _wants_registry(cfg)
+            else 0,
+        )
+        manifest = {
+            "fingerprint": fp,
+            "step": "export",
+            "model_name": ecfg.model_name,
+            "source": src.label,
+            "fold": src.fold,
+            "source_path": str(src.path),
+            "method": src.method,
+            "weights": list(src.weights),
+            "members": [m.info.architecture for m in src.members],
+            "signatures": sorted(module.signatures()),
+            "warmup": {
+                "requests": len(requests),
+                "tiles": origin,
+                "shape": list(requests[0].inputs["images"].shape),
+            },
+            "validation": validation,
+            "save_s": round(save_s, 3),
+            "registry_version": None,
+        }
+        artifacts.write_json(staged / artifacts.MANIFEST, {"version": version, **manifest})
+        final, got = tfs.publish_version(staged, base, version)
+    except BaseException:
+        artifacts.discard(staged)
+        raise
+    manifest["version"] = got
+    if got != version:  # another export took the number meanwhile
+        artifacts.write_json(final / artifacts.MANIFEST, manifest)
+    log.info("exported %s (%s, fold %s) as %s", src.path, src.label, src.fold, final)
+    return final, manifest
+
+
+def _track(run: tracking_mod.Run, cfg: Config, final: Path, manifest: dict) -> None:
+    """Log the export to the run and register it; records the registry version in the manifest."""
+    if not run.enabled:
+        return
+    name, version = cfg.export.model_name, int(final.name)
+    where = f"export/{name}/{version}"
+    run.set_tags({"reseg.export_version": version, "reseg.export_source": manifest["source"]})
+    run.log_params(
+        {
+            "export": {
+                **cfg.export.model_dump(mode="json"),
+                "source_used": manifest["source"],
+                "fold_used": manifest["fold"],
+                "method": manifest["method"],
+            }
+        }
+    )
+    val = manifest.get("validation") or {}
+    run.log_metrics(
+        {
+            "export_version": version,
+            "export_max_abs_diff": val.get("max_abs_diff"),
+            "export_validation_s": val.get("wall_s"),
+            "export_save_s": manifest.get("save_s"),
+        }
+    )
+    run.log_artifacts(final, where)
+    if not cfg.export.registry:
+        return
+    base = final.parent
+    registry_version = tracking_mod.register_export(
+        run,
+        name,
+        version,
+        tracking_mod.artifact_uri(run, where),
+        fingerprint=manifest["fingerprint"],
+        backfill={v: tfs.version_dir(base, v) for v in tfs.versions(base) if v < version},
+        description=f"{manifest['source']} of fold {manifest['fold']} ({manifest['method']} of "
+        f"{', '.join(manifest['members'])}); TF Serving base path {base}",
+    )
+    manifest = {**artifacts.read_manifest(final), "registry_version": registry_version}
+    artifacts.write_json(final / artifacts.MANIFEST, manifest)
+
+
+def export_info(version_dir: str | Path) -> dict:
+    """The manifest of an export version with its ModelInfo (for the CLI and reports)."""
+    from reseg.artifacts import ModelInfo
+
+    version_dir = Path(version_dir)
+    return {
+        **artifacts.read_manifest(version_dir),
+        "info": asdict(ModelInfo.load(version_dir / tfs.ASSETS_EXTRA)),
+    }

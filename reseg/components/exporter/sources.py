@@ -1,0 +1,140 @@
+"""What an export is made from: a round's model or the merged rounds of a fold.
+
+The models are loaded through the predictor's `load_backend`, the same loader
+`reseg predict` uses, so the export holds exactly the models (and, for merged
+rounds, the method and weights of `merged.json`) that a local prediction runs;
+the backend also gives the reference probabilities the export is checked against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from reseg import artifacts, layout
+from reseg.artifacts import ModelInfo
+from reseg.config import Config
+from reseg.errors import ArtifactError, ConfigError
+from reseg.serving.graph import Member
+
+log = logging.getLogger(__name__)
+
+Fold = int | Literal["all"] | None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A loaded export source.
+
+    Attributes:
+        label: `merged` or `r<k>`.
+        fold: the fold whose models these are (None: trained on every tile).
+        path: the model directory or the merged rounds' directory.
+        backend: the predictor backend of `path` (reference outputs).
+        members: the Keras models and their ModelInfo.
+        method: how members combine (`mean` for a single model).
+        weights: one per member.
+        info: the export's ModelInfo (merged: output stride = lcm of the members').
+        fingerprint: identifies the models' weights and the combination.
+    """
+
+    label: str
+    fold: int | None
+    path: Path
+    backend: Any
+    members: tuple[Member, ...]
+    method: str
+    weights: tuple[float, ...]
+    info: ModelInfo
+    fingerprint: str
+
+
+def _default_fold(cfg: Config, root: Path) -> int:
+    try:
+        k = artifacts.TileSet.load(layout.tiles_dir(root)).folds
+    except ArtifactError:
+        raise ConfigError(
+            f"{root}: no tiles manifest to find the folds from; name the fold (--fold k|all)"
+        ) from None
+    return cfg.rounds.fold_list(k)[0]
+
+
+def resolve(
+    cfg: Config, root: str | Path, source: str | int, fold: Fold
+) -> tuple[str, int | None, Path]:
+    """(label, fold, directory) of `source` = `merged` | `last` | `r<k>` | k for a fold.
+
+    `fold`: k, `all` (models trained on every tile) or None (export.fold, else the
+    first of rounds.folds).
+    """
+    root = Path(root)
+    if fold is None:
+        fold = cfg.export.fold
+    if fold is None:
+        fold = _default_fold(cfg, root)
+    k: int | None = None if fold == "all" else int(fold)
+    text = f"r{source}" if isinstance(source, int) else str(source)
+    if text == "merged":
+        d = layout.merged_dir(root, k)
+        if not (d / "merged.json").exists():
+            raise ArtifactError(f"{d}: no merged.json; merge the rounds first (reseg merge)")
+        return "merged", k, d
+    if text == "last":
+        r = 0
+        while (layout.model_dir(root, r + 1, k) / "model.keras").exists():
+            r += 1
+        text = f"r{r}"
+    m = re.fullmatch(r"r(\d+)", text)
+    if m is None:
+        raise ConfigError(
+            f"export source must be `merged`, `last`, `r<k>` or k; received {source!r}"
+        )
+    d = layout.model_dir(root, int(m.group(1)), k)
+    if not (d / "model.keras").exists():
+        raise ArtifactError(f"{d}: no model.keras; train round {m.group(1)} first")
+    return text, k, d
+
+
+def _model_fingerprint(model_dir: Path) -> str:
+    """The trainer's manifest fingerprint, else a hash of model.keras and model.json."""
+    try:
+        fp = artifacts.read_manifest(model_dir).get("fingerprint")
+    except ArtifactError:
+        fp = None
+    if fp:
+        return fp
+    h = hashlib.sha256()
+    for name in ("model.keras", "model.json"):
+        with open(model_dir / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def load(label: str, fold: int | None, path: Path) -> Source:
+    """Load the models of `path` (a model directory or merged rounds) for export."""
+    from reseg.components.predictor import EnsembleBackend, KerasBackend, load_backend
+
+    backend = load_backend(path)
+    if isinstance(backend, EnsembleBackend):
+        bad = [m.path for m in backend.members if not isinstance(m, KerasBackend)]
+        if bad:
+            raise ArtifactError(f"{path}: members {bad} are not Keras model directories")
+        kb = list(backend.members)
+        method, weights = backend.method, tuple(backend.weights)
+    elif isinstance(backend, KerasBackend):
+        kb, method, weights = [backend], "mean", (1.0,)
+    else:
+        raise ArtifactError(f"{path}: an export is made from a model or merged rounds, not {path}")
+    members = tuple(Member(b.model, b.info) for b in kb)
+    fp = artifacts.fingerprint(
+        method,
+        list(weights),
+        [(_model_fingerprint(b.path), asdict(b.info)) for b in kb],
+        asdict(backend.info),
+    )
+    return Source(label, fold, Path(path), backend, members, method, weights, backend.info, fp)
