@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,6 +108,26 @@ class Run:
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
         if batch:
             self._client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def log_history(self, records: Sequence[Mapping[str, Any]], step_key: str = "epoch") -> None:
+        """Log per-step records (e.g. epochs of a resumed training) whose steps the run lacks.
+
+        A metric already logged at a step is not logged again, so a process killed after
+        some epochs and resumed into the same run ends with one value per epoch.
+        """
+        if not self.enabled or not records:
+            return
+        keys = {
+            k
+            for r in records
+            for k, v in r.items()
+            if k != step_key and isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        have = {k: {m.step for m in self._client.get_metric_history(self.run_id, k)} for k in keys}
+        for r in records:
+            step = int(r[step_key])
+            missing = {k: v for k, v in r.items() if k in keys and step not in have[k]}
+            self.log_metrics(missing, step=step)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not self.enabled:

@@ -297,8 +297,10 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
             checkpoint_dir=staging / "checkpoints",
             work_dir=work,
             on_epoch=on_epoch,
+            on_resume=lambda history: run.log_history(
+                [{k: v for k, v in h.items() if k != "best"} for h in history]
+            ),
         )
-        log.info("DEBUG returned")
         digest = _weights_digest(model)
         log.info("weights digest %s (%s %d)", digest, cluster.task_type or "local", cluster.task_id)
         model.save(

@@ -112,22 +112,11 @@ def get_cluster(kind: str = "auto") -> Cluster:
         chief = _is_chief(task_type, task_id, spec)
         workers = _workers(conf)
         index = task_id + (len(spec.get("chief") or []) if task_type == "worker" else 0)
-    elif kind == "mirrored":
-        strategy, chief, workers, task_type, task_id = (
-            tf.distribute.MirroredStrategy(),
-            True,
-            1,
-            None,
-            0,
+    elif kind in ("mirrored", "default"):
+        local = (
+            tf.distribute.MirroredStrategy() if kind == "mirrored" else tf.distribute.get_strategy()
         )
-    elif kind == "default":
-        strategy, chief, workers, task_type, task_id = (
-            tf.distribute.get_strategy(),
-            True,
-            1,
-            None,
-            0,
-        )
+        strategy, chief, workers, task_type, task_id, index = local, True, 1, None, 0, 0
     else:
         raise ConfigError(
             f"train.distribute must be auto, default, mirrored or multi_worker, received {kind!r}"

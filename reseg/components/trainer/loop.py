@@ -111,6 +111,7 @@ def fit(
     checkpoint_dir: Path,
     work_dir: Path,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_resume: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> FitResult:
     """Train `cfg.epochs` epochs (fewer with early stopping), resuming from `checkpoint_dir`.
 
@@ -124,7 +125,9 @@ def fit(
         checkpoint_dir: the chief's checkpoint directory (read by every worker on resume).
         work_dir: where this worker writes: the staging directory on the chief, a private
             temporary directory elsewhere. Holds `history.json` and, on non-chiefs, checkpoints.
-        on_epoch: called on the chief with each epoch's history record.
+        on_epoch: called on the chief with each epoch's history record, after its checkpoint.
+        on_resume: called on the chief with the history restored from the checkpoint
+            (records of a killed run that `on_epoch` may not have seen).
     """
     import tensorflow as tf
 
@@ -152,6 +155,8 @@ def fit(
         if history_path.exists():
             history = [h for h in json.loads(history_path.read_text()) if h["epoch"] <= done]
         log.info("resumed from the checkpoint of epoch %d (%s)", done, latest)
+        if chief and on_resume is not None:
+            on_resume(history)
     start = int(state["epoch"].numpy())
     has_val = val_data is not None
     patience = cfg.early_stopping if has_val else None
@@ -219,9 +224,6 @@ def fit(
             log.info("early stopping: no validation mIoU gain for %d epochs", patience)
             break
 
-    t = time.perf_counter()
-    del iterator
-    log.info("DEBUG del iterator %.1f", time.perf_counter() - t)
     best_epoch = int(state["best_epoch"].numpy()) or None
     if (
         has_val
@@ -237,7 +239,4 @@ def fit(
                 best_epoch,
                 float(state["best"].numpy()),
             )
-    t = time.perf_counter()
-    res = FitResult(history, start, best_epoch, bool(state["stopped"].numpy()))
-    log.info("DEBUG result %.1f", time.perf_counter() - t)
-    return res
+    return FitResult(history, start, best_epoch, bool(state["stopped"].numpy()))

@@ -1,0 +1,143 @@
+"""The compiled training and validation steps, the same under every tf.distribute strategy.
+
+Training step, per replica: forward pass in a `tf.GradientTape`, per-example
+losses (`losses.py`) summed over the model's outputs with the model's loss
+weights (PSPNet: main 1.0, auxiliary 0.4),
+
+    loss = sum_n l_n / global_batch      (tf.nn.compute_average_loss)
+
+so that the optimiser's sum of the replicas' gradients is the gradient of the
+global batch mean; gradients are applied by a Keras optimiser created in
+`strategy.scope()`. Losses and confusion matrices are summed with `strategy.reduce`.
+
+Batch normalisation keeps its moving statistics per replica (Keras 3 creates
+them as ordinary mirrored variables); `sync_statistics` replaces them by their
+mean over all replicas after each epoch, so that validation, checkpoints and the
+saved model are identical on every worker.
+
+Validation runs the prediction model directly (cross-replica context, no
+collectives) over the whole validation set on every worker: each worker gets the
+same numbers, and no worker waits for another at the end of an uneven split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reseg.components.trainer.distribute import Cluster
+from reseg.components.trainer.losses import LossFn, confusion
+
+
+def _as_list(outputs: Any) -> list[Any]:
+    if isinstance(outputs, dict):
+        return list(outputs.values())
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+@dataclass
+class Steps:
+    """Training and validation steps of one model (traced once, on first use)."""
+
+    cluster: Cluster
+    model: Any  # prediction model: normalised (N, H, W, B) -> softmax (N, H, W, C)
+    train_model: Any  # the model trained: the prediction model, or it plus auxiliary heads
+    loss_weights: list[float]
+    optimizer: Any
+    loss_fn: LossFn
+    num_classes: int
+    global_batch: int
+    jit_compile: bool = False
+    _train: Any = field(default=None, init=False, repr=False)
+    _val: Any = field(default=None, init=False, repr=False)
+    _sync: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        import tensorflow as tf
+
+        strategy, c, global_batch = self.cluster.strategy, self.num_classes, self.global_batch
+        model, train_model, opt, loss_fn = (
+            self.model,
+            self.train_model,
+            self.optimizer,
+            self.loss_fn,
+        )
+        weights = list(self.loss_weights)
+
+        def forward(x, y, w):
+            with tf.GradientTape() as tape:
+                outs = _as_list(train_model(x, training=True))
+                if len(outs) != len(weights):
+                    raise ValueError(
+                        f"the model has {len(outs)} outputs but {len(weights)} loss weights"
+                    )
+                per_example = tf.add_n(
+                    [lw * loss_fn(y, o, w) for o, lw in zip(outs, weights, strict=True)]
+                )
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if train_model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(train_model.losses))
+            grads = tape.gradient(loss, train_model.trainable_variables)
+            return loss, grads, confusion(y, tf.cast(outs[0], tf.float32), c)
+
+        fwd = (
+            tf.function(forward, jit_compile=True, autograph=False) if self.jit_compile else forward
+        )
+
+        def replica_train(batch):
+            x, y, w = batch
+            loss, grads, cm = fwd(x, y, w)
+            opt.apply_gradients(zip(grads, train_model.trainable_variables, strict=True))
+            return loss, cm
+
+        sum_, mean_ = tf.distribute.ReduceOp.SUM, tf.distribute.ReduceOp.MEAN
+
+        # no autograph: the steps have no tensor-dependent Python control flow, and
+        # converting every Keras layer's call only costs tracing time
+        @tf.function(autograph=False)
+        def train_step(batch):
+            loss, cm = strategy.run(replica_train, args=(batch,))
+            return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, cm, axis=None)
+
+        @tf.function(autograph=False)
+        def val_step(x, y, w):
+            probs = tf.cast(model(x, training=False), tf.float32)
+            return tf.reduce_sum(loss_fn(y, probs, w)), confusion(y, probs, c)
+
+        stats = [v for v in train_model.non_trainable_variables if v.dtype.startswith("float")]
+
+        @tf.function(autograph=False)
+        def sync_statistics():
+            local = strategy.run(lambda: [tf.identity(v.value) for v in stats])
+            for v, x in zip(stats, local, strict=True):
+                v.assign(strategy.reduce(mean_, x, axis=None))
+
+        self._train, self._val = train_step, val_step
+        self._sync = sync_statistics if stats and self.cluster.replicas > 1 else None
+
+    def train_epoch(
+        self, iterator: Iterator, steps: int, progbar: Any = None
+    ) -> tuple[float, np.ndarray]:
+        """Run `steps` training steps; mean loss and the (C, C) confusion of the epoch."""
+        total, cm = 0.0, np.zeros((self.num_classes, self.num_classes), np.float64)
+        for i in range(steps):
+            loss, step_cm = self._train(next(iterator))
+            total += float(loss)
+            cm += step_cm.numpy()
+            if progbar is not None:
+                progbar.update(i + 1, values=[("loss", total / (i + 1))])
+        if self._sync is not None:
+            self._sync()
+        return total / max(steps, 1), cm
+
+    def validate(self, dataset) -> tuple[float, np.ndarray]:
+        """One pass over the validation batches: mean loss per tile and the (C, C) confusion."""
+        total, n, cm = 0.0, 0, np.zeros((self.num_classes, self.num_classes), np.float64)
+        for x, y, w in dataset:
+            t, step_cm = self._val(x, y, w)
+            total, n = total + float(t), n + int(x.shape[0])
+            cm += step_cm.numpy()
+        return total / max(n, 1), cm

@@ -1,0 +1,157 @@
+"""`reseg train` as users run it: kill -9 and resume, two real workers, a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from reseg import artifacts, layout
+from tests.components.trainer.conftest import free_port
+from tests.components.trainer.tiles import config_dict
+
+UNET = {"name": "unet", "params": {"depth": 2, "base_filters": 4}}
+
+
+def _write_config(root: Path, **sections) -> Path:
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config_dict(root, **sections)))
+    return path
+
+
+def _reseg(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reseg", *args],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def _client(uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _checkpoint_epoch(model_dir: Path) -> int:
+    """Epoch of the newest complete checkpoint in the staging directory (0 if none)."""
+    for state in model_dir.parent.glob(f"{model_dir.name}.tmp-*/checkpoints/checkpoint"):
+        m = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state.read_text())
+        if m:
+            return int(m.group(1))
+    return 0
+
+
+def test_kill_9_during_training_and_rerun_continues_from_the_last_complete_epoch(root):
+    cfg = _write_config(root, model=UNET, train={"epochs": 12, "steps_per_epoch": 3})
+    args = ("train", str(cfg), "--root", str(root), "--fold", "0")
+    model_dir = layout.model_dir(root, 0, 0)
+    first = _reseg(*args)
+    deadline = time.monotonic() + 240
+    while _checkpoint_epoch(model_dir) < 1:
+        assert first.poll() is None, (
+            f"training ended before it could be killed:\n{first.stdout.read()}"
+        )
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(timeout=30) == -signal.SIGKILL
+    killed_at = _checkpoint_epoch(model_dir)
+    assert 1 <= killed_at < 12 and not model_dir.exists()
+
+    second = _reseg(*args)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    resumed = int(re.search(r"resumed from the checkpoint of epoch (\d+)", out).group(1))
+    assert resumed >= killed_at
+    assert f"epoch {resumed + 1}/12" in out and "epoch 1/12" not in out  # continued, not restarted
+    history = json.loads((model_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 13))
+    manifest = artifacts.read_manifest(model_dir)
+    assert manifest["resumed_from_epoch"] == resumed
+    # the MLflow run of the killed process is continued and ends FINISHED with every epoch
+    client = _client(layout.tracking_uri(root))
+    (run,) = client.search_runs([client.get_experiment_by_name("trainer-test").experiment_id])
+    assert run.info.run_id == manifest["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_miou")] == list(
+        range(1, 13)
+    )
+
+
+def test_two_workers_on_localhost_train_in_sync_and_only_the_chief_writes(root, tmp_path):
+    cfg = _write_config(root, model=UNET, train={"epochs": 1, "batch_size": 4})
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    procs = [
+        _reseg(
+            "train", str(cfg), "--root", str(root), "--fold", "0",
+            env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+                 "TMPDIR": str(scratch)},
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=300)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(outs)
+    assert "(chief)" in outs[0] and "(chief)" not in outs[1]
+    digests = [re.search(r"weights digest (\w+) \(worker (\d)\)", o).groups() for o in outs]
+    assert digests[0][0] == digests[1][0] and [d[1] for d in digests] == [
+        "0",
+        "1",
+    ]  # identical weights
+
+    model_dir = layout.model_dir(root, 0, 0)
+    manifest = artifacts.read_manifest(model_dir)
+    assert manifest["distribute"] == {"strategy": "multi_worker", "replicas": 2, "workers": 2}
+    assert manifest["weights_digest"] == digests[0][0]
+    assert (model_dir / "model.keras").is_file()
+    assert not list(model_dir.parent.glob("model.tmp-*"))
+    assert "published" in outs[0] and "published" not in outs[1]
+    assert list(scratch.iterdir()) == []  # the worker's private directory is gone
+    client = _client(layout.tracking_uri(root))
+    runs = client.search_runs([client.get_experiment_by_name("trainer-test").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the chief alone logs
+
+
+def test_every_fold_against_a_real_mlflow_server(root, mlflow_server):
+    from reseg import cli
+
+    cfg = _write_config(root, model=UNET, train={"epochs": 1, "steps_per_epoch": 1})
+    rc = cli.main(
+        ["train", str(cfg), "--root", str(root), "--fold", "all", "--tracking-uri", mlflow_server]
+    )
+    assert rc == 0
+    for k in range(3):
+        assert artifacts.read_manifest(layout.model_dir(root, 0, k))["fold"] == k
+    client = _client(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("trainer-test").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id),
+                      key=lambda r: r.data.params["run.fold"])  # fmt: skip
+    assert [c.data.params["run.fold"] for c in children] == ["fold0", "fold1", "fold2"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for child in children:
+        assert (
+            child.data.params["model.name"] == "unet" and child.data.params["train.epochs"] == "1"
+        )
+        assert {"loss", "val_loss", "val_miou", "miou"} <= set(child.data.metrics)
+        logged = {a.path for a in client.list_artifacts(child.info.run_id, "model")}
+        assert "model/model.keras" in logged and "model/model.json" in logged
+    assert not (root / "mlflow.db").exists()  # nothing went to the default store
