@@ -9,10 +9,12 @@ copied from Keras and outputs compared) and timed side by side.
 
 Tried, fastest kept: TF thread pools (one subprocess per setting, since they
 are fixed when TF starts), XLA (`jit_compile`) or not, `predict_on_batch` or
-a bare `tf.function`; PyTorch eager NCHW, eager channels_last, and
+a bare `tf.function`, batch norm folded into the convolutions or not
+(`reseg.models.inference.fold_batch_norm`); PyTorch eager NCHW, eager channels_last, and
 `torch.compile` channels_last. Keras' convolutions on the TF CPU backend take
 NHWC only (channels_first needs XLA's layout assignment, which reseg's models
-do not use), so the data layout is tried on the PyTorch side.
+do not use), so the data layout is tried on the PyTorch side; there conv + BN
+are folded too (`torch.fx.experimental.optimization.fuse`) for a fair match.
 
 Timings are round-robin between the variants being compared (a matmul in
 every round), best of `--rounds`, so a burst of load from other processes
@@ -32,7 +34,10 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "models.json"
 BANDS, CLASSES, SIZE, BATCH = 4, 7, 256, 8
-THREADS = [(0, 0), (2, 1), (1, 2)]  # (intra_op, inter_op); 0 = TF's default (all cores)
+# (intra_op, inter_op); 0 = TF's default (all cores). (1, 2) lost clearly in earlier runs.
+THREADS = [(0, 0), (2, 1)]
+UNET_VARIANTS = ("keras", "keras_xla", "tf_function_xla", "keras_folded", "tf_function_xla_folded")
+VARIANTS = ("keras_folded", "tf_function_xla", "tf_function_xla_folded")
 
 
 # --------------------------------------------------------------------- helpers
@@ -82,22 +87,27 @@ def tf_setup(intra: int, inter: int):
     return tf
 
 
-def tf_variants(model, x, tf, which=("keras", "keras_xla", "tf_function_xla")) -> dict:
+def tf_variants(model, x, tf, which: tuple[str, ...]) -> dict:
     """Keras inference paths of one model on batch `x`: `predict_on_batch` without
-    and with XLA, and a bare XLA-compiled `tf.function` of the model's call."""
+    and with XLA, a bare XLA-compiled `tf.function` of the model's call, each
+    also on the model with batch norm folded into the convolutions (`_folded`)."""
     import keras
 
+    from reseg.models.inference import fold_batch_norm
+
+    folded = fold_batch_norm(model)
+    xt = tf.constant(x)
     variants = {}
-    for key, jit in (("keras", False), ("keras_xla", True)):
-        if key in which:
-            clone = keras.models.clone_model(model)
-            clone.set_weights(model.get_weights())
-            clone.compile(jit_compile=jit)
-            variants[key] = lambda m=clone: m.predict_on_batch(x)
-    if "tf_function_xla" in which:
-        bare = tf.function(lambda t: model(t, training=False), jit_compile=True)
-        xt = tf.constant(x)
-        variants["tf_function_xla"] = lambda: bare(xt).numpy()
+    for key in which:
+        m = folded if key.endswith("_folded") else model
+        if key.startswith("tf_function_xla"):
+            fn = tf.function(lambda t, m=m: m(t, training=False), jit_compile=True)
+            variants[key] = lambda fn=fn: fn(xt).numpy()
+        else:
+            clone = keras.models.clone_model(m)
+            clone.set_weights(m.get_weights())
+            clone.compile(jit_compile=key.startswith("keras_xla"))
+            variants[key] = lambda c=clone: c.predict_on_batch(x)
     return variants
 
 
@@ -208,17 +218,21 @@ def torch_variants(keras_model, x, depth: int, base: int, compile_: bool) -> tup
         with torch.inference_mode():
             return m(t)
 
+    from torch.fx.experimental.optimization import fuse
+
+    fused = fuse(cl_net).to(memory_format=torch.channels_last)  # conv + BN folded
     variants = {
         "torch_eager_nchw": lambda: run(net, nchw),
         "torch_eager_channels_last": lambda: run(cl_net, cl_x),
+        "torch_eager_channels_last_folded": lambda: run(fused, cl_x),
     }
     if compile_:
         try:
-            compiled = torch.compile(cl_net)
+            compiled = torch.compile(fused)
             start = time.perf_counter()
             run(compiled, cl_x)
             check["torch_compile_s"] = time.perf_counter() - start
-            variants["torch_compile_channels_last"] = lambda: run(compiled, cl_x)
+            variants["torch_compile_channels_last_folded"] = lambda: run(compiled, cl_x)
         except Exception as e:  # a missing compiler must not lose the other figures
             check["torch_compile_error"] = f"{type(e).__name__}: {str(e)[:200]}"
     return variants, check
@@ -236,7 +250,7 @@ def worker_threads(spec: dict) -> dict:
 
     model = build_model("unet", CLASSES, BANDS)
     x = np.random.default_rng(0).normal(size=(BATCH, SIZE, SIZE, BANDS)).astype("float32")
-    variants = tf_variants(model, x, tf, which=("keras", "tf_function_xla"))
+    variants = tf_variants(model, x, tf, ("keras", "tf_function_xla_folded"))
     mm, mm_gflop = matmul_fn(tf)
     times = timed_rounds({**variants, "matmul": mm}, spec["rounds"])
     return {k: min(v) for k, v in times.items()}
@@ -256,8 +270,7 @@ def worker_main(spec: dict) -> dict:
     for name in spec["models"]:
         model = build_model(name, CLASSES, BANDS)
         gflop = conv_gflop(model, SIZE, SIZE)
-        which = ("keras", "keras_xla", "tf_function_xla") if name == "unet" else None
-        variants = tf_variants(model, x, tf, which or ("keras", "tf_function_xla"))
+        variants = tf_variants(model, x, tf, UNET_VARIANTS if name == "unet" else VARIANTS)
         check = {}
         if name == "unet" and spec["torch"]:
             extra, check = torch_variants(model, x, 4, 32, spec["torch_compile"])
@@ -373,7 +386,7 @@ def main(argv: list[str] | None = None) -> dict:
         trials.append({"intra": intra, "inter": inter, **{k: round(v, 4) for k, v in t.items()}})
         print(f"threads intra={intra} inter={inter}: {trials[-1]}", flush=True)
     # by U-Net time, not its share of matmul: one intra-op thread slows matmul more
-    best = min(trials, key=lambda t: min(t["keras"], t["tf_function_xla"]))
+    best = min(trials, key=lambda t: min(t["keras"], t["tf_function_xla_folded"]))
     setting = (best["intra"], best["inter"])
     from reseg.config.model import MODEL_NAMES
 

@@ -6,6 +6,7 @@ saved reseg model without `custom_objects`.
 """
 
 from reseg.models import layers  # noqa: F401  (registers the custom layers)
+from reseg.models.inference import fold_batch_norm
 from reseg.models.registry import (
     build_model,
     names,
@@ -17,6 +18,7 @@ from reseg.models.registry import (
 
 __all__ = [
     "build_model",
+    "fold_batch_norm",
     "names",
     "output_stride",
     "parameters",
