@@ -32,9 +32,17 @@ from reseg.config import parse_config  # noqa: E402
 def make_scene(d: Path, size: int) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
     img, lab = d / "scene.tif", d / "labels.tif"
-    prof = dict(driver="GTiff", height=size, width=size, crs="EPSG:32632",
-                transform=from_origin(500000, 6200000, 10, 10), tiled=True, blockxsize=512, blockysize=512,
-                compress="deflate")
+    prof = dict(
+        driver="GTiff",
+        height=size,
+        width=size,
+        crs="EPSG:32632",
+        transform=from_origin(500000, 6200000, 10, 10),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+    )
     with rasterio.open(img, "w", count=4, dtype="uint16", **prof) as dst:
         for r in range(0, size, 512):
             h = min(512, size - r)
@@ -46,17 +54,25 @@ def make_scene(d: Path, size: int) -> tuple[Path, Path]:
         for r in range(0, size, 512):
             h = min(512, size - r)
             cls = (np.arange(size)[None, :] // 700 + (r // 700)) % 6
-            dst.write(np.repeat(cls, h, 0).astype("uint8")[None], window=rasterio.windows.Window(0, r, size, h))
+            dst.write(
+                np.repeat(cls, h, 0).astype("uint8")[None],
+                window=rasterio.windows.Window(0, r, size, h),
+            )
     return img, lab
 
 
 def config(img: Path, lab: Path, args: list[str]):
-    return parse_config({
-        "data": {"scenes": [{"image": str(img), "labels": str(lab)}], "classes": [{"name": f"c{i}"} for i in range(6)]},
-        "tiling": {"tile_size": 256, "overlap": 32, "folds": 5, "shard_rows": 2},
-        "beam": {"args": args},
-        "tracking": {"enabled": False},
-    })
+    return parse_config(
+        {
+            "data": {
+                "scenes": [{"image": str(img), "labels": str(lab)}],
+                "classes": [{"name": f"c{i}"} for i in range(6)],
+            },
+            "tiling": {"tile_size": 256, "overlap": 32, "folds": 5, "shard_rows": 2},
+            "beam": {"args": args},
+            "tracking": {"enabled": False},
+        }
+    )
 
 
 def plain_loop(cfg, out: Path) -> None:
@@ -85,8 +101,14 @@ def main() -> None:
         variants = {
             "plain loop": None,
             "Beam, 1 worker": ["--direct_num_workers=1", "--direct_running_mode=in_memory"],
-            "Beam, 2 workers, threads": ["--direct_num_workers=2", "--direct_running_mode=multi_threading"],
-            "Beam, 2 workers, processes": ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+            "Beam, 2 workers, threads": [
+                "--direct_num_workers=2",
+                "--direct_running_mode=multi_threading",
+            ],
+            "Beam, 2 workers, processes": [
+                "--direct_num_workers=2",
+                "--direct_running_mode=multi_processing",
+            ],
         }
         rows = []
         tiles_n = None
@@ -104,18 +126,30 @@ def main() -> None:
             secs = time.perf_counter() - t0
             tiles_n = tiles_n or n
             assert n == tiles_n, (name, n, tiles_n)
-            rows.append({"variant": name, "seconds": secs, "tiles": n, "tiles_per_s": n / secs,
-                         "raw_MB_per_s": raw_mb / secs, "output_MB": sum(f.stat().st_size for f in files) / 1e6})
+            rows.append(
+                {
+                    "variant": name,
+                    "seconds": secs,
+                    "tiles": n,
+                    "tiles_per_s": n / secs,
+                    "raw_MB_per_s": raw_mb / secs,
+                    "output_MB": sum(f.stat().st_size for f in files) / 1e6,
+                }
+            )
             shutil.rmtree(out, ignore_errors=True)
         base = rows[0]["seconds"]
         for r in rows:
             r["speed_vs_loop"] = base / r["seconds"]
-        print(f"\ntiling {a.size} x {a.size} x 4 uint16 ({raw_mb:.0f} MB raw), tiles 256/32, {tiles_n} tiles, "
-              f"{os.cpu_count()} cores")
+        print(
+            f"\ntiling {a.size} x {a.size} x 4 uint16 ({raw_mb:.0f} MB raw), tiles 256/32, {tiles_n} tiles, "
+            f"{os.cpu_count()} cores"
+        )
         print(f"{'variant':<30} {'s':>8} {'tiles/s':>9} {'MB/s':>8} {'vs loop':>8}")
         for r in rows:
-            print(f"{r['variant']:<30} {r['seconds']:>8.1f} {r['tiles_per_s']:>9.1f} {r['raw_MB_per_s']:>8.1f} "
-                  f"{r['speed_vs_loop']:>7.2f}x")
+            print(
+                f"{r['variant']:<30} {r['seconds']:>8.1f} {r['tiles_per_s']:>9.1f} {r['raw_MB_per_s']:>8.1f} "
+                f"{r['speed_vs_loop']:>7.2f}x"
+            )
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"size": a.size, "rows": rows}, indent=2))
         print(f"\nwrote {a.out}")
