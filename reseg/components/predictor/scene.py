@@ -162,6 +162,32 @@ def _batches(plan: SlidingPlan, scene: SceneImage, cfg: PredictConfig) -> Iterat
         yield _Batch(keys, np.stack(tiles), np.stack(valid))
 
 
+def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
+    """Serve allocations of `nbytes` or more by mmap, returned to the system on free (glibc only).
+
+    glibc raises its mmap threshold each time a large block is freed, after which
+    blocks of tile size come from per-thread heaps that fragment and are not given
+    back: the reader, model and writer threads then hold hundreds of MB more than
+    they use, varying from run to run. A fixed threshold keeps the resident set at
+    what the strip and the batches in flight need. No effect outside glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    global _MALLOC_SET
+    if _MALLOC_SET:
+        return
+    _MALLOC_SET = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, int(nbytes))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        log.debug("mallopt not available; allocator left as it is")
+
+
+_MALLOC_SET = False
+
+
 def _run_thread(
     target: Callable[[], None], failed: threading.Event, errors: list
 ) -> threading.Thread:
@@ -201,6 +227,7 @@ def predict_scene(
         the model), `model_busy` (model_s / sliding-window wall time), `read_wait_s`, `finish_s`.
     """
     cfg = cfg or PredictConfig()
+    _fixed_mmap_threshold()
     backend = model if isinstance(model, Backend) else load_backend(model)
     info = backend.info
     t_start = time.perf_counter()

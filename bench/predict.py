@@ -1,0 +1,452 @@
+"""Benchmark of whole-scene prediction (`reseg predict`), one run: table + bench/results/predict.json.
+
+(a) prediction GFLOP/s (2 x MACs of the model's convolutions, counted by TF's profiler)
+    as a ratio to this machine's float32 matmul rate (2048^2, TF);
+(b) overlap overhead: time with the default overlap / time with none, same scene; and
+    agreement of both with whole-image prediction (one model call on the reflect-padded
+    image, which fits in memory): share of pixels with the same class;
+(c) peak RSS of `predict_scene` in a fresh process for synthetic 2,000^2, 8,000^2 and
+    16,000^2 scenes of 4 uint16 bands on disk (tiled GeoTIFF), tiny model;
+(d) cost of TTA (all eight D4 transforms) as a ratio to plain prediction;
+(e) share of wall time the model is busy (from the default-overlap run of (b)).
+
+Model for (a, b, d, e): the registry's U-Net (depth 4, base 32, 7 classes, 4 bands;
+24.2 GFLOP per 256^2 tile), trained for a few steps on labels that are a function
+of the synthetic image, so its predictions are not coin flips (agreement with a
+random network measures ties, not blending). Usage:
+
+    python bench/predict.py [--scene-size 2000] [--tta-size 1024] [--rss-sizes 2000 8000 16000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+CLASSES = 7
+BANDS = 4
+
+
+def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+    """float32 matmul rate of TF on this machine, GFLOP/s (best of three timings)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), seed=1)
+    b = tf.random.normal((n, n), seed=2)
+    tf.matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            c = tf.matmul(a, b)
+        c.numpy()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 * reps / best / 1e9
+
+
+def conv_flops(model, h: int, w: int, bands: int) -> float:
+    """FLOP of one (h, w) tile: 2 x MACs of the convolutions (TF profiler, Conv2D ops)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    fn = tf.function(lambda x: model(x, training=False))
+    graph = convert_variables_to_constants_v2(
+        fn.get_concrete_function(tf.TensorSpec([1, h, w, bands]))
+    ).graph
+    builder = tf.compat.v1.profiler.ProfileOptionBuilder
+    opts = builder(builder.float_operation()).with_empty_output().build()
+    prof = tf.compat.v1.profiler.profile(
+        graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=opts
+    )
+    return float(sum(c.total_float_ops for c in prof.children if c.name.startswith("Conv2D")))
+
+
+def synthetic(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """(4, h, w) uint16: smooth blobs at two scales plus noise (in memory; for small scenes)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((BANDS, h, w), np.float32)
+    for cell, amp in ((64, 1500.0), (16, 600.0)):
+        small = rng.uniform(-amp, amp, (BANDS, h // cell + 2, w // cell + 2)).astype(np.float32)
+        out += np.repeat(np.repeat(small, cell, 1), cell, 2)[:, :h, :w]
+    import scipy.ndimage as ndi
+
+    out = ndi.gaussian_filter(out, (0, 6, 6)) + 2000 + rng.normal(0, 40, out.shape)
+    return np.clip(out, 1, 65535).astype(np.uint16)
+
+
+def labels_of(img: np.ndarray) -> np.ndarray:
+    """A learnable class map: 7 bins of a band contrast (a function of the pixels around)."""
+    x = (
+        img[0].astype(np.float32)
+        - img[1].astype(np.float32)
+        + 0.5 * (img[2].astype(np.float32) - 2000)
+    )
+    return np.digitize(x, np.quantile(x, np.linspace(0, 1, CLASSES + 1)[1:-1])).astype(np.uint8)
+
+
+def write_tif(path: Path, img: np.ndarray) -> Path:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    profile = dict(
+        driver="GTiff",
+        height=img.shape[1],
+        width=img.shape[2],
+        count=img.shape[0],
+        dtype=img.dtype.name,
+        crs="EPSG:32632",
+        transform=from_origin(500000, 6200000, 10, 10),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(img)
+    return path
+
+
+def write_big_tif(path: Path, size: int, seed: int = 0) -> Path:
+    """A size x size x 4 uint16 tiled GeoTIFF written strip by strip (never whole in memory)."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    profile = dict(
+        driver="GTiff",
+        height=size,
+        width=size,
+        count=BANDS,
+        dtype="uint16",
+        crs="EPSG:32632",
+        transform=from_origin(500000, 6200000, 10, 10),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        BIGTIFF="IF_SAFER",
+    )
+    rng = np.random.default_rng(seed)
+    with rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, size, 512):
+            h = min(512, size - r)
+            base = rng.integers(1000, 3000, (BANDS, 1, size)).astype(np.uint16)
+            strip = base + rng.integers(0, 200, (BANDS, h, size)).astype(np.uint16)
+            dst.write(strip, window=Window(0, r, size, h))
+    return path
+
+
+def unet_dir(tmp: Path, img: np.ndarray, steps: int = 50) -> tuple[Path, float]:
+    """The registry's U-Net (depth 4, base 32), briefly trained on `labels_of(img)`, as a model dir.
+
+    Without batch normalisation: after a few dozen steps BN's moving averages are far from
+    the batch statistics, and the inference-mode network predicts near chance. Returns the
+    directory and the model's pixel accuracy on the whole image.
+    """
+    import keras
+
+    from reseg.artifacts import ModelInfo
+    from reseg.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("unet", CLASSES, BANDS, depth=4, base_filters=32, batch_norm=False)
+    mean = img.reshape(BANDS, -1).mean(1)
+    std = img.reshape(BANDS, -1).std(1) + 1e-6
+    x_all = ((np.moveaxis(img, 0, -1).astype(np.float32) - mean) / std).astype(np.float32)
+    y_all = labels_of(img)
+    rng = np.random.default_rng(0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    for _ in range(steps):
+        r = rng.integers(0, img.shape[1] - 64, 8)
+        c = rng.integers(0, img.shape[2] - 64, 8)
+        xb = np.stack([x_all[i : i + 64, j : j + 64] for i, j in zip(r, c, strict=True)])
+        yb = np.stack([y_all[i : i + 64, j : j + 64] for i, j in zip(r, c, strict=True)])
+        model.train_on_batch(xb, yb)
+    d = tmp / "unet"
+    d.mkdir()
+    model.save(d / "model.keras")
+    ModelInfo(
+        bands=BANDS,
+        image_dtype="uint16",
+        mean=tuple(map(float, mean)),
+        std=tuple(map(float, std)),
+        class_names=tuple(f"c{i}" for i in range(CLASSES)),
+        class_colors=("#808080",) * CLASSES,
+        output_stride=16,
+        tile_size=256,
+        architecture="unet",
+    ).save(d)
+    return d
+
+
+def tiny_dir(tmp: Path) -> Path:
+    """The registry's plain CNN, one 3 x 3 convolution of 4 filters, 4 classes: a cheap model."""
+    import keras
+
+    from reseg.artifacts import ModelInfo
+    from reseg.models import build_model
+
+    keras.utils.set_random_seed(0)
+    d = tmp / "tiny"
+    d.mkdir()
+    build_model("cnn", 4, BANDS, filters=4, depth=1, batch_norm=False).save(d / "model.keras")
+    ModelInfo(
+        bands=BANDS,
+        image_dtype="uint16",
+        mean=(2000.0,) * BANDS,
+        std=(600.0,) * BANDS,
+        class_names=("a", "b", "c", "d"),
+        class_colors=("#808080",) * 4,
+        output_stride=1,
+        tile_size=256,
+        architecture="cnn",
+    ).save(d)
+    return d
+
+
+def whole_image(backend, img: np.ndarray, pad: int, stride: int) -> np.ndarray:
+    """Class map of one model call on the reflect-padded image (same border padding as tiles)."""
+    h, w = img.shape[1:]
+    x = np.moveaxis(img, 0, -1)
+    ph, pw = -(h + 2 * pad) % stride, -(w + 2 * pad) % stride
+    xp = np.pad(x, ((pad, pad + ph), (pad, pad + pw), (0, 0)), mode="reflect")
+    probs = backend(xp[None], np.ones((1, *xp.shape[:2]), np.uint8))[0]
+    return probs[pad : pad + h, pad : pad + w].argmax(-1).astype(np.uint8)
+
+
+def run_scene(backend, image: Path, out: Path, **cfg):
+    """predict_scene after tracing the model for the scene's tile shapes (timings exclude tracing)."""
+    import rasterio
+
+    from reseg.components.predictor import predict_scene
+    from reseg.components.predictor.scene import resolve_geometry
+    from reseg.components.predictor.sliding import SlidingPlan
+    from reseg.config import PredictConfig
+
+    pcfg = PredictConfig(progress=False, preview=False, **cfg)
+    with rasterio.open(image) as ds:
+        h, w = ds.shape
+    tile, overlap = resolve_geometry(pcfg, backend.info)
+    tr, tc = SlidingPlan.make(h, w, tile, overlap, backend.info.output_stride).tile_shape
+    for shape in {(tr, tc), (tc, tr)} if pcfg.tta != "none" else {(tr, tc)}:
+        backend(
+            np.zeros((pcfg.batch_size, *shape, BANDS), np.uint16),
+            np.ones((pcfg.batch_size, *shape), np.uint8),
+        )
+    result = predict_scene(backend, image, out, pcfg)
+    with rasterio.open(result.outputs["classes"]) as ds:
+        cls = ds.read(1)
+    return result, cls
+
+
+def child(scene: str, model: str, out: str) -> None:
+    """In a fresh process: predict `scene`, print peak RSS (MiB) and timings as JSON."""
+    from reseg.components.predictor import load_backend, predict_scene
+    from reseg.config import PredictConfig
+
+    backend = load_backend(model)
+    backend(np.zeros((1, 64, 64, BANDS), np.uint16), np.ones((1, 64, 64), np.uint8))
+    base = _status_mb("VmHWM")
+    r = predict_scene(backend, scene, out, PredictConfig(progress=False, preview=True))
+    print(json.dumps({"peak_rss_mb": _status_mb("VmHWM"), "baseline_rss_mb": base, **r.stats}))
+
+
+def _status_mb(key: str) -> float:
+    """A memory figure of this process from /proc/self/status, MiB.
+
+    VmHWM is the peak resident set of this process image. (getrusage's ru_maxrss would
+    also count the parent's pages at fork time, since Linux keeps it across exec.)
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} in /proc/self/status")
+
+
+def rss_runs(tmp: Path, sizes: list[int]) -> list[dict]:
+    model = tiny_dir(tmp)
+    rows = []
+    for size in sizes:
+        scene = write_big_tif(tmp / f"s{size}.tif", size)
+        cmd = [sys.executable, __file__, "--child", str(scene), str(model), str(tmp / f"out{size}")]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"child for {size} failed:\n{proc.stderr[-3000:]}")
+        rows.append({"size": size, **json.loads(proc.stdout.strip().splitlines()[-1])})
+        scene.unlink()
+        for f in (tmp / f"out{size}").iterdir():
+            f.unlink()
+        print(
+            f"  rss {size}^2: peak {rows[-1]['peak_rss_mb']:.0f} MiB, {rows[-1]['wall_s']:.1f} s",
+            flush=True,
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scene-size", type=int, default=2000)
+    ap.add_argument("--tta-size", type=int, default=768)
+    ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2000, 8000, 16000])
+    ap.add_argument("--child", nargs=3, metavar=("SCENE", "MODEL", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+    from reseg.components.predictor import load_backend
+
+    res: dict = {"scene_size": args.scene_size, "tta_size": args.tta_size}
+    with tempfile.TemporaryDirectory(prefix="bench-predict-") as t:
+        tmp = Path(t)
+        rate = matmul_gflops()
+        res["matmul_gflops"] = rate
+        print(f"matmul {rate:.1f} GFLOP/s", flush=True)
+        img = synthetic(args.scene_size, args.scene_size)
+        scene = write_tif(tmp / "scene.tif", img)
+        t0 = time.perf_counter()
+        model_dir = unet_dir(tmp, img)
+        res["train_s"] = time.perf_counter() - t0
+        backend = load_backend(model_dir)
+        print(f"  trained the U-Net in {res['train_s']:.0f} s", flush=True)
+        runs = {}
+        for name, overlap in (("none", 0), ("default", 32)):
+            result, cls = run_scene(backend, scene, tmp / name, overlap=overlap)
+            flops = conv_flops(
+                backend.model, result.stats["tile_rows"], result.stats["tile_cols"], BANDS
+            )
+            runs[name] = (result.stats, cls, flops * result.stats["tiles"])
+            print(
+                f"  overlap {overlap}: {result.stats['wall_s']:.1f} s, {result.stats['tiles']} tiles",
+                flush=True,
+            )
+        whole = whole_image(backend, img, 16, 16)
+        res["model_pixel_accuracy"] = float((whole == labels_of(img)).mean())
+        st, cls, flops = runs["default"]
+        res["a"] = {
+            "gflop": flops / 1e9,
+            "gflops_end_to_end": flops / st["wall_s"] / 1e9,
+            "gflops_in_model": flops / st["model_s"] / 1e9,
+            "ratio_end_to_end": flops / st["wall_s"] / 1e9 / rate,
+            "ratio_in_model": flops / st["model_s"] / 1e9 / rate,
+        }
+        res["b"] = {
+            "time_default_s": st["wall_s"],
+            "time_none_s": runs["none"][0]["wall_s"],
+            "overhead": st["wall_s"] / runs["none"][0]["wall_s"],
+            "pixels_ratio": st["pixels_processed"] / runs["none"][0]["pixels_processed"],
+            "agreement_default": float((cls == whole).mean()),
+            "agreement_default_interior": float((cls == whole)[100:-100, 100:-100].mean()),
+            "agreement_none_interior": float((runs["none"][1] == whole)[100:-100, 100:-100].mean()),
+        }
+        res["e"] = {
+            "model_busy_sliding": st["model_busy"],
+            "model_busy_end_to_end": st["model_s"] / st["wall_s"],
+            "read_wait_s": st["read_wait_s"],
+            "write_wait_s": st["write_wait_s"],
+            "finish_s": st["finish_s"],
+        }
+        res["runs"] = {k: v[0] for k, v in runs.items()}
+        small = write_tif(tmp / "small.tif", img[:, : args.tta_size, : args.tta_size])
+        plain, _ = run_scene(backend, small, tmp / "plain")
+        tta, _ = run_scene(backend, small, tmp / "tta", tta="d4")
+        res["d"] = {
+            "plain_s": plain.stats["wall_s"],
+            "d4_s": tta.stats["wall_s"],
+            "ratio": tta.stats["wall_s"] / plain.stats["wall_s"],
+        }
+        print(f"  tta: {res['d']['ratio']:.2f}x", flush=True)
+        res["c"] = rss_runs(tmp, args.rss_sizes)
+    peaks = [r["peak_rss_mb"] for r in res["c"]]
+    res["c_spread_mb"] = max(peaks) - min(peaks) if peaks else None
+    _table(res)
+    out = REPO / "bench" / "results" / "predict.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def _table(r: dict) -> None:
+    a, b, d, e = r["a"], r["b"], r["d"], r["e"]
+    rows = [
+        (
+            "(a) GFLOP/s end to end / matmul",
+            f"{a['gflops_end_to_end']:.1f} / {r['matmul_gflops']:.1f}",
+            f"{a['ratio_end_to_end']:.2f}",
+            "",
+        ),
+        (
+            "(a) GFLOP/s inside the model / matmul",
+            f"{a['gflops_in_model']:.1f} / {r['matmul_gflops']:.1f}",
+            f"{a['ratio_in_model']:.2f}",
+            "",
+        ),
+        (
+            "(b) time overlap 32 / overlap 0",
+            f"{b['time_default_s']:.1f} s / {b['time_none_s']:.1f} s",
+            f"{b['overhead']:.3f}x",
+            "<= 1.15x",
+        ),
+        ("(b) pixels processed, same ratio", "", f"{b['pixels_ratio']:.3f}x", ""),
+        (
+            "(b) agreement with whole image, overlap 32",
+            "",
+            f"{100 * b['agreement_default']:.3f} %",
+            ">= 99.9 %",
+        ),
+        (
+            "(b) same, >= 100 px from the border, overlap 32",
+            "",
+            f"{100 * b['agreement_default_interior']:.3f} %",
+            "",
+        ),
+        (
+            "(b) same, >= 100 px from the border, overlap 0",
+            "",
+            f"{100 * b['agreement_none_interior']:.3f} %",
+            "",
+        ),
+    ]
+    for c in r["c"]:
+        rows.append(
+            (
+                f"(c) peak RSS {c['size']}^2 x 4 uint16",
+                f"{c['wall_s']:.1f} s",
+                f"{c['peak_rss_mb']:.0f} MiB",
+                "",
+            )
+        )
+    rows += [
+        ("(c) spread of peak RSS", "", f"{r['c_spread_mb']:.0f} MiB", "<= 100 MiB"),
+        (
+            "(d) TTA d4 / plain",
+            f"{d['d4_s']:.1f} s / {d['plain_s']:.1f} s",
+            f"{d['ratio']:.2f}x",
+            "(8 passes)",
+        ),
+        ("(e) model busy, sliding window", "", f"{100 * e['model_busy_sliding']:.1f} %", ">= 90 %"),
+        (
+            "(e) model busy, incl. writing the COGs",
+            "",
+            f"{100 * e['model_busy_end_to_end']:.1f} %",
+            "",
+        ),
+    ]
+    w = max(len(x[0]) for x in rows)
+    print(f"\n{'measure':<{w}}  {'detail':>22}  {'value':>12}  target")
+    for name, detail, value, target in rows:
+        print(f"{name:<{w}}  {detail:>22}  {value:>12}  {target}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
