@@ -226,6 +226,7 @@ def open_run(
     run_name: str,
     tags: Mapping[str, Any] | None = None,
     resume_key: str | None = None,
+    reopen: bool = False,
 ) -> Iterator[Run]:
     """Open a top-level MLflow run of the config's experiment; yields `NULL_RUN` when disabled.
 
@@ -237,6 +238,8 @@ def open_run(
         tags: extra run tags.
         resume_key: when a RUNNING run (one killed before it could end) carries this key,
             log into it again instead of starting a new run; a resumed training continues its run.
+        reopen: with `resume_key`, also continue the latest run with the key that has ended
+            (set RUNNING again): a study run again after it finished keeps its one run.
     """
     if not cfg.tracking.enabled:
         yield NULL_RUN
@@ -252,13 +255,17 @@ def open_run(
     exp_id = _experiment_id(client, cfg.tracking.experiment or cfg.name, artifacts)
     run_id = None
     if resume_key is not None:
+        status = "" if reopen else " and attributes.status = 'RUNNING'"
         found = client.search_runs(
             [exp_id],
-            filter_string=f"tags.`{RESUME_TAG}` = '{resume_key}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`{RESUME_TAG}` = '{resume_key}'{status}",
             max_results=1,
+            order_by=["attributes.start_time DESC"],
         )
         if found:
             run_id = found[0].info.run_id
+            if found[0].info.status != "RUNNING":
+                client.update_run(run_id, status="RUNNING")
             log.info("continuing MLflow run %s (%s)", run_id, run_name)
     if run_id is None:
         all_tags = {k: str(v) for k, v in (tags or {}).items()}

@@ -70,6 +70,18 @@ STEPS: dict[str, Callable[[Context], Any]] = {
 }
 
 
+PARENT_RUN_ENV = "RESEG_PARENT_RUN_ID"
+"""Environment variable naming an MLflow run to nest the pipeline run under (a study's run)."""
+
+
+def parent_tags() -> dict[str, str]:
+    """`{"mlflow.parentRunId": $RESEG_PARENT_RUN_ID}` when that is set, else empty."""
+    import os
+
+    parent = os.environ.get(PARENT_RUN_ENV)
+    return {"mlflow.parentRunId": parent} if parent else {}
+
+
 def run_pipeline(
     cfg: Config,
     root: str | Path,
@@ -84,8 +96,9 @@ def run_pipeline(
     (root / "config.json").write_text(cfg.to_json())
     names = list(steps or STEPS)
     key = artifacts.fingerprint("pipeline", cfg.model_dump(mode="json"), str(root.resolve()))
+    tags = {"reseg.step": "pipeline", **parent_tags()}
     with tracking.open_run(
-        cfg, root, run_name=f"pipeline {cfg.name}", tags={"reseg.step": "pipeline"}, resume_key=key
+        cfg, root, run_name=f"pipeline {cfg.name}", tags=tags, resume_key=key
     ) as run:
         if run.enabled:
             run.log_params(cfg.model_dump(mode="json"))

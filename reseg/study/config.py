@@ -1,0 +1,256 @@
+"""The study file: a base pipeline config, a grid, baselines, profiles.
+
+A study YAML names a pipeline config (`base`, relative to the study file) and
+sweeps the confidence rounds over a grid::
+
+    name: study-landsat
+    base: demo_landsat.yaml
+    overrides: {train: {epochs: 20}}      # deep-merged into the base config
+    grid:
+      percent: [1, 5, 10, 20, 50]         # x; an entry may be a list (one x per class)
+      direction: [top]                    # top, bottom, band (band cells use `band`)
+      band: [[40, 60]]
+      score: [true_class]
+      models: [{name: unet, params: {depth: 3}}]   # default: the base's model
+      resolution: [1, 2, 4]               # ground resolution factor of the scenes
+    folds: all                            # validation folds of the K = tiling.folds
+    baselines: {all_pixels: true, bottom: {percent: 20}, cbst: {start: 20, step: 5, max: 50}, tta: true}
+    parallel: 2
+    profiles:
+      quick: {grid: {percent: [5, 20]}, overrides: {train: {epochs: 2}}}
+
+A profile (`--profile NAME`) is deep-merged into the study before validation:
+mappings merge key by key, any other value (lists included) replaces.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from reseg.config.base import Section
+from reseg.config.rounds import SCORES, GrowConfig
+from reseg.errors import ConfigError
+
+Percent = float | list[float]
+
+
+class ModelSpec(Section):
+    """One model of the grid."""
+
+    name: str = Field(description="Registry name (reseg.models).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Builder keyword arguments.")
+    label: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.]+$",
+        description="Short name in cell ids and tables; default the registry name.",
+    )
+
+    @property
+    def tag(self) -> str:
+        return self.label or self.name
+
+
+class GridConfig(Section):
+    """The axes of the sweep; cells are their product (band cells take `band` instead of x)."""
+
+    percent: list[Percent] = Field(
+        default_factory=lambda: [5.0], description="x values: a number, or a list (one per class)."
+    )
+    direction: list[Literal["top", "bottom", "band"]] = Field(
+        default_factory=lambda: ["top"], description="Selection directions."
+    )
+    band: list[tuple[float, float]] = Field(
+        default_factory=lambda: [(25.0, 75.0)],
+        description="[low, high] percentiles of the band cells.",
+    )
+    score: list[Literal["true_class", "max_prob", "margin", "entropy"]] = Field(
+        default_factory=lambda: ["true_class"], description=f"Score types, of {list(SCORES)}."
+    )
+    models: list[ModelSpec] = Field(
+        default_factory=list, description="Models; empty = the base config's model."
+    )
+    resolution: list[int] = Field(
+        default_factory=lambda: [1],
+        description=(
+            "Ground resolution factors f: scenes area-averaged (images) and mode-resampled "
+            "(labels) by f x f pixels."
+        ),
+    )
+
+    @field_validator("percent")
+    @classmethod
+    def _percent_range(cls, v: list[Percent]) -> list[Percent]:
+        for x in v:
+            values = x if isinstance(x, list) else [x]
+            if not values or any(not 0 < p <= 100 for p in values):
+                raise ValueError(f"x must be within (0, 100], received {x}")
+        return v
+
+    @field_validator("band")
+    @classmethod
+    def _band_range(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for lo, hi in v:
+            if not 0 <= lo < hi <= 100:
+                raise ValueError(f"band must satisfy 0 <= low < high <= 100, received {[lo, hi]}")
+        return v
+
+    @field_validator("resolution")
+    @classmethod
+    def _factors(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1 or len(set(v)) != len(v):
+            raise ValueError(f"resolution factors are distinct integers >= 1, received {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> GridConfig:
+        tags = [m.tag for m in self.models]
+        dup = sorted({t for t in tags if tags.count(t) > 1})
+        if dup:
+            raise ValueError(f"models need distinct labels; repeated: {dup} (set `label`)")
+        if not self.direction or not self.score:
+            raise ValueError("direction and score need at least one value")
+        return self
+
+
+class BottomBaseline(Section):
+    """Hard pixels, as online hard example mining: the x% lowest scores per class."""
+
+    percent: float = Field(20.0, gt=0, le=100)
+    min_kept: int = Field(0, ge=0, description="Keep at least this many pixels per class.")
+
+
+class BaselinesConfig(Section):
+    """Baselines added to every (resolution, model) group; round 0 is always there."""
+
+    all_pixels: bool = Field(
+        True,
+        description="Rounds on every training pixel (top 100%, weights 1): more training, no selection.",
+    )
+    bottom: BottomBaseline | None = Field(
+        default_factory=BottomBaseline, description="Bottom-x (OHEM style); null = off."
+    )
+    cbst: GrowConfig | None = Field(
+        default_factory=lambda: GrowConfig(start=20, step=5, max=50),
+        description="Class-balanced self-training style: top p% per class, p growing per round.",
+    )
+    tta: bool = Field(
+        True,
+        description=(
+            "Round 0's model with R + 1 D4 test-time transforms (the merged rounds' number of "
+            "predictions, at most 8)."
+        ),
+    )
+
+
+class BootstrapConfig(Section):
+    samples: int = Field(2000, ge=100, description="Bootstrap resamples.")
+    seed: int = Field(0)
+    level: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+
+
+class StudyConfig(Section):
+    """A study: one base pipeline config swept over a grid, with baselines."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Study name (MLflow experiment).")
+    base: str = Field(description="Pipeline config (YAML), relative to the study file.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Deep-merged into the base config."
+    )
+    grid: GridConfig = Field(default_factory=GridConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
+    folds: list[int] | Literal["all"] = Field(
+        "all", description="Validation folds (of K = tiling.folds) every cell runs."
+    )
+    parallel: int = Field(2, ge=1, le=64, description="Cells (processes) at a time.")
+    threads: int | None = Field(
+        None, ge=1, description="TensorFlow threads per process; default CPU cores / parallel."
+    )
+    beam_args: list[str] | None = Field(
+        None,
+        description=(
+            "Beam options of every cell (replace the base's); default one in-process worker, "
+            "since cells already run in parallel."
+        ),
+    )
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    profile: str | None = Field(None, description="The applied profile (set by the loader).")
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into a copy of `base`: mappings key by key, other values replace."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid study"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        received = "" if e["type"] == "missing" else f" (received: {e.get('input')!r})"
+        lines.append(f"  {loc}: {msg}{received[:120]}")
+    return "\n".join(lines)
+
+
+def parse_study(
+    raw: dict[str, Any], source: str = "<study>", profile: str | None = None
+) -> StudyConfig:
+    """Validate a study mapping after applying `profile` (a key of its `profiles`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping, received {type(raw).__name__}"
+        )
+    raw = copy.deepcopy(raw)
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{source}: `profiles` must map names to mappings, received {profiles!r}")
+    if profile is not None:
+        if profile not in profiles:
+            raise ConfigError(
+                f"{source}: no profile {profile!r}; the study defines {sorted(profiles) or 'none'}"
+            )
+        if not isinstance(profiles[profile], dict):
+            raise ConfigError(f"{source}: profile {profile!r} must be a mapping")
+        raw = deep_merge(raw, profiles[profile])
+        raw["profile"] = profile
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format(err, source)) from None
+
+
+def load_study(path: str | Path, profile: str | None = None) -> tuple[StudyConfig, dict[str, Any]]:
+    """Read a study YAML; returns the study and its base pipeline config as a raw mapping.
+
+    The base config's scene paths are made absolute (relative to the base file) and the
+    study's `overrides` are merged in; the caller validates the result per cell.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: study file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    study = parse_study(raw, str(path), profile)
+    base_path = (path.resolve().parent / study.base).resolve()
+    base = load_base(base_path)
+    return study, deep_merge(base, study.overrides)
+
+
+def load_base(path: Path) -> dict[str, Any]:
+    """A pipeline config file as a mapping, validated once, with absolute scene paths."""
+    from reseg.config import load_config
+
+    cfg = load_config(path)  # validates and resolves paths against the base file's folder
+    return cfg.model_dump(mode="json")

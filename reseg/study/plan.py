@@ -1,0 +1,393 @@
+"""The study's plan: groups, cells and jobs, derived from the study and its base config.
+
+- A *group* is one (resolution, model): its cells share the tiles of their resolution
+  and round 0 of every fold (round 0 depends on data, tiling, model, train and fold, not
+  on the selection).
+- A *cell* is one rounds setting of a group (a grid point or a baseline), run as a
+  pipeline root of its own whose `tiles/`, `stats/` and `rounds/r0/fold<k>/{model,scores,eval}`
+  are links to the shared ones.
+- A *job* is what one worker process does: `data` (resample, tile, statistics of a
+  resolution), `r0` (round 0 of a group and fold), `tta` (round 0 with test-time
+  augmentation) and `cell` (the rounds of a cell). Jobs wait for the jobs they need.
+
+Study root layout::
+
+    <study>/plan.json, study.json     the plan and the resolved study
+    <study>/data/res<f>/              scenes (f > 1), tiles/, stats/ of resolution f
+    <study>/groups/<group>/           round 0 of each fold (+ study/r0_fold<k>.npz)
+    <study>/cells/<cell>/             a pipeline root per cell (+ cell.yaml, study/*.npz)
+    <study>/jobs/<job>.json           done markers; <study>/logs/<job>.log
+    <study>/report/                   report.md, report.html, results.md, *.png
+    <study>/mlflow.db                 one MLflow store: the study run and its children
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reseg import artifacts, layout
+from reseg.config import Config, parse_config
+from reseg.config.predict import D4
+from reseg.errors import ConfigError
+from reseg.study.config import ModelSpec, StudyConfig, deep_merge
+from reseg.study.resample import scaled_tiling
+
+PLAN_VERSION = 1
+DEFAULT_BEAM = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=1",
+    "--direct_running_mode=in_memory",
+]
+
+
+@dataclass
+class Group:
+    id: str
+    resolution: int
+    model: str
+    root: str
+    data_root: str
+    config: dict[str, Any]
+
+
+@dataclass
+class Cell:
+    """One rounds setting of a group. `kind`: grid, all_pixels, bottom, cbst or tta."""
+
+    id: str
+    group: str
+    kind: str
+    label: str
+    score: str
+    direction: str
+    x: Any
+    root: str
+    config: dict[str, Any] | None
+    aliases: list[str] = field(default_factory=list)
+    tta: list[str] | None = None
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    deps: list[str]
+    params: dict[str, Any]
+    fingerprint: str = ""
+
+
+@dataclass
+class Plan:
+    root: str
+    study: dict[str, Any]
+    folds: list[int]
+    rounds: int
+    class_names: list[str]
+    groups: list[Group]
+    cells: list[Cell]
+    jobs: list[Job]
+    beam_args: list[str]
+    source_data: dict[str, Any]
+    version: int = PLAN_VERSION
+
+    def group(self, gid: str) -> Group:
+        return next(g for g in self.groups if g.id == gid)
+
+    def cell(self, cid: str) -> Cell:
+        return next(c for c in self.cells if c.id == cid)
+
+    def job(self, jid: str) -> Job:
+        for j in self.jobs:
+            if j.id == jid:
+                return j
+        raise ConfigError(f"no job {jid!r} in the plan of {self.root}")
+
+    def save(self) -> Path:
+        path = Path(self.root) / "plan.json"
+        artifacts.write_json(path, asdict(self))
+        return path
+
+    @classmethod
+    def load(cls, root: str | Path) -> Plan:
+        d = json.loads((Path(root) / "plan.json").read_text())
+        return cls(
+            **{
+                **d,
+                "groups": [Group(**g) for g in d["groups"]],
+                "cells": [Cell(**c) for c in d["cells"]],
+                "jobs": [Job(**j) for j in d["jobs"]],
+            }
+        )
+
+
+def _xs(x: Any) -> str:
+    """x in a cell id: 5 -> '5', 2.5 -> '2.5', a per-class list -> 'pc' + short hash."""
+    if isinstance(x, list):
+        return "pc" + artifacts.fingerprint(x)[:6]
+    return f"{float(x):g}"
+
+
+def _x_label(x: Any) -> str:
+    if isinstance(x, list):
+        return "[" + ",".join(f"{float(v):g}" for v in x) + "]%"
+    return f"{float(x):g}%"
+
+
+def _output_stride(models: list[ModelSpec]) -> int:
+    import math
+
+    from reseg.models.registry import output_stride
+
+    m = 1
+    for spec in models:
+        m = math.lcm(m, output_stride(spec.name, **spec.params))
+    return m
+
+
+def _group_config(
+    study: StudyConfig,
+    base: dict[str, Any],
+    root: Path,
+    f: int,
+    spec: ModelSpec,
+    stride: int,
+    folds,
+) -> dict[str, Any]:
+    raw = json.loads(json.dumps(base))
+    t = raw["tiling"]
+    raw["tiling"] = {
+        **t,
+        **scaled_tiling(t["tile_size"], t["overlap"], t.get("block_size"), f, stride),
+    }
+    if f > 1:
+        scenes_dir = root / "data" / f"res{f}" / "scenes"
+        for s in raw["data"]["scenes"]:
+            sid = s.get("id") or Path(s["image"]).stem
+            s["id"] = sid
+            s["image"] = str(scenes_dir / f"{sid}.image.tif")
+            if s.get("labels"):
+                s["labels"] = str(scenes_dir / f"{sid}.labels.tif")
+    raw["model"] = {"name": spec.name, "params": dict(spec.params)}
+    raw["train"] = {**raw["train"], "progress": "log"}
+    raw["rounds"] = {**raw["rounds"], "folds": list(folds)}
+    raw["beam"] = {"args": list(study.beam_args or DEFAULT_BEAM)}
+    raw["tracking"] = {
+        **raw["tracking"],
+        "uri": layout.tracking_uri(root),
+        "experiment": study.name,
+    }
+    return raw
+
+
+def _selections(study: StudyConfig, base_sel: dict[str, Any]) -> list[tuple[str, str, dict, Any]]:
+    """(kind, short id, selection mapping, x) of every cell of a group, grid first."""
+    g, b = study.grid, study.baselines
+    plain = {**base_sel, "grow": None, "threshold": None}
+    out = []
+    for score in g.score:
+        for direction in g.direction:
+            if direction == "band":
+                for lo, hi in g.band:
+                    sel = {**plain, "score": score, "direction": "band", "band": [lo, hi]}
+                    out.append(("grid", f"{score}.band{lo:g}-{hi:g}", sel, [lo, hi]))
+                continue
+            for x in g.percent:
+                sel = {**plain, "score": score, "direction": direction, "percent": x, "band": None}
+                out.append(("grid", f"{score}.{direction}{_xs(x)}", sel, x))
+    if b.all_pixels:
+        sel = {
+            **plain,
+            "direction": "top",
+            "percent": 100.0,
+            "band": None,
+            "correct_only": False,
+            "weighting": "only",
+        }
+        out.append(("all_pixels", "all_pixels", sel, 100.0))
+    if b.bottom is not None:
+        sel = {
+            **plain,
+            "direction": "bottom",
+            "percent": b.bottom.percent,
+            "band": None,
+            "min_kept": b.bottom.min_kept,
+        }
+        out.append(("bottom", f"bottom{_xs(b.bottom.percent)}", sel, b.bottom.percent))
+    if b.cbst is not None:
+        c = b.cbst
+        sel = {**plain, "direction": "top", "band": None, "grow": c.model_dump()}
+        out.append(
+            (
+                "cbst",
+                f"cbst{c.start:g}-{c.step:g}-{c.max:g}",
+                sel,
+                f"{c.start:g}+{c.step:g}/round<={c.max:g}",
+            )
+        )
+    return out
+
+
+def _label(kind: str, sel: dict, x: Any) -> str:
+    if kind == "all_pixels":
+        return "all pixels (more training)"
+    if kind == "cbst":
+        return f"CBST top {x}%"
+    if kind == "tta":
+        return f"TTA of round 0 ({x} transforms)"
+    if sel["direction"] == "band":
+        return f"band {x[0]:g}-{x[1]:g} pct, {sel['score']}"
+    return f"{sel['direction']} {_x_label(x)}, {sel['score']}"
+
+
+def build_plan(
+    study: StudyConfig, base: dict[str, Any], root: str | Path, beam_args: list[str] | None = None
+) -> Plan:
+    """All groups, cells and jobs of `study` (base config `base`) under study root `root`."""
+    root = Path(root).resolve()
+    try:
+        base_cfg = parse_config(base, source="base config")
+    except ConfigError as e:
+        raise ConfigError(f"the study's base config with its overrides is invalid:\n{e}") from None
+    k = base_cfg.tiling.folds
+    folds = _folds(study, k)
+    models = list(study.grid.models) or [
+        ModelSpec(name=base_cfg.model.name, params=dict(base_cfg.model.params))
+    ]
+    stride = _output_stride(models)
+    if base_cfg.tiling.tile_size % stride:
+        raise ConfigError(
+            f"tiling.tile_size {base_cfg.tiling.tile_size} must be a multiple of the models' "
+            f"output stride {stride}"
+        )
+    n_classes = base_cfg.data.num_classes
+    for x in study.grid.percent:
+        if isinstance(x, list) and len(x) != n_classes:
+            raise ConfigError(
+                f"grid.percent: a per-class x needs {n_classes} values (classes "
+                f"{[c.name for c in base_cfg.data.classes]}), received {x}"
+            )
+    base_sel = base_cfg.rounds.selection.model_dump(mode="json")
+    groups, cells, jobs = [], [], []
+    for f in study.grid.resolution:
+        data_root = root / "data" / f"res{f}"
+        data_job = f"data.res{f}"
+        for spec in models:
+            gid = f"res{f}-{spec.tag}"
+            raw = _group_config(study, base, root, f, spec, stride, folds)
+            raw["name"] = gid
+            cfg = _validated(raw, gid)
+            g = Group(gid, f, spec.tag, str(root / "groups" / gid), str(data_root), raw)
+            groups.append(g)
+            if not any(j.id == data_job for j in jobs):
+                jobs.append(Job(data_job, "data", [], {"group": gid, "resolution": f}))
+            r0_jobs = [f"r0.{gid}.fold{k_}" for k_ in folds]
+            for k_, jid in zip(folds, r0_jobs, strict=True):
+                jobs.append(Job(jid, "r0", [data_job], {"group": gid, "fold": k_}))
+            seen: dict[str, Cell] = {}
+            for kind, short, sel, x in _selections(study, base_sel):
+                cid = f"{gid}.{short}"
+                craw = deep_merge(raw, {"name": cid, "rounds": {"selection": sel}})
+                craw["rounds"]["selection"] = sel
+                ccfg = _validated(craw, cid)
+                key = artifacts.fingerprint(ccfg.section_json("rounds"))
+                if key in seen:
+                    seen[key].aliases.append(kind)
+                    continue
+                cell = Cell(
+                    cid,
+                    gid,
+                    kind,
+                    _label(kind, sel, x),
+                    sel["score"],
+                    sel["direction"],
+                    x,
+                    str(root / "cells" / cid),
+                    craw,
+                )
+                seen[key] = cell
+                cells.append(cell)
+                jobs.append(Job(f"cell.{cid}", "cell", list(r0_jobs), {"cell": cid}))
+            if study.baselines.tta:
+                n = min(len(D4), cfg.rounds.count + 1)
+                cid = f"{gid}.tta{n}"
+                cells.append(
+                    Cell(
+                        cid,
+                        gid,
+                        "tta",
+                        _label("tta", {}, n),
+                        "",
+                        "",
+                        n,
+                        str(root / "cells" / cid),
+                        None,
+                        tta=list(D4[:n]),
+                    )
+                )
+                for k_, r0 in zip(folds, r0_jobs, strict=True):
+                    jobs.append(Job(f"tta.{cid}.fold{k_}", "tta", [r0], {"cell": cid, "fold": k_}))
+    plan = Plan(
+        str(root),
+        study.model_dump(mode="json"),
+        folds,
+        base_cfg.rounds.count,
+        [c.name for c in base_cfg.data.classes],
+        groups,
+        cells,
+        jobs,
+        list(beam_args or []),
+        base_cfg.data.model_dump(mode="json"),
+    )
+    for j in plan.jobs:
+        j.fingerprint = _job_fingerprint(plan, j)
+    return plan
+
+
+def _folds(study: StudyConfig, k: int) -> list[int]:
+    folds = list(range(k)) if study.folds == "all" else sorted(set(study.folds))
+    bad = [f for f in folds if not 0 <= f < k]
+    if bad:
+        raise ConfigError(f"study folds {bad} are outside 0..{k - 1} (tiling.folds = {k})")
+    return folds
+
+
+def _validated(raw: dict[str, Any], what: str) -> Config:
+    try:
+        return parse_config(raw, source=f"cell {what}")
+    except ConfigError as e:
+        raise ConfigError(f"the study makes an invalid config:\n{e}") from None
+
+
+def _job_fingerprint(plan: Plan, job: Job) -> str:
+    """What a job depends on: its parameters and the configs it runs."""
+    if job.kind in ("data", "r0"):
+        cfg = plan.group(job.params["group"]).config
+        parts = [cfg["data"], cfg["tiling"]]
+        if job.kind == "r0":
+            parts += [cfg["model"], cfg["train"]]
+    else:
+        cell = plan.cell(job.params["cell"])
+        g = plan.group(cell.group).config
+        parts = [g["data"], g["tiling"], g["model"], g["train"], cell.config, cell.tta]
+    return artifacts.fingerprint(job.kind, job.params, parts, plan.beam_args, PLAN_VERSION)
+
+
+def marker(root: str | Path, job_id: str) -> Path:
+    """The done marker of a job: `<study>/jobs/<job>.json`."""
+    return Path(root) / "jobs" / f"{job_id}.json"
+
+
+def is_done(root: str | Path, job: Job) -> bool:
+    """True when the job's marker is there with the job's current fingerprint."""
+    try:
+        return json.loads(marker(root, job.id).read_text()).get("fingerprint") == job.fingerprint
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def config_of(raw: dict[str, Any], name: str) -> Config:
+    """A plan's raw config, validated."""
+    return _validated(raw, name)

@@ -1,0 +1,153 @@
+"""`run_study`: plan, run the jobs in parallel worker processes, write the report.
+
+The study opens one MLflow run; every worker's runs (round 0 trainings, TTA
+scorings, the cells' pipeline runs with their nested rounds) are its children,
+all in `sqlite:///<study>/mlflow.db`. A study killed at any point resumes when run
+again: finished jobs are skipped by their done markers, a half-finished job
+resumes from its components' staged artifacts, and the study's MLflow run,
+left RUNNING by the kill, is continued.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from reseg import artifacts
+from reseg.errors import ResegError
+from reseg.pipeline import PARENT_RUN_ENV
+from reseg.study.config import load_study
+from reseg.study.plan import Plan, build_plan, config_of
+from reseg.study.report import write_study_report
+from reseg.study.scheduler import Outcome, run_jobs, worker_env
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyResult:
+    plan: Plan
+    outcome: Outcome
+    report: Path
+
+
+@contextmanager
+def _locked(root: Path):
+    """One study process per root at a time."""
+    fh = open(root / ".study.lock", "w")  # noqa: SIM115
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise ResegError(f"{root}: another `reseg study` is running in this root") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def plan_study(
+    study_file: str | Path,
+    root: str | Path,
+    profile: str | None = None,
+    beam_args: Sequence[str] = (),
+    parallel: int | None = None,
+) -> Plan:
+    """Load the study and write its plan (plan.json, study.yaml, study.json) into `root`."""
+    study, base = load_study(study_file, profile)
+    if parallel is not None:
+        study = study.model_copy(update={"parallel": parallel})
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if Path(study_file).resolve() != root / "study.yaml":
+        shutil.copyfile(study_file, root / "study.yaml")
+    artifacts.write_json(root / "study.json", study.model_dump(mode="json"))
+    plan = build_plan(study, base, root, list(beam_args))
+    plan.save()
+    return plan
+
+
+def run_study(
+    study_file: str | Path,
+    root: str | Path,
+    profile: str | None = None,
+    beam_args: Sequence[str] = (),
+    parallel: int | None = None,
+    report_only: bool = False,
+) -> StudyResult:
+    """Run (or resume) the study of `study_file` in `root`; returns the plan, outcome and report.
+
+    Raises:
+        ResegError: when jobs failed (after writing the report of what finished).
+    """
+    from reseg import tracking
+
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        plan = plan_study(study_file, root, profile, beam_args, parallel)
+        study = plan.study
+        cfg = config_of(plan.groups[0].config, plan.groups[0].id)
+        key = artifacts.fingerprint("study", study["name"], study.get("profile"), str(root))
+        started = time.time()
+        with tracking.open_run(
+            cfg,
+            root,
+            run_name=f"study {study['name']}"
+            + (f" ({study['profile']})" if study.get("profile") else ""),
+            tags={"reseg.step": "study", "reseg.profile": study.get("profile") or ""},
+            resume_key=key,
+            reopen=True,
+        ) as run:
+            if run.enabled:
+                run.log_params({"study": study})
+            outcome = Outcome()
+            if not report_only:
+                threads = study["threads"] or max(1, (os.cpu_count() or 1) // study["parallel"])
+                extra = {PARENT_RUN_ENV: run.run_id} if run.enabled else {}
+                log.info(
+                    "study %s: %d cells, %d jobs, %d at a time, %d TF threads each",
+                    study["name"],
+                    len(plan.cells),
+                    len(plan.jobs),
+                    study["parallel"],
+                    threads,
+                )
+                outcome = run_jobs(plan, study["parallel"], worker_env(threads, extra))
+            report = write_study_report(plan, time.time() - started)
+            if run.enabled:
+                _log_results(run, root / "report")
+        log.info("study report: %s", report)
+        if outcome.failed or outcome.blocked:
+            raise ResegError(
+                f"{len(outcome.failed)} study job(s) failed ({', '.join(outcome.failed)}) and "
+                f"{len(outcome.blocked)} could not start; logs in {root / 'logs'}. The report has "
+                "what finished; run the study again to retry (finished jobs are kept)."
+            )
+        return StudyResult(plan, outcome, report)
+
+
+def _log_results(run, report_dir: Path) -> None:
+    import json
+
+    rows = json.loads((report_dir / "results.json").read_text())
+    metrics = {}
+    for r in rows:
+        c = r["cell"]
+        for what in ("r0", "last", "merged"):
+            if r[what][0] is not None:
+                metrics[f"{c}.{what}_miou"] = r[what][0]
+        d = r["delta_merged_tiles"]
+        for part in ("mean", "low", "high"):
+            if d[part] is not None:
+                metrics[f"{c}.delta_merged_{part}"] = d[part]
+    run.log_metrics(metrics)
+    run.log_artifacts(report_dir, "report")

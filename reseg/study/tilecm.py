@@ -1,0 +1,70 @@
+"""Per-tile confusion matrices of a scores directory, the unit of the study's bootstrap.
+
+Cores partition a scene, so summing the core confusions of a fold's tiles gives
+exactly the evaluator's confusion matrix; resampling tiles with replacement and
+summing gives a bootstrap replicate of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from reseg.metrics import confusion
+from reseg.tfrecords_schema import read_tiles
+
+
+def tile_confusions(
+    scores_dir: str | Path, fold: int, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Core confusion of every validation tile of `fold`.
+
+    Returns:
+        keys: (n,) str, tile keys sorted; cms: (n, C, C) int64, row = label, column = argmax.
+    """
+    from reseg.components.scorer import score_files
+
+    out: dict[str, np.ndarray] = {}
+    for t in read_tiles(score_files(scores_dir)):
+        if t.fold != fold:
+            continue
+        if t.probs is None:
+            raise ValueError(f"tile {t.key} of {scores_dir} carries no scores")
+        rs, cs = t.core_slice()
+        cm = confusion(t.label[rs, cs], t.probs[rs, cs].argmax(-1), num_classes)
+        out[t.key] = out.get(t.key, 0) + cm
+    keys = sorted(out)
+    cms = np.stack([out[k] for k in keys]) if keys else np.zeros((0, num_classes, num_classes))
+    return np.array(keys, dtype=str), cms.astype(np.int64)
+
+
+def save(path: str | Path, keys: np.ndarray, cms: np.ndarray) -> Path:
+    """Write keys and confusions to `path` (.npz) atomically."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".partial.npz")
+    np.savez_compressed(part, keys=keys, cms=cms)
+    os.replace(part, path)
+    return path
+
+
+def load(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(keys, cms) of a saved file; None when it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return z["keys"], z["cms"]
+
+
+def aligned(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The confusions of `a` and `b` on the tiles both have, in the same order: (n, C, C) each."""
+    ka, ca = a
+    kb, cb = b
+    common, ia, ib = np.intersect1d(ka, kb, return_indices=True)
+    return ca[ia], cb[ib]

@@ -1,0 +1,234 @@
+"""One job of a study, in its own process: `python -m reseg.study.worker STUDY_ROOT JOB_ID`.
+
+The study runner starts workers (at most `parallel` at a time) and gives them the
+MLflow run of the study in `RESEG_PARENT_RUN_ID`, so what they log appears under it.
+A worker ends by writing its done marker `<study>/jobs/<job>.json`; every step it
+runs skips work whose artifact is current, so a worker killed half way and started
+again resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from reseg import artifacts, layout
+from reseg.pipeline import parent_tags
+from reseg.study import tilecm
+from reseg.study.plan import Group, Job, Plan, config_of, marker
+
+log = logging.getLogger(__name__)
+
+
+def link(target: str | Path, path: Path) -> None:
+    """Make `path` a symlink to `target` unless it already is one or a real artifact is there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        if os.readlink(path) == str(target):
+            return
+        path.unlink()
+    elif path.exists():
+        return
+    path.symlink_to(target, target_is_directory=True)
+
+
+def run_data(plan: Plan, job: Job) -> None:
+    """Resample the scenes (f > 1), tile them and compute the statistics of one resolution."""
+    from reseg.components.statistics import compute_stats
+    from reseg.components.tiling import tile
+    from reseg.study.resample import resample_scenes
+
+    g = plan.group(job.params["group"])
+    cfg = config_of(g.config, g.id)
+    if g.resolution > 1:
+        from reseg.config import DataConfig
+
+        source = DataConfig.model_validate(plan.source_data)
+        resample_scenes(source, g.resolution, Path(g.data_root) / "scenes")
+    tile(cfg, g.data_root, plan.beam_args)
+    compute_stats(cfg, g.data_root, plan.beam_args)
+
+
+def _share_data(g: Group, root: Path) -> None:
+    link(Path(g.data_root) / "tiles", layout.tiles_dir(root))
+    link(Path(g.data_root) / "stats", layout.stats_dir(root))
+
+
+def run_r0(plan: Plan, job: Job) -> None:
+    """Round 0 of one group and validation fold: train, score, evaluate, per-tile confusions."""
+    from reseg import tracking
+    from reseg.components.evaluator import evaluate
+    from reseg.components.scorer import score
+    from reseg.components.trainer import train
+
+    g = plan.group(job.params["group"])
+    fold = job.params["fold"]
+    cfg = config_of(g.config, g.id)
+    root = Path(g.root)
+    _share_data(g, root)
+    tiles = artifacts.TileSet.load(layout.tiles_dir(root))
+    key = artifacts.fingerprint("study-r0", job.fingerprint, str(root))
+    with tracking.open_run(
+        cfg,
+        root,
+        run_name=f"round 0 {g.id} fold{fold}",
+        tags={**parent_tags(), "reseg.step": "round0", "reseg.fold": fold, "reseg.group": g.id},
+        resume_key=key,
+    ) as run:
+        model = train(cfg, root, fold=fold, round=0, tracking=run)
+        scores = score(
+            cfg, model, list(tiles.files), layout.scores_dir(root, 0, fold), 0, plan.beam_args
+        )
+        metrics = evaluate(
+            scores,
+            layout.eval_dir(root, 0, fold),
+            fold,
+            tiles.class_names,
+            title=f"round 0 {g.id} fold{fold}",
+        )
+        run.log_metrics({"val_mean_iou": metrics.get("mean_iou")})
+    tilecm.save(
+        root / "study" / f"r0_fold{fold}.npz",
+        *tilecm.tile_confusions(scores, fold, tiles.num_classes),
+    )
+
+
+def run_tta(plan: Plan, job: Job) -> None:
+    """Round 0's model with test-time augmentation, scored and evaluated on one fold."""
+    from reseg import tracking
+    from reseg.components.evaluator import evaluate
+    from reseg.components.scorer import score
+
+    cell = plan.cell(job.params["cell"])
+    g = plan.group(cell.group)
+    fold = job.params["fold"]
+    cfg = config_of(g.config, g.id)
+    root = Path(cell.root)
+    tiles = artifacts.TileSet.load(layout.tiles_dir(g.root))
+    out = root / f"fold{fold}"
+    with tracking.open_run(
+        cfg,
+        root,
+        run_name=f"tta {cell.id} fold{fold}",
+        tags={**parent_tags(), "reseg.step": "tta", "reseg.fold": fold, "reseg.cell": cell.id},
+        resume_key=artifacts.fingerprint("study-tta", job.fingerprint, str(root)),
+    ) as run:
+        scores = score(
+            cfg,
+            layout.model_dir(g.root, 0, fold),
+            list(tiles.files),
+            out / "scores",
+            0,
+            plan.beam_args,
+            tta=tuple(cell.tta or ("identity",)),
+        )
+        metrics = evaluate(
+            scores, out / "eval", fold, tiles.class_names, title=f"{cell.label} fold{fold}"
+        )
+        run.log_metrics({"val_mean_iou": metrics.get("mean_iou")})
+    tilecm.save(
+        root / "study" / f"merged_fold{fold}.npz",
+        *tilecm.tile_confusions(scores, fold, tiles.num_classes),
+    )
+
+
+def run_cell(plan: Plan, job: Job) -> None:
+    """The rounds of one cell as a pipeline run reusing the group's tiles and round 0."""
+    import yaml
+
+    from reseg.pipeline import run_pipeline
+    from reseg.report import collect
+
+    cell = plan.cell(job.params["cell"])
+    g = plan.group(cell.group)
+    cfg = config_of(cell.config, cell.id)  # type: ignore[arg-type]
+    root = Path(cell.root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cell.yaml").write_text(yaml.safe_dump(cell.config, sort_keys=False))
+    _share_data(g, root)
+    for fold in plan.folds:
+        for part in ("model", "scores", "eval"):
+            src = layout.round_dir(g.root, 0, fold) / part
+            link(src, layout.round_dir(root, 0, fold) / part)
+    run_pipeline(cfg, root, plan.beam_args)
+    names = plan.class_names
+    for view in collect(root):
+        if not view.fold.startswith("fold"):
+            continue
+        fold = int(view.fold[4:])
+        last = max((r for r in view.rounds if r["metrics"]), key=lambda r: r["round"])
+        tilecm.save(
+            root / "study" / f"last_fold{fold}.npz",
+            *tilecm.tile_confusions(last["dir"] / "scores", fold, len(names)),
+        )
+        tilecm.save(
+            root / "study" / f"merged_fold{fold}.npz",
+            *tilecm.tile_confusions(layout.merged_dir(root, fold) / "scores", fold, len(names)),
+        )
+
+
+RUNNERS = {"data": run_data, "r0": run_r0, "tta": run_tta, "cell": run_cell}
+
+
+def run_job(root: str | Path, job_id: str) -> None:
+    """Run one job of the plan in `root` and write its done marker."""
+    plan = Plan.load(root)
+    job = plan.job(job_id)
+    started = time.time()
+    log.info("study job %s (%s) starts", job.id, job.kind)
+    RUNNERS[job.kind](plan, job)
+    marker(root, job.id).parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(
+        marker(root, job.id),
+        {
+            "job": job.id,
+            "fingerprint": job.fingerprint,
+            "seconds": round(time.time() - started, 1),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    log.info("study job %s done in %.1f s", job.id, time.time() - started)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent (the study runner) dies."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent is gone already
+            os._exit(1)
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    from reseg.cli import _quiet_libraries
+    from reseg.errors import ResegError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 2:
+        print("usage: python -m reseg.study.worker STUDY_ROOT JOB_ID", file=sys.stderr)
+        return 2
+    _die_with_parent()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    _quiet_libraries()
+    try:
+        run_job(argv[0], argv[1])
+    except ResegError as e:
+        log.error("study job %s failed: %s", argv[1], e)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
