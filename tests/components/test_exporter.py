@@ -204,10 +204,11 @@ def test_registry_behind_is_backfilled_and_ahead_is_skipped(exported, demo_confi
     assert mvs[1].tags.get("reseg.backfilled") == "true" and mvs[1].source.endswith("other/1")
     # registry ahead of the disk (export folders deleted): the next export skips to it
     shutil.rmtree(layout.export_dir(root, "other"))
-    v = export(on, root, "r0")
-    assert (
-        v.name == "3" and tracking.EXPORT_VERSION_TAG in client.get_model_version("other", "3").tags
-    )
+    with tracking.open_run(on, root, run_name="pipeline") as parent:  # as the pipeline step does
+        v = export(on, root, "r0", tracking=parent)
+    mv = client.get_model_version("other", "3")
+    assert v.name == "3" and mv.tags[tracking.EXPORT_VERSION_TAG] == "3"
+    assert client.get_run(mv.run_id).data.tags["mlflow.parentRunId"] == parent.run_id
 
 
 def test_register_export_when_the_registry_hides_deleted_versions(exported, demo_config, caplog):

@@ -40,6 +40,7 @@ def _read(path):
         return ds.read(1), ds.transform, ds.crs
 
 
+@pytest.mark.slow
 def test_serve_predict_gives_the_class_map_of_predict(exported_demo, tmp_path):
     root, cfg = exported_demo
     version = layout.export_dir(root, cfg.export.model_name) / "1"

@@ -62,8 +62,8 @@ def export(
         source: `merged`, `last`, `r<k>` or k; default `export.source`.
         fold: fold k, `all` (models trained on every tile), or None (`export.fold`, else
             the first of `rounds.folds`).
-        tracking: the MLflow run to log into; None opens a run of its own
-            (when `tracking.enabled`).
+        tracking: the MLflow run (e.g. the pipeline's) under which the export logs a
+            child run; None: a top-level run of its own (when `tracking.enabled`).
 
     Returns:
         The published version folder (an existing one when the same models were exported).
@@ -111,8 +111,9 @@ def _wants_registry(cfg: Config) -> bool:
 def _run(
     cfg: Config, root: Path, given: tracking_mod.Run | None, name: str
 ) -> Iterator[tracking_mod.Run]:
-    if given is not None:
-        yield given
+    if given is not None:  # a child run per export: params of two exports never collide
+        with given.nested(f"export {name}", tags={"reseg.step": "export"}) as run:
+            yield run
         return
     with tracking_mod.open_run(
         cfg, root, run_name=f"export {name}", tags={"reseg.step": "export"}
