@@ -15,7 +15,10 @@ Model for (a, b, d, e): the registry's U-Net (depth 4, base 32, 7 classes, 4 ban
 of the synthetic image, so its predictions are not coin flips (agreement with a
 random network measures ties, not blending). Usage:
 
-    python bench/predict.py [--scene-size 2000] [--tta-size 1024] [--rss-sizes 2000 8000 16000]
+    python bench/predict.py [--scene-size 1500] [--tta-size 768] [--rss-sizes 2000 8000 16000]
+
+The machine may be shared: (b) runs both settings twice, interleaved, and keeps the
+faster; the matmul rate is measured before and after (b), and the higher one is used.
 """
 
 from __future__ import annotations
@@ -295,7 +298,8 @@ def rss_runs(tmp: Path, sizes: list[int]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scene-size", type=int, default=2000)
+    ap.add_argument("--scene-size", type=int, default=1500)
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of (b)")
     ap.add_argument("--tta-size", type=int, default=768)
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2000, 8000, 16000])
     ap.add_argument("--child", nargs=3, metavar=("SCENE", "MODEL", "OUT"), help=argparse.SUPPRESS)
@@ -308,9 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"scene_size": args.scene_size, "tta_size": args.tta_size}
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as t:
         tmp = Path(t)
-        rate = matmul_gflops()
-        res["matmul_gflops"] = rate
-        print(f"matmul {rate:.1f} GFLOP/s", flush=True)
+        rate_before = matmul_gflops()
+        print(f"matmul {rate_before:.1f} GFLOP/s", flush=True)
         img = synthetic(args.scene_size, args.scene_size)
         scene = write_tif(tmp / "scene.tif", img)
         t0 = time.perf_counter()
@@ -319,16 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         backend = load_backend(model_dir)
         print(f"  trained the U-Net in {res['train_s']:.0f} s", flush=True)
         runs = {}
-        for name, overlap in (("none", 0), ("default", 32)):
-            result, cls = run_scene(backend, scene, tmp / name, overlap=overlap)
-            flops = conv_flops(
-                backend.model, result.stats["tile_rows"], result.stats["tile_cols"], BANDS
-            )
-            runs[name] = (result.stats, cls, flops * result.stats["tiles"])
-            print(
-                f"  overlap {overlap}: {result.stats['wall_s']:.1f} s, {result.stats['tiles']} tiles",
-                flush=True,
-            )
+        for _rep in range(args.repeats):  # interleaved; the faster of the repeats counts
+            for name, overlap in (("none", 0), ("default", 32)):
+                result, cls = run_scene(backend, scene, tmp / name, overlap=overlap)
+                st = result.stats
+                print(f"  overlap {overlap}: {st['wall_s']:.1f} s, {st['tiles']} tiles", flush=True)
+                if name not in runs or st["wall_s"] < runs[name][0]["wall_s"]:
+                    flops = conv_flops(backend.model, st["tile_rows"], st["tile_cols"], BANDS)
+                    runs[name] = (st, cls, flops * st["tiles"])
+        rate_after = matmul_gflops()
+        rate = max(rate_before, rate_after)  # the machine is shared: the better figure is its rate
+        res["matmul_gflops"], res["matmul_gflops_before_after"] = rate, [rate_before, rate_after]
+        print(f"matmul {rate_after:.1f} GFLOP/s", flush=True)
         whole = whole_image(backend, img, 16, 16)
         res["model_pixel_accuracy"] = float((whole == labels_of(img)).mean())
         st, cls, flops = runs["default"]

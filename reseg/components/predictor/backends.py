@@ -140,7 +140,12 @@ class KerasBackend:
 
 
 class SavedModelBackend:
-    """An exported SavedModel (TF Serving layout), run in-process with `tf.saved_model.load`."""
+    """An exported SavedModel (TF Serving layout), run in-process with `tf.saved_model.load`.
+
+    Uses the `predict_masked` signature (`images` + `valid`, see `reseg.serving.contract`)
+    when the export has it, else `serving_default`; when the chosen signature takes no
+    `valid`, invalid pixels are fed as the band means, which normalise to 0 as well.
+    """
 
     def __init__(self, path: str | Path):
         import tensorflow as tf
@@ -150,7 +155,9 @@ class SavedModelBackend:
         self.info = ModelInfo.load(version_dir / "assets.extra")
         try:
             self._loaded = tf.saved_model.load(str(version_dir))
-            self._sig = self._loaded.signatures["serving_default"]
+            sigs = self._loaded.signatures
+            self._name = "predict_masked" if "predict_masked" in sigs else "serving_default"
+            self._sig = sigs[self._name]
         except (KeyError, OSError, ValueError) as e:
             raise ArtifactError(
                 f"{version_dir}: cannot load a serving_default signature: {e}"
@@ -158,7 +165,7 @@ class SavedModelBackend:
         inputs = self._sig.structured_input_signature[1]
         if "images" not in inputs:
             raise ArtifactError(
-                f"{version_dir}: signature serving_default has no `images` input ({sorted(inputs)})"
+                f"{version_dir}: signature {self._name} has no `images` input ({sorted(inputs)})"
             )
         self._dtype = inputs["images"].dtype.as_numpy_dtype
         self._takes_valid = "valid" in inputs
@@ -168,18 +175,22 @@ class SavedModelBackend:
         import tensorflow as tf
 
         _check_batch(self.info, tiles_raw, valid)
-        feed = {"images": tf.constant(tiles_raw.astype(self._dtype, copy=False))}
         if self._takes_valid:
-            feed["valid"] = tf.constant(valid.astype(self._valid_dtype, copy=False))
-        else:  # the signature cannot mask nodata itself: hand it the normalised zero value
+            feed = {
+                "images": tf.constant(tiles_raw.astype(self._dtype, copy=False)),
+                "valid": tf.constant(valid.astype(self._valid_dtype, copy=False)),
+            }
+        else:
             fill = np.asarray(self.info.mean, np.float64).astype(self._dtype)
-            feed["images"] = tf.constant(
-                np.where(valid[..., None] > 0, tiles_raw, fill).astype(self._dtype)
-            )
+            feed = {
+                "images": tf.constant(
+                    np.where(valid[..., None] > 0, tiles_raw, fill).astype(self._dtype)
+                )
+            }
         out = self._sig(**feed)
         if "probabilities" not in out:
             raise ArtifactError(
-                f"{self.path}: serving_default returns {sorted(out)}, not `probabilities`"
+                f"{self.path}: {self._name} returns {sorted(out)}, not `probabilities`"
             )
         return np.asarray(out["probabilities"], np.float32)
 

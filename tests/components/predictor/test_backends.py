@@ -147,3 +147,19 @@ def test_load_backend_says_what_a_model_directory_holds(tmp_path):
         ArtifactError, match=r"model.keras \+ model.json .* merged.json .* saved_model.pb"
     ):
         load_backend(tmp_path)
+
+
+def test_saved_model_backend_uses_the_exporters_masked_signature(cnn_dir, cnn, tmp_path):
+    import keras
+
+    from reseg.serving.graph import Member, build_module, save_module
+
+    info = ModelInfo.load(cnn_dir)
+    module = build_module([Member(keras.models.load_model(cnn_dir / "model.keras"), info)], info)
+    version = save_module(module, tmp_path / "export" / "m" / "1")
+    (version / "assets.extra").mkdir()
+    info.save(version / "assets.extra")
+    sm = load_backend(tmp_path / "export" / "m")
+    assert isinstance(sm, SavedModelBackend) and sm._name == "predict_masked"
+    img, valid = _batch()
+    np.testing.assert_allclose(sm(img, valid), cnn(img, valid), atol=1e-5)
