@@ -60,7 +60,10 @@ def _fold(value: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from reseg.components.exporter import export, export_info
+    from reseg.errors import ConfigError
 
     cfg = load(args)
     over = {
@@ -69,9 +72,11 @@ def run(args: argparse.Namespace) -> int:
         if v is not None
     }
     if over:
-        cfg = cfg.model_copy(
-            update={"export": cfg.export.model_validate({**cfg.export.model_dump(), **over})}
-        )
+        try:
+            section = cfg.export.model_validate({**cfg.export.model_dump(), **over})
+        except ValidationError as e:
+            raise ConfigError(f"--name: {e.errors()[0]['msg']} (received {args.name!r})") from None
+        cfg = cfg.model_copy(update={"export": section})
     if args.tracking_uri:
         cfg = cfg.model_copy(
             update={"tracking": cfg.tracking.model_copy(update={"uri": args.tracking_uri})}

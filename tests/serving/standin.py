@@ -10,7 +10,8 @@ answers TF Serving's documented REST contract
 
 with `{"error": "..."}` bodies: 404 for an unknown model or version, 400 for a
 malformed request or one the graph rejects, 500 otherwise. Like TF Serving's
-default version policy it serves only the newest version unless `policy="all"`.
+default version policy it serves only the newest version unless `policy="all"`;
+`states[(name, version)]` can report a version as LOADING (not servable yet).
 
 Faults can be injected for the next requests (`fail`, `drop`, `delay`): answer
 with an HTTP status (503 by default), close the connection without answering, or
@@ -89,6 +90,7 @@ class StandIn:
         self.versions: dict[str, dict[int, _Version]] = {}
         self.counts: Counter = Counter()
         self.faults: list[_Fault] = []
+        self.states: dict[tuple[str, int], str] = {}  # e.g. ("m", 2): "LOADING"; default AVAILABLE
         self.lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
@@ -168,11 +170,16 @@ class StandIn:
         if version is None:
             if not served:
                 raise RestError(404, f"Servable not found for request: Latest({name})")
-            v = max(served)
-            return v, served[v]
-        if int(version) not in served:
+            ready = [v for v in served if self._state(name, v) == "AVAILABLE"]
+            if not ready:
+                raise RestError(404, f"Servable not found for request: Latest({name})")
+            return max(ready), served[max(ready)]
+        if int(version) not in served or self._state(name, int(version)) != "AVAILABLE":
             raise RestError(404, f"Servable not found for request: Specific({name}, {version})")
         return int(version), served[int(version)]
+
+    def _state(self, name: str, version: int) -> str:
+        return self.states.get((name, version), "AVAILABLE")
 
     def status(self, name: str, version: str | None) -> dict[str, Any]:
         if name not in self.versions or (
@@ -186,7 +193,7 @@ class StandIn:
         ok = {"error_code": "OK", "error_message": ""}
         return {
             "model_version_status": [
-                {"version": str(v), "state": "AVAILABLE", "status": ok} for v in vs
+                {"version": str(v), "state": self._state(name, v), "status": ok} for v in vs
             ]
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import numpy as np
 import pytest
@@ -195,3 +196,15 @@ def test_a_model_without_model_info_needs_the_model_json(served, tmp_path):
         img, valid = _batch(2)
         # invalid pixels are sent as the band means, which normalise to 0 as locally
         np.testing.assert_allclose(backend(img, valid), load_backend(d)(img, valid), atol=1e-6)
+
+
+def test_a_version_still_loading_is_waited_for(server):
+    server.states[("tiny", 2)] = "LOADING"
+    try:
+        assert ServingBackend(server.url, "tiny", policy=FAST).version == 1  # what is served now
+        with pytest.raises(ServingError, match="version 2 is not available: version 2 LOADING"):
+            ServingBackend(server.url, "tiny", 2, policy=FAST, wait_s=0)
+        threading.Timer(0.5, server.states.pop, [("tiny", 2)]).start()
+        assert ServingBackend(server.url, "tiny", 2, policy=FAST, wait_s=30).version == 2
+    finally:
+        server.states.clear()
