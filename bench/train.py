@@ -1,0 +1,220 @@
+"""Training benchmark: the tf.data input pipeline against the U-Net training step it feeds.
+
+One run, one process, on synthetic tiles written with reseg's own shard writer
+(uint16, 4 bands, 7 classes, blob-shaped classes so gzip compresses them as it
+would real imagery):
+
+- input: examples/s of `reseg.components.trainer.data.training_dataset` alone
+  (parse, normalise, shuffle, batch, augment with the default flips + 90-degree
+  turns; also without augmentation and with a 15-degree rotation), iterated
+  without a model;
+- step: training steps/s of a U-Net (`reseg.models`, batch norm) on one batch
+  already in memory, through `reseg.components.trainer.steps.Steps` (the custom
+  loop the trainer uses), and the same steps fed by the input pipeline;
+- ratio input / step in examples/s (target: at least 5: the input never starves
+  the step) and the training GFLOP/s, counted as 3 x the forward FLOPs (2 x the
+  multiply-adds of every convolution and transposed convolution; backward costs
+  about twice the forward), as a share of TF's float32 matmul rate (2048 x 2048)
+  measured in the same run.
+
+Run: `.venv/bin/python bench/train.py [--tile 128 --base 16 --depth 4 --batch 8]`.
+Writes bench/results/train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from models import conv_gflop, matmul_fn  # noqa: E402  (bench/models.py)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
+BANDS, CLASSES = 4, 7
+
+
+def write_tiles(directory: Path, count: int, size: int, seed: int = 0) -> list[Path]:
+    """`count` tiles of `size` x `size` in 4 gzip shards."""
+    import numpy as np
+
+    from reseg.tfrecords_schema import TFRecordShardWriter, Tile, encode
+
+    rng = np.random.default_rng(seed)
+    paths = [directory / f"part-{i:05d}.tfrecord.gz" for i in range(4)]
+    writers = [TFRecordShardWriter(p) for p in paths]
+    means = 2000 + 600 * ((np.arange(CLASSES)[:, None] + np.arange(BANDS)[None, :]) % CLASSES)
+    for i in range(count):
+        coarse = rng.integers(0, CLASSES, size=(size // 16, size // 16))
+        label = np.kron(coarse, np.ones((16, 16), np.int64)).astype(np.uint8)
+        image = (means[label] + rng.normal(0, 40, size=(size, size, BANDS))).astype(np.uint16)
+        tile = Tile(
+            image=image,
+            label=label,
+            valid=np.ones((size, size), np.uint8),
+            fold_map=np.zeros((size, size), np.uint8),
+            scene="bench",
+            row=0,
+            col=i * size,
+            core=(0, i * size, size, size),
+            fold=0,
+        )
+        writers[i % 4].write(encode(tile))
+    for w in writers:
+        w.close()
+    return paths
+
+
+def best_rate(fn, items_per_call: int, calls: int, windows: int) -> float:
+    """Items per second: best of `windows` timings of `calls` calls each."""
+    best = float("inf")
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, time.perf_counter() - start)
+    return items_per_call * calls / best
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tile", type=int, default=128)
+    p.add_argument("--base", type=int, default=16, help="U-Net base filters")
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--tiles", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5, help="training steps per timing window")
+    p.add_argument("--windows", type=int, default=3)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import keras
+    import tensorflow as tf
+
+    import reseg.models as models
+    from reseg.components.trainer import data
+    from reseg.components.trainer.distribute import get_cluster
+    from reseg.components.trainer.loop import make_optimizer
+    from reseg.components.trainer.losses import make_loss
+    from reseg.components.trainer.steps import Steps
+    from reseg.config.train import AugmentConfig, TrainConfig
+
+    mm, mm_gflop = matmul_fn(tf)
+    mm_rate = best_rate(mm, 1, 3, args.windows) * mm_gflop
+
+    tmp = Path(tempfile.mkdtemp(prefix="reseg-bench-train-"))
+    files = write_tiles(tmp, args.tiles, args.tile)
+    spec = data.InputSpec("uint16", BANDS, CLASSES, (4000.0,) * BANDS, (1200.0,) * BANDS)
+
+    def pipeline_rate(augment: AugmentConfig | None) -> float:
+        it = iter(
+            data.training_dataset(files, spec, fold=None, batch_size=args.batch, augment=augment)
+        )
+        for _ in range(3):
+            next(it)  # warm-up: tracing, shuffle buffer, autotuning
+        batches = max(8, args.tiles // args.batch)
+        return best_rate(lambda: next(it), args.batch, batches, args.windows)
+
+    default_aug = TrainConfig().augment
+    input_rates = {
+        "default (flips, rot90)": pipeline_rate(default_aug),
+        "no augmentation": pipeline_rate(None),
+        "rotation 15 deg + photometric": pipeline_rate(
+            AugmentConfig(rotation=15, brightness=0.1, contrast=0.1, noise_std=0.05)
+        ),
+    }
+
+    cluster = get_cluster("default")
+    keras.utils.set_random_seed(0)
+    model = models.build_model("unet", CLASSES, BANDS, depth=args.depth, base_filters=args.base)
+    train_model, loss_weights = models.training_model(model)
+    cfg = TrainConfig(batch_size=args.batch)
+    optimizer = make_optimizer(cfg, steps_per_epoch=100)
+    optimizer.build(train_model.trainable_variables)
+    steps = Steps(
+        cluster,
+        model,
+        train_model,
+        loss_weights,
+        optimizer,
+        make_loss("crossentropy", CLASSES),
+        CLASSES,
+        args.batch,
+    )
+    fixed = next(
+        iter(
+            data.training_dataset(
+                files, spec, fold=None, batch_size=args.batch, augment=default_aug
+            )
+        )
+    )
+    fixed = tuple(tf.constant(t) for t in fixed)
+    step_rate = best_rate(
+        lambda: steps._train(fixed)[0].numpy(), 1, args.steps, args.windows
+    )  # warm: 1st window
+    step_rate = max(
+        step_rate, best_rate(lambda: steps._train(fixed)[0].numpy(), 1, args.steps, args.windows)
+    )
+    fed = iter(
+        data.training_dataset(files, spec, fold=None, batch_size=args.batch, augment=default_aug)
+    )
+    fed_rate = best_rate(lambda: steps.train_epoch(fed, args.steps), args.steps, 1, args.windows)
+
+    gflop_fwd = conv_gflop(model, args.tile, args.tile)
+    train_gflop_per_step = 3 * gflop_fwd * args.batch
+    result = {
+        "setting": {
+            "tile": args.tile,
+            "bands": BANDS,
+            "classes": CLASSES,
+            "batch": args.batch,
+            "unet": {"depth": args.depth, "base_filters": args.base},
+            "tiles": args.tiles,
+            "cpus": os.cpu_count(),
+        },
+        "matmul_gflop_per_s": round(mm_rate, 1),
+        "input_examples_per_s": {k: round(v, 1) for k, v in input_rates.items()},
+        "train_steps_per_s": round(step_rate, 3),
+        "train_examples_per_s": round(step_rate * args.batch, 2),
+        "train_fed_steps_per_s": round(fed_rate, 3),
+        "input_over_step": round(
+            input_rates["default (flips, rot90)"] / (step_rate * args.batch), 1
+        ),
+        "forward_gflop_per_tile": round(gflop_fwd, 3),
+        "train_gflop_per_s": round(train_gflop_per_step * step_rate, 1),
+        "train_share_of_matmul": round(train_gflop_per_step * step_rate / mm_rate, 3),
+    }
+    print(
+        f"\nU-Net depth {args.depth} base {args.base}, {args.tile}x{args.tile}x{BANDS} tiles, batch {args.batch}"
+    )
+    print(f"matmul 2048^2 float32: {mm_rate:.1f} GFLOP/s\n")
+    print(f"{'':34} {'examples/s':>11}")
+    for k, v in input_rates.items():
+        print(f"{'input, ' + k:34} {v:>11.1f}")
+    print(
+        f"{'training step (batch in memory)':34} {step_rate * args.batch:>11.2f}   ({step_rate:.3f} steps/s)"
+    )
+    print(
+        f"{'training fed by the input':34} {fed_rate * args.batch:>11.2f}   ({fed_rate:.3f} steps/s)"
+    )
+    print(f"\ninput / step: {result['input_over_step']}x (target >= 5x)")
+    print(
+        f"training: {train_gflop_per_step:.1f} GFLOP/step (3 x forward {gflop_fwd:.3f} GFLOP/tile), "
+        f"{result['train_gflop_per_s']} GFLOP/s = {result['train_share_of_matmul']:.0%} of matmul"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    for f in files:
+        f.unlink()
+    tmp.rmdir()
+
+    return result
+
+
+if __name__ == "__main__":
+    main()
