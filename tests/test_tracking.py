@@ -122,3 +122,20 @@ def test_experiment_name_and_uri_from_config(store, tmp_path):
         assert run.tracking_uri == uri
     assert _client(store).get_experiment_by_name("my-exp").experiment_id == run.experiment_id
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_log_history_fills_in_only_the_missing_steps(store):
+    cfg = _cfg(store, "history")
+    with tracking.open_run(cfg, store, run_name="h") as run:
+        run.log_metrics({"loss": 1.0}, step=1)  # logged before a crash
+        run.log_history(
+            [
+                {"epoch": 1, "loss": 9.0, "miou": 0.1, "best": True},
+                {"epoch": 2, "loss": 0.5, "miou": None},
+            ]
+        )
+    client = _client(store)
+    loss = sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "loss"))
+    assert loss == [(1, 1.0), (2, 0.5)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "miou")] == [(1, 0.1)]
+    assert "best" not in client.get_run(run.run_id).data.metrics

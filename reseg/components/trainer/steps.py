@@ -118,13 +118,32 @@ class Steps:
         self._train, self._val = train_step, val_step
         self._sync = sync_statistics if stats and self.cluster.replicas > 1 else None
 
+    def distribute(self, batch: tuple) -> Any:
+        """This worker's batch, split into equal parts for its local replicas.
+
+        Each worker reads its own input (`tf.data`, sharded by worker) and hands slices
+        to its devices with `experimental_distribute_values_from_function`: one plain
+        iterator per worker, none of the distributed-iterator machinery (whose teardown
+        under MultiWorkerMirroredStrategy can block for seconds).
+        """
+        if self.cluster.replicas == 1:
+            return batch
+        local = self.cluster.local_replicas
+        n = int(batch[0].shape[0]) // local
+
+        def part(ctx):
+            i = ctx.replica_id_in_sync_group % local
+            return tuple(t[i * n : (i + 1) * n] for t in batch)
+
+        return self.cluster.strategy.experimental_distribute_values_from_function(part)
+
     def train_epoch(
         self, iterator: Iterator, steps: int, progbar: Any = None
     ) -> tuple[float, np.ndarray]:
         """Run `steps` training steps; mean loss and the (C, C) confusion of the epoch."""
         total, cm = 0.0, np.zeros((self.num_classes, self.num_classes), np.float64)
         for i in range(steps):
-            loss, step_cm = self._train(next(iterator))
+            loss, step_cm = self._train(self.distribute(next(iterator)))
             total += float(loss)
             cm += step_cm.numpy()
             if progbar is not None:
