@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--max-batch", type=int, help="most tiles per request (default: --batch-size)")
     g.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests in flight at once when --max-batch splits a batch (default 1)",
+    )
+    g.add_argument(
         "--format",
         dest="request_format",
         choices=["columns", "rows"],
@@ -78,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
             f"--retries must be >= 0, --timeout > 0 and --backoff >= 0; received "
             f"{args.retries}, {args.timeout}, {args.backoff}"
         )
-    if args.max_batch is not None and args.max_batch < 1:
-        raise ConfigError(f"--max-batch must be at least 1; received {args.max_batch}")
+    if (args.max_batch is not None and args.max_batch < 1) or args.concurrency < 1:
+        raise ConfigError(
+            f"--max-batch and --concurrency must be at least 1; received {args.max_batch}, "
+            f"{args.concurrency}"
+        )
     cfg = None
     if args.config is not None:
         from reseg.config import load_config
@@ -93,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         model_info=args.model_info,
         policy=RetryPolicy(retries=args.retries, backoff=args.backoff, timeout=args.timeout),
         max_batch=args.max_batch,
+        concurrency=args.concurrency,
         request_format=args.request_format,
         wait_s=args.wait,
     )

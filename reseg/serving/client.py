@@ -18,7 +18,9 @@ On construction it
 Tiles go to `predict_masked` (raw tiles + validity: identical to a local
 prediction); a model without it gets `serving_default` with invalid pixels set to
 the band means, which normalise to about 0. A batch is sent in requests of at most
-`max_batch` tiles, as columnar `inputs` (default) or row `instances` JSON.
+`max_batch` tiles (up to `concurrency` of them in flight at once), as columnar
+`inputs` (default) or row `instances` JSON (`reseg.serving.codec` keeps the JSON
+cheap where it can, exactly).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +37,7 @@ import numpy as np
 from reseg.artifacts import ModelInfo
 from reseg.errors import ArtifactError
 from reseg.serving import contract as c
+from reseg.serving.codec import read_array, to_json
 from reseg.serving.rest import RestClient, RetryPolicy, ServingError, model_path
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ class ServingBackend:
             `model_info` signature; it wins over the signature when both exist.
         policy: timeouts and retries (`RetryPolicy`).
         max_batch: most tiles per request (None: the whole batch in one request).
+        concurrency: requests of one batch in flight at once (the client encodes and
+            decodes JSON while the server computes).
         request_format: `columns` (`inputs` JSON) or `rows` (`instances` JSON).
         wait_s: how long to wait for a version that is still loading.
     """
@@ -65,6 +71,7 @@ class ServingBackend:
         model_info: str | Path | None = None,
         policy: RetryPolicy | None = None,
         max_batch: int | None = None,
+        concurrency: int = 1,
         request_format: Format = "columns",
         wait_s: float = 60.0,
     ):
@@ -77,7 +84,13 @@ class ServingBackend:
             )
         self.rest = RestClient(url, policy)
         self.name = model
+        if concurrency < 1:
+            raise ValueError(
+                f"Argument `concurrency` must be >= 1. Received: concurrency={concurrency}"
+            )
         self.max_batch = max_batch
+        self.concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
         self.request_format = request_format
         self.version = self._pick_version(version, wait_s)
         self.path = f"{self.rest.url}{model_path(model, self.version)}"
@@ -180,27 +193,39 @@ class ServingBackend:
 
     # --- prediction ----------------------------------------------------------------------------
 
-    def _predict(self, signature: str, inputs: dict[str, Any], fmt: Format | None = None) -> Any:
-        """One predict request; returns the outputs (a dict by name, or the single output)."""
+    def _predict(
+        self,
+        signature: str,
+        inputs: dict[str, Any],
+        fmt: Format | None = None,
+        shape: tuple[int, ...] | None = None,
+    ) -> Any:
+        """One predict request; returns the outputs (a dict by name, or the single output).
+
+        With `shape`, a single float output of that shape is read fast (`codec.read_array`).
+        """
         path = model_path(self.name, self.version) + ":predict"
-        if (fmt or self.request_format) == "columns":
-            got = self.rest.post(path, {"signature_name": signature, "inputs": inputs})
-            if "outputs" not in got:
-                raise ServingError(
-                    f"{self.path}: predict answer has no `outputs`: {str(got)[:200]}"
-                )
-            return got["outputs"]
-        n = len(next(iter(inputs.values())))
-        rows = [{k: v[i] for k, v in inputs.items()} for i in range(n)]
-        got = self.rest.post(path, {"signature_name": signature, "instances": rows})
-        if "predictions" not in got:
-            raise ServingError(
-                f"{self.path}: predict answer has no `predictions`: {str(got)[:200]}"
-            )
-        preds = got["predictions"]
-        if preds and isinstance(preds[0], dict):
-            return {k: [p[k] for p in preds] for k in preds[0]}
-        return preds
+        columns = (fmt or self.request_format) == "columns"
+        key = "outputs" if columns else "predictions"
+        if columns:
+            body = {"signature_name": signature, "inputs": inputs}
+        else:
+            n = len(next(iter(inputs.values())))
+            rows = [{k: v[i] for k, v in inputs.items()} for i in range(n)]
+            body = {"signature_name": signature, "instances": rows}
+        content = self.rest.post(path, body, raw=True)
+        if shape is not None and (fast := read_array(content, key, shape)) is not None:
+            return fast
+        try:
+            got = json.loads(content)
+        except ValueError as e:
+            raise ServingError(f"{self.path}: predict answer is not valid JSON ({e})") from None
+        if key not in got:
+            raise ServingError(f"{self.path}: predict answer has no `{key}`: {str(got)[:200]}")
+        out = got[key]
+        if not columns and out and isinstance(out[0], dict):
+            return {k: [p[k] for p in out] for k in out[0]}
+        return out
 
     def __call__(self, tiles_raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Class probabilities float32 (B, H, W, C) of raw tiles (B, H, W, bands), valid (B, H, W)."""
@@ -212,19 +237,25 @@ class ServingBackend:
             tiles_raw = np.where(valid[..., None] > 0, tiles_raw, fill)
         step = self.max_batch or len(tiles_raw)
         parts = [
-            self._call(tiles_raw[i : i + step], valid[i : i + step])
-            for i in range(0, len(tiles_raw), step)
+            (tiles_raw[i : i + step], valid[i : i + step]) for i in range(0, len(tiles_raw), step)
         ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if self.concurrency > 1 and len(parts) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="tfserving")
+            probs = list(self._pool.map(lambda p: self._call(*p), parts))
+        else:
+            probs = [self._call(*p) for p in parts]
+        return probs[0] if len(probs) == 1 else np.concatenate(probs)
 
     def _call(self, tiles: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        inputs: dict[str, Any] = {c.IMAGES: tiles.astype(self.dtype, copy=False).tolist()}
+        """One request: probabilities float32 (b, H, W, C) of b tiles."""
+        inputs: dict[str, Any] = {c.IMAGES: to_json(tiles.astype(self.dtype, copy=False))}
         if self.takes_valid:
             inputs[c.VALID] = valid.astype(np.uint8, copy=False).tolist()
-        out = self._predict(self.signature, inputs)
+        want = (*tiles.shape[:3], len(self.info.class_names))
+        out = self._predict(self.signature, inputs, shape=want)
         probs = out[c.PROBABILITIES] if isinstance(out, dict) else out
         probs = np.asarray(probs, np.float32)
-        want = (*tiles.shape[:3], len(self.info.class_names))
         if probs.shape != want:
             raise ServingError(
                 f"{self.path}: probabilities of shape {probs.shape}, expected {want}"
@@ -232,6 +263,9 @@ class ServingBackend:
         return probs
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         self.rest.close()
 
     def __repr__(self) -> str:

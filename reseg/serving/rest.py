@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -80,36 +81,63 @@ def _message(response) -> str:
 
 
 class RestClient:
-    """JSON requests to one TF Serving REST endpoint (`http://host:8501`).
+    """JSON requests to one TF Serving REST endpoint (`http://host:8501`); thread-safe.
+
+    Each thread gets its own `requests.Session` (keep-alive connection pool), so
+    several requests can be in flight at once.
 
     Args:
         url: the server's base URL.
         policy: timeouts and retries.
-        session: a `requests.Session` to reuse (keep-alive connections); one is made if None.
     """
 
-    def __init__(self, url: str, policy: RetryPolicy | None = None, session: Any = None):
-        import requests
-
+    def __init__(self, url: str, policy: RetryPolicy | None = None):
         if not url.startswith(("http://", "https://")):
             raise ServingError(f"--url must start with http:// or https://; received {url!r}")
         self.url = url.rstrip("/")
         self.policy = policy or RetryPolicy()
-        self.session = session or requests.Session()
         self.requests = 0  # HTTP requests sent, retries included
         self.retried = 0
+        self._local = threading.local()
+        self._sessions: list[Any] = []
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> Any:
+        """This thread's `requests.Session`."""
+        s = getattr(self._local, "session", None)
+        if s is None:
+            import requests
+
+            s = self._local.session = requests.Session()
+            with self._lock:
+                self._sessions.append(s)
+        return s
 
     def close(self) -> None:
-        self.session.close()
+        with self._lock:
+            for s in self._sessions:
+                s.close()
+            self._sessions.clear()
+        self._local = threading.local()
 
     def get(self, path: str) -> Any:
-        return self._call("GET", path, None)
+        """GET `path`; the answer's JSON."""
+        return _json(self._call("GET", path, None), f"GET {self.url}{path}")
 
-    def post(self, path: str, body: dict[str, Any] | bytes) -> Any:
+    def post(self, path: str, body: dict[str, Any] | bytes, raw: bool = False) -> Any:
+        """POST a JSON body to `path`; the answer's JSON, or its bytes when `raw`."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return self._call("POST", path, data)
+        content = self._call("POST", path, data)
+        return content if raw else _json(content, f"POST {self.url}{path}")
 
-    def _call(self, method: str, path: str, data: bytes | None) -> Any:
+    def _count(self, retried: bool = False) -> None:
+        with self._lock:
+            self.requests += 1
+            self.retried += int(retried)
+
+    def _call(self, method: str, path: str, data: bytes | None) -> bytes:
+        """Send with retries (module docstring); the body of the first 2xx answer."""
         import requests
 
         url = f"{self.url}{path}"
@@ -117,7 +145,7 @@ class RestClient:
         headers = {"Content-Type": "application/json"} if data is not None else {}
         for attempt in range(p.retries + 1):
             retry_after = None
-            self.requests += 1
+            self._count(retried=attempt > 0)
             try:
                 r = self.session.request(
                     method, url, data=data, headers=headers, timeout=(p.timeout, p.timeout)
@@ -128,13 +156,12 @@ class RestClient:
                 why = f"connection failed ({_short(e)})"
             else:
                 if r.ok:
-                    try:
-                        return r.json()
-                    except ValueError:
+                    if not r.content.lstrip().startswith((b"{", b"[")):
                         raise ServingError(
                             f"{method} {url}: the answer is not JSON: {r.text[:200]!r}",
                             r.status_code,
-                        ) from None
+                        )
+                    return r.content
                 if r.status_code not in RETRY_STATUS:
                     raise ServingError(
                         f"{method} {url}: HTTP {r.status_code}: {_message(r)}", r.status_code
@@ -144,10 +171,16 @@ class RestClient:
             if attempt == p.retries:
                 raise ServingError(f"{method} {url}: {why}; gave up after {p.retries + 1} attempts")
             wait = p.delay(attempt, retry_after)
-            self.retried += 1
             log.warning("%s %s: %s; retrying in %.2f s", method, url, why, wait)
             time.sleep(wait)
         raise AssertionError("unreachable")
+
+
+def _json(content: bytes, what: str) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError as e:
+        raise ServingError(f"{what}: the answer is not valid JSON ({e})") from None
 
 
 def _short(e: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 
@@ -15,6 +16,7 @@ from reseg.components.predictor import load_backend
 from reseg.config import parse_config
 from reseg.serving import contract as c
 from reseg.serving.client import ServingBackend
+from reseg.serving.codec import read_array, to_json
 from reseg.serving.rest import RetryPolicy, ServingError
 from tests.components.predictor.helpers import smooth_image
 from tests.serving.models import plain_info, rounds_root
@@ -118,6 +120,37 @@ def test_backend_equals_the_local_models(served, server, fmt):
     np.testing.assert_allclose(
         got, load_backend(layout.model_dir(root, 0, None))(img, valid), atol=1e-6
     )
+
+
+def test_batches_split_into_concurrent_requests(served, server):
+    root, _ = served
+    img, valid = _batch(6)
+    backend = ServingBackend(server.url, "tiny", policy=FAST, max_batch=1, concurrency=3)
+    before = server.counts["predict"]
+    server.drop(1, only="predict")  # a retry inside one of the threads
+    got = backend(img, valid)
+    assert server.counts["predict"] - before == 6 + 1 and backend.rest.retried == 1
+    np.testing.assert_array_equal(got, ServingBackend(server.url, "tiny", policy=FAST)(img, valid))
+    backend.close()
+
+
+def test_json_shortcuts_are_exact():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((2, 3, 4, 5)).astype(np.float32) * np.float32(1e-3)
+    a[0, 0, 0] = [np.finfo(np.float32).max, np.finfo(np.float32).tiny, -0.0, 1e-45, 7]
+    for body in (
+        json.dumps({"outputs": a.tolist()}),
+        json.dumps({"outputs": a.tolist()}, indent=2),
+    ):
+        np.testing.assert_array_equal(read_array(body.encode(), "outputs", a.shape), a)
+    body = json.dumps({"outputs": a.tolist()}).encode()
+    assert read_array(body, "outputs", (2, 3, 20)) is None  # same count, other nesting
+    assert read_array(body, "predictions", a.shape) is None
+    assert (
+        read_array(json.dumps({"outputs": {"p": a.tolist()}}).encode(), "outputs", a.shape) is None
+    )
+    ints = np.array([[-99999.0, 72.0], [0.0, 255.0]], np.float32)
+    assert to_json(ints) == [[-99999, 72], [0, 255]] and to_json(a) == a.tolist()
 
 
 def test_503_and_dropped_connections_are_retried(server):
