@@ -7,8 +7,8 @@
   pipeline root of its own whose `tiles/`, `stats/` and `rounds/r0/fold<k>/{model,scores,eval}`
   are links to the shared ones.
 - A *job* is what one worker process does: `data` (resample, tile, statistics of a
-  resolution), `r0` (round 0 of a group and fold), `tta` (round 0 with test-time
-  augmentation) and `cell` (the rounds of a cell). Jobs wait for the jobs they need.
+  resolution), `r0` (round 0 of a group and fold, then the TTA baseline with its model)
+  and `cell` (the rounds of a cell). Jobs wait for the jobs they need.
 
 Study root layout::
 
@@ -283,9 +283,30 @@ def build_plan(
             groups.append(g)
             if not any(j.id == data_job for j in jobs):
                 jobs.append(Job(data_job, "data", [], {"group": gid, "resolution": f}))
+            tta_cell = None
+            if study.baselines.tta:
+                n = min(len(D4), cfg.rounds.count + 1)
+                tta_cell = f"{gid}.tta{n}"
+                cells.append(
+                    Cell(
+                        tta_cell,
+                        gid,
+                        "tta",
+                        _label("tta", {}, n),
+                        "",
+                        "",
+                        n,
+                        str(root / "cells" / tta_cell),
+                        None,
+                        tta=list(D4[:n]),
+                    )
+                )
+            # round 0 of each fold, and the TTA baseline with round 0's model in the same process
             r0_jobs = [f"r0.{gid}.fold{k_}" for k_ in folds]
             for k_, jid in zip(folds, r0_jobs, strict=True):
-                jobs.append(Job(jid, "r0", [data_job], {"group": gid, "fold": k_}))
+                jobs.append(
+                    Job(jid, "r0", [data_job], {"group": gid, "fold": k_, "tta_cell": tta_cell})
+                )
             seen: dict[str, Cell] = {}
             for kind, short, sel, x in _selections(study, base_sel):
                 cid = f"{gid}.{short}"
@@ -310,25 +331,6 @@ def build_plan(
                 seen[key] = cell
                 cells.append(cell)
                 jobs.append(Job(f"cell.{cid}", "cell", list(r0_jobs), {"cell": cid}))
-            if study.baselines.tta:
-                n = min(len(D4), cfg.rounds.count + 1)
-                cid = f"{gid}.tta{n}"
-                cells.append(
-                    Cell(
-                        cid,
-                        gid,
-                        "tta",
-                        _label("tta", {}, n),
-                        "",
-                        "",
-                        n,
-                        str(root / "cells" / cid),
-                        None,
-                        tta=list(D4[:n]),
-                    )
-                )
-                for k_, r0 in zip(folds, r0_jobs, strict=True):
-                    jobs.append(Job(f"tta.{cid}.fold{k_}", "tta", [r0], {"cell": cid, "fold": k_}))
     plan = Plan(
         str(root),
         study.model_dump(mode="json"),
@@ -367,7 +369,8 @@ def _job_fingerprint(plan: Plan, job: Job) -> str:
         cfg = plan.group(job.params["group"]).config
         parts = [cfg["data"], cfg["tiling"]]
         if job.kind == "r0":
-            parts += [cfg["model"], cfg["train"]]
+            tta = job.params.get("tta_cell")
+            parts += [cfg["model"], cfg["train"], tta and plan.cell(tta).tta]
     else:
         cell = plan.cell(job.params["cell"])
         g = plan.group(cell.group).config

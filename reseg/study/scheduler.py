@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from reseg.study.plan import Job, Plan, is_done
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
-PRIORITY = {"data": 0, "r0": 1, "tta": 2, "cell": 3}
+PRIORITY = {"data": 0, "r0": 1, "cell": 2}
 
 
 @dataclass
@@ -51,8 +51,22 @@ def worker_env(threads: int, extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def run_jobs(plan: Plan, parallel: int, env: Mapping[str, str]) -> Outcome:
-    """Run every job of `plan` not done yet; returns what happened."""
+def worker_command(root: Path, job: Job) -> list[str]:
+    """The worker process of a job: `python -m reseg.study.worker ROOT JOB`."""
+    return [sys.executable, "-m", "reseg.study.worker", str(root), job.id]
+
+
+def run_jobs(
+    plan: Plan,
+    parallel: int,
+    env: Mapping[str, str],
+    command: Callable[[Path, Job], list[str]] = worker_command,
+) -> Outcome:
+    """Run every job of `plan` not done yet, at most `parallel` at a time; returns what happened.
+
+    `command(root, job)` is the process of a job (default `worker_command`); it must exit 0
+    and write the job's done marker (`reseg.study.plan.marker`) when the job succeeded.
+    """
     root = Path(plan.root)
     (root / "logs").mkdir(parents=True, exist_ok=True)
     out = Outcome()
@@ -74,7 +88,7 @@ def run_jobs(plan: Plan, parallel: int, env: Mapping[str, str]) -> Outcome:
                 out.blocked.append(j.id)
                 log.warning("study job %s not started: a job it needs failed", j.id)
             for j in ready[: max(0, parallel - len(running))]:
-                running[j.id] = _start(j, root, env)
+                running[j.id] = _start(j, root, env, command(root, j))
                 state[j.id] = "running"
             if not running and not any(j.id not in state for j in plan.jobs):
                 break
@@ -100,12 +114,13 @@ def _blocked(job: Job, state: dict[str, str]) -> bool:
     return any(state.get(d) in ("failed", "blocked") for d in job.deps)
 
 
-def _start(job: Job, root: Path, env: Mapping[str, str]) -> tuple[subprocess.Popen, float, object]:
+def _start(
+    job: Job, root: Path, env: Mapping[str, str], cmd: list[str]
+) -> tuple[subprocess.Popen, float, object]:
     logfile = root / "logs" / f"{job.id}.log"
     fh = open(logfile, "a")  # noqa: SIM115  (closed when the job ends)
     fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start {job.id}\n")
     fh.flush()
-    cmd = [sys.executable, "-m", "reseg.study.worker", str(root), job.id]
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(env))
     log.info("study job %s started (pid %d, log %s)", job.id, proc.pid, logfile)
     return proc, time.time(), fh

@@ -58,7 +58,8 @@ def _share_data(g: Group, root: Path) -> None:
 
 
 def run_r0(plan: Plan, job: Job) -> None:
-    """Round 0 of one group and validation fold: train, score, evaluate, per-tile confusions."""
+    """Round 0 of a group and validation fold (train, score, evaluate, per-tile confusions),
+    then the group's TTA baseline on that fold."""
     from reseg import tracking
     from reseg.components.evaluator import evaluate
     from reseg.components.scorer import score
@@ -94,17 +95,18 @@ def run_r0(plan: Plan, job: Job) -> None:
         root / "study" / f"r0_fold{fold}.npz",
         *tilecm.tile_confusions(scores, fold, tiles.num_classes),
     )
+    if job.params.get("tta_cell"):
+        run_tta(plan, job.params["tta_cell"], fold, job.fingerprint)
 
 
-def run_tta(plan: Plan, job: Job) -> None:
+def run_tta(plan: Plan, cell_id: str, fold: int, key: str) -> None:
     """Round 0's model with test-time augmentation, scored and evaluated on one fold."""
     from reseg import tracking
     from reseg.components.evaluator import evaluate
     from reseg.components.scorer import score
 
-    cell = plan.cell(job.params["cell"])
+    cell = plan.cell(cell_id)
     g = plan.group(cell.group)
-    fold = job.params["fold"]
     cfg = config_of(g.config, g.id)
     root = Path(cell.root)
     tiles = artifacts.TileSet.load(layout.tiles_dir(g.root))
@@ -114,7 +116,7 @@ def run_tta(plan: Plan, job: Job) -> None:
         root,
         run_name=f"tta {cell.id} fold{fold}",
         tags={**parent_tags(), "reseg.step": "tta", "reseg.fold": fold, "reseg.cell": cell.id},
-        resume_key=artifacts.fingerprint("study-tta", job.fingerprint, str(root)),
+        resume_key=artifacts.fingerprint("study-tta", key, str(root)),
     ) as run:
         scores = score(
             cfg,
@@ -170,7 +172,7 @@ def run_cell(plan: Plan, job: Job) -> None:
         )
 
 
-RUNNERS = {"data": run_data, "r0": run_r0, "tta": run_tta, "cell": run_cell}
+RUNNERS = {"data": run_data, "r0": run_r0, "cell": run_cell}
 
 
 def run_job(root: str | Path, job_id: str) -> None:
