@@ -53,6 +53,12 @@ def _rounds(ctx: Context) -> Any:
     ]
 
 
+def _export(ctx: Context) -> Any:
+    from reseg.components.exporter import export
+
+    return export(ctx.cfg, ctx.root, tracking=ctx.run)
+
+
 def _report(ctx: Context) -> Any:
     from reseg.report import write_report
 
@@ -66,6 +72,7 @@ STEPS: dict[str, Callable[[Context], Any]] = {
     "tile": _tile,
     "stats": _stats,
     "rounds": _rounds,
+    "export": _export,
     "report": _report,
 }
 
