@@ -146,6 +146,11 @@ class TrainConfig(Section):
                 f"min_learning_rate must not exceed learning_rate, received "
                 f"min_learning_rate={self.min_learning_rate}, learning_rate={self.learning_rate}"
             )
+        if self.jit_compile and self.deterministic:
+            raise ValueError(
+                "jit_compile and deterministic exclude each other (XLA has no deterministic "
+                "max-pooling gradient); received jit_compile=true, deterministic=true"
+            )
         if self.warmup_epochs and self.schedule != "cosine":
             raise ValueError(
                 f"warmup_epochs needs schedule: cosine, received schedule={self.schedule!r}"

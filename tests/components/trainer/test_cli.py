@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from reseg import artifacts, layout
@@ -18,6 +19,8 @@ from tests.components.trainer.conftest import free_port
 from tests.components.trainer.tiles import config_dict, write_root
 
 UNET = {"name": "unet", "params": {"depth": 2, "base_filters": 4}}
+
+pytestmark = pytest.mark.slow  # real subprocesses: TF starts in each
 
 
 def _write_config(root: Path, **sections) -> Path:
