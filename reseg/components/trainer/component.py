@@ -107,8 +107,6 @@ def train(
         )
     files = inputs.tile_files(tile_files, tiles)
     init = Path(init_model) if init_model is not None else None
-    if init is None:
-        inputs.check_model(cfg)
     fp = artifacts.fingerprint(
         "train",
         CODE_VERSION,
@@ -130,6 +128,8 @@ def train(
             tracking.set_tags({"reseg.skipped": "up to date", "reseg.model_dir": job.final})
         return job.final
 
+    if init is None:
+        inputs.check_model(cfg)
     cluster = get_cluster(cfg.train.distribute)
     if not cluster.is_chief:
         run_cm: Any = contextlib.nullcontext(tracking_mod.NULL_RUN)
