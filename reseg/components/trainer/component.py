@@ -392,6 +392,14 @@ def _manifest(
     }
 
 
+def _scene_nodata(cfg: Config, tiles: TileSet) -> float | None:
+    """The image nodata the model was trained with: the config's, else the scenes' (when they agree)."""
+    if cfg.data.nodata is not None:
+        return cfg.data.nodata
+    values = {s.get("nodata") for s in tiles.manifest.get("scenes", [])}
+    return values.pop() if len(values) == 1 else None
+
+
 def _write_model_dir(job: _Job, stride: int, work: Path, history: list[dict[str, Any]]) -> None:
     """model.json, history.json and curves.png beside the saved model."""
     cfg, init_info = job.cfg, inputs.init_info(job.init)
@@ -405,7 +413,7 @@ def _write_model_dir(job: _Job, stride: int, work: Path, history: list[dict[str,
         output_stride=stride,
         tile_size=job.tiles.tile_size,
         architecture=init_info.architecture if init_info is not None else cfg.model.name,
-        nodata=cfg.data.nodata,
+        nodata=_scene_nodata(cfg, job.tiles),
         band_indexes=tuple(cfg.data.bands) if cfg.data.bands else None,
         label_values={f"{k:g}": v for k, v in cfg.data.value_to_class().items()},
     )
