@@ -178,6 +178,14 @@ class StudyConfig(Section):
         ),
     )
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    restore_best: bool = Field(
+        False,
+        description=(
+            "Let trainings keep their best validation epoch (train.restore_best, early_stopping). "
+            "The validation fold is the study's evaluation set, so by default no round picks "
+            "its epoch on it."
+        ),
+    )
     profile: str | None = Field(None, description="The applied profile (set by the loader).")
 
 

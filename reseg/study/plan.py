@@ -28,19 +28,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reseg import artifacts, layout
+from reseg import artifacts
 from reseg.config import Config, parse_config
 from reseg.config.predict import D4
 from reseg.errors import ConfigError
+from reseg.study.cells import cell_label, group_config, selections
 from reseg.study.config import ModelSpec, StudyConfig, deep_merge
-from reseg.study.resample import scaled_tiling
 
 PLAN_VERSION = 1
-DEFAULT_BEAM = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=1",
-    "--direct_running_mode=in_memory",
-]
 
 
 @dataclass
@@ -123,19 +118,6 @@ class Plan:
         )
 
 
-def _xs(x: Any) -> str:
-    """x in a cell id: 5 -> '5', 2.5 -> '2.5', a per-class list -> 'pc' + short hash."""
-    if isinstance(x, list):
-        return "pc" + artifacts.fingerprint(x)[:6]
-    return f"{float(x):g}"
-
-
-def _x_label(x: Any) -> str:
-    if isinstance(x, list):
-        return "[" + ",".join(f"{float(v):g}" for v in x) + "]%"
-    return f"{float(x):g}%"
-
-
 def _output_stride(models: list[ModelSpec]) -> int:
     import math
 
@@ -145,101 +127,6 @@ def _output_stride(models: list[ModelSpec]) -> int:
     for spec in models:
         m = math.lcm(m, output_stride(spec.name, **spec.params))
     return m
-
-
-def _group_config(
-    study: StudyConfig,
-    base: dict[str, Any],
-    root: Path,
-    f: int,
-    spec: ModelSpec,
-    stride: int,
-    folds,
-) -> dict[str, Any]:
-    raw = json.loads(json.dumps(base))
-    t = raw["tiling"]
-    raw["tiling"] = {
-        **t,
-        **scaled_tiling(t["tile_size"], t["overlap"], t.get("block_size"), f, stride),
-    }
-    if f > 1:
-        scenes_dir = root / "data" / f"res{f}" / "scenes"
-        for s in raw["data"]["scenes"]:
-            sid = s.get("id") or Path(s["image"]).stem
-            s["id"] = sid
-            s["image"] = str(scenes_dir / f"{sid}.image.tif")
-            if s.get("labels"):
-                s["labels"] = str(scenes_dir / f"{sid}.labels.tif")
-    raw["model"] = {"name": spec.name, "params": dict(spec.params)}
-    raw["train"] = {**raw["train"], "progress": "log"}
-    raw["rounds"] = {**raw["rounds"], "folds": list(folds)}
-    raw["beam"] = {"args": list(study.beam_args or DEFAULT_BEAM)}
-    raw["tracking"] = {
-        **raw["tracking"],
-        "uri": layout.tracking_uri(root),
-        "experiment": study.name,
-    }
-    return raw
-
-
-def _selections(study: StudyConfig, base_sel: dict[str, Any]) -> list[tuple[str, str, dict, Any]]:
-    """(kind, short id, selection mapping, x) of every cell of a group, grid first."""
-    g, b = study.grid, study.baselines
-    plain = {**base_sel, "grow": None, "threshold": None}
-    out = []
-    for score in g.score:
-        for direction in g.direction:
-            if direction == "band":
-                for lo, hi in g.band:
-                    sel = {**plain, "score": score, "direction": "band", "band": [lo, hi]}
-                    out.append(("grid", f"{score}.band{lo:g}-{hi:g}", sel, [lo, hi]))
-                continue
-            for x in g.percent:
-                sel = {**plain, "score": score, "direction": direction, "percent": x, "band": None}
-                out.append(("grid", f"{score}.{direction}{_xs(x)}", sel, x))
-    if b.all_pixels:
-        sel = {
-            **plain,
-            "direction": "top",
-            "percent": 100.0,
-            "band": None,
-            "correct_only": False,
-            "weighting": "only",
-        }
-        out.append(("all_pixels", "all_pixels", sel, 100.0))
-    if b.bottom is not None:
-        sel = {
-            **plain,
-            "direction": "bottom",
-            "percent": b.bottom.percent,
-            "band": None,
-            "min_kept": b.bottom.min_kept,
-        }
-        out.append(("bottom", f"bottom{_xs(b.bottom.percent)}", sel, b.bottom.percent))
-    if b.cbst is not None:
-        c = b.cbst
-        sel = {**plain, "direction": "top", "band": None, "grow": c.model_dump()}
-        out.append(
-            (
-                "cbst",
-                f"cbst{c.start:g}-{c.step:g}-{c.max:g}",
-                sel,
-                f"{c.start:g}+{c.step:g}/round<={c.max:g}",
-            )
-        )
-    return out
-
-
-def _label(kind: str, sel: dict, x: Any) -> str:
-    if kind == "all_pixels":
-        return "all pixels (more training)"
-    if kind == "cbst":
-        return f"CBST top {x}%"
-    if kind == "tta":
-        return f"TTA of round 0 ({x} transforms)"
-    if sel["direction"] == "band":
-        return f"band {x[0]:g}-{x[1]:g} pct, {sel['score']}"
-    return f"{sel['direction']} {_x_label(x)}, {sel['score']}"
 
 
 def build_plan(
@@ -276,7 +163,7 @@ def build_plan(
         data_job = f"data.res{f}"
         for spec in models:
             gid = f"res{f}-{spec.tag}"
-            raw = _group_config(study, base, root, f, spec, stride, folds)
+            raw = group_config(study, base, root, f, spec, stride, folds)
             raw["name"] = gid
             cfg = _validated(raw, gid)
             g = Group(gid, f, spec.tag, str(root / "groups" / gid), str(data_root), raw)
@@ -292,7 +179,7 @@ def build_plan(
                         tta_cell,
                         gid,
                         "tta",
-                        _label("tta", {}, n),
+                        cell_label("tta", {}, n),
                         "",
                         "",
                         n,
@@ -308,7 +195,7 @@ def build_plan(
                     Job(jid, "r0", [data_job], {"group": gid, "fold": k_, "tta_cell": tta_cell})
                 )
             seen: dict[str, Cell] = {}
-            for kind, short, sel, x in _selections(study, base_sel):
+            for kind, short, sel, x in selections(study, base_sel):
                 cid = f"{gid}.{short}"
                 craw = deep_merge(raw, {"name": cid, "rounds": {"selection": sel}})
                 craw["rounds"]["selection"] = sel
@@ -321,7 +208,7 @@ def build_plan(
                     cid,
                     gid,
                     kind,
-                    _label(kind, sel, x),
+                    cell_label(kind, sel, x),
                     sel["score"],
                     sel["direction"],
                     x,

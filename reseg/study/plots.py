@@ -163,7 +163,7 @@ def hist_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | N
     """Per class, the round-0 score histogram and each cell's last selection's (density)."""
     rows = [r for r in results if r.cell.kind != "tta" and r.folds]
     first = [(r, next(iter(r.folds.values()))) for r in rows]
-    first = [(r, f) for r, f in first if f.hist]
+    first = [(r, f) for r, f in first if 0 in f.hist]
     if not first:
         return None
     names = list(next(iter(first[0][1].hist.values()))["counts"])

@@ -1,0 +1,134 @@
+"""The configs of groups and cells: what a resolution, a model and a rounds setting change.
+
+`group_config` turns the base config into a group's (resampled scenes, scaled tiling,
+the model, the study's tracking store, one in-process Beam worker); `selections` lists
+the `rounds.selection` of every cell of a group, grid first, then the baselines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from reseg import artifacts, layout
+from reseg.study.config import ModelSpec, StudyConfig
+from reseg.study.resample import scaled_tiling
+
+DEFAULT_BEAM = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=1",
+    "--direct_running_mode=in_memory",
+]
+
+
+def _xs(x: Any) -> str:
+    """x in a cell id: 5 -> '5', 2.5 -> '2.5', a per-class list -> 'pc' + short hash."""
+    if isinstance(x, list):
+        return "pc" + artifacts.fingerprint(x)[:6]
+    return f"{float(x):g}"
+
+
+def _x_label(x: Any) -> str:
+    if isinstance(x, list):
+        return "[" + ",".join(f"{float(v):g}" for v in x) + "]%"
+    return f"{float(x):g}%"
+
+
+def group_config(
+    study: StudyConfig,
+    base: dict[str, Any],
+    root: Path,
+    f: int,
+    spec: ModelSpec,
+    stride: int,
+    folds,
+) -> dict[str, Any]:
+    """The base config (a mapping) at resolution factor `f` with model `spec`, for `folds`."""
+    raw = json.loads(json.dumps(base))
+    t = raw["tiling"]
+    raw["tiling"] = {
+        **t,
+        **scaled_tiling(t["tile_size"], t["overlap"], t.get("block_size"), f, stride),
+    }
+    if f > 1:
+        scenes_dir = root / "data" / f"res{f}" / "scenes"
+        for s in raw["data"]["scenes"]:
+            sid = s.get("id") or Path(s["image"]).stem
+            s["id"] = sid
+            s["image"] = str(scenes_dir / f"{sid}.image.tif")
+            if s.get("labels"):
+                s["labels"] = str(scenes_dir / f"{sid}.labels.tif")
+    raw["model"] = {"name": spec.name, "params": dict(spec.params)}
+    raw["train"] = {**raw["train"], "progress": "log"}
+    if not study.restore_best:  # the validation fold is the evaluation set: no peeking
+        raw["train"].update(restore_best=False, early_stopping=None)
+    raw["rounds"] = {**raw["rounds"], "folds": list(folds)}
+    raw["beam"] = {"args": list(study.beam_args or DEFAULT_BEAM)}
+    raw["tracking"] = {
+        **raw["tracking"],
+        "uri": layout.tracking_uri(root),
+        "experiment": study.name,
+    }
+    return raw
+
+
+def selections(study: StudyConfig, base_sel: dict[str, Any]) -> list[tuple[str, str, dict, Any]]:
+    """(kind, short id, selection mapping, x) of every cell of a group, grid first."""
+    g, b = study.grid, study.baselines
+    plain = {**base_sel, "grow": None, "threshold": None}
+    out = []
+    for score in g.score:
+        for direction in g.direction:
+            if direction == "band":
+                for lo, hi in g.band:
+                    sel = {**plain, "score": score, "direction": "band", "band": [lo, hi]}
+                    out.append(("grid", f"{score}.band{lo:g}-{hi:g}", sel, [lo, hi]))
+                continue
+            for x in g.percent:
+                sel = {**plain, "score": score, "direction": direction, "percent": x, "band": None}
+                out.append(("grid", f"{score}.{direction}{_xs(x)}", sel, x))
+    if b.all_pixels:
+        sel = {
+            **plain,
+            "direction": "top",
+            "percent": 100.0,
+            "band": None,
+            "correct_only": False,
+            "weighting": "only",
+        }
+        out.append(("all_pixels", "all_pixels", sel, 100.0))
+    if b.bottom is not None:
+        sel = {
+            **plain,
+            "direction": "bottom",
+            "percent": b.bottom.percent,
+            "band": None,
+            "min_kept": b.bottom.min_kept,
+        }
+        out.append(("bottom", f"bottom{_xs(b.bottom.percent)}", sel, b.bottom.percent))
+    if b.cbst is not None:
+        c = b.cbst
+        sel = {**plain, "direction": "top", "band": None, "grow": c.model_dump()}
+        out.append(
+            (
+                "cbst",
+                f"cbst{c.start:g}-{c.step:g}-{c.max:g}",
+                sel,
+                f"{c.start:g}+{c.step:g}/round<={c.max:g}",
+            )
+        )
+    return out
+
+
+def cell_label(kind: str, sel: dict, x: Any) -> str:
+    """A cell's setting in words, for tables."""
+    if kind == "all_pixels":
+        return "all pixels (more training)"
+    if kind == "cbst":
+        return f"CBST top {x}%"
+    if kind == "tta":
+        return f"TTA of round 0 ({x} transforms)"
+    if sel["direction"] == "band":
+        return f"band {x[0]:g}-{x[1]:g} pct, {sel['score']}"
+    return f"{sel['direction']} {_x_label(x)}, {sel['score']}"
