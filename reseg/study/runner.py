@@ -96,7 +96,9 @@ def run_study(
         plan = plan_study(study_file, root, profile, beam_args, parallel)
         study = plan.study
         cfg = config_of(plan.groups[0].config, plan.groups[0].id)
-        key = artifacts.fingerprint("study", study["name"], study.get("profile"), str(root))
+        # an edited study gets a new run; how it runs (parallel, threads) may change on resume
+        fixed = {k: v for k, v in study.items() if k not in ("parallel", "threads")}
+        key = artifacts.fingerprint("study", fixed, str(root))
         started = time.time()
         with tracking.open_run(
             cfg,
@@ -108,7 +110,8 @@ def run_study(
             reopen=True,
         ) as run:
             if run.enabled:
-                run.log_params({"study": study})
+                run.log_params({"study": fixed})
+                run.set_tags({"reseg.parallel": study["parallel"]})
             outcome = Outcome()
             if not report_only:
                 threads = study["threads"] or max(1, (os.cpu_count() or 1) // study["parallel"])
