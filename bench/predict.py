@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -252,16 +253,26 @@ def run_scene(backend, image: Path, out: Path, **cfg):
     return result, cls
 
 
-def child(scene: str, model: str, out: str) -> None:
-    """In a fresh process: predict `scene`, print peak RSS (MiB) and timings as JSON."""
+def child(scene: str, model: str, out: str, variant: str) -> None:
+    """In a fresh process: predict `scene`, print peak RSS (MiB) and timings as JSON.
+
+    variant `default`: the default config; `fixed`: full-size tiles (`shrink_tiles: false`)
+    and no XLA, so that every scene size runs the very same per-tile work.
+    """
     from reseg.components.predictor import load_backend, predict_scene
     from reseg.config import PredictConfig
 
     backend = load_backend(model)
     backend(np.zeros((1, 64, 64, BANDS), np.uint16), np.ones((1, 64, 64), np.uint8))
     base = _status_mb("VmHWM")
-    r = predict_scene(backend, scene, out, PredictConfig(progress=False, preview=True))
-    print(json.dumps({"peak_rss_mb": _status_mb("VmHWM"), "baseline_rss_mb": base, **r.stats}))
+    extra = {"shrink_tiles": False, "jit_compile": False} if variant == "fixed" else {}
+    r = predict_scene(backend, scene, out, PredictConfig(progress=False, preview=True, **extra))
+    jit = bool(getattr(backend, "jit_compile", False))
+    print(
+        json.dumps(
+            {"peak_rss_mb": _status_mb("VmHWM"), "baseline_rss_mb": base, "jit": jit, **r.stats}
+        )
+    )
 
 
 def _status_mb(key: str) -> float:
@@ -277,22 +288,30 @@ def _status_mb(key: str) -> float:
 
 
 def rss_runs(tmp: Path, sizes: list[int]) -> list[dict]:
+    """Peak RSS of a fresh process per scene size, default config and fixed-size tiles."""
     model = tiny_dir(tmp)
     rows = []
     for size in sizes:
         scene = write_big_tif(tmp / f"s{size}.tif", size)
-        cmd = [sys.executable, __file__, "--child", str(scene), str(model), str(tmp / f"out{size}")]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            raise RuntimeError(f"child for {size} failed:\n{proc.stderr[-3000:]}")
-        rows.append({"size": size, **json.loads(proc.stdout.strip().splitlines()[-1])})
+        for variant in ("default", "fixed"):
+            out = tmp / f"out{size}{variant}"
+            cmd = [sys.executable, __file__, "--child", str(scene), str(model), str(out), variant]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                raise RuntimeError(f"child for {size} failed:\n{proc.stderr[-3000:]}")
+            row = {
+                "size": size,
+                "variant": variant,
+                **json.loads(proc.stdout.strip().splitlines()[-1]),
+            }
+            rows.append(row)
+            shutil.rmtree(out, ignore_errors=True)
+            print(
+                f"  rss {size}^2 {variant}: peak {row['peak_rss_mb']:.0f} MiB, tiles {row['tile_rows']} px, "
+                f"{row['wall_s']:.1f} s",
+                flush=True,
+            )
         scene.unlink()
-        for f in (tmp / f"out{size}").iterdir():
-            f.unlink()
-        print(
-            f"  rss {size}^2: peak {rows[-1]['peak_rss_mb']:.0f} MiB, {rows[-1]['wall_s']:.1f} s",
-            flush=True,
-        )
     return rows
 
 
@@ -300,9 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scene-size", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of (b)")
+    ap.add_argument("--train-steps", type=int, default=50, help="U-Net training steps (batch 8 of 64^2)")
     ap.add_argument("--tta-size", type=int, default=768)
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2000, 8000, 16000])
-    ap.add_argument("--child", nargs=3, metavar=("SCENE", "MODEL", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child", nargs=4, metavar=("SCENE", "MODEL", "OUT", "VARIANT"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args(argv)
     if args.child:
         child(*args.child)
@@ -317,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         img = synthetic(args.scene_size, args.scene_size)
         scene = write_tif(tmp / "scene.tif", img)
         t0 = time.perf_counter()
-        model_dir = unet_dir(tmp, img)
+        model_dir = unet_dir(tmp, img, args.train_steps)
         res["train_s"] = time.perf_counter() - t0
         backend = load_backend(model_dir)
         print(f"  trained the U-Net in {res['train_s']:.0f} s", flush=True)
@@ -348,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
             "time_default_s": st["wall_s"],
             "time_none_s": runs["none"][0]["wall_s"],
             "overhead": st["wall_s"] / runs["none"][0]["wall_s"],
+            "cpu_default_s": st["cpu_s"],
+            "cpu_none_s": runs["none"][0]["cpu_s"],
+            "overhead_cpu": st["cpu_s"] / runs["none"][0]["cpu_s"],
             "pixels_ratio": st["pixels_processed"] / runs["none"][0]["pixels_processed"],
             "agreement_default": float((cls == whole).mean()),
             "agreement_default_interior": float((cls == whole)[100:-100, 100:-100].mean()),
@@ -371,8 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"  tta: {res['d']['ratio']:.2f}x", flush=True)
         res["c"] = rss_runs(tmp, args.rss_sizes)
-    peaks = [r["peak_rss_mb"] for r in res["c"]]
-    res["c_spread_mb"] = max(peaks) - min(peaks) if peaks else None
+    for variant in ("default", "fixed"):
+        peaks = [r["peak_rss_mb"] for r in res["c"] if r["variant"] == variant]
+        res[f"c_spread_mb_{variant}"] = max(peaks) - min(peaks) if peaks else None
     _table(res)
     out = REPO / "bench" / "results" / "predict.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -382,27 +408,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _table(r: dict) -> None:
-    a, b, d, e = r["a"], r["b"], r["d"], r["e"]
+    a, b, d, e, rate = r["a"], r["b"], r["d"], r["e"], r["matmul_gflops"]
     rows = [
         (
             "(a) GFLOP/s end to end / matmul",
-            f"{a['gflops_end_to_end']:.1f} / {r['matmul_gflops']:.1f}",
+            f"{a['gflops_end_to_end']:.1f} / {rate:.1f}",
             f"{a['ratio_end_to_end']:.2f}",
             "",
         ),
         (
             "(a) GFLOP/s inside the model / matmul",
-            f"{a['gflops_in_model']:.1f} / {r['matmul_gflops']:.1f}",
+            f"{a['gflops_in_model']:.1f} / {rate:.1f}",
             f"{a['ratio_in_model']:.2f}",
             "",
         ),
         (
-            "(b) time overlap 32 / overlap 0",
+            "(b) wall time overlap 32 / overlap 0",
             f"{b['time_default_s']:.1f} s / {b['time_none_s']:.1f} s",
             f"{b['overhead']:.3f}x",
             "<= 1.15x",
         ),
-        ("(b) pixels processed, same ratio", "", f"{b['pixels_ratio']:.3f}x", ""),
+        (
+            "(b) CPU time overlap 32 / overlap 0",
+            f"{b['cpu_default_s']:.1f} s / {b['cpu_none_s']:.1f} s",
+            f"{b['overhead_cpu']:.3f}x",
+            "<= 1.15x",
+        ),
+        ("(b) pixels through the model, same ratio", "", f"{b['pixels_ratio']:.3f}x", ""),
         (
             "(b) agreement with whole image, overlap 32",
             "",
@@ -423,16 +455,28 @@ def _table(r: dict) -> None:
         ),
     ]
     for c in r["c"]:
+        xla = ", XLA" if c.get("jit") else ""
         rows.append(
             (
-                f"(c) peak RSS {c['size']}^2 x 4 uint16",
-                f"{c['wall_s']:.1f} s",
+                f"(c) peak RSS {c['size']}^2, {c['variant']}",
+                f"tiles {c['tile_rows']} px{xla}",
                 f"{c['peak_rss_mb']:.0f} MiB",
                 "",
             )
         )
     rows += [
-        ("(c) spread of peak RSS", "", f"{r['c_spread_mb']:.0f} MiB", "<= 100 MiB"),
+        (
+            "(c) spread of peak RSS, default config",
+            "",
+            f"{r['c_spread_mb_default']:.0f} MiB",
+            "<= 100 MiB",
+        ),
+        (
+            "(c) spread of peak RSS, fixed-size tiles",
+            "",
+            f"{r['c_spread_mb_fixed']:.0f} MiB",
+            "<= 100 MiB",
+        ),
         (
             "(d) TTA d4 / plain",
             f"{d['d4_s']:.1f} s / {d['plain_s']:.1f} s",
@@ -448,9 +492,9 @@ def _table(r: dict) -> None:
         ),
     ]
     w = max(len(x[0]) for x in rows)
-    print(f"\n{'measure':<{w}}  {'detail':>22}  {'value':>12}  target")
+    print(f"\n{'measure':<{w}}  {'detail':>24}  {'value':>10}  target")
     for name, detail, value, target in rows:
-        print(f"{name:<{w}}  {detail:>22}  {value:>12}  {target}")
+        print(f"{name:<{w}}  {detail:>24}  {value:>10}  {target}")
 
 
 if __name__ == "__main__":

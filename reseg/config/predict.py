@@ -64,6 +64,14 @@ class PredictConfig(Section):
         ),
     )
     overlap: int = Field(32, ge=0, description="Pixels shared by neighbouring tiles (even).")
+    shrink_tiles: bool = Field(
+        True,
+        description=(
+            "Shrink the tiles to the smallest size (a multiple of the output stride) that covers "
+            "the scene with as many tiles, instead of predicting mostly padding in the last one. "
+            "Off: every tile has the full size, so memory does not depend on the scene at all."
+        ),
+    )
     batch_size: int = Field(2, ge=1, le=1024, description="Tiles per model call.")
     tta: Literal["none", "d4"] | list[str] = Field(
         "none",

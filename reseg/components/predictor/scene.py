@@ -223,17 +223,20 @@ def predict_scene(
         data: a config's data section for reading `labels` (classes, label values, vectors).
 
     Returns:
-        The output paths, the metrics (or None) and timings: `wall_s`, `model_s` (time in
-        the model), `model_busy` (model_s / sliding-window wall time), `read_wait_s`, `finish_s`.
+        The output paths, the metrics (or None) and timings: `wall_s`, `cpu_s` (CPU time of
+        the process, all threads), `model_s` (time in the model), `model_busy` (model_s /
+        sliding-window wall time), `read_wait_s`, `write_wait_s`, `finish_s`.
     """
     cfg = cfg or PredictConfig()
     _fixed_mmap_threshold()
     backend = model if isinstance(model, Backend) else load_backend(model)
     info = backend.info
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     scene = open_scene(image, info, cfg.nodata)
     tile, overlap = resolve_geometry(cfg, info)
-    plan = SlidingPlan.make(scene.height, scene.width, tile, overlap, info.output_stride)
+    plan = SlidingPlan.make(
+        scene.height, scene.width, tile, overlap, info.output_stride, cfg.shrink_tiles
+    )
     n_batches = math.ceil(plan.num_tiles / cfg.batch_size)
     if hasattr(backend, "jit_compile"):
         backend.jit_compile = (
@@ -272,6 +275,7 @@ def predict_scene(
     wall = time.perf_counter() - t_start
     timing.update(
         wall_s=wall,
+        cpu_s=time.process_time() - cpu_start,
         finish_s=time.perf_counter() - t_fin,
         tiles=plan.num_tiles,
         tile_rows=plan.rows.tile,

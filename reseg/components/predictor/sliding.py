@@ -61,8 +61,14 @@ class AxisPlan:
         return i * self.stride - self.pad
 
 
-def plan_axis(length: int, tile: int, overlap: int, multiple: int = 1) -> AxisPlan:
-    """Tiles along an axis of `length` pixels (module docstring: n and the shrunk T')."""
+def plan_axis(
+    length: int, tile: int, overlap: int, multiple: int = 1, shrink: bool = True
+) -> AxisPlan:
+    """Tiles along an axis of `length` pixels (module docstring: n and the shrunk T').
+
+    With `shrink=False` every tile keeps the size `tile` (rounded up to `multiple`), and
+    the last one runs further into the reflect-padded border.
+    """
     if length <= 0:
         raise ValueError(f"Argument `length` must be positive. Received: length={length}")
     if overlap < 0 or overlap % 2 or 2 * overlap > tile:
@@ -75,7 +81,7 @@ def plan_axis(length: int, tile: int, overlap: int, multiple: int = 1) -> AxisPl
     n = max(1, math.ceil(span / (tile - overlap)))
     shrunk = multiple * math.ceil((math.ceil(span / n) + overlap) / multiple)
     shrunk = max(shrunk, multiple * math.ceil(2 * overlap / multiple) if overlap else multiple)
-    return AxisPlan(length, min(tile, shrunk), overlap, pad, n)
+    return AxisPlan(length, min(tile, shrunk) if shrink else tile, overlap, pad, n)
 
 
 def taper(tile: int, overlap: int) -> np.ndarray:
@@ -98,10 +104,17 @@ class SlidingPlan:
 
     @classmethod
     def make(
-        cls, height: int, width: int, tile: int, overlap: int, multiple: int = 1
+        cls,
+        height: int,
+        width: int,
+        tile: int,
+        overlap: int,
+        multiple: int = 1,
+        shrink: bool = True,
     ) -> SlidingPlan:
         return cls(
-            plan_axis(height, tile, overlap, multiple), plan_axis(width, tile, overlap, multiple)
+            plan_axis(height, tile, overlap, multiple, shrink),
+            plan_axis(width, tile, overlap, multiple, shrink),
         )
 
     @property

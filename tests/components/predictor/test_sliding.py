@@ -73,13 +73,17 @@ def _reference(plan: SlidingPlan, tiles: dict, c: int) -> np.ndarray:
     tile=st.sampled_from([16, 24, 40, 64]),
     half_overlap=st.integers(0, 8),
     seed=st.integers(0, 1000),
+    shrink=st.booleans(),
 )
-def test_blender_streams_exactly_the_full_canvas_blend(height, width, tile, half_overlap, seed):
+def test_blender_streams_exactly_the_full_canvas_blend(
+    height, width, tile, half_overlap, seed, shrink
+):
     overlap = 2 * half_overlap
     if 2 * overlap > tile:
         return
     c = 3
-    plan = SlidingPlan.make(height, width, tile, overlap, multiple=8)
+    plan = SlidingPlan.make(height, width, tile, overlap, multiple=8, shrink=shrink)
+    assert shrink or plan.tile_shape == (8 * -(-tile // 8),) * 2
     rng = np.random.default_rng(seed)
     tiles = {ij: rng.dirichlet(np.ones(c), plan.tile_shape).astype(np.float32) for ij in plan}
     out = np.full((height, width, c), np.nan, np.float32)
