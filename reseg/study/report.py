@@ -221,9 +221,13 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         "",
         "Grid: " + json.dumps(s["grid"]) + ". Baselines: " + json.dumps(s["baselines"]) + ".",
         "",
-        "Intervals are 95% percentile bootstraps of the mean over folds of the paired difference "
-        f"per fold, resampling validation tiles within each fold ({s['bootstrap']['samples']} "
-        "resamples); they do not include training-seed variation (see the last section).",
+        f"Intervals ([low, high]) are {100 * s['bootstrap']['level']:g}% bias-corrected percentile "
+        "bootstraps of the mean over folds of the per-fold paired difference, resampling "
+        f"validation tiles within each fold ({s['bootstrap']['samples']} resamples). They do not "
+        "include the variation between training runs: every round is trained once, so an "
+        "interval that excludes 0 says the two models differ on these validation pixels, not "
+        "that another training run would differ the same way; the spread over folds (± sd) "
+        "shows how much folds disagree.",
         "",
         "## Summary",
         "",

@@ -12,7 +12,13 @@ two percentile bootstrap intervals:
   the validation tiles with replacement (the same tiles for the cell and round
   0), sum their core confusion matrices, recompute both mIoUs and d_k; average
   over folds. Tile cores partition the scene, so this resamples validation
-  pixels in spatially coherent blocks of one tile core.
+  pixels in spatially coherent blocks of one tile core. mIoU averages over the
+  classes present (in labels or predictions), and which classes are present
+  changes between resamples, so the replicates can be biased against the
+  estimate; the interval is the bias-corrected percentile interval (Efron 1981):
+  with z0 = Phi^-1(share of replicates below the estimate) it takes the
+  replicates' quantiles Phi(2 z0 +- z_{1 - alpha/2}) instead of alpha/2 and
+  1 - alpha/2.
 
 Neither interval includes the variation between training runs (seeds): every
 cell trains each round once. Read them as "how sure are we of this difference on
@@ -108,8 +114,27 @@ def tile_interval(
         cb = (w @ b.reshape(n, c * c)).reshape(samples, c, c)
         reps.append(miou(cb) - miou(ca))
     mean_reps = np.nanmean(np.stack(reps), 0)
-    lo, hi = _percentiles(mean_reps, level)
-    return Interval(float(np.nanmean(point)), lo, hi, int(sum(len(a) for a, _ in pairs)))
+    estimate = float(np.nanmean(point))
+    lo, hi = _bias_corrected(mean_reps, estimate, level)
+    return Interval(estimate, lo, hi, int(sum(len(a) for a, _ in pairs)))
+
+
+def _bias_corrected(reps: np.ndarray, estimate: float, level: float) -> tuple[float, float]:
+    """Bias-corrected percentile interval of bootstrap replicates `reps` around `estimate`."""
+    from statistics import NormalDist
+
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return estimate, estimate
+    nd = NormalDist()
+    below = (np.sum(reps < estimate) + 0.5 * np.sum(reps == estimate)) / reps.size
+    if below <= 0 or below >= 1:  # every replicate on one side: no correction possible
+        return _percentiles(reps, level)
+    z0 = nd.inv_cdf(float(below))
+    z = nd.inv_cdf(1 - (1 - level) / 2)
+    qs = [100 * nd.cdf(2 * z0 - z), 100 * nd.cdf(2 * z0 + z)]
+    lo, hi = np.percentile(reps, qs)
+    return float(lo), float(hi)
 
 
 def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:

@@ -79,3 +79,19 @@ def test_mean_sd():
     assert mean_sd([1.0, None, 3.0]) == (2.0, pytest.approx(np.sqrt(2)), 2)
     assert mean_sd([None]) == (None, None, 0)
     assert mean_sd([0.5]) == (0.5, None, 1)
+
+
+def test_bias_corrected_interval_moves_against_the_replicates_bias():
+    from reseg.study.stats import _bias_corrected
+
+    rng = np.random.default_rng(0)
+    biased = rng.normal(0.035, 0.02, 20000)  # replicates centred 0.015 above the estimate
+    lo, hi = _bias_corrected(biased, 0.02, 0.95)
+    plain = np.percentile(biased, [2.5, 97.5])
+    assert lo < plain[0] and hi < plain[1] and lo < 0.02 < hi
+    # the BC interval of a normal bootstrap is the percentile interval shifted by 2 x bias
+    assert lo == pytest.approx(plain[0] - 0.03, abs=3e-3)
+    sym = rng.normal(0.1, 0.01, 20000)
+    lo, hi = _bias_corrected(sym, 0.1, 0.95)
+    assert lo == pytest.approx(0.1 - 1.96 * 0.01, abs=2e-3)
+    assert hi == pytest.approx(0.1 + 1.96 * 0.01, abs=2e-3)
