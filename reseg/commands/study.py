@@ -42,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print((result.report.parent / "results.md").read_text())
     o = result.outcome
-    print(
-        f"study jobs: {len(o.ran)} run, {len(o.skipped)} already done; "
-        f"report: {result.report} and {result.report.with_suffix('.html')}"
+    jobs = (
+        "no jobs run (--report-only)"
+        if args.report_only
+        else (f"study jobs: {len(o.ran)} run, {len(o.skipped)} already done")
     )
+    print(f"{jobs}; report: {result.report} and {result.report.with_suffix('.html')}")
     return 0

@@ -10,14 +10,26 @@ with bootstrap intervals (method in `reseg.study.stats`); where the rounds help.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 from reseg import artifacts
 from reseg.report import to_html
 from reseg.study import plots
 from reseg.study.plan import Plan
-from reseg.study.results import CellResult, collect, to_json
+from reseg.study.results import collect, to_json
+from reseg.study.tables import (
+    SUMMARY_HEAD,
+    _f,
+    _groups,
+    _iv,
+    _ms,
+    _table,
+    baselines_section,
+    best_x_section,
+    results_table,
+    summary_rows,
+    verdict_section,
+)
 
 SECTIONS = (
     "Summary",
@@ -30,171 +42,6 @@ SECTIONS = (
     "Paired differences against round 0",
     "Where the rounds help",
 )
-
-
-def _f(v: float | None, d: int = 3) -> str:
-    return "–" if v is None else f"{v:.{d}f}"
-
-
-def _ms(t: tuple) -> str:
-    m, sd = t[0], t[1]
-    if m is None:
-        return "–"
-    return f"{m:.3f}" if sd is None else f"{m:.3f} ± {sd:.3f}"
-
-
-def _iv(iv) -> str:
-    if iv.mean is None:
-        return "–"
-    if iv.low is None:
-        return f"{iv.mean:+.3f}"
-    return f"{iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return [*out, ""]
-
-
-def _groups(plan: Plan, results: list[CellResult]) -> list[tuple[str, list[CellResult]]]:
-    return [(g.id, [r for r in results if r.cell.group == g.id]) for g in plan.groups]
-
-
-def _kind(r: CellResult) -> str:
-    k = r.cell.kind if r.cell.kind != "grid" else "grid"
-    return k + (f" (= {', '.join(r.cell.aliases)})" if r.cell.aliases else "")
-
-
-def summary_rows(results: Sequence[CellResult]) -> list[list[str]]:
-    rows = []
-    for r in results:
-        rows.append(
-            [
-                r.cell.id,
-                _kind(r),
-                r.cell.label,
-                _ms(r.over_folds("r0")),
-                _ms(r.over_folds("last")) if r.cell.kind != "tta" else "–",
-                _ms(r.over_folds("merged")),
-                _iv(r.d_merged),
-                _iv(r.d_last),
-            ]
-        )
-    return rows
-
-
-SUMMARY_HEAD = [
-    "cell",
-    "kind",
-    "setting",
-    "round 0",
-    "last round",
-    "merged (TTA: augmented r0)",
-    "Δ merged − r0 [95% CI]",
-    "Δ last − r0 [95% CI]",
-]
-
-
-def _best_x(plan: Plan, results: list[CellResult]) -> list[str]:
-    md = ["## Best x", ""]
-    grid = [r for r in results if r.cell.kind == "grid" and r.over_folds("merged")[0] is not None]
-    if not grid:
-        return [*md, "No finished grid cell yet.", ""]
-    md += [
-        "Per class and group: the grid cell with the highest merged IoU of the class (mean over folds).",
-        "",
-    ]
-    rows = []
-    for gid, rs in _groups(plan, grid):
-        for name in plan.class_names:
-            scored = [(r.class_iou("merged", name), r) for r in rs]
-            scored = [(v, r) for v, r in scored if v is not None]
-            if not scored:
-                continue
-            v, best = max(scored, key=lambda t: t[0])
-            base = best.class_iou("r0", name)
-            gain = None if base is None else v - base
-            rows.append(
-                [
-                    gid,
-                    name,
-                    best.cell.label,
-                    _f(v),
-                    _f(base),
-                    "–" if gain is None else f"{gain:+.3f}",
-                ]
-            )
-    md += _table(["group", "class", "best setting", "IoU merged", "IoU round 0", "gain"], rows)
-    for axis, key in (
-        ("resolution", lambda r: f"res{r.group.resolution}"),
-        ("model", lambda r: r.group.model),
-    ):
-        md += [f"Best grid setting per {axis} (merged mIoU, mean over folds):", ""]
-        rows = []
-        for value in sorted({key(r) for r in grid}):
-            rs = [r for r in grid if key(r) == value]
-            best = max(rs, key=lambda r: r.over_folds("merged")[0])
-            rows.append(
-                [
-                    value,
-                    best.cell.id,
-                    best.cell.label,
-                    _ms(best.over_folds("merged")),
-                    _iv(best.d_merged),
-                ]
-            )
-        md += _table([axis, "cell", "setting", "merged mIoU", "Δ vs r0 [95% CI]"], rows)
-    return md
-
-
-def _baselines(plan: Plan, results: list[CellResult]) -> list[str]:
-    md = [
-        "## Baselines",
-        "",
-        "Selection vs more training: each grid cell's merged mIoU minus that of `all_pixels` "
-        "(the same rounds and epochs on every training pixel). Merging vs averaging: merged minus "
-        "TTA of round 0 (about as many predictions per pixel as the merged rounds).",
-        "",
-    ]
-    rows = []
-    for gid, rs in _groups(plan, results):
-        allp = next(
-            (r for r in rs if r.cell.kind == "all_pixels" or "all_pixels" in r.cell.aliases), None
-        )
-        tta = next((r for r in rs if r.cell.kind == "tta"), None)
-        a = allp.over_folds("merged")[0] if allp else None
-        t = tta.over_folds("merged")[0] if tta else None
-        for r in rs:
-            if r.cell.kind in ("tta",):
-                continue
-            m = r.over_folds("merged")[0]
-            rows.append(
-                [
-                    gid,
-                    r.cell.label,
-                    _f(m),
-                    "–" if m is None or a is None else f"{m - a:+.3f}",
-                    "–" if m is None or t is None else f"{m - t:+.3f}",
-                ]
-            )
-    return md + _table(["group", "cell", "merged mIoU", "− all pixels", "− TTA of r0"], rows)
-
-
-def _verdict(results: list[CellResult]) -> list[str]:
-    md = ["## Where the rounds help", ""]
-    helped = [r for r in results if r.d_merged.excludes_zero and r.d_merged.mean > 0]
-    hurt = [r for r in results if r.d_merged.excludes_zero and r.d_merged.mean < 0]
-    unclear = [r for r in results if r.d_merged.mean is not None and not r.d_merged.excludes_zero]
-    for title, rs in (
-        ("Better than round 0 (interval above 0)", helped),
-        ("Worse than round 0 (interval below 0)", hurt),
-        ("No clear difference (interval contains 0)", unclear),
-    ):
-        md.append(
-            f"- {title}: " + (", ".join(f"`{r.cell.id}` ({_iv(r.d_merged)})" for r in rs) or "none")
-        )
-    return [*md, ""]
 
 
 def _rel(p: Path, start: Path) -> str:
@@ -260,7 +107,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
             [r.cell.label, *[_f(r.class_iou("merged", n)) for n in plan.class_names]] for r in rs
         ]
         md += [f"### {gid}", "", *_table(["cell", *plan.class_names], rows)]
-    md += _best_x(plan, results)
+    md += best_x_section(plan, results)
     for gid, rs in _groups(plan, results):
         p = plots.x_plot(rs, out / f"x_{gid}.png", f"merged mIoU against x, {gid}")
         if p:
@@ -279,7 +126,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         )
         if p:
             md += [f"![three {gid}]({p.name})", ""]
-    md += _baselines(plan, results)
+    md += baselines_section(plan, results)
     md += [
         "## Score histograms and selection Jaccard",
         "",
@@ -344,53 +191,10 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
     p = plots.forest_plot(results, out / "paired_differences.png", "paired difference to round 0")
     if p:
         md += [f"![paired differences]({p.name})", ""]
-    md += _verdict(results)
+    md += verdict_section(results)
     text = "\n".join(md)
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(to_html(text, f"reseg study {s['name']}"))
     artifacts.write_json(out / "results.json", to_json(results))
     (out / "results.md").write_text(results_table(plan, results))
     return out / "report.md"
-
-
-def results_table(plan: Plan, results: list[CellResult]) -> str:
-    """The compact table for a README: per group, round 0, the best grid cell and the baselines."""
-    s = plan.study
-    lines = [
-        f"**{s['name']}**"
-        + (f" (profile `{s['profile']}`)" if s.get("profile") else "")
-        + f", folds {plan.folds}, {plan.rounds} round(s); merged mIoU mean over folds, Δ vs round 0 "
-        "with 95% tile-bootstrap interval.",
-        "",
-    ]
-    rows = []
-    for gid, rs in _groups(plan, results):
-        if not rs:
-            continue
-        rows.append([gid, "round 0", _ms(rs[0].over_folds("r0")), ""])
-        grid = [r for r in rs if r.cell.kind == "grid" and r.over_folds("merged")[0] is not None]
-        if grid:
-            best = max(grid, key=lambda r: r.over_folds("merged")[0])
-            rows.append(
-                [
-                    gid,
-                    f"best grid: {best.cell.label}",
-                    _ms(best.over_folds("merged")),
-                    _iv(best.d_merged),
-                ]
-            )
-            worst = min(grid, key=lambda r: r.over_folds("merged")[0])
-            if worst is not best:
-                rows.append(
-                    [
-                        gid,
-                        f"worst grid: {worst.cell.label}",
-                        _ms(worst.over_folds("merged")),
-                        _iv(worst.d_merged),
-                    ]
-                )
-        for r in rs:
-            if r.cell.kind != "grid":
-                rows.append([gid, r.cell.label, _ms(r.over_folds("merged")), _iv(r.d_merged)])
-    lines += _table(["group", "cell", "mIoU", "Δ vs r0 [95% CI]"], rows)
-    return "\n".join(lines)

@@ -124,9 +124,14 @@ def test_report_has_every_section_and_names_the_best_x(study_root):
         None,
     ]
     res = (out / "results.md").read_text()
-    assert "best grid: top 20%, true_class" in res and "worst grid: top 5%, true_class" in res
+    lines = res.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| res1-unet | round 0 |"))
+    assert lines[first + 1].startswith("| res1-unet | top 20%, true_class | 0.6")  # best first
+    assert "| res1-unet | TTA of round 0 (3 transforms) |" in res
     html = (out / "report.html").read_text()
     assert html.count("<img") >= 8 and "<h2>Best x</h2>" in html
+    base = md.split("## Baselines")[1].split("## ")[0]
+    assert "| res1-unet | top 20%, true_class | 0.6" in base  # merged − all pixels > 0 follows
 
 
 def test_a_partial_study_still_gets_a_report(study_root):
