@@ -112,7 +112,9 @@ class PredictConfig(Section):
         2, ge=1, le=64, description="Batches queued between reader, model and writer."
     )
     chunk_mb: int = Field(16, ge=1, description="Largest block of image pixels read at once, MiB.")
-    gdal_cache_mb: int = Field(64, ge=8, description="GDAL block cache while predicting, MiB.")
+    gdal_cache_mb: int = Field(
+        16, ge=1, description="GDAL block cache while predicting (process-wide while it runs), MiB."
+    )
     jit_compile: bool | None = Field(
         None, description="XLA-compile the model; default on when a scene has 64 batches or more."
     )

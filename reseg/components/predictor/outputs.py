@@ -191,7 +191,9 @@ class SceneOutputs:
                     colormap=colormap(info) if key == "classes" else None,
                     additional_cog_metadata=extra,
                     in_memory=False,
-                    config={"GDAL_CACHEMAX": self.cfg.gdal_cache_mb},
+                    config={
+                        "GDAL_CACHEMAX": self.cfg.gdal_cache_mb << 20
+                    },  # bytes: rasterio calls GDALSetCacheMax64
                 )
             raw.unlink()
             done[key] = self.tmp / name
