@@ -47,13 +47,15 @@ def rounds_plot(results: Sequence[CellResult], rounds: int, path: Path, title: s
         pts = [(x, m[0], m[1] or 0) for x, m in zip(xs, ms, strict=True) if m[0] is not None]
         if pts:
             px, py, pe = zip(*pts, strict=True)
+            px = tuple(x + 0.04 * (i - len(rows) / 2) for x in px)  # keep error bars apart
             ax.errorbar(
                 px, py, yerr=pe, marker="o", ms=3, lw=1, color=color, label=_short(r), capsize=2
             )
             drawn = True
         m, sd, _ = r.over_folds("merged")
         if m is not None:
-            ax.errorbar([rounds + 1], [m], yerr=[sd or 0], marker="s", color=color, capsize=2)
+            x = rounds + 1 + 0.04 * (i - len(rows) / 2)
+            ax.errorbar([x], [m], yerr=[sd or 0], marker="s", color=color, capsize=2)
     for r in (x for x in results if x.cell.kind == "tta"):
         m = r.over_folds("merged")[0]
         if m is not None:
@@ -75,6 +77,7 @@ def forest_plot(results: Sequence[CellResult], path: Path, title: str) -> Path |
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.28 * len(rows)), dpi=100)
+    labelled: set[str] = set()
     for i, r in enumerate(rows):
         for off, iv, color, lab in (
             (-0.15, r.d_merged, "#d95f02", "merged − r0"),
@@ -84,7 +87,9 @@ def forest_plot(results: Sequence[CellResult], path: Path, title: str) -> Path |
                 continue
             lo = iv.low if iv.low is not None else iv.mean
             hi = iv.high if iv.high is not None else iv.mean
-            ax.plot([lo, hi], [i + off, i + off], color=color, lw=2, label=lab if i == 0 else None)
+            shown = lab in labelled
+            labelled.add(lab)
+            ax.plot([lo, hi], [i + off, i + off], color=color, lw=2, label=None if shown else lab)
             ax.plot([iv.mean], [i + off], "o", color=color, ms=3)
     ax.axvline(0, color="#333333", lw=0.8)
     ax.set_yticks(range(len(rows)), [r.cell.id for r in rows], fontsize=6)
