@@ -59,6 +59,12 @@ def _export(ctx: Context) -> Any:
     return export(ctx.cfg, ctx.root, tracking=ctx.run)
 
 
+def _predict(ctx: Context) -> Any:
+    from reseg.components.predictor.root import predict_root
+
+    return predict_root(ctx.cfg, ctx.root, ctx.run)
+
+
 def _report(ctx: Context) -> Any:
     from reseg.report import write_report
 
@@ -73,6 +79,7 @@ STEPS: dict[str, Callable[[Context], Any]] = {
     "stats": _stats,
     "rounds": _rounds,
     "export": _export,
+    "predict": _predict,
     "report": _report,
 }
 

@@ -184,3 +184,24 @@ def test_kill_during_round_one_then_rerun_ends_with_the_same_metrics(demo_rounds
             (Path(str(d).replace(str(root), str(ref_root))) / "metrics.json").read_text()
         )
         assert got["confusion"] == ref["confusion"], d
+
+
+def test_the_pipeline_predicts_every_scene_with_the_exported_model(demo_rounds):
+    import rasterio
+
+    from reseg.components.predictor.root import predict_root
+
+    root, cfg, results = demo_rounds
+    out = results["predict"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["source"] == cfg.export.source == "merged"
+    (entry,) = manifest["scenes"]
+    image = cfg.data.scenes[0].image
+    with rasterio.open(image) as src, rasterio.open(out / entry["outputs"]["classes"]) as cls:
+        assert (cls.crs, cls.transform, cls.shape) == (src.crs, src.transform, src.shape)
+        classes = cls.read(1)
+    assert set(np.unique(classes)) <= set(range(len(cfg.data.classes))) | {255}
+    assert 0 <= entry["mean_iou"] <= 1 and (out / entry["outputs"]["metrics"]).exists()
+    before = (out / "manifest.json").stat().st_mtime_ns
+    assert predict_root(cfg, root) == out  # same model and settings: nothing redone
+    assert (out / "manifest.json").stat().st_mtime_ns == before

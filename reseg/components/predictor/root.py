@@ -1,0 +1,108 @@
+"""The pipeline's `predict` step: every scene of the config, whole, with the exported model.
+
+    predict_root(cfg, root, run=None) -> <root>/predictions/
+
+The model is the one the `export` section names (`export.source`, `export.fold`;
+default the merged rounds of the first validation fold), so the GeoTIFFs under
+`predictions/` are what the SavedModel under `export/` gives. Scenes with labels
+in the config also get whole-scene metrics (`<scene>.metrics.json`). Those
+metrics cover every labelled pixel, including the pixels the model was trained
+on (all folds but the validation fold), so they are optimistic; the held-out
+figures are the rounds' `eval/metrics.json`.
+
+The folder is built in `predictions.tmp-<fingerprint>` and published with its
+`manifest.json` when every scene is written; a killed run keeps the scenes it
+finished there (each scene's files are themselves published atomically) and a
+rerun predicts only the rest. A rerun with the same model and predict section
+returns the published folder untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from reseg import artifacts, layout
+from reseg.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def _model_key(path: Path) -> str:
+    """The fingerprint of a model directory or merged rounds (their manifests)."""
+    parts = []
+    for name in ("manifest.json", "merged.json", "model.json"):
+        p = path / name
+        if p.exists():
+            parts.append(p.read_text())
+    return artifacts.fingerprint(str(path.resolve()), parts)
+
+
+def predict_root(cfg: Config, root: str | Path, run: Any = None) -> Path:
+    """Predict every scene of `cfg.data` into `<root>/predictions/`; return that folder."""
+    from reseg.components.exporter.sources import resolve
+    from reseg.components.predictor import load_backend, predict_scene
+
+    root = Path(root)
+    label, fold, model_path = resolve(cfg, root, cfg.export.source, cfg.export.fold)
+    scenes = cfg.data.scenes
+    fp = artifacts.fingerprint(
+        "predict",
+        _model_key(model_path),
+        cfg.predict.model_dump(mode="json"),
+        cfg.data.model_dump(mode="json"),
+    )
+    final = layout.predictions_dir(root)
+    try:
+        if artifacts.read_manifest(final).get("fingerprint") == fp:
+            log.info("predictions up to date: %s", final)
+            return final
+    except artifacts.ArtifactError:
+        pass
+    tmp = artifacts.staging_dir(final, fp)
+    backend = None
+    written: list[dict[str, Any]] = []
+    started = time.time()
+    for scene in scenes:
+        stem = scene.id or Path(scene.image).stem
+        done = tmp / f".{stem}.done.json"
+        if done.exists():
+            written.append(json.loads(done.read_text()))
+            log.info("%s: already predicted in %s", stem, tmp)
+            continue
+        if backend is None:
+            backend = load_backend(model_path)
+        res = predict_scene(
+            backend, scene.image, tmp, cfg.predict, scene.vector or scene.labels, cfg.data
+        )
+        entry = {
+            "scene": res.scene,
+            "image": str(scene.image),
+            "outputs": {k: p.name for k, p in res.outputs.items()},
+            "mean_iou": None if res.metrics is None else res.metrics["mean_iou"],
+            "overall_accuracy": None if res.metrics is None else res.metrics["overall_accuracy"],
+            "wall_s": res.stats.get("wall_s"),
+        }
+        artifacts.write_json(done, entry)
+        written.append(entry)
+    for p in tmp.glob(".*.done.json"):
+        p.unlink()
+    manifest = {
+        "fingerprint": fp,
+        "model": {"source": label, "fold": fold, "path": str(model_path)},
+        "scenes": written,
+        "metrics_note": "whole-scene metrics include the model's training pixels",
+        "seconds": round(time.time() - started, 1),
+    }
+    artifacts.publish(tmp, final, manifest, cfg.to_json())
+    if run is not None and getattr(run, "enabled", False):
+        for e in written:
+            for kind in ("preview", "metrics"):
+                name = e["outputs"].get(kind)
+                if name:
+                    run.log_artifact(final / name, "predictions")
+    log.info("predictions of %d scenes (%s model, fold %s): %s", len(written), label, fold, final)
+    return final
