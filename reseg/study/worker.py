@@ -137,6 +137,10 @@ def run_tta(plan: Plan, cell_id: str, fold: int, key: str) -> None:
     )
 
 
+CELL_STEPS = ("tile", "stats", "rounds", "report")
+"""Pipeline steps of a cell (`cell.yaml` with `reseg run` adds export and predict)."""
+
+
 def run_cell(plan: Plan, job: Job) -> None:
     """The rounds of one cell as a pipeline run reusing the group's tiles and round 0."""
     import yaml
@@ -155,7 +159,8 @@ def run_cell(plan: Plan, job: Job) -> None:
         for part in ("model", "scores", "eval"):
             src = layout.round_dir(g.root, 0, fold) / part
             link(src, layout.round_dir(root, 0, fold) / part)
-    run_pipeline(cfg, root, plan.beam_args)
+    # a study compares rounds: no SavedModel export and no whole-scene prediction per cell
+    run_pipeline(cfg, root, plan.beam_args, steps=CELL_STEPS)
     names = plan.class_names
     for view in collect(root):
         if not view.fold.startswith("fold"):
