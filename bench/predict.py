@@ -319,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scene-size", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of (b)")
-    ap.add_argument("--train-steps", type=int, default=50, help="U-Net training steps (batch 8 of 64^2)")
+    ap.add_argument(
+        "--train-steps", type=int, default=50, help="U-Net training steps (batch 8 of 64^2)"
+    )
     ap.add_argument("--tta-size", type=int, default=768)
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2000, 8000, 16000])
     ap.add_argument(

@@ -135,7 +135,7 @@ def test_short_classes_give_all_they_have_and_band_and_min_kept(small_tiles, tmp
     import json
 
     rep = json.loads((out / "selection.json").read_text())
-    for c, (name, pc) in enumerate(rep["per_class"].items()):
+    for name, pc in rep["per_class"].items():
         pool = sum(1 for cl, *_ in cands if cl == int(name[1:]))
         assert pc["pool"] == pool
         assert pc["selected"] == min(pool, pc["asked"])
