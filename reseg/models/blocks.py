@@ -7,6 +7,17 @@ from keras import layers
 
 from reseg.models.layers import InputSizeCheck
 
+BN_MOMENTUM = 0.9
+"""Momentum of the moving mean and variance of every batch norm the builders make.
+
+Keras' default, 0.99, keeps 0.99^n of the initial statistics (mean 0, variance 1)
+after n steps: 37% after 100 steps, which is a whole training on a small sample
+(the ISPRS crops make 5 steps per epoch), so validation and prediction ran on
+statistics that were mostly the initial ones (Potsdam: validation loss 15 while
+the training loss was 0.9). 0.9 (PyTorch's default, 0.1 in its convention) keeps
+4% after 30 steps.
+"""
+
 
 def image_input(bands: int, multiple: int, model_name: str):
     """The model input `(None, None, bands)` float32 and its size-checked tensor.
@@ -47,7 +58,7 @@ def conv_bn_relu(
         name=f"{name}_conv",
     )(x)
     if batch_norm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if activation:
         x = layers.ReLU(name=f"{name}_relu")(x)
     return x
