@@ -85,6 +85,7 @@ TINY = {
     },
     "rounds": {"count": 1, "selection": {"percent": 20}},
     "tracking": {"enabled": True},
+    "export": {"validation": False},  # validation has its own tests (tests/components)
 }
 
 

@@ -156,3 +156,24 @@ def test_bad_yaml(tmp_path, capsys, patch, needles):
     code, err, root = run_cli(tmp_path, raw, capsys)
     assert_clean_failure(code, err, root, "config.yaml", *needles)
     assert code == 2
+
+
+def test_unknown_pipeline_step(tmp_path, capsys):
+    img, lab = scene(tmp_path)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict(img, lab)))
+    root = tmp_path / "root"
+    code = main(["run", str(cfg), "--root", str(root), "--steps", "tile,train"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--steps" in err and "'train'" in err and "rounds" in err
+    assert not root.exists()
+
+
+def test_run_with_steps_runs_only_those(tmp_path, capsys):
+    img, lab = scene(tmp_path)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict(img, lab)))
+    root = tmp_path / "root"
+    assert main(["run", str(cfg), "--root", str(root), "--steps", "stats,tile"]) == 0
+    assert (root / "tiles" / "manifest.json").exists() and (root / "stats" / "stats.json").exists()
+    assert not (root / "rounds").exists()

@@ -1,18 +1,39 @@
-"""`reseg run CONFIG --root DIR [-- BEAM_OPTIONS]`: the whole pipeline, resumable."""
+"""`reseg run CONFIG --root DIR [--steps a,b] [-- BEAM_OPTIONS]`: the whole pipeline, resumable."""
 
 import argparse
 
 from reseg.commands._common import add_config_and_root, beam_args, load
+from reseg.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_and_root(parser, beam=True)
+    parser.add_argument(
+        "--steps",
+        help="comma-separated steps to run, in pipeline order (default all: "
+        "tile,stats,rounds,export,predict,report)",
+    )
+
+
+def _steps(text: str | None) -> list[str] | None:
+    from reseg.pipeline import STEPS
+
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STEPS]
+    if unknown or not names:
+        raise ConfigError(
+            f"--steps: unknown step(s) {unknown or [text]}; the steps are {', '.join(STEPS)}"
+        )
+    return [s for s in STEPS if s in names]
 
 
 def run(args: argparse.Namespace) -> int:
     from reseg.pipeline import run_pipeline
 
+    steps = _steps(args.steps)
     cfg = load(args)
-    run_pipeline(cfg, args.root, beam_args(args))
+    run_pipeline(cfg, args.root, beam_args(args), steps=steps)
     print(f"pipeline outputs: {args.root}")
     return 0

@@ -23,6 +23,7 @@ from tests.serving.standin import StandIn
 def exported_demo(tmp_path_factory, demo_rounds):
     """`reseg export --round merged` of the demo's trained rounds, in a root of its own."""
     ref_root, cfg, _ = demo_rounds
+    cfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={"validation": True})})
     root = tmp_path_factory.mktemp("serve_root")
     for name in ("tiles", "stats", "rounds", "merged"):
         (root / name).symlink_to(ref_root / name, target_is_directory=True)
