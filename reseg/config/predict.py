@@ -69,7 +69,7 @@ class PredictConfig(Section):
         description=(
             "Shrink the tiles to the smallest size (a multiple of the output stride) that covers "
             "the scene with as many tiles, instead of predicting mostly padding in the last one. "
-            "Off: every tile has the full size, so memory does not depend on the scene at all."
+            "Off: every tile has the full size, so the model's memory does not depend on the scene."
         ),
     )
     batch_size: int = Field(2, ge=1, le=1024, description="Tiles per model call.")
@@ -150,6 +150,12 @@ class PredictConfig(Section):
                 f"tile_size={self.tile_size}"
             )
         return self
+
+    @property
+    def gdal_env(self) -> dict[str, int]:
+        """GDAL options while predicting: the block cache in bytes (rasterio calls
+        GDALSetCacheMax64, which takes bytes; the value is process-wide while it runs)."""
+        return {"GDAL_CACHEMAX": self.gdal_cache_mb << 20}
 
     @property
     def transforms(self) -> tuple[str, ...]:

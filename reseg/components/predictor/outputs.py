@@ -191,9 +191,7 @@ class SceneOutputs:
                     colormap=colormap(info) if key == "classes" else None,
                     additional_cog_metadata=extra,
                     in_memory=False,
-                    config={
-                        "GDAL_CACHEMAX": self.cfg.gdal_cache_mb << 20
-                    },  # bytes: rasterio calls GDALSetCacheMax64
+                    config=self.cfg.gdal_env,
                 )
             raw.unlink()
             done[key] = self.tmp / name

@@ -98,7 +98,7 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> Path:
         "seconds": round(time.time() - started, 1),
     }
     artifacts.publish(tmp, final, manifest, cfg.to_json())
-    if run is not None and getattr(run, "enabled", False):
+    if run is not None and run.enabled:
         for e in written:
             for kind in ("preview", "metrics"):
                 name = e["outputs"].get(kind)

@@ -306,9 +306,7 @@ def _slide(
     failed = threading.Event()
     errors: list[BaseException] = []
     to_model, to_writer = _Pipe(cfg.prefetch, failed), _Pipe(cfg.prefetch, failed)
-    env = {
-        "GDAL_CACHEMAX": cfg.gdal_cache_mb << 20
-    }  # bytes: rasterio calls GDALSetCacheMax64 (process-wide)
+    env = cfg.gdal_env
     cm = np.zeros((c, c), np.int64)
     idx = rgb_indexes(info, cfg.rgb_bands) if cfg.refine != "none" else (0, 0, 0)
 
