@@ -259,8 +259,9 @@ def child(scene: str, model: str, out: str, variant: str) -> None:
     variant `default`: the default config; `fixed`: full-size tiles (`shrink_tiles: false`)
     and no XLA, so that every scene size runs the very same per-tile work.
     """
-    from reseg.components.predictor import load_backend, predict_scene
+    from reseg.components.predictor import predict_scene
     from reseg.config import PredictConfig
+    from reseg.serving import load_backend
 
     backend = load_backend(model)
     backend(np.zeros((1, 64, 64, BANDS), np.uint16), np.ones((1, 64, 64), np.uint8))
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(*args.child)
         return 0
-    from reseg.components.predictor import load_backend
+    from reseg.serving import load_backend
 
     res: dict = {"scene_size": args.scene_size, "tta_size": args.tta_size}
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as t:

@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import rasterio
 
-    from reseg.components.predictor import load_backend, predict_scene
+    from reseg.components.predictor import predict_scene
     from reseg.config import PredictConfig
+    from reseg.serving import load_backend
 
     data = shared_data()
     results: dict = {"steps": args.steps, "tile_size": 256, "overlap": 32, "rows": []}

@@ -52,3 +52,12 @@ def predictions_dir(root: str | Path) -> Path:
 def tracking_uri(root: str | Path) -> str:
     """Default MLflow tracking store of a pipeline root."""
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+# --- file names inside artifact directories ---------------------------------------------
+
+MANIFEST = "manifest.json"
+CONFIG_JSON = "config.json"
+MODEL_KERAS = "model.keras"
+MODEL_JSON = "model.json"
+MERGED_JSON = "merged.json"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.components.predictor.helpers import conv1x1, save_model, small_cnn
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,3 +111,34 @@ def demo_rounds(tmp_path_factory, demo_config, demo_root):
     cfg = tiny_config(demo_config)
     results = run_pipeline(cfg, root)
     return root, cfg, results
+
+
+# --- tiny saved models (predictor, inference, serving tests) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def cnn_dir(tmp_path_factory) -> Path:
+    """3 x 3 CNN, output stride 2, 4 x uint16 bands, 3 classes, label values 10/20/30."""
+    return save_model(
+        tmp_path_factory.mktemp("cnn") / "model",
+        small_cnn(4, 3, seed=1),
+        bands=4,
+        classes=3,
+        output_stride=2,
+        label_values={"10": 0, "20": 1, "30": 2, "0": 255},
+    )
+
+
+@pytest.fixture(scope="session")
+def px_dir(tmp_path_factory) -> Path:
+    """Per-pixel (1 x 1 convolutions) model, exactly D4-equivariant; 4 x uint16 bands, 3 classes."""
+    return save_model(
+        tmp_path_factory.mktemp("px") / "model", conv1x1(4, 3, seed=2), bands=4, classes=3
+    )
+
+
+@pytest.fixture(scope="session")
+def cnn(cnn_dir):
+    from reseg.serving import load_backend
+
+    return load_backend(cnn_dir)

@@ -170,7 +170,8 @@ def _print_metrics(scene: str, m: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reseg.components.predictor import load_backend, predict_scene
+    from reseg.components.predictor import predict_scene
+    from reseg.serving import load_backend
 
     cfg = None
     if args.config is not None:

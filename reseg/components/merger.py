@@ -2,7 +2,7 @@
 
 The rounds' scores of the validation fold's tiles are joined by tile
 (`CoGroupByKey` on scene/row/col, since score shards come in any order) and
-combined with `reseg.components.predictor.ensemble.combine`: mean, mean weighted
+combined with `reseg.inference.combine`: mean, mean weighted
 by each round's validation mIoU, maximum confidence, or majority vote. The
 configured method's result is written as a scores directory (evaluated like a
 round); the confusion matrices of all four methods are kept in `methods.json`.
@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts
 from reseg.components.beamio import WriteShards
-from reseg.components.predictor.ensemble import METHODS, combine
+from reseg.inference import METHODS, combine
 from reseg.metrics import confusion, scores
 from reseg.tfrecords_schema import decode, encode
 

@@ -21,8 +21,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts
 from reseg.components.beamio import WriteShards, count_records
-from reseg.components.predictor.tta import predict_tta
 from reseg.config import Config
+from reseg.inference import KerasBackend, predict_tta
 from reseg.tfrecords_schema import decode, encode
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ class ScoreBatch(beam.DoFn):
         self.backend = None
 
     def setup(self) -> None:
-        from reseg.components.predictor.backends import KerasBackend
-
         self.backend = KerasBackend(self.model_dir)
 
     def process(self, records: list[bytes]) -> Iterator[bytes]:

@@ -5,7 +5,13 @@
 - `layout`: `<base>/<version>/` folders, atomic publication, the warmup file
 - `validate`: loading an export in a fresh process and replaying its warmup requests
 - `rest`: TF Serving's REST endpoints with timeouts and retries
+- `backends`: `SavedModelBackend` (an export, in-process) and `load_backend` (any model path)
 - `client`: `ServingBackend`, the predictor's model interface over REST
 
-Nothing is imported here, so `import reseg.serving` stays cheap.
+`load_backend` (any model path: a round's model, merged rounds or an export) is
+re-exported here.
 """
+
+from reseg.serving.backends import SavedModelBackend, load_backend
+
+__all__ = ["SavedModelBackend", "load_backend"]

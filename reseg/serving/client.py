@@ -36,6 +36,7 @@ import numpy as np
 
 from reseg.artifacts import ModelInfo
 from reseg.errors import ArtifactError
+from reseg.inference import check_batch
 from reseg.serving import contract as c
 from reseg.serving.codec import read_array, to_json
 from reseg.serving.rest import RestClient, RetryPolicy, ServingError, model_path
@@ -229,9 +230,7 @@ class ServingBackend:
 
     def __call__(self, tiles_raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Class probabilities float32 (B, H, W, C) of raw tiles (B, H, W, bands), valid (B, H, W)."""
-        from reseg.components.predictor.backends import _check_batch
-
-        _check_batch(self.info, tiles_raw, valid)
+        check_batch(self.info, tiles_raw, valid)
         if not self.takes_valid:  # serving_default masks nothing itself: send the band means
             fill = np.asarray(self.info.mean, np.float64).astype(self.dtype)
             tiles_raw = np.where(valid[..., None] > 0, tiles_raw, fill)

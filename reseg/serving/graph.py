@@ -7,7 +7,7 @@ normalises the raw tile with its own statistics, exactly as the predictor's
 
     x' = (float32(x) - mean) / std        per band, then 0 where the pixel is not valid
 
-and the members' probabilities p_i are combined like `predictor.ensemble.combine`,
+and the members' probabilities p_i are combined like `reseg.inference.combine`,
 with the same float32 arithmetic in the same order:
 
 - mean / weighted:  p = sum_i w_i p_i with w_i = w_i / sum_j w_j (mean: w_i = 1 / n)

@@ -11,11 +11,11 @@ import pytest
 from reseg import layout, tracking
 from reseg.artifacts import ModelInfo
 from reseg.components.exporter import export, export_info
-from reseg.components.predictor import SavedModelBackend, load_backend
-from reseg.components.predictor.backends import normalise
 from reseg.errors import ArtifactError
+from reseg.inference import normalise
 from reseg.serving import contract as c
 from reseg.serving import layout as tfs
+from reseg.serving.backends import SavedModelBackend, load_backend
 from reseg.serving.validate import validate_export
 from tests.serving.models import demo_info, rounds_root
 

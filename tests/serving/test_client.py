@@ -12,9 +12,9 @@ import requests
 
 from reseg import layout
 from reseg.components.exporter import export
-from reseg.components.predictor import load_backend
 from reseg.config import parse_config
 from reseg.serving import contract as c
+from reseg.serving import load_backend
 from reseg.serving.client import ServingBackend
 from reseg.serving.codec import read_array, to_json
 from reseg.serving.rest import RetryPolicy, ServingError

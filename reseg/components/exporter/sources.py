@@ -19,6 +19,7 @@ from reseg import artifacts, layout
 from reseg.artifacts import ModelInfo
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError
+from reseg.inference import EnsembleBackend, KerasBackend, load_backend
 from reseg.serving.graph import Member
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,6 @@ def _model_fingerprint(model_dir: Path) -> str:
 
 def load(label: str, fold: int | None, path: Path) -> Source:
     """Load the models of `path` (a model directory or merged rounds) for export."""
-    from reseg.components.predictor import EnsembleBackend, KerasBackend, load_backend
-
     backend = load_backend(path)
     if isinstance(backend, EnsembleBackend):
         bad = [m.path for m in backend.members if not isinstance(m, KerasBackend)]

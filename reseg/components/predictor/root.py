@@ -44,7 +44,8 @@ def _model_key(path: Path) -> str:
 def predict_root(cfg: Config, root: str | Path, run: Any = None) -> Path:
     """Predict every scene of `cfg.data` into `<root>/predictions/`; return that folder."""
     from reseg.components.exporter.sources import resolve
-    from reseg.components.predictor import load_backend, predict_scene
+    from reseg.components.predictor import predict_scene
+    from reseg.serving import load_backend
 
     root = Path(root)
     label, fold, model_path = resolve(cfg, root, cfg.export.source, cfg.export.fold)

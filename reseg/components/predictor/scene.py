@@ -27,16 +27,16 @@ import numpy as np
 import rasterio
 
 from reseg.artifacts import ModelInfo
-from reseg.components.predictor.backends import Backend, load_backend
 from reseg.components.predictor.labels import LabelReader, label_data_config
 from reseg.components.predictor.outputs import SceneOutputs
 from reseg.components.predictor.reader import ImageReader, SceneImage, open_scene
 from reseg.components.predictor.refine import refine_tile, rgb_indexes
 from reseg.components.predictor.sliding import Blender, SlidingPlan
-from reseg.components.predictor.tta import predict_tta
 from reseg.config import DataConfig, PredictConfig, VectorLabels
 from reseg.errors import ConfigError
+from reseg.inference import Backend, predict_tta
 from reseg.metrics import confusion, scores
+from reseg.serving import load_backend
 from reseg.windows import Window
 
 log = logging.getLogger(__name__)

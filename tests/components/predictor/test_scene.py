@@ -11,11 +11,12 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from reseg.components.predictor import load_backend, predict_scene
+from reseg.components.predictor import predict_scene
 from reseg.components.predictor.outputs import colormap
 from reseg.config import PredictConfig
 from reseg.errors import InputError
 from reseg.metrics import confusion
+from reseg.serving import load_backend
 from tests.components.predictor.helpers import smooth_image
 from tests.rasters import TRANSFORM, write_raster
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reseg.components.predictor import combine
+from reseg.inference import combine
 
 A = np.array([[0.7, 0.2, 0.1], [0.2, 0.3, 0.5]], np.float32)
 B = np.array([[0.1, 0.8, 0.1], [0.4, 0.4, 0.2]], np.float32)

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 
 from reseg.artifacts import ModelInfo
-from reseg.components.predictor import (
-    Backend,
-    EnsembleBackend,
-    KerasBackend,
-    SavedModelBackend,
-    combine,
-    load_backend,
-)
-from reseg.components.predictor.backends import normalise
 from reseg.errors import ArtifactError
+from reseg.inference import Backend, EnsembleBackend, KerasBackend, combine, normalise
+from reseg.serving.backends import SavedModelBackend, load_backend
 from tests.components.predictor.helpers import conv1x1, save_model, smooth_image
 
 

@@ -21,9 +21,17 @@ on stored per-pixel scores.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+from reseg import layout
+from reseg.errors import ArtifactError
+from reseg.inference.backends import KerasBackend
 
 METHODS = ("mean", "weighted", "max_confidence", "vote")
 
@@ -80,3 +88,63 @@ def combine(
         votes = np.argmax(p, axis=-1)
         out += np.float32(wi) * np.eye(c, dtype=np.float32)[votes]
     return out
+
+
+class EnsembleBackend:
+    """Merged rounds: every member (a round's Keras model) predicts, `combine` merges them."""
+
+    def __init__(self, merged_dir: str | Path, jit_compile: bool = False):
+        merged_dir = Path(merged_dir)
+        spec_path = merged_dir / layout.MERGED_JSON
+        try:
+            spec = json.loads(spec_path.read_text())
+            self.method = spec["method"]
+            members = spec["members"]
+            self.weights = [float(m.get("weight", 1.0)) for m in members]
+            paths = [Path(m["model"]) for m in members]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ArtifactError(
+                f"{spec_path}: not a valid merged.json ({type(e).__name__}: {e})"
+            ) from None
+        if self.method not in METHODS or not members:
+            raise ArtifactError(
+                f"{spec_path}: method must be one of {METHODS} with at least one member; "
+                f"received method={self.method!r}, {len(members)} members"
+            )
+        paths = [p if p.is_absolute() else merged_dir / p for p in paths]
+        self.path = merged_dir
+        self.members = [KerasBackend(p, jit_compile=jit_compile) for p in paths]
+        first = self.members[0].info
+        for p, m in zip(paths[1:], self.members[1:], strict=True):
+            i = m.info
+            if (i.bands, i.image_dtype, i.class_names, i.band_indexes) != (
+                first.bands,
+                first.image_dtype,
+                first.class_names,
+                first.band_indexes,
+            ):
+                raise ArtifactError(
+                    f"{spec_path}: member {p} takes {i.bands} x {i.image_dtype} bands {i.band_indexes} "
+                    f"with classes {list(i.class_names)}, but {paths[0]} takes {first.bands} x "
+                    f"{first.image_dtype} bands {first.band_indexes} with classes {list(first.class_names)}"
+                )
+        stride = math.lcm(*(m.info.output_stride for m in self.members))
+        self.info = dataclasses.replace(
+            first,
+            output_stride=stride,
+            architecture=f"{self.method}({', '.join(m.info.architecture for m in self.members)})",
+        )
+
+    @property
+    def jit_compile(self) -> bool:
+        return all(getattr(m, "jit_compile", False) for m in self.members)
+
+    @jit_compile.setter
+    def jit_compile(self, on: bool) -> None:
+        for m in self.members:
+            if hasattr(m, "jit_compile"):
+                m.jit_compile = on
+
+    def __call__(self, tiles_raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        probs = [m(tiles_raw, valid) for m in self.members]
+        return combine(probs, self.weights, self.method)

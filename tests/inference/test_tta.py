@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reseg.components.predictor import load_backend
-from reseg.components.predictor.tta import forward, inverse, predict_tta
 from reseg.config.predict import D4, PredictConfig
 from reseg.errors import ConfigError
+from reseg.inference.tta import forward, inverse, predict_tta
+from reseg.serving import load_backend
 from tests.components.predictor.helpers import smooth_image
 
 

@@ -1,0 +1,134 @@
+"""One interface to every kind of model reseg runs, and the in-process Keras backend.
+
+A backend is a callable with a `ModelInfo`:
+
+    backend.info: reseg.artifacts.ModelInfo
+    backend(tiles_raw, valid) -> probs
+
+    tiles_raw: (B, H, W, bands) in the scene dtype (raw band values, not normalised)
+    valid:     (B, H, W) uint8, 1 where the pixel holds data
+    probs:     (B, H, W, C) float32 class probabilities
+
+H and W are multiples of `info.output_stride`. The backend normalises itself
+(x' = (x - mean) / std, invalid pixels set to 0), so the sliding window, TTA,
+blending and outputs are shared by every kind of model, including a remote one
+(a TF Serving REST client only has to implement this call).
+
+Backends here: `KerasBackend` (a round's model directory) and
+`reseg.inference.ensemble.EnsembleBackend` (merged rounds). The exported
+SavedModel and the TF Serving REST client are backends too; they live in
+`reseg.serving`, the only package that knows TF Serving's layout and names, and
+`reseg.serving.load_backend` recognises every kind of model path.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import reseg.models  # noqa: F401  (registers reseg's layers for deserialisation)
+from reseg import layout
+from reseg.artifacts import ModelInfo
+from reseg.errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the predictor needs from a model (module docstring)."""
+
+    info: ModelInfo
+
+    def __call__(self, tiles_raw: np.ndarray, valid: np.ndarray) -> np.ndarray: ...
+
+
+def check_batch(info: ModelInfo, tiles_raw: np.ndarray, valid: np.ndarray) -> None:
+    """Raise ValueError unless the batch fits the model: (B, H, W, bands), strides, `valid` shape."""
+    if tiles_raw.ndim != 4 or tiles_raw.shape[-1] != info.bands:
+        raise ValueError(
+            f"Argument `tiles_raw` must be (B, H, W, {info.bands}). Received: shape={tiles_raw.shape}"
+        )
+    if valid.shape != tiles_raw.shape[:3]:
+        raise ValueError(
+            f"Argument `valid` must be {tiles_raw.shape[:3]}. Received: shape={valid.shape}"
+        )
+    s = info.output_stride
+    if tiles_raw.shape[1] % s or tiles_raw.shape[2] % s:
+        raise ValueError(
+            f"tile height and width must be multiples of the output stride {s}. "
+            f"Received: {tiles_raw.shape[1]}x{tiles_raw.shape[2]}"
+        )
+
+
+def normalise(tiles_raw: np.ndarray, valid: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """x' = (x - mean) / std per band, 0 where not valid; float32 (B, H, W, bands)."""
+    mean = np.asarray(info.mean, np.float32)
+    std = np.asarray(info.std, np.float32)
+    x = (tiles_raw.astype(np.float32) - mean) / std
+    return np.where(valid[..., None].astype(bool), x, np.float32(0))
+
+
+def is_keras_model_dir(path: Path) -> bool:
+    """True for a round's model directory (`model.keras` and/or `model.json`)."""
+    return (path / layout.MODEL_KERAS).exists() or (path / layout.MODEL_JSON).exists()
+
+
+class KerasBackend:
+    """A round's model directory (`model.keras` + `model.json`), run in-process.
+
+    The normalisation runs inside a `tf.function` (XLA-compiled when `jit_compile`),
+    so raw uint8/uint16 tiles travel to the device. With XLA, batches smaller than the
+    largest batch seen are padded to it, so the function is compiled once per tile shape.
+    """
+
+    def __init__(self, model_dir: str | Path, jit_compile: bool = False):
+        model_dir = Path(model_dir)
+        self.path = model_dir
+        self.info = ModelInfo.load(model_dir)
+        path = model_dir / layout.MODEL_KERAS
+        if not path.exists():
+            raise ArtifactError(f"{model_dir}: no {layout.MODEL_KERAS} beside {layout.MODEL_JSON}")
+        try:
+            self.model = keras.models.load_model(path, safe_mode=True, compile=False)
+        except Exception as e:  # a corrupt or foreign file; keras raises many kinds
+            raise ArtifactError(f"{path}: cannot load the Keras model: {e}") from None
+        self._max_batch = 0
+        self._jit = None
+        self.jit_compile = jit_compile
+
+    @property
+    def jit_compile(self) -> bool:
+        return bool(self._jit)
+
+    @jit_compile.setter
+    def jit_compile(self, on: bool) -> None:
+        if on == self._jit:
+            return
+        self._jit = bool(on)
+        mean = tf.constant(np.asarray(self.info.mean, np.float32))
+        std = tf.constant(np.asarray(self.info.std, np.float32))
+        model = self.model
+
+        def forward(raw, valid):
+            x = (tf.cast(raw, tf.float32) - mean) / std
+            x = tf.where(tf.expand_dims(valid > 0, -1), x, tf.zeros_like(x))
+            return tf.cast(model(x, training=False), tf.float32)
+
+        self._fn = tf.function(forward, jit_compile=self._jit, reduce_retracing=not self._jit)
+
+    def __call__(self, tiles_raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        check_batch(self.info, tiles_raw, valid)
+        b = tiles_raw.shape[0]
+        self._max_batch = max(self._max_batch, b)
+        if self._jit and b < self._max_batch:  # one compiled shape; without XLA, no wasted work
+            pad = [(0, self._max_batch - b)] + [(0, 0)] * 3
+            tiles_raw = np.pad(tiles_raw, pad)
+            valid = np.pad(valid, pad[:3])
+        out = self._fn(tiles_raw, valid.astype(np.uint8, copy=False))
+        return np.asarray(out)[:b]
