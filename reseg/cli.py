@@ -12,11 +12,11 @@ import argparse
 import importlib
 import importlib.util
 import logging
-import os
 import sys
 
 from reseg import __version__
 from reseg.errors import ResegError
+from reseg.logs import quiet_libraries
 
 log = logging.getLogger("reseg")
 
@@ -40,22 +40,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("study", "sweep selection settings, models, resolutions and folds; one report"),
     "demo": ("demo", "run the bundled Landsat example end to end"),
 }
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for name in (
-        "tensorflow",
-        "absl",
-        "apache_beam",
-        "rasterio",
-        "fiona",
-        "matplotlib",
-        "PIL",
-        "h5py",
-        "urllib3",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def build_parser(with_commands: str | None = None) -> argparse.ArgumentParser:
@@ -88,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    _quiet_libraries()
+    quiet_libraries()
     name = f"reseg.commands.{COMMANDS[args.command][0]}"
     if importlib.util.find_spec(name) is None:
         print(f"reseg {args.command}: not in this version of reseg yet", file=sys.stderr)

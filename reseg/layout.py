@@ -16,9 +16,26 @@ def stats_dir(root: str | Path) -> Path:
     return Path(root) / "stats"
 
 
+FULL = "full"
+"""Folder name of the models trained on every tile (fold None: no evaluation fold)."""
+
+
+def fold_name(fold: int | None) -> str:
+    """`fold<k>` for evaluation fold k; `full` for fold None (trained on every tile)."""
+    return FULL if fold is None else f"fold{fold}"
+
+
+def rounds_root(root: str | Path) -> Path:
+    return Path(root) / "rounds"
+
+
+def merged_root(root: str | Path) -> Path:
+    return Path(root) / "merged"
+
+
 def round_dir(root: str | Path, r: int, fold: int | None) -> Path:
-    """`rounds/r<r>/fold<k>`; `fold=None` (trained on every fold, no validation) is `all`."""
-    return Path(root) / "rounds" / f"r{r}" / ("all" if fold is None else f"fold{fold}")
+    """`rounds/r<r>/fold<k>`; `fold=None` (trained on every tile, no evaluation) is `full`."""
+    return rounds_root(root) / f"r{r}" / fold_name(fold)
 
 
 def model_dir(root: str | Path, r: int, fold: int | None) -> Path:
@@ -38,7 +55,15 @@ def eval_dir(root: str | Path, r: int, fold: int | None) -> Path:
 
 
 def merged_dir(root: str | Path, fold: int | None) -> Path:
-    return Path(root) / "merged" / ("all" if fold is None else f"fold{fold}")
+    return merged_root(root) / fold_name(fold)
+
+
+def merged_scores_dir(root: str | Path, fold: int | None) -> Path:
+    return merged_dir(root, fold) / "scores"
+
+
+def merged_eval_dir(root: str | Path, fold: int | None) -> Path:
+    return merged_dir(root, fold) / "eval"
 
 
 def export_dir(root: str | Path, model_name: str) -> Path:
@@ -47,6 +72,15 @@ def export_dir(root: str | Path, model_name: str) -> Path:
 
 def predictions_dir(root: str | Path) -> Path:
     return Path(root) / "predictions"
+
+
+def report_dir(root: str | Path) -> Path:
+    return Path(root) / "report"
+
+
+def config_file(root: str | Path) -> Path:
+    """The resolved config of the last pipeline run in a root."""
+    return Path(root) / CONFIG_JSON
 
 
 def tracking_uri(root: str | Path) -> str:
@@ -61,3 +95,15 @@ CONFIG_JSON = "config.json"
 MODEL_KERAS = "model.keras"
 MODEL_JSON = "model.json"
 MERGED_JSON = "merged.json"
+HISTORY_JSON = "history.json"
+STATS_JSON = "stats.json"
+METRICS_JSON = "metrics.json"
+CONFUSION_PNG = "confusion.png"
+PER_CLASS_PNG = "per_class.png"
+SELECTION_JSON = "selection.json"
+SCORE_HIST_JSON = "score_hist.json"
+SCORE_HIST_PNG = "score_hist.png"
+METHODS_JSON = "methods.json"
+SHARD_GLOB = "part-*.tfrecord.gz"
+CLASS_PIXELS_PNG = "class_pixels.png"
+CURVES_PNG = "curves.png"

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from reseg import layout
+
 
 @dataclass
 class FoldView:
@@ -33,7 +35,7 @@ def collect(root: str | Path) -> list[FoldView]:
     """Every fold of a root with the rounds found on disk, in order."""
     root = Path(root)
     folds: dict[str, FoldView] = {}
-    rounds_dir = root / "rounds"
+    rounds_dir = layout.rounds_root(root)
     for rdir in sorted(
         rounds_dir.glob("r*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1
     ):
@@ -46,17 +48,17 @@ def collect(root: str | Path) -> list[FoldView]:
             view.rounds.append(
                 {
                     "round": int(rdir.name[1:]),
-                    "metrics": _json(fdir / "eval" / "metrics.json"),
-                    "selection": _json(fdir / "selection" / "selection.json"),
+                    "metrics": _json(fdir / "eval" / layout.METRICS_JSON),
+                    "selection": _json(fdir / "selection" / layout.SELECTION_JSON),
                     "dir": fdir,
                 }
             )
     for name, view in folds.items():
-        mdir = root / "merged" / name
-        view.merged = _json(mdir / "eval" / "metrics.json")
-        m = _json(mdir / "scores" / "methods.json")
+        mdir = layout.merged_root(root) / name
+        view.merged = _json(mdir / "eval" / layout.METRICS_JSON)
+        m = _json(mdir / "scores" / layout.METHODS_JSON)
         view.methods = m["methods"] if m else None
-        spec = _json(mdir / "merged.json")
+        spec = _json(mdir / layout.MERGED_JSON)
         view.merge_method = spec["method"] if spec else None
     return [folds[k] for k in sorted(folds)]
 
@@ -156,11 +158,11 @@ def plot_miou(view: FoldView, path: Path) -> Path | None:
 def write_report(root: str | Path) -> Path:
     """`<root>/report/report.md` and `report.html` with tables and pictures; returns the md path."""
     root = Path(root)
-    out = root / "report"
+    out = layout.report_dir(root)
     out.mkdir(parents=True, exist_ok=True)
     views = collect(root)
     md = [f"# reseg report: {root.resolve().name}", ""]
-    cfg = _json(root / "config.json")
+    cfg = _json(layout.config_file(root))
     if cfg:
         sel = cfg.get("rounds", {}).get("selection", {})
         md += [
@@ -169,7 +171,7 @@ def write_report(root: str | Path) -> Path:
             f"`{sel.get('weighting')}`, rounds start by `{cfg['rounds']['init']}`.",
             "",
         ]
-    stats = root / "stats" / "class_pixels.png"
+    stats = layout.stats_dir(root) / layout.CLASS_PIXELS_PNG
     if stats.exists():
         md += ["## Data", "", f"![class pixels per fold]({_rel(stats, out)})", ""]
     for v in views:
@@ -182,9 +184,9 @@ def write_report(root: str | Path) -> Path:
             pics = [
                 p
                 for p in (
-                    d / "eval" / "confusion.png",
-                    d / "eval" / "per_class.png",
-                    d / "selection" / "score_hist.png",
+                    d / "eval" / layout.CONFUSION_PNG,
+                    d / "eval" / layout.PER_CLASS_PNG,
+                    d / "selection" / layout.SCORE_HIST_PNG,
                 )
                 if p.exists()
             ]
@@ -195,9 +197,9 @@ def write_report(root: str | Path) -> Path:
                     *[f"![{p.stem}]({_rel(p, out)})" for p in pics],
                     "",
                 ]
-        mdir = root / "merged" / v.fold / "eval"
-        if (mdir / "confusion.png").exists():
-            md += ["### Merged", "", f"![confusion]({_rel(mdir / 'confusion.png', out)})", ""]
+        mdir = layout.merged_root(root) / v.fold / "eval"
+        if (mdir / layout.CONFUSION_PNG).exists():
+            md += ["### Merged", "", f"![confusion]({_rel(mdir / layout.CONFUSION_PNG, out)})", ""]
     text = "\n".join(md)
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(to_html(text, f"reseg report {root.name}"))

@@ -27,12 +27,10 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reseg import layout
-
-if TYPE_CHECKING:
-    from reseg.config import Config
+from reseg.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,9 @@
-"""Arguments shared by the step commands: `CONFIG --root DIR [-- beam options]`."""
+"""Arguments shared by the step commands: `CONFIG --root DIR [--round r] [--fold F] [-- beam]`.
+
+Every step command builds a `reseg.pipeline.steps.Context` and calls the step
+functions, exactly as `reseg run` does. Nothing is created before the inputs are
+checked: a user error leaves no `--root` behind.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,15 @@ import argparse
 from pathlib import Path
 
 from reseg.config import Config, load_config
+from reseg.errors import ConfigError
+from reseg.layout import FULL
+from reseg.pipeline import run as pipeline_run
+from reseg.pipeline.steps import MERGED, Context
+
+FOLD_HELP = (
+    f"k (fold k), 'all' (every fold in turn) or '{FULL}' (the models trained on every tile); "
+    "default the config's rounds.folds"
+)
 
 
 def add_config_and_root(parser: argparse.ArgumentParser, beam: bool = False) -> None:
@@ -22,56 +36,45 @@ def add_config_and_root(parser: argparse.ArgumentParser, beam: bool = False) -> 
         )
 
 
+def add_round_and_fold(parser: argparse.ArgumentParser, merged: bool = False) -> None:
+    parser.add_argument(
+        "--round",
+        default="0",
+        help="round r" + (f" or '{MERGED}'" if merged else "") + " (default 0)",
+    )
+    add_fold(parser)
+
+
+def add_fold(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fold", default=None, help=FOLD_HELP)
+
+
 def load(args: argparse.Namespace) -> Config:
+    """The config of `args.config`, after checking that `--root` can be a folder."""
     cfg = load_config(args.config)
-    args.root.mkdir(parents=True, exist_ok=True)
+    pipeline_run.check_root(args.root)
     return cfg
+
+
+def context(args: argparse.Namespace, cfg: Config | None = None) -> Context:
+    """The steps' context of a command: config, root and Beam options."""
+    cfg = cfg if cfg is not None else load(args)
+    return Context(cfg, args.root, tuple(beam_args(args)))
 
 
 def beam_args(args: argparse.Namespace) -> list[str]:
     return list(getattr(args, "beam_args", []) or [])
 
 
-def add_round_and_fold(parser: argparse.ArgumentParser, merged: bool = False) -> None:
-    parser.add_argument(
-        "--round",
-        default="0",
-        help="round r" + (" or 'merged'" if merged else "") + " (default 0)",
-    )
-    parser.add_argument(
-        "--fold", default=None, help="validation fold k or 'all' (default: rounds.folds)"
-    )
-
-
-def folds_of(args: argparse.Namespace, cfg: Config) -> list[int]:
-    """The folds named by --fold (default the config's rounds.folds)."""
-    from reseg.artifacts import TileSet
-    from reseg.errors import ConfigError
-    from reseg.layout import tiles_dir
-
-    k = TileSet.load(tiles_dir(args.root)).folds
-    if args.fold is None:
-        return cfg.rounds.fold_list(k)
-    if args.fold == "all":
-        return list(range(k))
-    try:
-        fold = int(args.fold)
-    except ValueError:
-        raise ConfigError(f"--fold must be an integer or 'all', received {args.fold!r}") from None
-    if not 0 <= fold < k:
-        raise ConfigError(f"--fold must be in 0..{k - 1}, received {fold}")
-    return [fold]
-
-
-def round_of(args: argparse.Namespace) -> int:
-    from reseg.errors import ConfigError
-
+def round_of(args: argparse.Namespace, merged: bool = False) -> int | str:
+    """`--round` as a round number (or `merged` where allowed)."""
+    if merged and args.round == MERGED:
+        return MERGED
     try:
         r = int(args.round)
     except ValueError:
-        raise ConfigError(
-            f"--round must be a non-negative integer, received {args.round!r}"
-        ) from None
+        r = -1
     if r < 0:
-        raise ConfigError(f"--round must be a non-negative integer, received {r}")
+        extra = f" or '{MERGED}'" if merged else ""
+        raise ConfigError(f"--round must be a non-negative integer{extra}, received {args.round!r}")
     return r

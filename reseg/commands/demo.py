@@ -4,6 +4,11 @@ import argparse
 import os
 from pathlib import Path
 
+from reseg import demo, layout
+from reseg.config import load_config
+from reseg.pipeline import run_pipeline
+from reseg.report import collect, round_table
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -12,10 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reseg import demo, layout
-    from reseg.config import load_config
-    from reseg.pipeline import run_pipeline
-    from reseg.report import collect, round_table
 
     data = demo.fetch_landsat()
     os.environ["RESEG_DEMO_DATA"] = str(data)

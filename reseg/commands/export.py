@@ -1,4 +1,4 @@
-"""`reseg export CONFIG --root DIR [--round r|merged|last] [--fold k|all]`: a SavedModel for TF Serving.
+"""`reseg export CONFIG --root DIR [--round r|merged|last] [--fold k|full]`: a SavedModel for TF Serving.
 
 Writes `<root>/export/<model_name>/<version>/` (the next version number), checked in a
 fresh process before it is published, logged to MLflow and registered there under
@@ -14,7 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reseg.commands._common import add_config_and_root, load
+from pydantic import ValidationError
+
+from reseg.commands._common import add_config_and_root, context
+from reseg.components.exporter import export_info
+from reseg.components.exporter.sources import DEFAULT
+from reseg.errors import ConfigError
+from reseg.layout import FULL
+from reseg.pipeline import steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fold",
         default=None,
-        help="fold k whose models to export, or 'all' for the models trained on every tile "
+        help="fold k whose models to export, or 'full' for the models trained on every tile "
         "(default: export.fold, else the first of rounds.folds)",
     )
     parser.add_argument("--name", help="TF Serving model name (default: export.model_name)")
@@ -46,26 +53,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _fold(value: str | None):
-    from reseg.errors import ConfigError
-
-    if value is None or value == "all":
-        return value
-    if value == "none":  # `reseg train --fold none` writes the models trained on every tile
-        return "all"
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"--fold must be a fold number or 'all'; received {value!r}") from None
+def _fold(ctx, value: str | None):
+    """`--fold`: absent = export.fold or the first of rounds.folds; k; or `full`."""
+    if value is None:
+        return DEFAULT
+    folds = ctx.folds(value)
+    if len(folds) != 1:
+        raise ConfigError(f"--fold: export takes one fold (k or '{FULL}'), received {value!r}")
+    return folds[0]
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from reseg.components.exporter import export, export_info
-    from reseg.errors import ConfigError
-
-    cfg = load(args)
+    ctx = context(args)
+    cfg = ctx.cfg
     over = {
         k: v
         for k, v in (("model_name", args.name), ("validation", args.validation))
@@ -81,15 +81,16 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(
             update={"tracking": cfg.tracking.model_copy(update={"uri": args.tracking_uri})}
         )
+    ctx = steps.Context(cfg, ctx.root)
     source = args.source
     if source is not None and source.isdigit():
         source = int(source)
-    final = export(cfg, args.root, source, _fold(args.fold))
-    m = export_info(final)
+    final = steps.export(ctx, source, _fold(ctx, args.fold))
+    m = export_info(final.path)
     reg = m.get("registry_version")
     print(
         f"exported {m['source']} of fold {m['fold']} ({m['method']} of {len(m['members'])} "
-        f"model{'s' * (len(m['members']) > 1)}) as {cfg.export.model_name} version {final.name}: {final}"
+        f"model{'s' * (len(m['members']) > 1)}) as {cfg.export.model_name} version {final.version}: {final.path}"
         + (f"; registered as version {reg}" if reg is not None else ""),
         file=sys.stdout,
     )

@@ -1,4 +1,12 @@
-"""`reseg predict --model MODEL SCENE... --out DIR`: class and confidence GeoTIFFs of whole scenes."""
+"""Class and confidence GeoTIFFs of whole scenes.
+
+- `reseg predict --model MODEL SCENE... --out DIR`: any model, any images; outputs are
+  named after each image's file name (with its parent folders where two images share
+  a name);
+- `reseg predict --config CONFIG --root DIR`: the pipeline's `predict` step, every
+  scene of the config with the exported model's source, into `<root>/predictions/`,
+  named by scene id.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from reseg.components.predictor import predict_scene, unique_ids
+from reseg.components.predictor.labels import VECTOR_SUFFIXES
+from reseg.config import PredictConfig, VectorLabels, load_config
 from reseg.errors import ConfigError
+from reseg.pipeline import steps
+from reseg.pipeline.run import check_root
+from reseg.serving import load_backend
 
 log = logging.getLogger(__name__)
 
@@ -17,15 +31,19 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        required=True,
         type=Path,
         help="a round's model directory (model.keras + model.json), merged rounds (merged.json) "
         "or an exported SavedModel (export/<name>[/<version>])",
     )
     parser.add_argument(
-        "scenes", nargs="+", type=Path, metavar="SCENE", help="image rasters to segment"
+        "scenes", nargs="*", type=Path, metavar="SCENE", help="image rasters to segment"
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--out", type=Path, help="output folder")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        help="with --config and no --model: the pipeline's predict step into <root>/predictions",
+    )
     parser.add_argument(
         "--config",
         type=Path,
@@ -84,7 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _predict_config(args: argparse.Namespace, base):
-    from reseg.config import PredictConfig
 
     over = {
         k: getattr(args, k)
@@ -116,8 +133,6 @@ def _predict_config(args: argparse.Namespace, base):
 
 
 def _label_sources(args: argparse.Namespace, info, data) -> list | None:
-    from reseg.components.predictor.labels import VECTOR_SUFFIXES
-    from reseg.config import VectorLabels
 
     if args.labels is None:
         if data is None:
@@ -169,21 +184,39 @@ def _print_metrics(scene: str, m: dict) -> None:
         print(f"  {name:<20} {f(c['iou'])} {f(c['f1'])} {c['support']:>10}")
 
 
+def _pipeline_step(args: argparse.Namespace) -> int:
+    if args.config is None or args.model is not None or args.scenes or args.out is not None:
+        raise ConfigError(
+            "--root predicts the config's scenes: give --config CONFIG --root DIR, "
+            "without --model, SCENE or --out"
+        )
+    cfg = load_config(args.config)
+    check_root(args.root)
+    cfg = cfg.model_copy(update={"predict": _predict_config(args, cfg.predict)})
+    preds = steps.predict(steps.Context(cfg, args.root))
+    for e in preds.scenes:
+        print(f"{e['scene']}: " + ", ".join(str(preds.path / p) for p in e["outputs"].values()))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    from reseg.components.predictor import predict_scene
-    from reseg.serving import load_backend
-
-    cfg = None
-    if args.config is not None:
-        from reseg.config import load_config
-
-        cfg = load_config(args.config)
+    if args.root is not None:
+        return _pipeline_step(args)
+    if args.model is None or args.out is None or not args.scenes:
+        raise ConfigError(
+            "give --model MODEL SCENE... --out DIR (or --config CONFIG --root DIR for the "
+            "pipeline's predict step)"
+        )
+    cfg = load_config(args.config) if args.config is not None else None
     pcfg = _predict_config(args, cfg.predict if cfg else None)
     backend = load_backend(args.model)
     data = cfg.data if cfg else None
     labels = _label_sources(args, backend.info, data)
+    ids = unique_ids(args.scenes)
     for k, scene in enumerate(args.scenes):
-        result = predict_scene(backend, scene, args.out, pcfg, labels[k] if labels else None, data)
+        result = predict_scene(
+            backend, scene, args.out, pcfg, labels[k] if labels else None, data, ids[k]
+        )
         print(
             f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
             file=sys.stderr,

@@ -3,16 +3,17 @@
 import argparse
 from pathlib import Path
 
+from reseg import layout
+from reseg.errors import ArtifactError
+from reseg.report import collect, round_table, write_report
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", type=Path, metavar="ROOT", help="pipeline root")
 
 
 def run(args: argparse.Namespace) -> int:
-    from reseg.errors import ArtifactError
-    from reseg.report import collect, round_table, write_report
-
-    if not (args.root / "tiles").exists():
+    if not layout.tiles_dir(args.root).exists():
         raise ArtifactError(f"{args.root}: not a pipeline root (no tiles/)")
     md = write_report(args.root)
     for view in collect(args.root):

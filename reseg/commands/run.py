@@ -4,20 +4,18 @@ import argparse
 
 from reseg.commands._common import add_config_and_root, beam_args, load
 from reseg.errors import ConfigError
+from reseg.pipeline import STEPS, run_pipeline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_and_root(parser, beam=True)
     parser.add_argument(
         "--steps",
-        help="comma-separated steps to run, in pipeline order (default all: "
-        "tile,stats,rounds,export,predict,report)",
+        help=f"comma-separated steps to run, in pipeline order (default all: {','.join(STEPS)})",
     )
 
 
 def _steps(text: str | None) -> list[str] | None:
-    from reseg.pipeline import STEPS
-
     if text is None:
         return None
     names = [s.strip() for s in text.split(",") if s.strip()]
@@ -30,8 +28,6 @@ def _steps(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reseg.pipeline import run_pipeline
-
     steps = _steps(args.steps)
     cfg = load(args)
     run_pipeline(cfg, args.root, beam_args(args), steps=steps)

@@ -1,15 +1,9 @@
-"""`reseg score CONFIG --root DIR [--round r] [--fold k|all] [-- BEAM_OPTIONS]`."""
+"""`reseg score CONFIG --root DIR [--round r] [--fold F] [-- BEAM_OPTIONS]`."""
 
 import argparse
 
-from reseg.commands._common import (
-    add_config_and_root,
-    add_round_and_fold,
-    beam_args,
-    folds_of,
-    load,
-    round_of,
-)
+from reseg.commands._common import add_config_and_root, add_round_and_fold, context, round_of
+from reseg.pipeline import steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,17 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reseg import artifacts, layout
-    from reseg.components.scorer import score
-
-    cfg = load(args)
+    ctx = context(args)
     r = round_of(args)
-    tiles = artifacts.TileSet.load(layout.tiles_dir(args.root))
-    for k in folds_of(args, cfg):
-        model = layout.model_dir(args.root, r, k)
-        artifacts.read_manifest(model)  # a clear error when the round was not trained
-        out = score(
-            cfg, model, list(tiles.files), layout.scores_dir(args.root, r, k), r, beam_args(args)
-        )
-        print(f"scores: {out}")
+    for k in ctx.folds(args.fold):
+        print(f"scores: {steps.score(ctx, r, k).path}")
     return 0

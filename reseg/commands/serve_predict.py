@@ -17,11 +17,18 @@ import logging
 import sys
 from pathlib import Path
 
+from reseg.commands import predict
+from reseg.commands import predict as local
+from reseg.components.predictor import predict_scene
+from reseg.config import load_config
+from reseg.errors import ConfigError
+from reseg.serving.client import ServingBackend
+from reseg.serving.rest import RetryPolicy
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from reseg.commands import predict
 
     predict.add_arguments(parser)  # scenes, --out, --config, --labels, prediction options
     for action in parser._actions:  # --model names a served model here, not a folder
@@ -73,11 +80,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reseg.commands import predict as local
-    from reseg.components.predictor import predict_scene
-    from reseg.errors import ConfigError
-    from reseg.serving.client import ServingBackend
-    from reseg.serving.rest import RetryPolicy
 
     if args.retries < 0 or args.timeout <= 0 or args.backoff < 0:
         raise ConfigError(
@@ -91,8 +93,6 @@ def run(args: argparse.Namespace) -> int:
         )
     cfg = None
     if args.config is not None:
-        from reseg.config import load_config
-
         cfg = load_config(args.config)
     pcfg = local._predict_config(args, cfg.predict if cfg else None)
     backend = ServingBackend(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reseg.errors import ConfigError
+from reseg.study import run_study
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY", help="study YAML (grid, baselines, profiles)")
@@ -27,8 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reseg.errors import ConfigError
-    from reseg.study import run_study
 
     if args.parallel is not None and args.parallel < 1:
         raise ConfigError(f"--parallel must be at least 1, received {args.parallel}")

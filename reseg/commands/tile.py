@@ -2,7 +2,9 @@
 
 import argparse
 
-from reseg.commands._common import add_config_and_root, beam_args, load
+from reseg.commands._common import add_config_and_root, context
+from reseg.components.tiling import plan
+from reseg.pipeline import steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -10,9 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reseg.components.tiling import tile
-
-    cfg = load(args)
-    ts = tile(cfg, args.root, beam_args(args))
+    ctx = context(args)
+    plan(ctx.cfg)  # every scene's header checked before the root is created
+    ts = steps.tile(ctx)
     print(f"tiles: {ts.path} ({ts.manifest['counts']['tiles']} tiles, {len(ts.files)} shards)")
     return 0

@@ -1,37 +1,31 @@
-"""`reseg train CONFIG --root DIR [--fold k|all|none] [--round r]`.
+"""`reseg train CONFIG --root DIR [--fold F] [--round r]`: round r's model, as `reseg run` trains it.
 
-Trains `model.name` of the config on the tiles of `<root>/tiles`:
-
-- `--fold k`: train on the tiles of the other folds, validate on fold k's cores;
-- `--fold all`: every fold in turn (one nested MLflow run per fold);
-- `--fold none` (default): train on every tile, no validation (`rounds/r<r>/all`).
-
-With `--round r > 0` the training reads the previous round's selection
-(`rounds/r<r-1>/<fold>/selection`, tiles with per-pixel weights) when it exists,
-unless `--tiles` names other TFRecords. Multi-worker training: start the same
-command on every worker with its own `TF_CONFIG`.
+Round 0 trains `model` on the tiles of the folds other than k; round r >= 1 trains on
+round r - 1's selection, fine-tuning round r - 1's model (`rounds.init`) for
+`rounds.epochs` (see `reseg.pipeline.steps`). `--fold`: k, `all` (every fold in
+turn, one nested MLflow run per fold), `full` (every tile, nothing held out) or,
+by default, the config's `rounds.folds`. `--tiles`, `--init-model` and `--epochs`
+override the round's inputs (a different model, with its own fingerprint).
+Multi-worker training: start the same command on every worker with its own `TF_CONFIG`.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
 from pathlib import Path
 
-from reseg.commands._common import add_config_and_root, load
+from reseg import tracking
+from reseg.commands._common import add_config_and_root, add_round_and_fold, context, round_of
+from reseg.components.trainer.distribute import get_cluster
 from reseg.errors import ConfigError
-
-log = logging.getLogger(__name__)
+from reseg.layout import fold_name
+from reseg.pipeline import steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_and_root(parser)
-    parser.add_argument(
-        "--fold",
-        default="none",
-        help="validation fold k, 'all' (every fold in turn) or 'none' (all tiles, no validation; default)",
-    )
-    parser.add_argument("--round", type=int, default=0, help="confidence round r (default 0)")
+    add_round_and_fold(parser)
     parser.add_argument(
         "--tiles",
         nargs="+",
@@ -43,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-model",
         type=Path,
         metavar="MODEL",
-        help="model directory or .keras file to fine-tune",
+        help="model directory or .keras file to fine-tune (default: rounds.init)",
     )
     parser.add_argument(
         "--tracking-uri",
@@ -53,85 +47,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="override train.epochs")
 
 
-def _folds(value: str, k: int) -> list[int | None]:
-    if value == "none":
-        return [None]
-    if value == "all":
-        return list(range(k))
-    try:
-        fold = int(value)
-    except ValueError:
-        raise ConfigError(
-            f"--fold must be a fold number, 'all' or 'none'; received {value!r}"
-        ) from None
-    if not 0 <= fold < k:
-        raise ConfigError(f"--fold must be in 0..{k - 1} (tiling.folds), received {fold}")
-    return [fold]
-
-
 def run(args: argparse.Namespace) -> int:
-    from reseg import layout, tracking
-    from reseg.artifacts import TileSet
-    from reseg.components.trainer import train
-
-    cfg = load(args)
+    ctx = context(args)
+    cfg = ctx.cfg
     updates = {}
     if args.tracking_uri:
         updates["tracking"] = cfg.tracking.model_copy(update={"uri": args.tracking_uri})
     if args.epochs is not None:
         if args.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, received {args.epochs}")
-        updates["train"] = cfg.train.model_copy(update={"epochs": args.epochs})
-    if args.round < 0:
-        raise ConfigError(f"--round must be >= 0, received {args.round}")
-    cfg = cfg.model_copy(update=updates)
-    folds = _folds(args.fold, TileSet.load(layout.tiles_dir(args.root)).folds)
+        field = "rounds" if round_of(args) > 0 and cfg.rounds.epochs is not None else "train"
+        section = getattr(cfg, field).model_copy(update={"epochs": args.epochs})
+        updates[field] = section
+    r = round_of(args)
+    ctx = steps.Context(cfg.model_copy(update=updates), ctx.root, ctx.beam_args)
+    folds = ctx.folds(args.fold)
 
-    def one(fold: int | None, run: tracking.Run | None) -> Path:
-        tiles = args.tiles
-        if tiles is None and args.round > 0:
-            selection = layout.selection_dir(args.root, args.round - 1, fold)
-            if selection.is_dir():
-                log.info("training on the selection of round %d: %s", args.round - 1, selection)
-                tiles = [selection]
-        return train(
-            cfg,
-            args.root,
-            fold=fold,
-            round=args.round,
-            tile_files=tiles,
-            init_model=args.init_model,
-            tracking=run,
+    def one(fold, run) -> None:
+        model = steps.train(
+            ctx, r, fold, run=run, tile_files=args.tiles, init_model=args.init_model
         )
+        print(f"model: {model.path}")
 
     if len(folds) == 1:
-        out = one(folds[0], None)
-        print(f"model: {out}")
+        one(folds[0], None)
         return 0
-    # --fold all: one parent run, a nested run per fold
-    from reseg.components.trainer.distribute import get_cluster
-
-    cluster = get_cluster(cfg.train.distribute)
+    # several folds: one parent run, a nested run per fold
+    chief = get_cluster(ctx.cfg.train.distribute).is_chief
     parent = (
         tracking.open_run(
-            cfg, args.root, run_name=f"train r{args.round} all folds", tags={"reseg.step": "train"}
+            ctx.cfg, ctx.root, run_name=f"train r{r} folds", tags={"reseg.step": "train"}
         )
-        if cluster.is_chief
-        else _null()
+        if chief
+        else contextlib.nullcontext(tracking.NULL_RUN)
     )
     with parent as p:
         for fold in folds:
-            with p.nested(
-                f"train r{args.round} fold{fold}", tags={"reseg.fold": f"fold{fold}"}
-            ) as run:
-                out = one(fold, run)
-            print(f"model: {out}")
+            name = fold_name(fold)
+            with p.nested(f"train r{r} {name}", tags={"reseg.fold": name}) as run:
+                one(fold, run)
     return 0
-
-
-def _null():
-    import contextlib
-
-    from reseg.tracking import NULL_RUN
-
-    return contextlib.nullcontext(NULL_RUN)

@@ -9,15 +9,15 @@ IoU, precision, recall and F1, mean IoU, Cohen's kappa (formulas in
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reseg import artifacts
-from reseg.metrics import confusion, scores
+from reseg import artifacts, layout
+from reseg.metrics import confusion
+from reseg.metrics import scores as metric_values
 from reseg.tfrecords_schema import read_tiles
 
 log = logging.getLogger(__name__)
@@ -39,51 +39,39 @@ def confusion_of_scores(files: Sequence[Path], fold: int | None, num_classes: in
 
 
 def evaluate(
-    scores_dir: str | Path,
+    scores: artifacts.Scores | str | Path,
     out: str | Path,
     fold: int | None,
     class_names: Sequence[str],
     title: str = "",
-) -> dict[str, Any]:
+) -> artifacts.Metrics:
     """Write `metrics.json`, `confusion.png` and `per_class.png` into `out`; return the metrics."""
-    from reseg.components.scorer import score_files
-
-    out = Path(out)
-    src_fp = artifacts.read_manifest(scores_dir)["fingerprint"]
-    fp = artifacts.fingerprint("evaluate", CODE_VERSION, src_fp, fold, list(class_names))
-    if artifacts.is_current(out, fp):
-        return load_metrics(out)
-    tmp = artifacts.staging_dir(out, fp)
-    started = time.time()
-    cm = confusion_of_scores(score_files(scores_dir), fold, len(class_names))
-    metrics = scores(cm, class_names)
-    metrics["fold"] = fold
-    artifacts.write_json(tmp / "metrics.json", metrics)
-    plot_confusion(cm, class_names, tmp / "confusion.png", title)
-    plot_per_class(metrics, tmp / "per_class.png", title)
-    artifacts.publish(
-        tmp,
-        out,
-        {
-            "fingerprint": fp,
-            "step": "evaluate",
-            "scores": str(scores_dir),
-            "seconds": round(time.time() - started, 3),
-        },
+    scores = scores if isinstance(scores, artifacts.Scores) else artifacts.Scores.load(scores)
+    fp = artifacts.fingerprint(
+        "evaluate", CODE_VERSION, scores.fingerprint, fold, list(class_names)
     )
+    if artifacts.is_current(out, fp):
+        return artifacts.Metrics.load(out)
+    with artifacts.stage(out, fp, "evaluate") as st:
+        cm = confusion_of_scores(scores.files, fold, len(class_names))
+        metrics = metric_values(cm, class_names)
+        metrics["fold"] = fold
+        artifacts.write_json(st.dir / layout.METRICS_JSON, metrics)
+        plot_confusion(cm, class_names, st.dir / layout.CONFUSION_PNG, title)
+        plot_per_class(metrics, st.dir / layout.PER_CLASS_PNG, title)
+        st.manifest["scores"] = str(scores.path)
     log.info(
         "%s: mIoU %s, OA %s",
         title or out,
         _fmt(metrics["mean_iou"]),
         _fmt(metrics["overall_accuracy"]),
     )
-    return metrics
+    return artifacts.Metrics.load(out)
 
 
 def load_metrics(eval_dir: str | Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((Path(eval_dir) / "metrics.json").read_text())
+    """The values of a published `eval/` directory (`metrics.json`)."""
+    return artifacts.Metrics.load(eval_dir).values
 
 
 def _fmt(v: float | None) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts
+from reseg import artifacts, layout
 from reseg.components.beamio import WriteShards
 from reseg.inference import METHODS, combine
 from reseg.metrics import confusion, scores
@@ -73,38 +72,88 @@ class Combine(beam.DoFn):
 
 
 def merge(
-    round_scores: Sequence[Path],
-    round_models: Sequence[Path],
+    round_scores: Sequence[artifacts.Scores],
+    round_models: Sequence[artifacts.Model],
     weights: Sequence[float],
     method: str,
     fold: int | None,
     out: str | Path,
     class_names: Sequence[str],
     beam_args: Sequence[str] = (),
-) -> Path:
-    """Merge rounds into `out` (`scores/`, `methods.json`, `merged.json`); skipped when current."""
+) -> artifacts.Merged:
+    """Merge rounds into `out` (`merged.json`, `scores/` with `methods.json`); skipped when current.
+
+    The whole folder is one artifact: `scores/` (with a manifest of its own, so it reads
+    like a round's scores) and `merged.json` are staged together and published at once.
+    """
     out = Path(out)
-    scores_out = out / "scores"
-    fps = [artifacts.read_manifest(d)["fingerprint"] for d in round_scores]
-    fp = artifacts.fingerprint("merge", CODE_VERSION, fps, list(weights), method, fold)
-    if artifacts.is_current(scores_out, fp) and (out / "merged.json").exists():
+    fps = [s.fingerprint for s in round_scores]
+    fp = artifacts.fingerprint(
+        "merge",
+        CODE_VERSION,
+        fps,
+        [m.fingerprint for m in round_models],
+        list(weights),
+        method,
+        fold,
+    )
+    if artifacts.is_current(out, fp):
         log.info("merged rounds are current (%s); skipping", out)
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = artifacts.staging_dir(scores_out, fp)
-    for stale in tmp.glob("*"):
-        if stale.is_file():
+        return artifacts.Merged.load(out)
+    with artifacts.stage(out, fp, "merge") as st:
+        scores_dir = st.dir / "scores"
+        scores_dir.mkdir(exist_ok=True)
+        for stale in scores_dir.glob("*"):  # Beam writes the whole set again
             stale.unlink()
-    started = time.time()
+        methods, files = _merge(
+            round_scores, weights, method, fold, scores_dir, class_names, beam_args
+        )
+        artifacts.write_json(
+            scores_dir / layout.METHODS_JSON, {"weights": list(weights), "methods": methods}
+        )
+        artifacts.write_json(
+            scores_dir / layout.MANIFEST,
+            {
+                "fingerprint": fp,
+                "step": "merge",
+                "method": method,
+                "rounds": len(round_scores),
+                "files": files,
+            },
+        )
+        spec = {
+            "method": method,
+            "members": [
+                {
+                    "model": os.path.relpath(m.path, out),
+                    "weight": float(w) if method == "weighted" else 1.0,
+                }
+                for m, w in zip(round_models, weights, strict=True)
+            ],
+        }
+        artifacts.write_json(st.dir / layout.MERGED_JSON, spec)
+        st.manifest.update(method=method, rounds=len(round_scores), weights=list(weights))
+    return artifacts.Merged.load(out)
+
+
+def _merge(
+    round_scores: Sequence[artifacts.Scores],
+    weights: Sequence[float],
+    method: str,
+    fold: int | None,
+    out: Path,
+    class_names: Sequence[str],
+    beam_args: Sequence[str],
+) -> tuple[dict, list[str]]:
+    """The Beam job: merged scores into `out`; returns every method's metrics and the files."""
     n = len(round_scores)
     c = len(class_names)
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         keyed = {}
-        for r, d in enumerate(round_scores):
-            files = [str(Path(d) / f) for f in artifacts.read_manifest(d)["files"]]
+        for r, sc in enumerate(round_scores):
             keyed[r] = (
                 p
-                | f"Files{r}" >> beam.Create(files)
+                | f"Files{r}" >> beam.Create([str(f) for f in sc.files])
                 | f"Read{r}" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
                 | f"Key{r}" >> beam.ParDo(KeyByTile(fold))
             )
@@ -114,41 +163,19 @@ def merge(
             | "Combine"
             >> beam.ParDo(Combine(n, weights, method, c)).with_outputs("cm", main="tiles")
         )
-        _ = results.tiles | "Write" >> WriteShards(tmp)
+        _ = results.tiles | "Write" >> WriteShards(out)
         _ = (
             results.cm
             | "SumCm" >> beam.CombinePerKey(lambda cms: np.sum(list(cms), axis=0) if cms else None)
-            | "SaveCm" >> beam.ParDo(_SaveCm(str(tmp)))
+            | "SaveCm" >> beam.ParDo(_SaveCm(str(out)))
         )
     methods = {}
     for m in METHODS:
-        path = tmp / f"_cm_{m}.npy"
+        path = out / f"_cm_{m}.npy"
         cm = np.load(path) if path.exists() else np.zeros((c, c), np.int64)
         path.unlink(missing_ok=True)
         methods[m] = scores(cm, class_names)
-    artifacts.write_json(tmp / "methods.json", {"weights": list(weights), "methods": methods})
-    files = sorted(f.name for f in tmp.glob("part-*.tfrecord.gz"))
-    artifacts.publish(
-        tmp,
-        scores_out,
-        {
-            "fingerprint": fp,
-            "step": "merge",
-            "method": method,
-            "rounds": n,
-            "files": files,
-            "seconds": round(time.time() - started, 3),
-        },
-    )
-    spec = {
-        "method": method,
-        "members": [
-            {"model": os.path.relpath(m, out), "weight": float(w) if method == "weighted" else 1.0}
-            for m, w in zip(round_models, weights, strict=True)
-        ],
-    }
-    artifacts.write_json(out / "merged.json", spec)
-    return out
+    return methods, sorted(f.name for f in out.glob(layout.SHARD_GLOB))
 
 
 class _SaveCm(beam.DoFn):
@@ -161,6 +188,6 @@ class _SaveCm(beam.DoFn):
 
 
 def method_metrics(merged_dir: str | Path) -> dict:
-    import json
-
-    return json.loads((Path(merged_dir) / "scores" / "methods.json").read_text())
+    """`{"weights": [...], "methods": {method: metrics}}` of published merged rounds."""
+    m = artifacts.Merged.load(merged_dir)
+    return {"weights": m.manifest.get("weights"), "methods": m.methods}

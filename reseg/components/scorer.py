@@ -10,7 +10,6 @@ whatever Beam makes it, so every reader of scores is order-independent.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts
+from reseg import artifacts, layout
 from reseg.components.beamio import WriteShards, count_records
 from reseg.config import Config
 from reseg.inference import KerasBackend, predict_tta
@@ -79,64 +78,53 @@ class ScoreTiles(beam.PTransform):
 
 def score(
     cfg: Config,
-    model_dir: str | Path,
+    model: artifacts.Model | str | Path,
     tile_files: Sequence[Path],
     out: str | Path,
     round_: int,
     beam_args: Sequence[str] = (),
     batch_size: int = 16,
     tta: tuple[str, ...] = ("identity",),
-) -> Path:
-    """Write the tiles of `tile_files` with `model_dir`'s probabilities into `out` (skipped when current).
+) -> artifacts.Scores:
+    """Write the tiles of `tile_files` with `model`'s probabilities into `out` (skipped when current).
 
     `tta` names D4 transforms (`reseg.config.predict.D4`) whose back-transformed predictions are averaged.
     """
-    out = Path(out)
-    model_fp = artifacts.read_manifest(model_dir).get("fingerprint")
+    model = model if isinstance(model, artifacts.Model) else artifacts.Model.load(model)
     fp = artifacts.fingerprint(
-        "score", CODE_VERSION, model_fp, [f.name for f in tile_files], round_, list(tta)
+        "score",
+        CODE_VERSION,
+        model.fingerprint,
+        [Path(f).name for f in tile_files],
+        round_,
+        list(tta),
     )
     if artifacts.is_current(out, fp):
         log.info("scores are current (%s); skipping", out)
-        return out
-    tmp = artifacts.staging_dir(out, fp)
-    for stale in tmp.glob("*"):  # Beam writes the whole set again; drop a killed run's files
-        if stale.is_file():
-            stale.unlink()
-    started = time.time()
-    args = [*cfg.beam.args, *beam_args]
-    log.info("scoring %d tile files with %s", len(tile_files), model_dir)
-    with beam.Pipeline(options=PipelineOptions(args)) as p:
-        _ = (
-            p
-            | "Files" >> beam.Create([str(f) for f in tile_files])
-            | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
-            | "Score" >> ScoreTiles(str(model_dir), round_, batch_size, tuple(tta))
-            | "Write" >> WriteShards(tmp)
-        )
-    files = sorted(f.name for f in tmp.glob("part-*.tfrecord.gz"))
-    expected = count_records(list(tile_files))
-    written = count_records([tmp / f for f in files])
-    if written != expected:
-        raise RuntimeError(
-            f"scoring wrote {written} tiles for {expected} inputs into {tmp}; rerun the step"
-        )
-    artifacts.publish(
-        tmp,
-        out,
-        {
-            "fingerprint": fp,
-            "step": "score",
-            "round": round_,
-            "model": str(model_dir),
-            "files": files,
-            "seconds": round(time.time() - started, 3),
-        },
-    )
-    return out
+        return artifacts.Scores.load(out)
+    with artifacts.stage(out, fp, "score") as st:
+        st.clear_files()  # Beam writes the whole set again; drop a killed run's files
+        args = [*cfg.beam.args, *beam_args]
+        log.info("scoring %d tile files with %s", len(tile_files), model.path)
+        with beam.Pipeline(options=PipelineOptions(args)) as p:
+            _ = (
+                p
+                | "Files" >> beam.Create([str(f) for f in tile_files])
+                | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
+                | "Score" >> ScoreTiles(str(model.path), round_, batch_size, tuple(tta))
+                | "Write" >> WriteShards(st.dir)
+            )
+        files = sorted(f.name for f in st.dir.glob(layout.SHARD_GLOB))
+        expected = count_records(list(tile_files))
+        written = count_records([st.dir / f for f in files])
+        if written != expected:
+            raise RuntimeError(
+                f"scoring wrote {written} tiles for {expected} inputs into {st.dir}; rerun the step"
+            )
+        st.manifest.update(round=round_, model=str(model.path), files=files)
+    return artifacts.Scores.load(out)
 
 
 def score_files(scores_dir: str | Path) -> list[Path]:
     """The TFRecord files of a published scores directory."""
-    d = Path(scores_dir)
-    return [d / f for f in artifacts.read_manifest(d)["files"]]
+    return list(artifacts.Scores.load(scores_dir).files)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window as RioWindow
 
-from reseg import artifacts
+from reseg import artifacts, layout
 from reseg.config.data import IGNORE
 from reseg.config.rounds import SelectionConfig
 from reseg.tfrecords_schema import TFRecordShardWriter, Tile, encode, read_tiles
@@ -179,32 +178,48 @@ def _iter_candidates(files, scene_ids, fold, cfg):
 
 
 def select(
-    scores_files: Sequence[Path],
+    scores: artifacts.Scores,
     tiles: artifacts.TileSet,
     out: str | Path,
     cfg: SelectionConfig,
     fold: int | None,
     selection_index: int,
-    previous: str | Path | None = None,
-    fingerprint_inputs: Any = None,
-) -> Path:
-    """Select pixels from a round's scores and write next round's weighted tiles into `out`."""
-    out = Path(out)
+    previous: artifacts.Selection | None = None,
+) -> artifacts.Selection:
+    """Select pixels from a round's scores and write next round's weighted tiles into `out`.
+
+    `previous` (the selection of the round before) is only compared with (Jaccard).
+    """
     fp = artifacts.fingerprint(
         "select",
         CODE_VERSION,
         cfg.model_dump(mode="json"),
         fold,
         selection_index,
-        fingerprint_inputs,
+        scores.fingerprint,
         tiles.fingerprint,
-        str(previous),
+        None if previous is None else previous.fingerprint,
     )
     if artifacts.is_current(out, fp):
         log.info("selection is current (%s); skipping", out)
-        return out
-    tmp = artifacts.staging_dir(out, fp)
-    started = time.time()
+        return artifacts.Selection.load(out)
+    with artifacts.stage(out, fp, "select") as st:
+        st.manifest.update(_select(scores, tiles, st.dir, cfg, fold, selection_index, previous))
+    return artifacts.Selection.load(out)
+
+
+def _select(
+    scores: artifacts.Scores,
+    tiles: artifacts.TileSet,
+    tmp: Path,
+    cfg: SelectionConfig,
+    fold: int | None,
+    selection_index: int,
+    previous: artifacts.Selection | None,
+) -> dict[str, Any]:
+    """The selection written into staging directory `tmp`; returns the manifest's entries."""
+    scores_files = scores.files
+    previous = None if previous is None else previous.path
     C = tiles.num_classes
     scenes = tiles.manifest["scenes"]
     scene_ids = {s["id"]: i for i, s in enumerate(scenes)}
@@ -315,22 +330,11 @@ def select(
         fold,
         selection_index,
     )
-    artifacts.write_json(tmp / "selection.json", report)
+    artifacts.write_json(tmp / layout.SELECTION_JSON, report)
     hist_json = _histograms(hist_all, tiles.class_names)
-    artifacts.write_json(tmp / "score_hist.json", hist_json)
-    plot_histograms(hist_json, report, tmp / "score_hist.png")
-    artifacts.publish(
-        tmp,
-        out,
-        {
-            "fingerprint": fp,
-            "step": "select",
-            "files": [f.name for f in tiles.files],
-            "selected": selected.tolist(),
-            "seconds": round(time.time() - started, 3),
-        },
-    )
-    return out
+    artifacts.write_json(tmp / layout.SCORE_HIST_JSON, hist_json)
+    plot_histograms(hist_json, report, tmp / layout.SCORE_HIST_PNG)
+    return {"files": [f.name for f in tiles.files], "selected": selected.tolist()}
 
 
 def _open_selection_raster(path: Path, scene: dict, tiles: artifacts.TileSet):
@@ -456,5 +460,5 @@ def plot_histograms(hist: dict, report: dict, path: Path) -> None:
 
 
 def weighted_files(selection_dir: str | Path) -> list[Path]:
-    d = Path(selection_dir)
-    return [d / f for f in artifacts.read_manifest(d)["files"]]
+    """The weighted tiles of a published selection."""
+    return list(artifacts.Selection.load(selection_dir).files)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -187,8 +187,15 @@ def compute_stats(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) 
     if artifacts.is_current(out, fp):
         log.info("stats are current (%s); skipping", out)
         return artifacts.Stats.load(out)
-    tmp = artifacts.staging_dir(out, fp)
-    started = time.time()
+    with artifacts.stage(out, fp, "stats", cfg.to_json()) as st:
+        st.manifest.update(_compute(cfg, tiles, st.dir, beam_args))
+    return artifacts.Stats.load(out)
+
+
+def _compute(
+    cfg: Config, tiles: artifacts.TileSet, tmp: Path, beam_args: Sequence[str]
+) -> dict[str, Any]:
+    """The Beam job: `stats.json` and its plot into staging directory `tmp`; manifest entries."""
     integer = np.dtype(tiles.image_dtype).kind in "ui"
     args = [*cfg.beam.args, *beam_args]
     log.info("statistics of %d tile files with Beam", len(tiles.files))
@@ -210,21 +217,9 @@ def compute_stats(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) 
     stats = _stats_json(m, hists, integer, tiles)
     (tmp / "_moments.pkl").unlink()
     (tmp / "_hists.pkl").unlink()
-    artifacts.write_json(tmp / "stats.json", stats)
+    artifacts.write_json(tmp / layout.STATS_JSON, stats)
     _plot_classes(stats, tiles, tmp / "class_pixels.png")
-    artifacts.publish(
-        tmp,
-        out,
-        {
-            "fingerprint": fp,
-            "step": "stats",
-            "tiles": tiles.fingerprint,
-            "seconds": round(time.time() - started, 3),
-            "valid_pixels": stats["valid_pixels"],
-        },
-        cfg.to_json(),
-    )
-    return artifacts.Stats.load(out)
+    return {"tiles": tiles.fingerprint, "valid_pixels": stats["valid_pixels"]}
 
 
 def _stats_json(m: dict, hists: list[np.ndarray], integer: bool, tiles: artifacts.TileSet) -> dict:
@@ -273,4 +268,4 @@ def _plot_classes(stats: dict, tiles: artifacts.TileSet, path: Path) -> None:
 
 
 def load_stats_json(path: str | Path) -> dict:
-    return json.loads((Path(path) / "stats.json").read_text())
+    return json.loads((Path(path) / layout.STATS_JSON).read_text())

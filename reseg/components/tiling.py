@@ -258,17 +258,21 @@ def tile(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) -> artifa
         log.info("tiles are current (%s); skipping", out)
         return artifacts.TileSet.load(out)
     infos, grids, tables, shards = plan(cfg)
-    tmp = artifacts.staging_dir(out, fp)
-    try:
-        return _run(cfg, infos, grids, tables, shards, tmp, out, fp, beam_args)
-    except ResegError:
-        artifacts.discard(tmp)
-        raise
+    with artifacts.stage(out, fp, "tile", cfg.to_json()) as st:
+        st.manifest.update(_run(cfg, infos, grids, tables, shards, st.dir, fp, beam_args))
+    c = st.manifest["counts"]
+    log.info(
+        "wrote %d tiles (%d dropped without valid pixels) to %s; tiles per fold %s",
+        c["tiles"],
+        c["dropped"],
+        out,
+        c["tiles_per_fold"],
+    )
+    return artifacts.TileSet.load(out)
 
 
-def _run(
-    cfg, infos, grids, tables, shards, tmp: Path, out: Path, fp: str, beam_args
-) -> artifacts.TileSet:
+def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> dict:
+    """The Beam job writing shards into staging directory `tmp`; returns the manifest."""
     err_dir = tmp / "errors"
     if err_dir.exists():
         for f in err_dir.iterdir():
@@ -298,16 +302,7 @@ def _run(
     manifest = _manifest(cfg, infos, grids, shards, summaries, fp, time.time() - started)
     tileset_files = [f"{s.name}.tfrecord.gz" for s in shards]
     manifest["files"] = tileset_files
-    artifacts.publish(tmp, out, manifest, cfg.to_json())
-    c = manifest["counts"]
-    log.info(
-        "wrote %d tiles (%d dropped without valid pixels) to %s; tiles per fold %s",
-        c["tiles"],
-        c["dropped"],
-        out,
-        c["tiles_per_fold"],
-    )
-    return artifacts.TileSet.load(out)
+    return manifest
 
 
 def _manifest(cfg: Config, infos, grids, shards, summaries, fp: str, seconds: float) -> dict:

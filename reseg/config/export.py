@@ -25,10 +25,10 @@ class ExportConfig(Section):
         description="What to export: `merged` (the merged rounds, one graph), `last` (the highest "
         "round with a model) or `r<k>` (round k).",
     )
-    fold: int | Literal["all"] | None = Field(
+    fold: int | Literal["full"] | None = Field(
         None,
-        description="Whose models: fold k's (trained without fold k), `all` (trained on every "
-        "tile, rounds/r<k>/all); default the first of rounds.folds.",
+        description="Whose models: fold k's (trained without fold k), `full` (trained on every "
+        "tile, rounds/r<r>/full); default the first of rounds.folds.",
     )
     warmup_tiles: int = Field(
         2,

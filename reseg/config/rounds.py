@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from reseg.config.base import Section
+from reseg.errors import ConfigError
 
 SCORES = ("true_class", "max_prob", "margin", "entropy")
 MERGE_METHODS = ("mean", "weighted", "max_confidence", "vote")
@@ -129,8 +130,6 @@ class RoundsConfig(Section):
         folds = list(range(k)) if self.folds == "all" else list(self.folds)
         bad = [f for f in folds if not 0 <= f < k]
         if bad:
-            from reseg.errors import ConfigError
-
             raise ConfigError(
                 f"rounds.folds: folds {bad} are outside 0..{k - 1} (tiling.folds = {k})"
             )

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from reseg.artifacts import ModelInfo
 from reseg.errors import ArtifactError
 from reseg.serving import contract as c
 from reseg.serving import layout
@@ -53,8 +54,6 @@ def validate_export(
         ArtifactError: naming the first check that failed.
     """
     import tensorflow as tf
-
-    from reseg.artifacts import ModelInfo
 
     version_dir = Path(version_dir)
     t0 = time.perf_counter()

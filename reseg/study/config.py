@@ -32,6 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from reseg.config import load_config
 from reseg.config.base import Section
 from reseg.config.rounds import SCORES, GrowConfig
 from reseg.errors import ConfigError
@@ -258,7 +259,6 @@ def load_study(path: str | Path, profile: str | None = None) -> tuple[StudyConfi
 
 def load_base(path: Path) -> dict[str, Any]:
     """A pipeline config file as a mapping, validated once, with absolute scene paths."""
-    from reseg.config import load_config
 
     cfg = load_config(path)  # validates and resolves paths against the base file's folder
     return cfg.model_dump(mode="json")

@@ -32,6 +32,7 @@ from reseg import artifacts
 from reseg.config import Config, parse_config
 from reseg.config.predict import D4
 from reseg.errors import ConfigError
+from reseg.models.registry import output_stride
 from reseg.study.cells import cell_label, group_config, selections
 from reseg.study.config import ModelSpec, StudyConfig, deep_merge
 
@@ -120,8 +121,6 @@ class Plan:
 
 def _output_stride(models: list[ModelSpec]) -> int:
     import math
-
-    from reseg.models.registry import output_stride
 
     m = 1
     for spec in models:

@@ -96,18 +96,17 @@ def _jaccard(sel: dict | None) -> float | None:
 
 def _fold_data(plan: Plan, cell: Cell, group: Group, fold: int) -> FoldData:
     fd = FoldData()
-    r0 = _json(layout.eval_dir(group.root, 0, fold) / "metrics.json")
+    r0 = _json(layout.eval_dir(group.root, 0, fold) / layout.METRICS_JSON)
     fd.rounds[0] = (r0 or {}).get("mean_iou")
     fd.rounds_pc[0] = _pc(r0)
     root = Path(cell.root)
     if cell.kind == "tta":
-        m = _json(root / f"fold{fold}" / "eval" / "metrics.json")
+        m = _json(root / layout.fold_name(fold) / "eval" / layout.METRICS_JSON)
         fd.merged, fd.merged_pc = (m or {}).get("mean_iou"), _pc(m)
         return fd
     for r in range(plan.rounds + 1):
-        rd = layout.round_dir(root, r, fold)
-        m = _json(rd / "eval" / "metrics.json")
-        sel = _json(rd / "selection" / "selection.json")
+        m = _json(layout.eval_dir(root, r, fold) / layout.METRICS_JSON)
+        sel = _json(layout.selection_dir(root, r, fold) / layout.SELECTION_JSON)
         if m is not None and r > 0:
             fd.rounds[r], fd.rounds_pc[r] = m.get("mean_iou"), _pc(m)
         if m is not None:
@@ -115,10 +114,10 @@ def _fold_data(plan: Plan, cell: Cell, group: Group, fold: int) -> FoldData:
         if sel is not None:
             fd.jaccard[r] = _jaccard(sel)
             fd.selected[r] = int(sel.get("selected", 0))
-        h = _json(rd / "selection" / "score_hist.json")
+        h = _json(layout.selection_dir(root, r, fold) / layout.SCORE_HIST_JSON)
         if h is not None:
             fd.hist[r] = h
-    mm = _json(layout.merged_dir(root, fold) / "eval" / "metrics.json")
+    mm = _json(layout.merged_eval_dir(root, fold) / layout.METRICS_JSON)
     fd.merged, fd.merged_pc = (mm or {}).get("mean_iou"), _pc(mm)
     return fd
 

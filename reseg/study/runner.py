@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from reseg import artifacts
+from reseg import artifacts, tracking
 from reseg.errors import ResegError
 from reseg.pipeline import PARENT_RUN_ENV
 from reseg.study.config import load_study
@@ -88,7 +88,6 @@ def run_study(
     Raises:
         ResegError: when jobs failed (after writing the report of what finished).
     """
-    from reseg import tracking
 
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg.components.scorer import score_files
 from reseg.metrics import confusion
 from reseg.tfrecords_schema import read_tiles
 
@@ -23,7 +24,6 @@ def tile_confusions(
     Returns:
         keys: (n,) str, tile keys sorted; cms: (n, C, C) int64, row = label, column = argmax.
     """
-    from reseg.components.scorer import score_files
 
     out: dict[str, np.ndarray] = {}
     for t in read_tiles(score_files(scores_dir)):

@@ -15,10 +15,17 @@ import sys
 import time
 from pathlib import Path
 
-from reseg import artifacts, layout
-from reseg.pipeline import parent_tags
+import yaml
+
+from reseg import artifacts, layout, tracking
+from reseg.config import DataConfig
+from reseg.errors import ResegError
+from reseg.logs import quiet_libraries
+from reseg.pipeline import parent_tags, run_pipeline, steps
+from reseg.report import collect
 from reseg.study import tilecm
 from reseg.study.plan import Group, Job, Plan, config_of, marker
+from reseg.study.resample import resample_scenes
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +44,14 @@ def link(target: str | Path, path: Path) -> None:
 
 def run_data(plan: Plan, job: Job) -> None:
     """Resample the scenes (f > 1), tile them and compute the statistics of one resolution."""
-    from reseg.components.statistics import compute_stats
-    from reseg.components.tiling import tile
-    from reseg.study.resample import resample_scenes
-
     g = plan.group(job.params["group"])
     cfg = config_of(g.config, g.id)
     if g.resolution > 1:
-        from reseg.config import DataConfig
-
         source = DataConfig.model_validate(plan.source_data)
         resample_scenes(source, g.resolution, Path(g.data_root) / "scenes")
-    tile(cfg, g.data_root, plan.beam_args)
-    compute_stats(cfg, g.data_root, plan.beam_args)
+    ctx = steps.Context(cfg, Path(g.data_root), tuple(plan.beam_args))
+    steps.tile(ctx)
+    steps.stats(ctx)
 
 
 def _share_data(g: Group, root: Path) -> None:
@@ -60,11 +62,6 @@ def _share_data(g: Group, root: Path) -> None:
 def run_r0(plan: Plan, job: Job) -> None:
     """Round 0 of a group and validation fold (train, score, evaluate, per-tile confusions),
     then the group's TTA baseline on that fold."""
-    from reseg import tracking
-    from reseg.components.evaluator import evaluate
-    from reseg.components.scorer import score
-    from reseg.components.trainer import train
-
     g = plan.group(job.params["group"])
     fold = job.params["fold"]
     cfg = config_of(g.config, g.id)
@@ -79,18 +76,11 @@ def run_r0(plan: Plan, job: Job) -> None:
         tags={**parent_tags(), "reseg.step": "round0", "reseg.fold": fold, "reseg.group": g.id},
         resume_key=key,
     ) as run:
-        model = train(cfg, root, fold=fold, round=0, tracking=run)
-        scores = score(
-            cfg, model, list(tiles.files), layout.scores_dir(root, 0, fold), 0, plan.beam_args
-        )
-        metrics = evaluate(
-            scores,
-            layout.eval_dir(root, 0, fold),
-            fold,
-            tiles.class_names,
-            title=f"round 0 {g.id} fold{fold}",
-        )
-        run.log_metrics({"val_mean_iou": metrics.get("mean_iou")})
+        ctx = steps.Context(cfg, root, tuple(plan.beam_args), run)
+        steps.train(ctx, 0, fold, run=run)
+        scores = steps.score(ctx, 0, fold)
+        metrics = steps.evaluate(ctx, 0, fold)
+        run.log_metrics({"val_mean_iou": metrics.mean_iou})
     tilecm.save(
         root / "study" / f"r0_fold{fold}.npz",
         *tilecm.tile_confusions(scores, fold, tiles.num_classes),
@@ -101,16 +91,12 @@ def run_r0(plan: Plan, job: Job) -> None:
 
 def run_tta(plan: Plan, cell_id: str, fold: int, key: str) -> None:
     """Round 0's model with test-time augmentation, scored and evaluated on one fold."""
-    from reseg import tracking
-    from reseg.components.evaluator import evaluate
-    from reseg.components.scorer import score
-
     cell = plan.cell(cell_id)
     g = plan.group(cell.group)
     cfg = config_of(g.config, g.id)
     root = Path(cell.root)
     tiles = artifacts.TileSet.load(layout.tiles_dir(g.root))
-    out = root / f"fold{fold}"
+    out = root / layout.fold_name(fold)
     with tracking.open_run(
         cfg,
         root,
@@ -118,22 +104,12 @@ def run_tta(plan: Plan, cell_id: str, fold: int, key: str) -> None:
         tags={**parent_tags(), "reseg.step": "tta", "reseg.fold": fold, "reseg.cell": cell.id},
         resume_key=artifacts.fingerprint("study-tta", key, str(root)),
     ) as run:
-        scores = score(
-            cfg,
-            layout.model_dir(g.root, 0, fold),
-            list(tiles.files),
-            out / "scores",
-            0,
-            plan.beam_args,
-            tta=tuple(cell.tta or ("identity",)),
-        )
-        metrics = evaluate(
-            scores, out / "eval", fold, tiles.class_names, title=f"{cell.label} fold{fold}"
-        )
-        run.log_metrics({"val_mean_iou": metrics.get("mean_iou")})
+        ctx = steps.Context(cfg, Path(g.root), tuple(plan.beam_args), run)
+        metrics = steps.score_tta(ctx, fold, cell.tta or ("identity",), out)
+        run.log_metrics({"val_mean_iou": metrics.mean_iou})
     tilecm.save(
         root / "study" / f"merged_fold{fold}.npz",
-        *tilecm.tile_confusions(scores, fold, tiles.num_classes),
+        *tilecm.tile_confusions(out / "scores", fold, tiles.num_classes),
     )
 
 
@@ -143,11 +119,6 @@ CELL_STEPS = ("tile", "stats", "rounds", "report")
 
 def run_cell(plan: Plan, job: Job) -> None:
     """The rounds of one cell as a pipeline run reusing the group's tiles and round 0."""
-    import yaml
-
-    from reseg.pipeline import run_pipeline
-    from reseg.report import collect
-
     cell = plan.cell(job.params["cell"])
     g = plan.group(cell.group)
     cfg = config_of(cell.config, cell.id)  # type: ignore[arg-type]
@@ -156,9 +127,8 @@ def run_cell(plan: Plan, job: Job) -> None:
     (root / "cell.yaml").write_text(yaml.safe_dump(cell.config, sort_keys=False))
     _share_data(g, root)
     for fold in plan.folds:
-        for part in ("model", "scores", "eval"):
-            src = layout.round_dir(g.root, 0, fold) / part
-            link(src, layout.round_dir(root, 0, fold) / part)
+        for part in (layout.model_dir, layout.scores_dir, layout.eval_dir):
+            link(part(g.root, 0, fold), part(root, 0, fold))
     # a study compares rounds: no SavedModel export and no whole-scene prediction per cell
     run_pipeline(cfg, root, plan.beam_args, steps=CELL_STEPS)
     names = plan.class_names
@@ -169,11 +139,11 @@ def run_cell(plan: Plan, job: Job) -> None:
         last = max((r for r in view.rounds if r["metrics"]), key=lambda r: r["round"])
         tilecm.save(
             root / "study" / f"last_fold{fold}.npz",
-            *tilecm.tile_confusions(last["dir"] / "scores", fold, len(names)),
+            *tilecm.tile_confusions(layout.scores_dir(root, last["round"], fold), fold, len(names)),
         )
         tilecm.save(
             root / "study" / f"merged_fold{fold}.npz",
-            *tilecm.tile_confusions(layout.merged_dir(root, fold) / "scores", fold, len(names)),
+            *tilecm.tile_confusions(layout.merged_scores_dir(root, fold), fold, len(names)),
         )
 
 
@@ -215,9 +185,6 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from reseg.cli import _quiet_libraries
-    from reseg.errors import ResegError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 2:
         print("usage: python -m reseg.study.worker STUDY_ROOT JOB_ID", file=sys.stderr)
@@ -228,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    _quiet_libraries()
+    quiet_libraries()
     try:
         run_job(argv[0], argv[1])
     except ResegError as e:

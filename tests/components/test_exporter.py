@@ -56,7 +56,7 @@ def test_signature_output_equals_keras_predict(exported):
     import tensorflow as tf
 
     root, v1, _ = exported
-    assert v1 == layout.export_dir(root, "reseg") / "1"
+    assert v1.path == layout.export_dir(root, "reseg") / "1"
     info = ModelInfo.load(v1 / "assets.extra")
     assert info == ModelInfo.load(layout.model_dir(root, 0, 0))
     model = keras.models.load_model(layout.model_dir(root, 0, 0) / "model.keras")
@@ -106,7 +106,7 @@ def test_merged_rounds_export_as_one_graph_that_averages_them(exported):
     import tensorflow as tf
 
     root, _, v2 = exported
-    assert list(v2.rglob("saved_model.pb")) == [v2 / "saved_model.pb"]  # one graph
+    assert list(v2.path.rglob("saved_model.pb")) == [v2 / "saved_model.pb"]  # one graph
     m = export_info(v2)
     assert (m["source"], m["fold"], m["method"], m["weights"]) == ("merged", 0, "weighted", [3, 1])
     assert m["info"]["output_stride"] == 2 and m["info"]["architecture"] == "weighted(unet, cnn)"
@@ -123,7 +123,7 @@ def test_merged_rounds_export_as_one_graph_that_averages_them(exported):
     np.testing.assert_allclose(got.numpy(), ensemble(images, valid), atol=1e-6)
     # the predictor reads the export too
     sm = load_backend(layout.export_dir(root, "reseg"))
-    assert isinstance(sm, SavedModelBackend) and sm.path == v2
+    assert isinstance(sm, SavedModelBackend) and sm.path == v2.path
     np.testing.assert_allclose(sm(images, valid), got.numpy(), atol=1e-6)
 
 
@@ -140,13 +140,13 @@ def test_same_models_are_not_exported_again_but_a_new_source_is(exported, demo_c
     cfg = _cfg(demo_config, validation=False)
     assert export(cfg, root, "merged") == v2  # newest, same fingerprint
     v3 = export(cfg, root, 0)  # round 0 again becomes the newest version
-    assert v3.name == "3" and export(cfg, root, "r0") == v3
+    assert v3.version == 3 and export(cfg, root, "r0") == v3
     assert tfs.versions(v1.parent) == [1, 2, 3]
 
 
 def test_failed_validation_publishes_nothing(exported, demo_config, tmp_path):
     root, v1, _ = exported
-    base = v1.parent
+    base = v1.path.parent
     before = tfs.used_versions(base)
     cfg = _cfg(demo_config, validate_timeout_s=0.05, model_name="reseg")
     with pytest.raises(ArtifactError, match="validation did not finish within 0.05 s"):
@@ -196,8 +196,8 @@ def test_registry_behind_is_backfilled_and_ahead_is_skipped(exported, demo_confi
         }
     )
     on = _cfg(demo_config, model_name="other", validation=False)
-    assert export(off, root, "r0").name == "1"  # tracking off: not registered
-    assert export(on, root, "r1").name == "2"  # registers 1 (backfilled) and 2
+    assert export(off, root, "r0").version == 1  # tracking off: not registered
+    assert export(on, root, "r1").version == 2  # registers 1 (backfilled) and 2
     client = _client(root)
     mvs = {int(mv.version): mv for mv in client.search_model_versions("name = 'other'")}
     assert set(mvs) == {1, 2}
@@ -207,7 +207,7 @@ def test_registry_behind_is_backfilled_and_ahead_is_skipped(exported, demo_confi
     with tracking.open_run(on, root, run_name="pipeline") as parent:  # as the pipeline step does
         v = export(on, root, "r0", tracking=parent)
     mv = client.get_model_version("other", "3")
-    assert v.name == "3" and mv.tags[tracking.EXPORT_VERSION_TAG] == "3"
+    assert v.version == 3 and mv.tags[tracking.EXPORT_VERSION_TAG] == "3"
     assert client.get_run(mv.run_id).data.tags["mlflow.parentRunId"] == parent.run_id
 
 

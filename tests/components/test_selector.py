@@ -28,7 +28,7 @@ def small_tiles(tmp_path_factory):
     return tile(cfg, tmp / "root")
 
 
-def write_scores(tiles: TileSet, out, seed: int) -> list:
+def write_scores(tiles: TileSet, out, seed: int) -> artifacts.Scores:
     """Random probabilities per tile: overlapping tiles disagree in their margins on purpose."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -37,13 +37,18 @@ def write_scores(tiles: TileSet, out, seed: int) -> list:
         for t in read_tiles(list(tiles.files)):
             p = rng.gamma(0.6, size=(*t.label.shape, C)).astype(np.float32) + 1e-3
             w.write(encode(t.with_scores(p / p.sum(-1, keepdims=True), 0)))
-    return [path]
+    artifacts.write_json(
+        out / artifacts.MANIFEST, {"fingerprint": f"random-scores-{seed}", "files": [path.name]}
+    )
+    return artifacts.Scores.load(out)
 
 
-def brute_force(tiles: TileSet, files, fold: int, kind: str, correct_only: bool = False):
+def brute_force(
+    tiles: TileSet, scores: artifacts.Scores, fold: int, kind: str, correct_only: bool = False
+):
     """Every candidate's (class, key, scene position), gathered without the selector's passes."""
     out = []
-    for t in read_tiles(files):
+    for t in read_tiles(list(scores.files)):
         if t.fold == fold:
             continue
         rs, cs = t.core_slice()
@@ -164,6 +169,7 @@ def test_emphasis_weights_and_jaccard_with_the_previous_round(small_tiles, tmp_p
     cfg = SelectionConfig(direction="top", percent=30, weighting="emphasis", emphasis=2.0)
     first = select(files, small_tiles, tmp_path / "a", cfg, 0, 0)
     again = select(files, small_tiles, tmp_path / "b", cfg, 0, 1, previous=first)
+    again = again.path
     import json
 
     rep = json.loads((again / "selection.json").read_text())

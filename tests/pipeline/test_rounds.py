@@ -49,7 +49,7 @@ def test_every_artifact_of_the_rounds_is_there(demo_rounds):
     ).exists()
     fold = results["rounds"][0]
     assert [r.round for r in fold.rounds] == [0, 1]
-    assert fold.merged["mean_iou"] == pytest.approx(methods["mean"]["mean_iou"])
+    assert fold.merged.mean_iou == pytest.approx(methods["mean"]["mean_iou"])
 
 
 def test_round_one_trains_on_the_selection(demo_rounds):

@@ -35,6 +35,7 @@ import numpy as np
 from reseg import artifacts
 from reseg import layout as root_layout
 from reseg import tracking as tracking_mod
+from reseg.artifacts import ModelInfo
 from reseg.components.exporter import sources
 from reseg.components.exporter.warmup import warmup_requests
 from reseg.config import Config
@@ -51,22 +52,22 @@ def export(
     cfg: Config,
     root: str | Path,
     source: str | int | None = None,
-    fold: sources.Fold = None,
+    fold: int | str | None = sources.DEFAULT,
     tracking: tracking_mod.Run | None = None,
-) -> Path:
+) -> artifacts.Export:
     """Export `source` of `root` to `<root>/export/<cfg.export.model_name>/<version>`.
 
     Args:
         cfg: the pipeline config (`export`, `rounds.folds` and `tracking` sections are read).
         root: the pipeline root.
         source: `merged`, `last`, `r<k>` or k; default `export.source`.
-        fold: fold k, `all` (models trained on every tile), or None (`export.fold`, else
-            the first of `rounds.folds`).
+        fold: fold k, None (the models trained on every tile, `full`), or "default"
+            (`export.fold`, else the first of `rounds.folds`).
         tracking: the MLflow run (e.g. the pipeline's) under which the export logs a
             child run; None: a top-level run of its own (when `tracking.enabled`).
 
     Returns:
-        The published version folder (an existing one when the same models were exported).
+        The published version (an existing one when the same models were exported).
 
     Raises:
         ArtifactError: the source is missing, or the export failed its validation.
@@ -87,11 +88,11 @@ def export(
         if _wants_registry(cfg) and manifest.get("registry_version") is None:
             with _run(cfg, root, tracking, ecfg.model_name) as run:
                 _track(run, cfg, current, manifest)
-        return current
+        return artifacts.Export.load(current)
     with _run(cfg, root, tracking, ecfg.model_name) as run:
         final, manifest = _make(cfg, root, src, base, fp, run)
         _track(run, cfg, final, manifest)
-    return final
+    return artifacts.Export.load(final)
 
 
 def _current(base: Path, fp: str) -> Path | None:
@@ -230,7 +231,6 @@ def _track(run: tracking_mod.Run, cfg: Config, final: Path, manifest: dict) -> N
 
 def export_info(version_dir: str | Path) -> dict:
     """The manifest of an export version with its ModelInfo (for the CLI and reports)."""
-    from reseg.artifacts import ModelInfo
 
     version_dir = Path(version_dir)
     return {

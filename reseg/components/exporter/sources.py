@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from reseg import artifacts, layout
 from reseg.artifacts import ModelInfo
@@ -24,7 +24,8 @@ from reseg.serving.graph import Member
 
 log = logging.getLogger(__name__)
 
-Fold = int | Literal["all"] | None
+DEFAULT = "default"
+"""`resolve`'s fold for `export.fold`, else the first of `rounds.folds`."""
 
 
 @dataclass(frozen=True)
@@ -54,39 +55,39 @@ class Source:
     fingerprint: str
 
 
-def _default_fold(cfg: Config, root: Path) -> int:
+def _default_fold(cfg: Config, root: Path) -> int | None:
+    if cfg.export.fold is not None:
+        return None if cfg.export.fold == layout.FULL else int(cfg.export.fold)
     try:
         k = artifacts.TileSet.load(layout.tiles_dir(root)).folds
     except ArtifactError:
         raise ConfigError(
-            f"{root}: no tiles manifest to find the folds from; name the fold (--fold k|all)"
+            f"{root}: no tiles manifest to find the folds from; name the fold (--fold k|{layout.FULL})"
         ) from None
     return cfg.rounds.fold_list(k)[0]
 
 
 def resolve(
-    cfg: Config, root: str | Path, source: str | int, fold: Fold
+    cfg: Config, root: str | Path, source: str | int, fold: int | str | None
 ) -> tuple[str, int | None, Path]:
     """(label, fold, directory) of `source` = `merged` | `last` | `r<k>` | k for a fold.
 
-    `fold`: k, `all` (models trained on every tile) or None (export.fold, else the
-    first of rounds.folds).
+    `fold`: k, None (the models trained on every tile, `full`) or `DEFAULT`
+    (`export.fold`, else the first of `rounds.folds`).
     """
     root = Path(root)
-    if fold is None:
-        fold = cfg.export.fold
-    if fold is None:
-        fold = _default_fold(cfg, root)
-    k: int | None = None if fold == "all" else int(fold)
+    k = _default_fold(cfg, root) if fold == DEFAULT else fold
+    if isinstance(k, str):
+        raise ConfigError(f"export fold must be a fold number or {layout.FULL!r}; received {k!r}")
     text = f"r{source}" if isinstance(source, int) else str(source)
     if text == "merged":
         d = layout.merged_dir(root, k)
-        if not (d / "merged.json").exists():
+        if not (d / layout.MERGED_JSON).exists():
             raise ArtifactError(f"{d}: no merged.json; merge the rounds first (reseg merge)")
         return "merged", k, d
     if text == "last":
         r = 0
-        while (layout.model_dir(root, r + 1, k) / "model.keras").exists():
+        while (layout.model_dir(root, r + 1, k) / layout.MODEL_KERAS).exists():
             r += 1
         text = f"r{r}"
     m = re.fullmatch(r"r(\d+)", text)
@@ -95,7 +96,7 @@ def resolve(
             f"export source must be `merged`, `last`, `r<k>` or k; received {source!r}"
         )
     d = layout.model_dir(root, int(m.group(1)), k)
-    if not (d / "model.keras").exists():
+    if not (d / layout.MODEL_KERAS).exists():
         raise ArtifactError(f"{d}: no model.keras; train round {m.group(1)} first")
     return text, k, d
 
@@ -109,7 +110,7 @@ def _model_fingerprint(model_dir: Path) -> str:
     if fp:
         return fp
     h = hashlib.sha256()
-    for name in ("model.keras", "model.json"):
+    for name in (layout.MODEL_KERAS, layout.MODEL_JSON):
         with open(model_dir / name, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)

@@ -25,6 +25,7 @@ from reseg.artifacts import ModelInfo
 from reseg.errors import ArtifactError
 from reseg.serving import contract as c
 from reseg.serving.layout import WarmupRequest
+from reseg.tfrecords_schema import read_tiles
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ def valid_rule(images: np.ndarray, info: ModelInfo) -> np.ndarray:
 
 
 def _real_tiles(root: Path, info: ModelInfo, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    from reseg.tfrecords_schema import read_tiles
 
     try:
         tiles = artifacts.TileSet.load(layout.tiles_dir(root))

@@ -12,6 +12,6 @@ Modules: `sliding` (tile geometry and blending), `refine` (DenseCRF, SLIC), `rea
 `labels` (reference labels), `outputs` (GeoTIFF/COG, preview), `scene` (the pipeline).
 """
 
-from reseg.components.predictor.scene import ScenePrediction, predict, predict_scene
+from reseg.components.predictor.scene import ScenePrediction, predict, predict_scene, unique_ids
 
-__all__ = ["ScenePrediction", "predict", "predict_scene"]
+__all__ = ["ScenePrediction", "predict", "predict_scene", "unique_ids"]

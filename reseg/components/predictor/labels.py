@@ -18,6 +18,7 @@ import numpy as np
 from reseg.artifacts import ModelInfo
 from reseg.config import IGNORE, ClassSpec, DataConfig, SceneSpec, VectorLabels
 from reseg.errors import InputError
+from reseg.raster import SceneReader, inspect_scene
 from reseg.windows import Window
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,6 @@ class LabelReader:
     """Class ids (uint8, 255 = ignore) of any window of a scene's labels."""
 
     def __init__(self, spec: SceneSpec, data: DataConfig):
-        from reseg.raster import SceneReader, inspect_scene
 
         self.data = data
         self._reader = SceneReader(inspect_scene(spec, data), data)

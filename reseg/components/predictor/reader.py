@@ -41,13 +41,16 @@ class SceneImage:
     georeferenced: bool
 
 
-def open_scene(path: str | Path, info: ModelInfo, nodata: float | None = None) -> SceneImage:
+def open_scene(
+    path: str | Path, info: ModelInfo, nodata: float | None = None, scene_id: str | None = None
+) -> SceneImage:
     """Check an image against what the model was trained on; raise InputError naming both.
 
     Args:
         path: image raster (GeoTIFF, or a PNG/TIFF without georeferencing).
         info: the model's `ModelInfo` (bands, image_dtype, band_indexes, nodata).
         nodata: overrides the file's nodata; the file's, then the model's, is the default.
+        scene_id: the name of the scene's outputs; default the image's file name stem.
     """
     path = str(path)
     if not Path(path).exists():
@@ -88,7 +91,7 @@ def open_scene(path: str | Path, info: ModelInfo, nodata: float | None = None) -
             nodata = ds.nodata if ds.nodata is not None else info.nodata
         return SceneImage(
             path=path,
-            id=Path(path).stem,
+            id=scene_id or Path(path).stem,
             height=ds.height,
             width=ds.width,
             bands=bands,

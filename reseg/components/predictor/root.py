@@ -21,38 +21,39 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from reseg import artifacts, layout
+from reseg.components.exporter.sources import DEFAULT, resolve
+from reseg.components.predictor.scene import predict_scene
 from reseg.config import Config
+from reseg.serving import load_backend
 
 log = logging.getLogger(__name__)
 
 
-def _model_key(path: Path) -> str:
-    """The fingerprint of a model directory or merged rounds (their manifests)."""
+def _model_key(root: Path, path: Path) -> str:
+    """The fingerprint of a model directory or merged rounds (their manifests), the same
+    wherever the root lies."""
     parts = []
-    for name in ("manifest.json", "merged.json", "model.json"):
+    for name in (layout.MANIFEST, layout.MERGED_JSON, layout.MODEL_JSON):
         p = path / name
         if p.exists():
             parts.append(p.read_text())
-    return artifacts.fingerprint(str(path.resolve()), parts)
+    return artifacts.fingerprint(os.path.relpath(path, root), parts)
 
 
-def predict_root(cfg: Config, root: str | Path, run: Any = None) -> Path:
-    """Predict every scene of `cfg.data` into `<root>/predictions/`; return that folder."""
-    from reseg.components.exporter.sources import resolve
-    from reseg.components.predictor import predict_scene
-    from reseg.serving import load_backend
-
+def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Predictions:
+    """Predict every scene of `cfg.data` into `<root>/predictions/`, outputs named by scene id."""
     root = Path(root)
-    label, fold, model_path = resolve(cfg, root, cfg.export.source, cfg.export.fold)
+    label, fold, model_path = resolve(cfg, root, cfg.export.source, DEFAULT)
     scenes = cfg.data.scenes
     fp = artifacts.fingerprint(
         "predict",
-        _model_key(model_path),
+        _model_key(root, model_path),
         cfg.predict.model_dump(mode="json"),
         cfg.data.model_dump(mode="json"),
     )
@@ -60,7 +61,7 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> Path:
     try:
         if artifacts.read_manifest(final).get("fingerprint") == fp:
             log.info("predictions up to date: %s", final)
-            return final
+            return artifacts.Predictions.load(final)
     except artifacts.ArtifactError:
         pass
     tmp = artifacts.staging_dir(final, fp)
@@ -68,16 +69,22 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> Path:
     written: list[dict[str, Any]] = []
     started = time.time()
     for scene in scenes:
-        stem = scene.id or Path(scene.image).stem
-        done = tmp / f".{stem}.done.json"
+        sid = scene.scene_id
+        done = tmp / f".{sid}.done.json"
         if done.exists():
             written.append(json.loads(done.read_text()))
-            log.info("%s: already predicted in %s", stem, tmp)
+            log.info("%s: already predicted in %s", sid, tmp)
             continue
         if backend is None:
             backend = load_backend(model_path)
         res = predict_scene(
-            backend, scene.image, tmp, cfg.predict, scene.vector or scene.labels, cfg.data
+            backend,
+            scene.image,
+            tmp,
+            cfg.predict,
+            scene.vector or scene.labels,
+            cfg.data,
+            scene_id=sid,
         )
         entry = {
             "scene": res.scene,
@@ -106,4 +113,4 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> Path:
                 if name:
                     run.log_artifact(final / name, "predictions")
     log.info("predictions of %d scenes (%s model, fold %s): %s", len(written), label, fold, final)
-    return final
+    return artifacts.Predictions.load(final)

@@ -18,7 +18,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,7 @@ def predict_scene(
     cfg: PredictConfig | None = None,
     labels: str | Path | VectorLabels | None = None,
     data: DataConfig | None = None,
+    scene_id: str | None = None,
 ) -> ScenePrediction:
     """Predict a whole scene window by window and write its outputs (see outputs.py).
 
@@ -221,6 +222,8 @@ def predict_scene(
         labels: the scene's reference labels (raster, vector path or `VectorLabels`);
             when given, whole-scene metrics are computed and written to `<scene>.metrics.json`.
         data: a config's data section for reading `labels` (classes, label values, vectors).
+        scene_id: names the outputs (`<scene_id>.tif`, ...); default the image's file name
+            stem. Give distinct ids to scenes whose images share a file name.
 
     Returns:
         The output paths, the metrics (or None) and timings: `wall_s`, `cpu_s` (CPU time of
@@ -232,7 +235,7 @@ def predict_scene(
     backend = model if isinstance(model, Backend) else load_backend(model)
     info = backend.info
     t_start, cpu_start = time.perf_counter(), time.process_time()
-    scene = open_scene(image, info, cfg.nodata)
+    scene = open_scene(image, info, cfg.nodata, scene_id)
     tile, overlap = resolve_geometry(cfg, info)
     plan = SlidingPlan.make(
         scene.height, scene.width, tile, overlap, info.output_stride, cfg.shrink_tiles
@@ -378,14 +381,34 @@ def predict(
     cfg: PredictConfig | None = None,
     labels: list[str | Path | VectorLabels | None] | None = None,
     data: DataConfig | None = None,
+    scene_ids: list[str] | None = None,
 ) -> list[ScenePrediction]:
-    """`predict_scene` for several scenes with one loaded model; `labels` align with `images`."""
+    """`predict_scene` for several scenes with one loaded model; `labels` align with `images`.
+
+    Outputs are named by `scene_ids`, default `unique_ids(images)`.
+    """
     if labels is not None and len(labels) != len(images):
         raise ConfigError(
             f"give one label source per scene: {len(images)} scenes, {len(labels)} label sources"
         )
+    ids = scene_ids or unique_ids(images)
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"scene ids must be distinct: {ids}")
     backend = model if isinstance(model, Backend) else load_backend(model)
     return [
-        predict_scene(backend, img, out_dir, cfg, labels[k] if labels else None, data)
+        predict_scene(backend, img, out_dir, cfg, labels[k] if labels else None, data, ids[k])
         for k, img in enumerate(images)
     ]
+
+
+def unique_ids(images: Sequence[str | Path]) -> list[str]:
+    """Output names for images: the file name stem, prefixed by as many parent folders as it
+    takes to tell images with the same file name apart (`a/image.tif`, `b/image.tif` ->
+    `a_image`, `b_image`)."""
+    parts = [Path(p).resolve().with_suffix("").parts for p in images]
+    depth = 1
+    while True:
+        ids = ["_".join(p[-depth:]) for p in parts]
+        if len(set(ids)) == len(ids) or depth >= max(len(p) for p in parts):
+            return ids
+        depth += 1

@@ -18,7 +18,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ class _Job:
 
     @property
     def fold_name(self) -> str:
-        return "all" if self.fold is None else f"fold{self.fold}"
+        return layout.fold_name(self.fold)
 
 
 def train(
@@ -73,8 +73,8 @@ def train(
     tile_files: Sequence[str | Path] | None = None,
     init_model: str | Path | None = None,
     tracking: tracking_mod.Run | None = None,
-) -> Path:
-    """Train `cfg.model` on the tiles of `root` for validation fold `fold`; returns the model dir.
+) -> artifacts.Model:
+    """Train `cfg.model` on the tiles of `root` for validation fold `fold`; returns the model.
 
     Args:
         cfg: the pipeline config (sections `model`, `train`, `data`, `tracking`).
@@ -126,7 +126,7 @@ def train(
         log.info("%s is up to date", job.final)
         if tracking is not None:
             tracking.set_tags({"reseg.skipped": "up to date", "reseg.model_dir": job.final})
-        return job.final
+        return artifacts.Model.load(job.final)
 
     if init is None:
         inputs.check_model(cfg)
@@ -162,7 +162,7 @@ def _input_shard(job: _Job, cluster: Cluster) -> tuple[int, int] | None:
     return n, cluster.worker_index
 
 
-def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
+def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Model:
     import keras
     import tensorflow as tf
 
@@ -232,13 +232,9 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
         }
     )
 
-    staging = artifacts.staging_dir(job.final, job.fingerprint)
-    work = (
-        staging
-        if cluster.is_chief
-        else Path(tempfile.mkdtemp(prefix=f"reseg-{cluster.task_type}{cluster.task_id}-"))
-    )
-    try:
+    checkpoints = artifacts.staging_dir(job.final, job.fingerprint) / "checkpoints"
+    with _workspace(job, cluster) as st:
+        work = st.dir
         with cluster.strategy.scope():
             model, train_model, loss_weights, stride = inputs.build(
                 cfg, tiles.bands, tiles.num_classes, job.init
@@ -294,7 +290,7 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
             make_train_data=train_data,
             val_data=val,
             steps_per_epoch=steps_per_epoch,
-            checkpoint_dir=staging / "checkpoints",
+            checkpoint_dir=checkpoints,
             work_dir=work,
             on_epoch=on_epoch,
             on_resume=lambda history: run.log_history(
@@ -307,7 +303,7 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
             work / MODEL_FILE
         )  # every worker saves (TF multi-worker guide); the chief's is kept
         if not cluster.is_chief:
-            return job.final
+            return artifacts.Model(job.final, {}, None)
         _write_model_dir(job, stride, work, result.history)
         manifest = _manifest(
             job,
@@ -325,18 +321,29 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
             time.time() - t0,
             run.run_id,
         )
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-        artifacts.publish(staging, job.final, manifest, config_json=cfg.to_json())
-        run.log_metrics(
-            {"best_val_miou": manifest["metrics"]["val_miou"], "epochs_run": len(result.history)}
-        )
-        if cfg.tracking.log_model:
-            run.log_artifacts(job.final, "model")
-        run.log_artifact(job.final / "curves.png")
-        return job.final
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        st.manifest.update(manifest)
+    run.log_metrics(
+        {"best_val_miou": manifest["metrics"]["val_miou"], "epochs_run": len(result.history)}
+    )
+    if cfg.tracking.log_model:
+        run.log_artifacts(job.final, "model")
+    run.log_artifact(job.final / "curves.png")
+    return artifacts.Model.load(job.final)
+
+
+@contextlib.contextmanager
+def _workspace(job: _Job, cluster: Cluster) -> Iterator[artifacts.Stage]:
+    """The chief stages the model directory (published at the end); other workers get scratch."""
+    if cluster.is_chief:
+        with artifacts.stage(job.final, job.fingerprint, "train", job.cfg.to_json()) as st:
+            yield st
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=f"reseg-{cluster.task_type}{cluster.task_id}-"))
+    try:
+        yield artifacts.Stage(job.final, scratch, job.fingerprint, "train")
     finally:
-        if not cluster.is_chief:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _weights_digest(model) -> str:
@@ -418,7 +425,7 @@ def _write_model_dir(job: _Job, stride: int, work: Path, history: list[dict[str,
         label_values={f"{k:g}": v for k, v in cfg.data.value_to_class().items()},
     )
     info.save(work)
-    artifacts.write_json(work / "history.json", history)
+    artifacts.write_json(work / layout.HISTORY_JSON, history)
     plot_history(
         history, work / "curves.png", title=f"{info.architecture} r{job.round} {job.fold_name}"
     )

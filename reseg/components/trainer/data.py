@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg.components.trainer.augment import JointAugment
 from reseg.config.data import IGNORE
 from reseg.config.train import AugmentConfig
 from reseg.tfrecords_schema import make_parser
@@ -193,8 +194,6 @@ def training_dataset(
     makes this pipeline i of n, reading a disjoint share of the records (`_records`).
     """
     import tensorflow as tf
-
-    from reseg.components.trainer.augment import JointAugment
 
     parse = make_parser(spec.image_dtype, spec.bands)
     ds = _records(files, shuffle=True, seed=seed, deterministic=deterministic, shard=shard)

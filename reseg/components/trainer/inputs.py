@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import reseg.models  # noqa: F401  (registers the custom layers of the registry's models)
+import reseg.models as models
 from reseg import artifacts
 from reseg.artifacts import ModelInfo, TileSet
 from reseg.config import Config
@@ -82,8 +84,6 @@ def init_info(init_model: Path | None) -> ModelInfo | None:
 def load_init(init_model: Path, bands: int, num_classes: int):
     import keras
 
-    import reseg.models  # noqa: F401  (registers the custom layers of the registry's models)
-
     path = model_file(init_model)
     model = keras.models.load_model(path, safe_mode=True, compile=False)
     shape_in, shape_out = model.inputs[0].shape, model.outputs[0].shape
@@ -98,7 +98,6 @@ def load_init(init_model: Path, bands: int, num_classes: int):
 
 def build(cfg: Config, bands: int, num_classes: int, init_model: Path | None):
     """Prediction model, model trained (with auxiliary heads), their loss weights, output stride."""
-    import reseg.models as models
 
     if init_model is not None:
         model = load_init(init_model, bands, num_classes)
@@ -113,7 +112,6 @@ def build(cfg: Config, bands: int, num_classes: int, init_model: Path | None):
 
 def check_model(cfg: Config) -> None:
     """Registry name and parameters of `model`, as a ConfigError naming the key."""
-    import reseg.models as models
 
     try:
         models.validate_params(cfg.model.name, dict(cfg.model.params))

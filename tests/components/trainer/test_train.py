@@ -62,7 +62,7 @@ def test_every_registry_model_trains(root, name):
         root, model={"name": name, "params": TINY[name]}, train={"steps_per_epoch": 1}, tracking=OFF
     )
     out = train(cfg, root, fold=None)
-    assert out == layout.model_dir(root, 0, None)
+    assert out.path == layout.model_dir(root, 0, None)
     manifest = artifacts.read_manifest(out)
     assert manifest["loss_weights"] == (
         [1.0, 0.4] if name == "pspnet" else [1.0]
@@ -82,11 +82,11 @@ def test_fold_training_writes_the_model_directory_and_an_mlflow_run(root, tiled)
         train={"epochs": 2, "augment": {"enabled": True, "rotation": 30, "noise_std": 0.05}},
     )
     out = train(cfg, root, fold=1)
-    assert out == layout.model_dir(root, 0, 1)
-    assert {p.name for p in out.iterdir()} == {
+    assert out.path == layout.model_dir(root, 0, 1)
+    assert {p.name for p in out.path.iterdir()} == {
         "model.keras", "model.json", "history.json", "curves.png", "manifest.json", "config.json",
     }  # fmt: skip
-    assert not list(out.parent.glob("model.tmp-*"))  # staging dir (and its checkpoints) gone
+    assert not list(out.path.parent.glob("model.tmp-*"))  # staging dir (and its checkpoints) gone
     info = ModelInfo.load(out)
     stats = json.loads((root / "stats" / "stats.json").read_text())
     assert info.bands == 3 and info.image_dtype == "uint16" and info.tile_size == 32
@@ -111,7 +111,7 @@ def test_fold_training_writes_the_model_directory_and_an_mlflow_run(root, tiled)
 
     # same inputs, same config: skipped, nothing rewritten, no new run
     stamp = manifest["published_at"], (out / "model.keras").stat().st_mtime_ns
-    assert train(cfg, root, fold=1) == out
+    assert train(cfg, root, fold=1).path == out.path
     assert (
         artifacts.read_manifest(out)["published_at"],
         (out / "model.keras").stat().st_mtime_ns,
@@ -136,7 +136,7 @@ def test_zero_weights_from_a_selection_leave_the_initial_model_unchanged(root, t
 
     cfg = config(root, model=UNET, train={"epochs": 1}, tracking=OFF)
     out = train(cfg, root, fold=0, round=1, tile_files=[selection], init_model=init)
-    assert out == layout.model_dir(root, 1, 0)
+    assert out.path == layout.model_dir(root, 1, 0)
     history = json.loads((out / "history.json").read_text())
     assert history[0]["loss"] == 0.0
     after = keras.models.load_model(out / "model.keras").get_weights()

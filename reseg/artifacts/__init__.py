@@ -1,0 +1,57 @@
+"""Artifacts: staged and published directories (`store`) and their typed views (`types`)."""
+
+from reseg.artifacts.store import (
+    CONFIG,
+    MANIFEST,
+    Stage,
+    discard,
+    fingerprint,
+    is_current,
+    publish,
+    read_manifest,
+    stage,
+    staging_dir,
+    write_json,
+)
+from reseg.artifacts.types import (
+    Artifact,
+    BandStats,
+    Export,
+    Merged,
+    Metrics,
+    Model,
+    ModelInfo,
+    Predictions,
+    Scores,
+    Selection,
+    Stats,
+    TileSet,
+)
+from reseg.errors import ArtifactError
+
+__all__ = [
+    "CONFIG",
+    "MANIFEST",
+    "Artifact",
+    "ArtifactError",
+    "BandStats",
+    "Export",
+    "Merged",
+    "Metrics",
+    "Model",
+    "ModelInfo",
+    "Predictions",
+    "Scores",
+    "Selection",
+    "Stage",
+    "Stats",
+    "TileSet",
+    "discard",
+    "fingerprint",
+    "is_current",
+    "publish",
+    "read_manifest",
+    "stage",
+    "staging_dir",
+    "write_json",
+]

@@ -1,0 +1,164 @@
+"""Artifact directories: staged in `<dir>.tmp-<fingerprint>`, published by rename.
+
+Every component writes one directory, through `stage()`: it works in a staging
+directory next to the final one, named after the fingerprint of its inputs and
+parameters, so a rerun after a crash finds the same staging directory and can keep
+what is complete there. Publishing writes `manifest.json` last (and the resolved
+config) and renames the staging directory into place: readers never see a partial
+artifact. A step is skipped when the published manifest has the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reseg import layout
+from reseg.errors import ArtifactError, ResegError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = layout.MANIFEST
+CONFIG = layout.CONFIG_JSON
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable short hash of JSON-able values."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of a published artifact directory."""
+    p = Path(path) / MANIFEST
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no {MANIFEST}; run the step that makes it first") from None
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{p}: corrupt manifest ({e})") from None
+
+
+def is_current(path: str | Path, fp: str) -> bool:
+    """True when `path` is a published artifact with fingerprint `fp`."""
+    try:
+        return read_manifest(path).get("fingerprint") == fp
+    except ArtifactError:
+        return False
+
+
+def staging_dir(final: str | Path, fp: str) -> Path:
+    """The staging directory of `final` for fingerprint `fp` (created; kept if it exists)."""
+    final = Path(final)
+    tmp = final.with_name(f"{final.name}.tmp-{fp[:12]}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+def discard(tmp: str | Path) -> None:
+    """Remove a staging directory (after a user error: nothing half-written stays)."""
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(
+    tmp: str | Path, final: str | Path, manifest: dict[str, Any], config_json: str | None = None
+) -> Path:
+    """Write the manifest into `tmp` and move it to `final`, replacing an older version."""
+    tmp, final = Path(tmp), Path(final)
+    if config_json is not None:
+        (tmp / CONFIG).write_text(config_json)
+    manifest = {"published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **manifest}
+    write_json(tmp / MANIFEST, manifest)
+    old = None
+    if final.exists():
+        old = final.with_name(f"{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    # stale staging directories of other fingerprints are leftovers of changed inputs
+    for stale in final.parent.glob(f"{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    log.info("published %s", final)
+    return final
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    part = path.with_name(path.name + ".partial")
+    part.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    os.replace(part, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@dataclass
+class Stage:
+    """A staging directory being filled; `manifest` is what `stage()` publishes with it.
+
+    A component writes its files into `dir`, sets `manifest` (parameters, counts,
+    timings; the fingerprint and step are filled in) and leaves the `with` block.
+    """
+
+    final: Path
+    dir: Path
+    fingerprint: str
+    step: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+    config_json: str | None = None
+    started: float = field(default_factory=time.time)
+
+    def clear_files(self, pattern: str = "*") -> None:
+        """Remove the files (not folders) a killed run left, for steps that rewrite everything."""
+        for stale in self.dir.glob(pattern):
+            if stale.is_file():
+                stale.unlink()
+
+
+@contextmanager
+def stage(final: str | Path, fp: str, step: str, config_json: str | None = None) -> Iterator[Stage]:
+    """Stage an artifact and publish it when the block ends normally.
+
+    On a user error (`ResegError`) the staging directory is removed, so nothing
+    half-written stays; on any other exception (a crash, Ctrl-C) it is kept for the
+    rerun to resume from. The manifest is written last, with `fingerprint`, `step` and
+    `seconds` added to what the block put in `Stage.manifest`.
+    """
+    final = Path(final)
+    st = Stage(final, staging_dir(final, fp), fp, step, config_json=config_json)
+    try:
+        yield st
+    except ResegError:
+        discard(st.dir)
+        raise
+    manifest = {
+        "fingerprint": fp,
+        "step": step,
+        "seconds": round(time.time() - st.started, 3),
+        **st.manifest,
+    }
+    publish(st.dir, final, manifest, st.config_json)

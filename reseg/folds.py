@@ -1,0 +1,48 @@
+"""Folds: which models a step works on, and the one `--fold` parser.
+
+A fold is an `int` k, the models trained without fold k's tiles and evaluated on
+fold k's pixels, or `None`, the models trained on every tile with nothing held out
+(their folder is `full`: `rounds/r<r>/full/`). Every step command takes `--fold`
+with one meaning:
+
+- absent: the folds of the config's `rounds.folds` (what `reseg run` does);
+- `k`: fold k;
+- `all`: every fold 0..K-1 in turn (K = `tiling.folds`);
+- `full`: the models trained on every tile (steps that evaluate refuse it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from reseg.errors import ConfigError
+from reseg.layout import FULL
+
+Fold = int | None
+"""Evaluation fold k, or None for the models trained on every tile (`full`)."""
+
+
+def parse_folds(
+    text: str | None, k: int, default: Sequence[int], *, allow_full: bool = True
+) -> list[Fold]:
+    """The folds named by a `--fold` value (module docstring); `k` is `tiling.folds`."""
+    if text is None:
+        return list(default)
+    if text == "all":
+        return list(range(k))
+    if text == FULL:
+        if not allow_full:
+            raise ConfigError(
+                f"--fold {FULL}: the models trained on every tile have no evaluation pixels; "
+                "name a fold k or 'all'"
+            )
+        return [None]
+    try:
+        fold = int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--fold must be a fold number, 'all' or '{FULL}'; received {text!r}"
+        ) from None
+    if not 0 <= fold < k:
+        raise ConfigError(f"--fold must be in 0..{k - 1} (tiling.folds = {k}), received {fold}")
+    return [fold]

@@ -1,0 +1,92 @@
+"""`run_pipeline`: the steps of `reseg run` in order, inside one MLflow parent run.
+
+`STEPS` declares the steps by name, in order; each is a function of `steps`, so
+the pipeline is exactly the step commands run one after the other. Every step
+skips its work when its artifact is current, so a rerun resumes after the last
+complete artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from reseg import artifacts, layout, tracking
+from reseg.components.tiling import plan as plan_tiles
+from reseg.config import Config
+from reseg.errors import InputError
+from reseg.pipeline import steps as step_fns
+
+log = logging.getLogger(__name__)
+
+
+def _rounds(ctx: step_fns.Context) -> list[step_fns.FoldResult]:
+    return [step_fns.rounds(ctx, k) for k in ctx.folds()]
+
+
+STEPS: dict[str, Callable[[step_fns.Context], Any]] = {
+    "tile": step_fns.tile,
+    "stats": step_fns.stats,
+    "rounds": _rounds,
+    "export": step_fns.export,
+    "predict": step_fns.predict,
+    "report": step_fns.report,
+}
+
+PARENT_RUN_ENV = "RESEG_PARENT_RUN_ID"
+"""Environment variable naming an MLflow run to nest the pipeline run under (a study's run)."""
+
+
+def parent_tags() -> dict[str, str]:
+    """`{"mlflow.parentRunId": $RESEG_PARENT_RUN_ID}` when that is set, else empty."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    return {"mlflow.parentRunId": parent} if parent else {}
+
+
+def check_root(root: Path) -> None:
+    """A root that cannot be a folder is a user error, raised before anything is written."""
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root}: --root names an existing file, not a folder")
+
+
+def check_inputs(cfg: Config, root: Path, names: Sequence[str]) -> None:
+    """Check what the first step reads before anything is created (no root, run or config
+    left behind by a user error): the scenes when tiling runs, else the tiles."""
+    check_root(root)
+    if "tile" in names:
+        plan_tiles(cfg)  # every scene's header, labels and polygons
+    else:
+        artifacts.TileSet.load(layout.tiles_dir(root))
+
+
+def run_pipeline(
+    cfg: Config,
+    root: str | Path,
+    beam_args: Sequence[str] = (),
+    steps: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run the named steps (default all) in order; return each step's result by name."""
+    root = Path(root)
+    names = list(steps or STEPS)
+    check_inputs(cfg, root, names)
+    root.mkdir(parents=True, exist_ok=True)
+    layout.config_file(root).write_text(cfg.to_json())
+    key = artifacts.fingerprint("pipeline", cfg.model_dump(mode="json"), str(root.resolve()))
+    tags = {"reseg.step": "pipeline", **parent_tags()}
+    results: dict[str, Any] = {}
+    with tracking.open_run(
+        cfg, root, run_name=f"pipeline {cfg.name}", tags=tags, resume_key=key
+    ) as run:
+        if run.enabled:
+            run.log_params(cfg.model_dump(mode="json"))
+        ctx = step_fns.Context(cfg, root, tuple(beam_args), run)
+        for name in names:
+            started = time.time()
+            log.info("step %s", name)
+            results[name] = STEPS[name](ctx)
+            log.info("step %s done in %.1f s", name, time.time() - started)
+    return results

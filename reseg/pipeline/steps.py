@@ -1,0 +1,363 @@
+"""One function per step: the only place that wires components together.
+
+`reseg run`, every step command (`reseg tile`, `train`, `score`, ...) and every
+study cell call these functions and nothing else, so running the steps by hand
+writes exactly the artifacts (same fingerprints) that `reseg run` writes, and a
+`reseg run` afterwards skips them. Every step reads the artifacts it needs from
+the root (typed, `reseg.artifacts`), skips its work when its artifact is current,
+and returns the artifact.
+
+Round r of fold k (`train`, `score`, `evaluate`, `select`):
+
+- round 0 trains `model` from scratch on every labelled pixel of the folds != k;
+- round r >= 1 trains on round r - 1's selection (tiles with per-pixel weights),
+  fine-tuning round r - 1's model (`rounds.init: finetune`) or from scratch, for
+  `rounds.epochs` epochs (default `train.epochs`);
+- `merge` combines the published rounds 0..R of fold k, weighting each by its
+  evaluated mIoU (`rounds.merge: weighted`), and evaluates the merge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reseg import layout, tracking
+from reseg.artifacts import (
+    Export,
+    Merged,
+    Metrics,
+    Model,
+    Predictions,
+    Scores,
+    Selection,
+    Stats,
+    TileSet,
+)
+from reseg.components import evaluator, merger, scorer, selector, statistics, tiling
+from reseg.components import trainer as trainer_mod
+from reseg.components.exporter import export as export_component
+from reseg.components.predictor.root import predict_root
+from reseg.config import Config
+from reseg.errors import ArtifactError, ConfigError
+from reseg.folds import Fold, parse_folds
+from reseg.report import write_report
+
+log = logging.getLogger(__name__)
+
+MERGED = "merged"
+"""`evaluate`'s round for the merged rounds."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every step gets: the config, the root, extra Beam options, the parent MLflow run."""
+
+    cfg: Config
+    root: Path
+    beam_args: tuple[str, ...] = ()
+    run: tracking.Run = field(default=tracking.NULL_RUN)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.cfg.data.classes]
+
+    def tiles(self) -> TileSet:
+        return TileSet.load(layout.tiles_dir(self.root))
+
+    def folds(self, text: str | None = None, *, allow_full: bool = True) -> list[Fold]:
+        """The folds of a `--fold` value (default the config's `rounds.folds`)."""
+        k = self.tiles().folds
+        return parse_folds(text, k, self.cfg.rounds.fold_list(k), allow_full=allow_full)
+
+
+def round_config(cfg: Config, r: int) -> Config:
+    """The config round r trains with: `rounds.epochs` replaces `train.epochs` for r >= 1."""
+    if r == 0 or cfg.rounds.epochs is None:
+        return cfg
+    return cfg.model_copy(
+        update={"train": cfg.train.model_copy(update={"epochs": cfg.rounds.epochs})}
+    )
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def tile(ctx: Context) -> TileSet:
+    """Scenes -> overlapping tiles (TFRecords) with spatial folds: `<root>/tiles`."""
+    return tiling.tile(ctx.cfg, ctx.root, ctx.beam_args)
+
+
+def stats(ctx: Context) -> Stats:
+    """Per-band statistics and class counts of the tiles: `<root>/stats`."""
+    return statistics.compute_stats(ctx.cfg, ctx.root, ctx.beam_args)
+
+
+# --- one round of one fold ------------------------------------------------------------------
+
+
+def train(
+    ctx: Context,
+    r: int,
+    fold: Fold,
+    *,
+    run: tracking.Run | None = None,
+    tile_files: Sequence[Path] | None = None,
+    init_model: Path | None = None,
+) -> Model:
+    """Round r's model of `fold` (module docstring); `tile_files`/`init_model` override the
+    round's inputs (a different artifact, with its own fingerprint)."""
+    if r < 0:
+        raise ConfigError(f"round must be >= 0, received {r}")
+    cfg = round_config(ctx.cfg, r)
+    if r > 0 and tile_files is None:
+        tile_files = list(_selection(ctx, r - 1, fold).files)
+    if r > 0 and init_model is None and cfg.rounds.init == "finetune":
+        init_model = _model(ctx, r - 1, fold).path
+    return trainer_mod.train(
+        cfg,
+        ctx.root,
+        fold=fold,
+        round=r,
+        tile_files=tile_files,
+        init_model=init_model,
+        tracking=run,
+    )
+
+
+def score(ctx: Context, r: int, fold: Fold) -> Scores:
+    """Every tile with round r's class probabilities: `rounds/r<r>/<fold>/scores`."""
+    return scorer.score(
+        ctx.cfg,
+        _model(ctx, r, fold),
+        list(ctx.tiles().files),
+        layout.scores_dir(ctx.root, r, fold),
+        r,
+        ctx.beam_args,
+    )
+
+
+def evaluate(ctx: Context, r: int | str, fold: Fold) -> Metrics:
+    """Metrics of round r (or `merged`) on fold k's pixels: `.../eval`."""
+    if fold is None:
+        raise ConfigError(
+            f"evaluate: the models trained on every tile ({layout.FULL}) have no evaluation pixels"
+        )
+    if r == MERGED:
+        scores, out = _merged(ctx, fold).scores, layout.merged_eval_dir(ctx.root, fold)
+        title = f"merged ({ctx.cfg.rounds.merge}) {layout.fold_name(fold)}"
+    else:
+        scores, out = _scores(ctx, int(r), fold), layout.eval_dir(ctx.root, int(r), fold)
+        title = f"round {r} {layout.fold_name(fold)}"
+    return evaluator.evaluate(scores, out, fold, ctx.class_names, title=title)
+
+
+def select(ctx: Context, r: int, fold: Fold) -> Selection:
+    """Round r's selection (weights of round r + 1's tiles): `rounds/r<r>/<fold>/selection`."""
+    prev_dir = layout.selection_dir(ctx.root, r - 1, fold)
+    previous = Selection.load(prev_dir) if r > 0 and _published(prev_dir) else None
+    return selector.select(
+        _scores(ctx, r, fold),
+        ctx.tiles(),
+        layout.selection_dir(ctx.root, r, fold),
+        ctx.cfg.rounds.selection,
+        fold,
+        r,
+        previous=previous,
+    )
+
+
+def score_tta(ctx: Context, fold: Fold, transforms: Sequence[str], out: Path) -> Metrics:
+    """Round 0's model of `fold` with test-time augmentation, scored into `out/scores` and
+    evaluated into `out/eval` (the study's baseline at the compute of a merge)."""
+    scores = scorer.score(
+        ctx.cfg,
+        _model(ctx, 0, fold),
+        list(ctx.tiles().files),
+        out / "scores",
+        0,
+        ctx.beam_args,
+        tta=tuple(transforms),
+    )
+    title = f"round 0 + TTA ({len(transforms)} transforms) {layout.fold_name(fold)}"
+    return evaluator.evaluate(scores, out / "eval", fold, ctx.class_names, title=title)
+
+
+# --- rounds together ------------------------------------------------------------------------
+
+
+def scored_rounds(ctx: Context, fold: Fold) -> list[int]:
+    """The rounds 0, 1, ... (at most `rounds.count`) of `fold` whose scores are published."""
+    found = []
+    for r in range(ctx.cfg.rounds.count + 1):
+        if not _published(layout.scores_dir(ctx.root, r, fold)):
+            break
+        found.append(r)
+    return found
+
+
+def merge_weights(metrics: Sequence[Metrics]) -> list[float]:
+    """Each round's weight in a `weighted` merge: its evaluated mIoU (at least 1e-6)."""
+    return [max(m.mean_iou or 0.0, 1e-6) for m in metrics]
+
+
+def merge(ctx: Context, fold: Fold) -> Merged:
+    """The published rounds of fold k merged (`rounds.merge`) and evaluated: `merged/<fold>`."""
+    rounds = scored_rounds(ctx, fold)
+    if not rounds:
+        raise ArtifactError(
+            f"{layout.round_dir(ctx.root, 0, fold)}: no scored rounds to merge; score round 0 first"
+        )
+    metrics = [evaluate(ctx, r, fold) for r in rounds]
+    merged = merger.merge(
+        [_scores(ctx, r, fold) for r in rounds],
+        [_model(ctx, r, fold) for r in rounds],
+        merge_weights(metrics),
+        ctx.cfg.rounds.merge,
+        fold,
+        layout.merged_dir(ctx.root, fold),
+        ctx.class_names,
+        [*ctx.cfg.beam.args, *ctx.beam_args],
+    )
+    evaluate(ctx, MERGED, fold)
+    return merged
+
+
+@dataclass
+class RoundResult:
+    round: int
+    fold: Fold
+    model: Model
+    scores: Scores
+    metrics: Metrics | None
+    selection: Selection
+
+
+@dataclass
+class FoldResult:
+    fold: Fold
+    rounds: list[RoundResult] = field(default_factory=list)
+    merged: Metrics | None = None
+    merged_methods: dict[str, Any] | None = None
+
+
+def rounds(ctx: Context, fold: Fold) -> FoldResult:
+    """Rounds 0..R of one fold (train, score, evaluate, select), then their merge.
+
+    With `rounds.stop_when_no_gain`, the loop ends after a round whose mIoU is not
+    above the round before's.
+    """
+    result = FoldResult(fold)
+    name = layout.fold_name(fold)
+    for r in range(ctx.cfg.rounds.count + 1):
+        with ctx.run.nested(f"round {r} {name}", tags={"reseg.round": r, "reseg.fold": name}) as rr:
+            model = train(ctx, r, fold, run=rr)
+            scores = score(ctx, r, fold)
+            metrics = evaluate(ctx, r, fold) if fold is not None else None
+            selection = select(ctx, r, fold)
+            result.rounds.append(RoundResult(r, fold, model, scores, metrics, selection))
+            _log_round(rr, metrics, selection)
+        if _no_gain(ctx.cfg, result):
+            log.info("round %d did not raise mIoU; stopping (rounds.stop_when_no_gain)", r)
+            break
+    if fold is not None:
+        merged = merge(ctx, fold)
+        result.merged = Metrics.load(layout.merged_eval_dir(ctx.root, fold))
+        result.merged_methods = merged.methods
+    return result
+
+
+def _no_gain(cfg: Config, result: FoldResult) -> bool:
+    if not cfg.rounds.stop_when_no_gain or len(result.rounds) < 2:
+        return False
+    a, b = result.rounds[-2].metrics, result.rounds[-1].metrics
+    if a is None or b is None or a.mean_iou is None or b.mean_iou is None:
+        return False
+    return b.mean_iou <= a.mean_iou
+
+
+def _log_round(run: tracking.Run, metrics: Metrics | None, selection: Selection) -> None:
+    if not run.enabled:
+        return
+    flat: dict[str, Any] = {}
+    if metrics is not None:
+        v = metrics.values
+        flat = {f"val_{k}": v.get(k) for k in ("mean_iou", "overall_accuracy", "kappa", "mean_f1")}
+        for cname, pc in metrics.per_class.items():
+            flat[f"val_iou_{cname}"] = pc["iou"]
+    for cname, pc in selection.report["per_class"].items():
+        flat[f"selected_{cname}"] = pc["selected"]
+        flat[f"jaccard_{cname}"] = pc["jaccard_previous"]
+    run.log_metrics(flat)
+    if metrics is not None:
+        for f in (layout.CONFUSION_PNG, layout.PER_CLASS_PNG, layout.METRICS_JSON):
+            if (metrics.path / f).exists():
+                run.log_artifact(metrics.path / f, "eval")
+    for f in (layout.SCORE_HIST_PNG, layout.SCORE_HIST_JSON, layout.SELECTION_JSON):
+        run.log_artifact(selection.path / f, "selection")
+
+
+# --- after the rounds -----------------------------------------------------------------------
+
+
+def export(ctx: Context, source: str | int | None = None, fold: Fold | str = "default") -> Export:
+    """A validated SavedModel for TF Serving: `export/<name>/<version>`.
+
+    `source`: `merged`, `last`, `r<k>` or k (default `export.source`); `fold`: k, None
+    (`full`) or "default" (`export.fold`, else the first of `rounds.folds`).
+    """
+    return export_component(ctx.cfg, ctx.root, source, fold, tracking=ctx.run)
+
+
+def predict(ctx: Context) -> Predictions:
+    """Every scene of the config, whole, with the exported model's source: `<root>/predictions`."""
+    return predict_root(ctx.cfg, ctx.root, ctx.run)
+
+
+def report(ctx: Context) -> Path:
+    """`report/report.md` and `report.html` of the root; returns the md path."""
+    path = write_report(ctx.root)
+    if ctx.run.enabled:
+        ctx.run.log_artifacts(path.parent, "report")
+    return path
+
+
+# --- reading what earlier steps published -------------------------------------------------
+
+
+def _published(path: Path) -> bool:
+    return (path / layout.MANIFEST).exists()
+
+
+def _model(ctx: Context, r: int, fold: Fold) -> Model:
+    d = layout.model_dir(ctx.root, r, fold)
+    if not _published(d):
+        raise ArtifactError(f"{d}: round {r} of {layout.fold_name(fold)} is not trained yet")
+    return Model.load(d)
+
+
+def _scores(ctx: Context, r: int, fold: Fold) -> Scores:
+    d = layout.scores_dir(ctx.root, r, fold)
+    if not _published(d):
+        raise ArtifactError(f"{d}: round {r} of {layout.fold_name(fold)} is not scored yet")
+    return Scores.load(d)
+
+
+def _selection(ctx: Context, r: int, fold: Fold) -> Selection:
+    d = layout.selection_dir(ctx.root, r, fold)
+    if not _published(d):
+        raise ArtifactError(
+            f"{d}: round {r} of {layout.fold_name(fold)} has no selection yet; "
+            f"round {r + 1} trains on it"
+        )
+    return Selection.load(d)
+
+
+def _merged(ctx: Context, fold: Fold) -> Merged:
+    d = layout.merged_dir(ctx.root, fold)
+    if not _published(d):
+        raise ArtifactError(f"{d}: the rounds of {layout.fold_name(fold)} are not merged yet")
+    return Merged.load(d)
