@@ -12,8 +12,10 @@ from reseg.config.model import ModelConfig
 from reseg.errors import ConfigError
 from reseg.models import (
     build_model,
+    names,
     output_stride,
     parameters,
+    params_class,
     training_model,
     unet,
     validate_params,
@@ -171,3 +173,39 @@ def test_pipeline_config_reports_a_bad_model_parameter(tmp_path):
     }
     with pytest.raises(ConfigError, match=r"model\.params\.pyramid: unknown parameter.*'bins'"):
         parse_config(raw)
+
+
+@pytest.mark.parametrize("name", names())
+def test_the_default_params_of_every_entry_build_its_model(name):
+    params = params_class(name)()
+    model = build_model(name, 3, 4, params)
+    assert model.name == name
+    assert model.get_layer("stride_check").multiple == params.output_stride == output_stride(name)
+    size = max(params.output_stride, 32)
+    probs = np.asarray(model(np.zeros((1, size, size, 4), "float32")))
+    assert probs.shape == (1, size, size, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_a_model_built_from_config_params_saves_and_reloads(tmp_path):
+    params = {**TINY["deeplabv3plus"], "output_stride": 8, "hdc": [1, 2]}
+    cfg = parse_config(
+        {
+            "data": {"scenes": [{"image": "a.tif"}], "classes": [{"name": "a"}, {"name": "b"}]},
+            "model": {"name": "deeplabv3plus", "params": params},
+        }
+    )
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg.model.name, 3, 4, cfg.model.params)
+    keras.utils.set_random_seed(0)
+    as_kwargs = build_model(cfg.model.name, 3, 4, **cfg.model.params)  # as the trainer calls it
+    assert [la.get_config() for la in as_kwargs.layers] == [la.get_config() for la in model.layers]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    x, _ = batch(4, 32, 64)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+    assert loaded.get_layer("stride_check").multiple == output_stride(
+        cfg.model.name, cfg.model.params
+    )
+    assert loaded.get_layer("encoder_c5_block1_2_conv").dilation_rate == (2, 2)
+    assert loaded.get_layer("aspp_rate24_conv").dilation_rate == (24, 24)
