@@ -48,6 +48,8 @@ class ModelConfig(Section):
     model_config = ConfigDict(json_schema_extra=_params_follow_name)
 
     name: ModelName = Field(DEFAULT_MODEL, description=f"Registry name, one of {list(_NAMES)}.")
+    # `_params_of_name` validates with the named architecture's Params; the union is the
+    # type and the schema only (tried as a plain union, any model's params would pass).
     params: SkipValidation[AnyParams] = Field(
         default_factory=dict,
         validate_default=True,
