@@ -12,6 +12,10 @@ rates, the k-th spatial convolution of the stage getting `hdc[k % len(hdc)]`,
 so consecutive dilated layers cover every pixel (no "gridding"). A list of
 lists gives one pattern per dilated stage (c4 then c5 at OS 8).
 
+The encoder parameters (`EncoderParams`, shared by PSPNet's and DeepLabV3+'s
+`Params`) and the stage arithmetic (`stage_rates`, `hdc_patterns`) are in the
+Keras-free `reseg.model_params.encoders`.
+
 Every encoder ends each stage with an `Identity` layer named `encoder_c2` ...
 `encoder_c5` on the main path, so heads (PSPNet's auxiliary head) find a stage
 output by name in a built or reloaded model.
