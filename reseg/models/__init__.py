@@ -1,5 +1,9 @@
 """The model zoo: one module per architecture and a registry by name.
 
+Each architecture's parameters are its `Params` (`reseg.models.unet.Params`),
+defined in the Keras-free `reseg.model_params` so that configs read them
+without importing Keras.
+
 Importing this package registers the custom layers (`reseg.models.layers`)
 with Keras, so `keras.models.load_model(path, safe_mode=True)` reloads any
 saved reseg model without `custom_objects`.
@@ -12,6 +16,7 @@ from reseg.models.registry import (
     names,
     output_stride,
     parameters,
+    params_class,
     training_model,
     validate_params,
 )
@@ -22,6 +27,7 @@ __all__ = [
     "names",
     "output_stride",
     "parameters",
+    "params_class",
     "training_model",
     "validate_params",
 ]

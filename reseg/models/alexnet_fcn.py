@@ -11,73 +11,49 @@ stride 32). "same" padding keeps every stride exact, so the output stride is
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import layers
 
-from reseg.models import blocks, checks
+from reseg.model_params.alexnet_fcn import Params
+from reseg.models import blocks
 from reseg.models.layers import BilinearKernel
 
 NAME = "alexnet_fcn"
 _CONVS = ((96, 11, 4), (256, 5, 1), (384, 3, 1), (384, 3, 1), (256, 3, 1))
 _POOL_AFTER = (1, 2, 5)
 
-
-def check(params: dict[str, Any]) -> None:
-    """Check every argument of `build` (all present in `params`)."""
-    checks.positive_float("width", params["width"])
-    checks.positive_int("fc_filters", params["fc_filters"])
-    checks.boolean("batch_norm", params["batch_norm"])
-    checks.rate("dropout", params["dropout"])
+__all__ = ["NAME", "Params", "build"]
 
 
-def output_stride(params: dict[str, Any]) -> int:
-    """32: the stride-4 conv1 and three stride-2 poolings."""
-    return 32
-
-
-def build(
-    num_classes: int,
-    bands: int,
-    width: float = 0.5,
-    fc_filters: int = 1024,
-    batch_norm: bool = True,
-    dropout: float = 0.5,
-) -> keras.Model:
+def build(num_classes: int, bands: int, params: Params | None = None) -> keras.Model:
     """Build FCN-AlexNet.
 
     Args:
         num_classes: Number of classes C (>= 2).
         bands: Number of input bands B.
-        width: Multiplier of AlexNet's convolution widths (1.0 = paper).
-        fc_filters: Filters of fc6 and fc7 (paper 4096).
-        batch_norm: Batch normalisation after every convolution.
-        dropout: Dropout after fc6 and fc7 (paper 0.5).
+        params: Width multiplier, fc filters, batch norm, dropout (None: the defaults).
 
     Returns:
         Model `(B, H, W, bands) float32 -> (B, H, W, C) float32 softmax`, H and W
         multiples of 32.
     """
-    params = dict(width=width, fc_filters=fc_filters, batch_norm=batch_norm, dropout=dropout)
-    checks.common(num_classes, bands)
-    check(params)
-    inputs, x = blocks.image_input(bands, 32, NAME)
+    p = Params() if params is None else params
+    inputs, x = blocks.image_input(bands, p.output_stride, NAME)
     for i, (filters, kernel, stride) in enumerate(_CONVS, start=1):
         x = blocks.conv_bn_relu(
             x,
-            max(int(filters * width), 1),
+            max(int(filters * p.width), 1),
             kernel,
             f"conv{i}",
             strides=stride,
-            batch_norm=batch_norm,
+            batch_norm=p.batch_norm,
         )
         if i in _POOL_AFTER:
             x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{i}")(x)
-    x = blocks.conv_bn_relu(x, fc_filters, 6, "fc6", batch_norm=batch_norm)
-    x = blocks.dropout(x, dropout, "drop6")
-    x = blocks.conv_bn_relu(x, fc_filters, 1, "fc7", batch_norm=batch_norm)
-    x = blocks.dropout(x, dropout, "drop7")
+    x = blocks.conv_bn_relu(x, p.fc_filters, 6, "fc6", batch_norm=p.batch_norm)
+    x = blocks.dropout(x, p.dropout, "drop6")
+    x = blocks.conv_bn_relu(x, p.fc_filters, 1, "fc7", batch_norm=p.batch_norm)
+    x = blocks.dropout(x, p.dropout, "drop7")
     score = blocks.classifier(x, num_classes, name="score_fr")
     logits = layers.Conv2DTranspose(
         num_classes,

@@ -12,6 +12,10 @@ rates, the k-th spatial convolution of the stage getting `hdc[k % len(hdc)]`,
 so consecutive dilated layers cover every pixel (no "gridding"). A list of
 lists gives one pattern per dilated stage (c4 then c5 at OS 8).
 
+The encoder parameters (`EncoderParams`, shared by PSPNet's and DeepLabV3+'s
+`Params`) and the stage arithmetic (`stage_rates`, `hdc_patterns`) are in the
+Keras-free `reseg.model_params.encoders`.
+
 Every encoder ends each stage with an `Identity` layer named `encoder_c2` ...
 `encoder_c5` on the main path, so heads (PSPNet's auxiliary head) find a stage
 output by name in a built or reloaded model.
@@ -35,20 +39,19 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 from keras import layers
 
-from reseg.models import checks
+from reseg.model_params.encoders import ENCODERS, EncoderParams, hdc_patterns, stage_rates
 from reseg.models.blocks import conv_bn_relu
 
 logger = logging.getLogger(__name__)
 
-ENCODERS = ("small", "resnet50", "mobilenetv2", "efficientnetb0")
-OUTPUT_STRIDES = (8, 16)
+__all__ = ["ENCODERS", "EncoderParams", "build_encoder", "stage_rates"]
 
 
 def _resnet50_stage(name: str) -> int:
@@ -88,71 +91,24 @@ _APPLICATIONS: dict[str, tuple[str, Callable[[str], int], tuple[str, str, str, s
 }
 
 
-def stage_rates(output_stride: int) -> dict[int, int]:
-    """Nominal dilation rate of each stage c2..c5 for an output stride (8, 16 or 32)."""
-    rates, stride, rate = {}, 4, 1
-    for stage in (2, 3, 4, 5):
-        if stage > 2:
-            if stride * 2 > output_stride:
-                rate *= 2
-            else:
-                stride *= 2
-        rates[stage] = rate
-    return rates
+def build_encoder(x, bands: int, params: EncoderParams) -> list:
+    """Features `[c2, c3, c4, c5]` of `x` (strides 4, 8, min(16, OS), OS).
 
-
-def _hdc_patterns(hdc: Any, output_stride: int) -> dict[int, tuple[int, ...]]:
-    """Rate pattern per dilated stage, from `hdc` (None, a list, or a list per stage)."""
-    dilated = [s for s, r in stage_rates(output_stride).items() if r > 1]
-    if hdc is None:
-        return {}
-    if isinstance(hdc, list | tuple) and hdc and all(isinstance(p, list | tuple) for p in hdc):
-        if len(hdc) != len(dilated):
-            raise ValueError(
-                f"Argument `hdc` gives {len(hdc)} patterns but output_stride={output_stride} "
-                f"has {len(dilated)} dilated stages. Received: hdc={hdc!r}"
-            )
-        return {s: checks.int_tuple("hdc", list(p)) for s, p in zip(dilated, hdc, strict=True)}
-    pattern = checks.int_tuple("hdc", hdc)
-    return {s: pattern for s in dilated}
-
-
-def check_encoder(params: dict[str, Any]) -> None:
-    """Check the encoder arguments of a builder (`params` holds all of them)."""
-    checks.choice("encoder", params["encoder"], ENCODERS)
-    checks.optional_path("encoder_weights", params["encoder_weights"])
-    if params["encoder_weights"] is not None and params["encoder"] == "small":
-        raise ValueError(
-            "Argument `encoder_weights` needs a keras.applications encoder "
-            f"{list(ENCODERS[1:])}. Received: encoder='small', "
-            f"encoder_weights={params['encoder_weights']!r}"
-        )
-    checks.int_tuple("encoder_widths", params["encoder_widths"], length=4)
-    checks.int_tuple("encoder_blocks", params["encoder_blocks"], length=4)
-    checks.choice("output_stride", params["output_stride"], OUTPUT_STRIDES)
-    _hdc_patterns(params["hdc"], params["output_stride"])
-
-
-def build_encoder(
-    x,
-    encoder: str,
-    bands: int,
-    output_stride: int,
-    hdc: Any = None,
-    encoder_weights: str | None = None,
-    encoder_widths: Sequence[int] = (32, 64, 128, 256),
-    encoder_blocks: Sequence[int] = (2, 2, 2, 2),
-) -> list:
-    """Features `[c2, c3, c4, c5]` of `x` (strides 4, 8, min(16, OS), OS)."""
-    if encoder == "small":
-        return _small_encoder(x, encoder_widths, encoder_blocks, output_stride, hdc)
-    return _application_encoder(x, encoder, bands, output_stride, hdc, encoder_weights)
+    Args:
+        x: The checked input tensor `(B, H, W, bands)`.
+        bands: Number of input bands B.
+        params: The encoder fields of the architecture's parameters.
+    """
+    p = params
+    if p.encoder == "small":
+        return _small_encoder(x, p.encoder_widths, p.encoder_blocks, p.output_stride, p.hdc)
+    return _application_encoder(x, p.encoder, bands, p.output_stride, p.hdc, p.encoder_weights)
 
 
 def _rate_cycle(stage: int, output_stride: int, hdc: Any) -> Callable[[], int]:
     """A callable giving the rate of the next spatial convolution of `stage`."""
     rate = stage_rates(output_stride)[stage]
-    pattern = _hdc_patterns(hdc, output_stride).get(stage) if rate > 1 else None
+    pattern = hdc_patterns(hdc, output_stride).get(stage) if rate > 1 else None
     count = [0]
 
     def next_rate() -> int:

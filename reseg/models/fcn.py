@@ -24,31 +24,17 @@ its fc layers (`fc_filters=1024`, paper 4096). Output stride 32.
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import layers
 
-from reseg.models import blocks, checks
+from reseg.model_params.fcn import VARIANTS, Params
+from reseg.models import blocks
 from reseg.models.layers import BilinearKernel
 
-VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
 _VGG16 = (2, 2, 3, 3, 3)
 _WIDTHS = (1, 2, 4, 8, 8)
 
-
-def check(params: dict[str, Any]) -> None:
-    """Check every argument of a builder (all present in `params`)."""
-    checks.positive_int("base_filters", params["base_filters"])
-    checks.positive_int("fc_filters", params["fc_filters"])
-    checks.positive_int("fc_kernel", params["fc_kernel"])
-    checks.boolean("batch_norm", params["batch_norm"])
-    checks.rate("dropout", params["dropout"])
-
-
-def output_stride(params: dict[str, Any]) -> int:
-    """32: five 2 x 2 poolings."""
-    return 32
+__all__ = ["VARIANTS", "Params", "build_fcn", "build_fcn8s", "build_fcn16s", "build_fcn32s"]
 
 
 def _upsample(x, num_classes: int, factor: int, name: str, trainable: bool):
@@ -69,44 +55,38 @@ def _score(x, num_classes: int, name: str):
 
 
 def build_fcn(
-    variant: str,
-    num_classes: int,
-    bands: int,
-    base_filters: int = 32,
-    fc_filters: int = 1024,
-    fc_kernel: int = 7,
-    batch_norm: bool = True,
-    dropout: float = 0.5,
+    variant: str, num_classes: int, bands: int, params: Params | None = None
 ) -> keras.Model:
     """Build FCN-32s, FCN-16s or FCN-8s (`variant`); see the module docstring.
+
+    Args:
+        variant: "fcn32s", "fcn16s" or "fcn8s".
+        num_classes: Number of classes C (>= 2).
+        bands: Number of input bands B.
+        params: Widths, fc kernel, batch norm, dropout (None: the defaults).
 
     Returns:
         Model `(B, H, W, bands) float32 -> (B, H, W, C) float32 softmax` named
         `variant`, H and W multiples of 32.
     """
-    checks.choice("variant", variant, VARIANTS)
-    params = dict(
-        base_filters=base_filters,
-        fc_filters=fc_filters,
-        fc_kernel=fc_kernel,
-        batch_norm=batch_norm,
-        dropout=dropout,
-    )
-    checks.common(num_classes, bands)
-    check(params)
-    inputs, x = blocks.image_input(bands, 32, variant)
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"Argument `variant` must be one of {list(VARIANTS)}. Received: variant={variant!r}"
+        )
+    p = Params() if params is None else params
+    inputs, x = blocks.image_input(bands, p.output_stride, variant)
     pools = []
     for b, (convs, width) in enumerate(zip(_VGG16, _WIDTHS, strict=True), start=1):
         for i in range(1, convs + 1):
             x = blocks.conv_bn_relu(
-                x, base_filters * width, 3, f"conv{b}_{i}", batch_norm=batch_norm
+                x, p.base_filters * width, 3, f"conv{b}_{i}", batch_norm=p.batch_norm
             )
         x = layers.MaxPooling2D(2, name=f"pool{b}")(x)
         pools.append(x)
-    x = blocks.conv_bn_relu(x, fc_filters, fc_kernel, "fc6", batch_norm=batch_norm)
-    x = blocks.dropout(x, dropout, "drop6")
-    x = blocks.conv_bn_relu(x, fc_filters, 1, "fc7", batch_norm=batch_norm)
-    x = blocks.dropout(x, dropout, "drop7")
+    x = blocks.conv_bn_relu(x, p.fc_filters, p.fc_kernel, "fc6", batch_norm=p.batch_norm)
+    x = blocks.dropout(x, p.dropout, "drop6")
+    x = blocks.conv_bn_relu(x, p.fc_filters, 1, "fc7", batch_norm=p.batch_norm)
+    x = blocks.dropout(x, p.dropout, "drop7")
     score = blocks.classifier(x, num_classes, name="score_fr")
     if variant == "fcn32s":
         logits = _upsample(score, num_classes, 32, "upscore", trainable=False)
@@ -122,16 +102,16 @@ def build_fcn(
     return blocks.finish(inputs, logits, variant)
 
 
-def build_fcn32s(num_classes: int, bands: int, **params: Any) -> keras.Model:
-    """FCN-32s; keyword arguments as `build_fcn`."""
-    return build_fcn("fcn32s", num_classes, bands, **params)
+def build_fcn32s(num_classes: int, bands: int, params: Params | None = None) -> keras.Model:
+    """FCN-32s; arguments as `build_fcn`."""
+    return build_fcn("fcn32s", num_classes, bands, params)
 
 
-def build_fcn16s(num_classes: int, bands: int, **params: Any) -> keras.Model:
-    """FCN-16s; keyword arguments as `build_fcn`."""
-    return build_fcn("fcn16s", num_classes, bands, **params)
+def build_fcn16s(num_classes: int, bands: int, params: Params | None = None) -> keras.Model:
+    """FCN-16s; arguments as `build_fcn`."""
+    return build_fcn("fcn16s", num_classes, bands, params)
 
 
-def build_fcn8s(num_classes: int, bands: int, **params: Any) -> keras.Model:
-    """FCN-8s; keyword arguments as `build_fcn`."""
-    return build_fcn("fcn8s", num_classes, bands, **params)
+def build_fcn8s(num_classes: int, bands: int, params: Params | None = None) -> keras.Model:
+    """FCN-8s; arguments as `build_fcn`."""
+    return build_fcn("fcn8s", num_classes, bands, params)

@@ -21,85 +21,34 @@ from typing import Any
 import keras
 from keras import layers
 
-from reseg.models import blocks, checks, encoders
+from reseg.model_params.pspnet import Params
+from reseg.models import blocks, encoders
 from reseg.models.layers import AdaptiveAveragePool2D, BilinearUpsample, ResizeToMatch
 
 NAME = "pspnet"
 AUX_SOURCE = "encoder_c4"
 AUX_WEIGHT = 0.4
 
-
-def check(params: dict[str, Any]) -> None:
-    """Check every argument of `build` (all present in `params`)."""
-    encoders.check_encoder(params)
-    checks.int_tuple("bins", params["bins"])
-    checks.positive_int("head_filters", params["head_filters"])
-    checks.rate("dropout", params["dropout"])
+__all__ = ["AUX_WEIGHT", "NAME", "Params", "aux_head", "build"]
 
 
-def output_stride(params: dict[str, Any]) -> int:
-    """The encoder's output stride (8 or 16)."""
-    return params["output_stride"]
-
-
-def build(
-    num_classes: int,
-    bands: int,
-    encoder: str = "small",
-    encoder_weights: str | None = None,
-    encoder_widths: list[int] | tuple[int, ...] = (32, 64, 128, 256),
-    encoder_blocks: list[int] | tuple[int, ...] = (2, 2, 2, 2),
-    output_stride: int = 8,
-    hdc: list[int] | list[list[int]] | None = None,
-    bins: list[int] | tuple[int, ...] = (1, 2, 3, 6),
-    head_filters: int = 256,
-    dropout: float = 0.1,
-) -> keras.Model:
+def build(num_classes: int, bands: int, params: Params | None = None) -> keras.Model:
     """Build PSPNet (prediction model, without the auxiliary head).
 
     Args:
         num_classes: Number of classes C (>= 2).
         bands: Number of input bands B.
-        encoder: "small" (built-in), "resnet50", "mobilenetv2" or "efficientnetb0".
-        encoder_weights: Local weights file of the 3-band keras.applications
-            encoder (None: random initialisation).
-        encoder_widths: Stage widths of the "small" encoder.
-        encoder_blocks: Basic blocks per stage of the "small" encoder.
-        output_stride: 8 (paper) or 16.
-        hdc: Hybrid dilated convolution rates for the dilated stages (a list,
-            or one list per dilated stage); None = the nominal rates.
-        bins: Grid sizes of the pyramid pooling module.
-        head_filters: Filters of the 3 x 3 convolution after the pyramid.
-        dropout: Dropout before the classifier (paper 0.1).
+        params: Encoder, output stride, pyramid bins, head filters, dropout
+            (None: the defaults).
 
     Returns:
         Model `(B, H, W, bands) float32 -> (B, H, W, C) float32 softmax`, H and W
         multiples of `output_stride`.
     """
-    params = dict(
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-        encoder_widths=encoder_widths,
-        encoder_blocks=encoder_blocks,
-        output_stride=output_stride,
-        hdc=hdc,
-        bins=bins,
-        head_filters=head_filters,
-        dropout=dropout,
-    )
-    checks.common(num_classes, bands)
-    check(params)
-    inputs, x = blocks.image_input(bands, output_stride, NAME)
-    c5 = encoders.build_encoder(
-        x,
-        encoder,
-        bands,
-        output_stride,
-        hdc=hdc,
-        encoder_weights=encoder_weights,
-        encoder_widths=encoder_widths,
-        encoder_blocks=encoder_blocks,
-    )[3]
+    p = Params() if params is None else params
+    bins = p.bins
+    inputs, x = blocks.image_input(bands, p.output_stride, NAME)
+    c5 = encoders.build_encoder(x, bands, p)[3]
     reduced = max(c5.shape[-1] // len(bins), 1)
     branches = [c5]
     for b in bins:
@@ -107,10 +56,10 @@ def build(
         y = blocks.conv_bn_relu(y, reduced, 1, f"ppm{b}")
         branches.append(ResizeToMatch(name=f"ppm{b}_resize")([y, c5]))
     x = layers.Concatenate(name="ppm_concat")(branches)
-    x = blocks.conv_bn_relu(x, head_filters, 3, "head")
-    x = blocks.dropout(x, dropout, "head_dropout")
+    x = blocks.conv_bn_relu(x, p.head_filters, 3, "head")
+    x = blocks.dropout(x, p.dropout, "head_dropout")
     x = blocks.classifier(x, num_classes)
-    logits = BilinearUpsample(output_stride, name="upsample")(x)
+    logits = BilinearUpsample(p.output_stride, name="upsample")(x)
     return blocks.finish(inputs, logits, NAME)
 
 

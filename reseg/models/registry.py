@@ -1,10 +1,15 @@
 """The model registry: architectures by name, for configs and the trainer.
 
-Each entry is a builder `build(num_classes, bands, **params) -> keras.Model`
-whose keyword arguments, with their defaults, are the entry's parameters. The
-model it returns is the prediction model: input "image" `(None, None, bands)`
-float32 (normalised), one output, float32 softmax `(B, H, W, C)`, named after the
-entry. `training_model` adds the training-only heads (PSPNet's auxiliary head).
+The entries, their `Params` classes and their builders are listed once, in the
+Keras-free catalogue `reseg.model_params`; this module builds from it. A
+builder is `build(num_classes, bands, params) -> keras.Model` and returns the
+prediction model: input "image" `(None, None, bands)` float32 (normalised), one
+output, float32 softmax `(B, H, W, C)`, named after the entry.
+`training_model` adds the training-only heads (PSPNet's auxiliary head).
+
+Parameters are given as the entry's `Params`, as a mapping, or as keyword
+arguments: `build_model("unet", 7, 4, depth=3)` equals
+`build_model("unet", 7, 4, unet.Params(depth=3))`.
 
 Saving and loading: `model.save("m.keras")`; `keras.models.load_model("m.keras",
 safe_mode=True)` after `import reseg.models` (which registers the custom
@@ -15,38 +20,27 @@ reloaded PSPNet, so fine-tuning a reloaded PSPNet starts a new auxiliary head.
 
 from __future__ import annotations
 
-import functools
-import inspect
+import importlib
 import weakref
-from collections.abc import Callable
-from types import ModuleType
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 
-from reseg.models import (
-    alexnet_fcn,
-    checks,
-    cnn,
-    deeplabv3plus,
-    fcn,
-    pspnet,
-    segnet,
-    unet,
-)
+from reseg.model_params import architecture, names, params_class, validate_params
+from reseg.model_params.base import Params
+from reseg.models import pspnet
 
-# name: (module with `check(params)` and `output_stride(params)`, builder)
-_ENTRIES: dict[str, tuple[ModuleType, Callable[..., keras.Model]]] = {
-    "cnn": (cnn, cnn.build),
-    "alexnet_fcn": (alexnet_fcn, alexnet_fcn.build),
-    "fcn32s": (fcn, functools.partial(fcn.build_fcn, "fcn32s")),
-    "fcn16s": (fcn, functools.partial(fcn.build_fcn, "fcn16s")),
-    "fcn8s": (fcn, functools.partial(fcn.build_fcn, "fcn8s")),
-    "unet": (unet, unet.build),
-    "segnet": (segnet, segnet.build),
-    "pspnet": (pspnet, pspnet.build),
-    "deeplabv3plus": (deeplabv3plus, deeplabv3plus.build),
-}
+__all__ = [
+    "build_model",
+    "builder",
+    "names",
+    "output_stride",
+    "parameters",
+    "params_class",
+    "training_model",
+    "validate_params",
+]
 
 # name: (function building the auxiliary outputs of a built model, their loss weights)
 _AUX_HEADS: dict[str, tuple[Callable[[keras.Model], Any], float]] = {
@@ -56,81 +50,68 @@ _AUX_HEADS: dict[str, tuple[Callable[[keras.Model], Any], float]] = {
 _TRAINING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def names() -> list[str]:
-    """Registry names, in a stable order."""
-    return list(_ENTRIES)
-
-
-def _entry(name: str) -> tuple[ModuleType, Callable[..., keras.Model]]:
-    if name not in _ENTRIES:
-        raise ValueError(f"Unknown model name {name!r}. Available: {names()}")
-    return _ENTRIES[name]
+def builder(name: str) -> Callable[..., keras.Model]:
+    """The builder function of entry `name`."""
+    module, function = architecture(name).builder.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def parameters(name: str) -> dict[str, Any]:
-    """The parameters of an entry with their defaults (all but `num_classes`, `bands`)."""
-    _, builder = _entry(name)
-    sig = inspect.signature(builder)
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.name not in ("num_classes", "bands") and p.kind is p.POSITIONAL_OR_KEYWORD
-    }
+    """The parameters of an entry with their defaults."""
+    return dict(params_class(name)())
 
 
-def _resolve(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Defaults updated with `params`, checked; raises on unknown keys or bad values."""
-    if not isinstance(params, dict):
-        raise TypeError(
-            f"Model params must be a mapping. Received: params={params!r} ({type(params).__name__})"
-        )
-    module, _ = _entry(name)
-    allowed = parameters(name)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"Unknown parameter(s) {unknown} for model {name!r}. Allowed: {sorted(allowed)}. "
-            f"Received: params={params!r}"
-        )
-    full = {**allowed, **params}
-    module.check(full)
-    return full
+def _resolve(name: str, params: Params | Mapping[str, Any] | None, kwargs: dict) -> Params:
+    """`params` updated with `kwargs`, checked (see `validate_params`)."""
+    if not kwargs:
+        return validate_params(name, params)
+    if params is not None and not isinstance(params, Mapping | Params):
+        return validate_params(name, params)  # raises the TypeError
+    return validate_params(name, {**dict(params or {}), **kwargs})
 
 
-def validate_params(name: str, params: dict[str, Any]) -> None:
-    """Check a model's parameters without building it.
-
-    Raises:
-        ValueError: Unknown name, unknown parameter or bad value; the message
-            names the key, what was received and what is allowed.
-        TypeError: A value of the wrong type.
-    """
-    _resolve(name, params)
-
-
-def output_stride(name: str, **params: Any) -> int:
+def output_stride(
+    name: str, params: Params | Mapping[str, Any] | None = None, **kwargs: Any
+) -> int:
     """The factor that the input height and width of this model must be multiples of."""
-    module, _ = _entry(name)
-    return int(module.output_stride(_resolve(name, params)))
+    return int(_resolve(name, params, kwargs).output_stride)
 
 
-def build_model(name: str, num_classes: int, bands: int, **params: Any) -> keras.Model:
+def _check_counts(num_classes: Any, bands: Any) -> None:
+    for key, value, minimum in (("num_classes", num_classes, 2), ("bands", bands, 1)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"Argument `{key}` must be an int. Received: {key}={value!r}")
+        if value < minimum:
+            raise ValueError(f"Argument `{key}` must be >= {minimum}. Received: {key}={value!r}")
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    bands: int,
+    params: Params | Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> keras.Model:
     """Build the prediction model of a registry entry.
 
     Args:
         name: Registry name (see `names()`).
         num_classes: Number of classes C (>= 2).
-        bands: Number of input bands B.
-        **params: The entry's parameters (see `parameters(name)`).
+        bands: Number of input bands B (>= 1).
+        params: The entry's `Params`, or a mapping of some of its parameters.
+        **kwargs: Parameters as keyword arguments (over those of `params`).
 
     Returns:
         Model named `name`: `(B, H, W, bands) float32 -> (B, H, W, C) float32`
-        per-pixel softmax; H and W multiples of `output_stride(name, **params)`.
+        per-pixel softmax; H and W multiples of `output_stride(name, params)`.
+
+    Raises:
+        ValueError, TypeError: Unknown name or parameter, bad value (see
+            `validate_params`), bad class or band count.
     """
-    checks.common(num_classes, bands)
-    _resolve(name, params)
-    _, builder = _entry(name)
-    return builder(num_classes, bands, **params)
+    _check_counts(num_classes, bands)
+    resolved = _resolve(name, params, kwargs)
+    return builder(name)(num_classes, bands, resolved)
 
 
 def training_model(model: keras.Model) -> tuple[keras.Model, list[float]]:

@@ -14,56 +14,35 @@ VGG-16 (`base_filters=32`, paper 64). Output stride 32.
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import layers
 
-from reseg.models import blocks, checks
+from reseg.model_params.segnet import Params
+from reseg.models import blocks
 from reseg.models.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 NAME = "segnet"
 _VGG16 = (2, 2, 3, 3, 3)
 _WIDTHS = (1, 2, 4, 8, 8)
 
-
-def check(params: dict[str, Any]) -> None:
-    """Check every argument of `build` (all present in `params`)."""
-    checks.positive_int("base_filters", params["base_filters"])
-    checks.boolean("batch_norm", params["batch_norm"])
-    checks.rate("dropout", params["dropout"])
+__all__ = ["NAME", "Params", "build"]
 
 
-def output_stride(params: dict[str, Any]) -> int:
-    """32: five 2 x 2 poolings."""
-    return 32
-
-
-def build(
-    num_classes: int,
-    bands: int,
-    base_filters: int = 32,
-    batch_norm: bool = True,
-    dropout: float = 0.0,
-) -> keras.Model:
+def build(num_classes: int, bands: int, params: Params | None = None) -> keras.Model:
     """Build SegNet.
 
     Args:
         num_classes: Number of classes C (>= 2).
         bands: Number of input bands B.
-        base_filters: Filters of the first block (paper 64).
-        batch_norm: Batch normalisation after every convolution but the last.
-        dropout: Dropout after the three deepest encoder and decoder blocks
-            (Bayesian SegNet's placement; 0 = none, the paper's SegNet).
+        params: Base filters, batch norm, dropout (None: the defaults).
 
     Returns:
         Model `(B, H, W, bands) float32 -> (B, H, W, C) float32 softmax`, H and W
         multiples of 32.
     """
-    params = dict(base_filters=base_filters, batch_norm=batch_norm, dropout=dropout)
-    checks.common(num_classes, bands)
-    check(params)
-    inputs, x = blocks.image_input(bands, 32, NAME)
+    p = Params() if params is None else params
+    base_filters, batch_norm, dropout = p.base_filters, p.batch_norm, p.dropout
+    inputs, x = blocks.image_input(bands, p.output_stride, NAME)
     indices = []
     for b, (convs, width) in enumerate(zip(_VGG16, _WIDTHS, strict=True), start=1):
         for i in range(1, convs + 1):

@@ -16,61 +16,36 @@ per 256 x 256 tile.
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import layers
 
-from reseg.models import blocks, checks
+from reseg.model_params.unet import Params
+from reseg.models import blocks
 
 NAME = "unet"
 
-
-def check(params: dict[str, Any]) -> None:
-    """Check every argument of `build` (all present in `params`)."""
-    checks.positive_int("depth", params["depth"])
-    if params["depth"] > 8:
-        raise ValueError(f"Argument `depth` must be <= 8. Received: depth={params['depth']}")
-    checks.positive_int("base_filters", params["base_filters"])
-    checks.boolean("batch_norm", params["batch_norm"])
-    checks.rate("dropout", params["dropout"])
+__all__ = ["NAME", "Params", "build"]
 
 
-def output_stride(params: dict[str, Any]) -> int:
-    """`2**depth`: one 2 x 2 pooling per level."""
-    return 2 ** params["depth"]
-
-
-def build(
-    num_classes: int,
-    bands: int,
-    depth: int = 4,
-    base_filters: int = 32,
-    batch_norm: bool = True,
-    dropout: float = 0.0,
-) -> keras.Model:
+def build(num_classes: int, bands: int, params: Params | None = None) -> keras.Model:
     """Build a U-Net.
 
     Args:
         num_classes: Number of classes C (>= 2).
         bands: Number of input bands B.
-        depth: Number of 2 x 2 poolings; output stride `2**depth`.
-        base_filters: Filters of the first level; level `l` has `base_filters * 2**l`.
-        batch_norm: Batch normalisation after every 3 x 3 convolution.
-        dropout: Dropout rate on the bottleneck output (0 = none).
+        params: Depth, base filters, batch norm, dropout (None: the defaults).
 
     Returns:
         Model `(B, H, W, bands) float32 -> (B, H, W, C) float32 softmax`, H and W
         multiples of `2**depth`.
     """
-    params = dict(depth=depth, base_filters=base_filters, batch_norm=batch_norm, dropout=dropout)
-    checks.common(num_classes, bands)
-    check(params)
-    inputs, x = blocks.image_input(bands, output_stride(params), NAME)
+    p = Params() if params is None else params
+    depth, base_filters = p.depth, p.base_filters
+    inputs, x = blocks.image_input(bands, p.output_stride, NAME)
 
     def double_conv(x, filters, name):
-        x = blocks.conv_bn_relu(x, filters, 3, f"{name}_1", batch_norm=batch_norm)
-        return blocks.conv_bn_relu(x, filters, 3, f"{name}_2", batch_norm=batch_norm)
+        x = blocks.conv_bn_relu(x, filters, 3, f"{name}_1", batch_norm=p.batch_norm)
+        return blocks.conv_bn_relu(x, filters, 3, f"{name}_2", batch_norm=p.batch_norm)
 
     skips = []
     for level in range(depth):
@@ -78,7 +53,7 @@ def build(
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level + 1}_pool")(x)
     x = double_conv(x, base_filters * 2**depth, "bottleneck")
-    x = blocks.dropout(x, dropout, "bottleneck_dropout")
+    x = blocks.dropout(x, p.dropout, "bottleneck_dropout")
     for level in reversed(range(depth)):
         filters = base_filters * 2**level
         x = layers.Conv2DTranspose(

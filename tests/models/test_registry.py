@@ -8,24 +8,20 @@ import pytest
 from pydantic import ValidationError
 
 from reseg.config import parse_config
-from reseg.config.model import MODEL_NAMES, ModelConfig
+from reseg.config.model import ModelConfig
 from reseg.errors import ConfigError
 from reseg.models import (
     build_model,
     names,
     output_stride,
     parameters,
+    params_class,
     training_model,
+    unet,
     validate_params,
 )
+from reseg.models.segnet import Params as SegNetParams
 from tests.models.tiny import TINY, batch, tiny_model
-
-
-def test_config_names_are_the_registry_names():
-    assert tuple(names()) == MODEL_NAMES
-    assert {"fcn8s", "fcn16s", "fcn32s", "unet", "segnet", "pspnet", "deeplabv3plus"} <= set(
-        MODEL_NAMES
-    )
 
 
 def test_unknown_name_lists_the_names():
@@ -52,7 +48,7 @@ def test_unknown_parameter_is_named_with_the_allowed_ones():
         ("alexnet_fcn", {"width": -1}, ValueError, "Received: width=-1"),
         ("segnet", {"base_filters": "64"}, TypeError, "Received: base_filters='64'"),
         ("pspnet", {"output_stride": 32}, ValueError, r"\[8, 16\]. Received: output_stride=32"),
-        ("pspnet", {"bins": []}, TypeError, r"Received: bins=\[\]"),
+        ("pspnet", {"bins": []}, ValueError, r"must not be empty. Received: bins=\[\]"),
         ("pspnet", {"encoder": "vgg"}, ValueError, "Received: encoder='vgg'"),
         ("pspnet", {"encoder_weights": "w.h5"}, ValueError, "encoder='small'"),
         ("deeplabv3plus", {"encoder_widths": [8, 8]}, ValueError, "4 entries"),
@@ -156,12 +152,14 @@ def test_hdc_cycles_rates_through_the_dilated_stages():
 
 def test_model_config_checks_name_and_params():
     assert ModelConfig().name == "unet"
-    assert ModelConfig(name="segnet", params={"base_filters": 16}).params == {"base_filters": 16}
+    assert ModelConfig().params == unet.Params()
+    segnet = ModelConfig(name="segnet", params={"base_filters": 16})
+    assert segnet.params == SegNetParams(base_filters=16) and segnet.params.dropout == 0.0
     with pytest.raises(ValidationError, match="unknown model 'vgg'"):
         ModelConfig(name="vgg")
-    with pytest.raises(ValidationError, match=r"Received: depth=0"):
+    with pytest.raises(ValidationError, match=r"params\.depth\s+must be >= 1"):
         ModelConfig(name="unet", params={"depth": 0})
-    with pytest.raises(ValidationError, match=r"TypeError|must be a bool"):
+    with pytest.raises(ValidationError, match=r"must be a bool"):
         ModelConfig(name="unet", params={"batch_norm": "yes"})
 
 
@@ -173,5 +171,41 @@ def test_pipeline_config_reports_a_bad_model_parameter(tmp_path):
         },
         "model": {"name": "pspnet", "params": {"pyramid": [1, 2]}},
     }
-    with pytest.raises(ConfigError, match=r"model.*\['pyramid'\].*'bins'"):
+    with pytest.raises(ConfigError, match=r"model\.params\.pyramid: unknown parameter.*'bins'"):
         parse_config(raw)
+
+
+@pytest.mark.parametrize("name", names())
+def test_the_default_params_of_every_entry_build_its_model(name):
+    params = params_class(name)()
+    model = build_model(name, 3, 4, params)
+    assert model.name == name
+    assert model.get_layer("stride_check").multiple == params.output_stride == output_stride(name)
+    size = max(params.output_stride, 32)
+    probs = np.asarray(model(np.zeros((1, size, size, 4), "float32")))
+    assert probs.shape == (1, size, size, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_a_model_built_from_config_params_saves_and_reloads(tmp_path):
+    params = {**TINY["deeplabv3plus"], "output_stride": 8, "hdc": [1, 2]}
+    cfg = parse_config(
+        {
+            "data": {"scenes": [{"image": "a.tif"}], "classes": [{"name": "a"}, {"name": "b"}]},
+            "model": {"name": "deeplabv3plus", "params": params},
+        }
+    )
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg.model.name, 3, 4, cfg.model.params)
+    keras.utils.set_random_seed(0)
+    as_kwargs = build_model(cfg.model.name, 3, 4, **cfg.model.params)  # as the trainer calls it
+    assert [la.get_config() for la in as_kwargs.layers] == [la.get_config() for la in model.layers]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    x, _ = batch(4, 32, 64)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+    assert loaded.get_layer("stride_check").multiple == output_stride(
+        cfg.model.name, cfg.model.params
+    )
+    assert loaded.get_layer("encoder_c5_block1_2_conv").dilation_rate == (2, 2)
+    assert loaded.get_layer("aspp_rate24_conv").dilation_rate == (24, 24)
