@@ -35,6 +35,7 @@ EXTRAS = {
         "pytest-xdist==3.8.0",
         "hypothesis==6.170.17",
         "ruff==0.17.6",
+        "import-linter==2.17",  # the layer contract (pyproject.toml), run by tests/test_layers.py
     ],
     # torch is only for the side-by-side model benchmark (bench/models.py).
     "bench": ["torch==2.13.0"],

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,  # a library's import may have configured the root logger already
     )
     quiet_libraries()
     name = f"reseg.commands.{COMMANDS[args.command][0]}"

@@ -309,7 +309,8 @@ def export(ctx: Context, source: str | int | None = None, fold: Fold | str = "de
     `source`: `merged`, `last`, `r<k>` or k (default `export.source`); `fold`: k, None
     (`full`) or "default" (`export.fold`, else the first of `rounds.folds`).
     """
-    return export_component(ctx.cfg, ctx.root, source, fold, tracking=ctx.run)
+    parent = None if ctx.run is tracking.NULL_RUN else ctx.run  # None: a run of its own
+    return export_component(ctx.cfg, ctx.root, source, fold, tracking=parent)
 
 
 def predict(ctx: Context) -> Predictions:

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,  # a library's import may have configured the root logger already
     )
     quiet_libraries()
     try:

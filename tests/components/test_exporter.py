@@ -132,7 +132,7 @@ def test_export_was_validated_in_a_fresh_process_before_publishing(exported):
     val = export_info(v2)["validation"]
     assert val["requests"] == 3 and val["max_abs_diff"] <= 1e-5 and val["wall_s"] > 0
     assert export_info(v1)["validation"] is None  # validation: false
-    assert not list(v2.parent.glob(".staging-*"))
+    assert not list(v2.path.parent.glob(".staging-*"))
 
 
 def test_same_models_are_not_exported_again_but_a_new_source_is(exported, demo_config):
@@ -141,7 +141,7 @@ def test_same_models_are_not_exported_again_but_a_new_source_is(exported, demo_c
     assert export(cfg, root, "merged") == v2  # newest, same fingerprint
     v3 = export(cfg, root, 0)  # round 0 again becomes the newest version
     assert v3.version == 3 and export(cfg, root, "r0") == v3
-    assert tfs.versions(v1.parent) == [1, 2, 3]
+    assert tfs.versions(v1.path.parent) == [1, 2, 3]
 
 
 def test_failed_validation_publishes_nothing(exported, demo_config, tmp_path):
@@ -180,7 +180,7 @@ def test_registry_versions_equal_export_versions(exported, demo_config):
         assert mvs[v].source.endswith(f"export/reseg/{v}")
         run = client.get_run(mvs[v].run_id)
         assert run.data.tags["reseg.export_version"] == str(v)
-        assert export_info(v1.parent / str(v))["registry_version"] == v
+        assert export_info(v1.path.parent / str(v))["registry_version"] == v
     files = [f.path for f in client.list_artifacts(mvs[2].run_id, "export/reseg/2")]
     assert "export/reseg/2/saved_model.pb" in files
 

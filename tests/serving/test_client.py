@@ -37,7 +37,7 @@ def served(tmp_path_factory):
                 "scenes": [{"image": str(root / "none.tif")}],
                 "classes": [{"name": f"class{i}"} for i in range(3)],
             },
-            "export": {"model_name": "tiny", "fold": "all", "validation": False},
+            "export": {"model_name": "tiny", "fold": "full", "validation": False},
             "tracking": {"enabled": False},
         }
     )
