@@ -22,7 +22,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window as RioWindow
 
 from reseg.config import IGNORE, DataConfig, SceneSpec
-from reseg.errors import InputError
+from reseg.errors import InputError, check_readable
 from reseg.tfrecords_schema import IMAGE_DTYPES
 from reseg.windows import Window
 
@@ -95,8 +95,7 @@ def scene_files(spec: SceneSpec) -> list[str]:
 
 
 def _open(path: str, what: str):
-    if not Path(path).exists():
-        raise InputError(f"{path}: {what} file not found")
+    check_readable(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts, layout
 from reseg.config import IGNORE, Config, DataConfig, TilingConfig
-from reseg.errors import InputError, ResegError
+from reseg.errors import InputError, ResegError, expect_write
 from reseg.raster import (
     SceneInfo,
     SceneReader,
@@ -288,6 +288,7 @@ def _run(
         log.info(
             "tiling %d scenes: %d shards with Beam (%s)", len(infos), len(todo), " ".join(args)
         )
+        expect_write(tmp, _raw_bytes(cfg, infos, grids, todo), "the tiles (uncompressed)")
         with _Progress(tmp, len(shards), len(shards) - len(todo)):
             with beam.Pipeline(options=PipelineOptions(args)) as p:
                 _ = p | "Shards" >> beam.Create(todo) | "Tile" >> TileScenes(ctx)
@@ -308,6 +309,17 @@ def _run(
         c["tiles_per_fold"],
     )
     return artifacts.TileSet.load(out)
+
+
+def _raw_bytes(cfg: Config, infos, grids, shards) -> int:
+    """Upper bound of the bytes `shards` write: every tile's pixels, label, valid and fold map."""
+    t = cfg.tiling.tile_size
+    total = 0
+    for s in shards:
+        info, grid = infos[s.scene], grids[s.scene]
+        per_tile = t * t * (info.num_bands * np.dtype(info.dtype).itemsize + 3)
+        total += (s.row1 - s.row0) * grid.cols * per_tile
+    return total
 
 
 def _manifest(cfg: Config, infos, grids, shards, summaries, fp: str, seconds: float) -> dict:

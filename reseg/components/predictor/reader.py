@@ -19,7 +19,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from reseg.artifacts import ModelInfo
-from reseg.errors import InputError
+from reseg.errors import InputError, check_readable
 from reseg.windows import Window
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ def open_scene(path: str | Path, info: ModelInfo, nodata: float | None = None) -
         nodata: overrides the file's nodata; the file's, then the model's, is the default.
     """
     path = str(path)
-    if not Path(path).exists():
-        raise InputError(f"{path}: image file not found")
+    check_readable(path, "image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
