@@ -86,6 +86,19 @@ class IOFailure(ResegError):
     exit_code = 10
 
 
+PLACE_ERRORS = (AccessError, DiskFullError, OutputError, IOFailure)
+"""Errors of the place written to, not of the inputs: work staged so far stays for a rerun."""
+
+
+def error_class(name: str) -> type[ResegError]:
+    """The error type of this module called `name` (to rebuild one a worker recorded);
+    `InputError` for any other name."""
+    found = globals().get(name)
+    if isinstance(found, type) and issubclass(found, ResegError):
+        return found
+    return InputError
+
+
 # --- OS errors ---------------------------------------------------------------------------
 
 _EXPECTED: list[tuple[str, int, str]] = []

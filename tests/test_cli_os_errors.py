@@ -269,6 +269,9 @@ def test_verbose_shows_the_traceback(tmp_path, tile_config, capsys, caplog):
 
 @pytest.mark.slow
 def test_a_full_disk_during_tiling_then_a_rerun_resumes(tmpfs, tile_config):
+    raw = yaml.safe_load(tile_config.read_text())
+    del raw["beam"]  # the default runner: two workers in threads, as a new user has it
+    tile_config.write_text(yaml.safe_dump(raw))
     disk = tmpfs("48k")
     root = disk / "run"
     res = reseg("tile", str(tile_config), "--root", str(root))
@@ -282,7 +285,11 @@ def test_a_full_disk_during_tiling_then_a_rerun_resumes(tmpfs, tile_config):
     subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
     again = reseg("tile", str(tile_config), "--root", str(root))
     assert again.returncode == 0, again.stderr
-    assert f"resuming: {len(done)} of 2 shards already complete" in again.stderr
+    # two workers write at once: the disk may have held none of the shards complete
+    if done:
+        assert f"resuming: {len(done)} of 2 shards already complete" in again.stderr
+    else:
+        assert "resuming" not in again.stderr
     assert (root / "tiles" / "manifest.json").exists()
     assert not list(root.glob("tiles.tmp-*"))
 
