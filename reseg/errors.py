@@ -25,10 +25,12 @@ step said how much it writes (`expect_write`), that amount.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -110,13 +112,25 @@ _GDAL_FREE = re.compile(
 )
 
 
-def expect_write(folder: str | os.PathLike, nbytes: int, what: str) -> None:
-    """Announce that a step is about to write about `nbytes` under `folder`.
+@contextlib.contextmanager
+def expect_write(folder: str | os.PathLike, nbytes: int, what: str) -> Iterator[None]:
+    """Within this block a step writes about `nbytes` under `folder`.
 
-    A full disk during that step is then reported with this amount ("needs about ...").
+    A full disk there is reported with this amount ("... need about N MB"). The
+    announcement ends with the block when it succeeds and outlives it when it raises,
+    since the CLI reports the error after the block has exited.
     """
-    _EXPECTED.append((os.path.abspath(folder), int(nbytes), what))
+    entry = (os.path.abspath(folder), int(nbytes), what)
+    _EXPECTED.append(entry)
     del _EXPECTED[:-16]
+    yield
+    if entry in _EXPECTED:
+        _EXPECTED.remove(entry)
+
+
+def _related(a: str, b: str) -> bool:
+    """One of two absolute paths is the other or lies inside it."""
+    return os.path.commonpath([a, b]) in (a, b)
 
 
 def _size(n: float) -> str:
@@ -147,11 +161,12 @@ def _disk_full(
     path: str | None, gdal: re.Match[str] | None, fallback: str | None = None
 ) -> DiskFullError:
     hint = None
-    if path is not None:
-        full = os.path.abspath(path)
-        hint = next((h for h in reversed(_EXPECTED) if full.startswith(h[0])), None)
-    if hint is None and _EXPECTED:
-        hint = _EXPECTED[-1]
+    place = path or fallback
+    if place is None:
+        hint = _EXPECTED[-1] if _EXPECTED else None
+    else:  # the announcement of the folder written to, or of one inside the fallback (root)
+        full = os.path.abspath(place)
+        hint = next((h for h in reversed(_EXPECTED) if _related(full, h[0])), None)
     where = path or (hint[0] if hint else None) or fallback
     parts = ["no space left on the device"]
     try:

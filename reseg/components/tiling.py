@@ -333,10 +333,13 @@ def _run(
         log.info(
             "tiling %d scenes: %d shards with Beam (%s)", len(infos), len(todo), " ".join(args)
         )
-        expect_write(tmp, _raw_bytes(cfg, infos, grids, todo), "the tiles (uncompressed)")
-        with _Progress(tmp, len(shards), len(shards) - len(todo)):
-            with beam.Pipeline(options=PipelineOptions(args)) as p:
-                _ = p | "Shards" >> beam.Create(todo) | "Tile" >> TileScenes(ctx)
+        need = _raw_bytes(cfg, infos, grids, todo)
+        with (
+            expect_write(tmp, need, "the tiles (uncompressed)"),
+            _Progress(tmp, len(shards), len(shards) - len(todo)),
+            beam.Pipeline(options=PipelineOptions(args)) as p,
+        ):
+            _ = p | "Shards" >> beam.Create(todo) | "Tile" >> TileScenes(ctx)
     err = _recorded_error(tmp, shards)
     if err is not None:
         raise err

@@ -46,7 +46,7 @@ from reseg.components.predictor.preview import PreviewCanvas, hex_rgb
 from reseg.components.predictor.reader import SceneImage
 from reseg.components.predictor.refine import rgb_indexes
 from reseg.config.predict import PredictConfig
-from reseg.errors import DiskFullError, expect_write
+from reseg.errors import DiskFullError
 from reseg.windows import Window
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,6 @@ class SceneOutputs:
         blocks = math.ceil(self.scene.height / 256) * math.ceil(self.scene.width / 256)
         per_pixel = sum(np.dtype(self._spec[k][0]).itemsize * self._spec[k][1] for k in self.names)
         need = per_pixel * blocks * 256 * 256
-        expect_write(self.out_dir, need, f"{self.scene.id}'s raw outputs")
         free = shutil.disk_usage(self.out_dir).free
         if free < need:
             raise DiskFullError(
