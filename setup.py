@@ -15,6 +15,7 @@ REQUIRES = [
     "mlflow==3.17.2",
     "rasterio==1.4.4",
     "fiona==1.10.1",
+    "shapely==2.1.2",  # polygon labels: repair of invalid polygons, coverage of the image
     "rio-cogeo==7.0.4",
     "opencv-python-headless==5.0.0.93",
     "numpy==2.4.6",

@@ -2,8 +2,10 @@
 
 Each subcommand lives in `reseg/commands/<name>.py` with two functions,
 `add_arguments(parser)` and `run(args) -> int`, imported only when that
-subcommand runs (so `reseg --help` stays fast). User errors (`ResegError`)
-print one message and exit non-zero without a traceback.
+subcommand runs (so `reseg --help` stays fast). User errors (`ResegError`, and the
+operating-system, decoding and GDAL I/O errors that `reseg.errors.user_error` maps to
+it) print one line and exit with the code of their kind (table in `reseg.errors`),
+without a traceback unless `-v`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import sys
 
 from reseg import __version__
-from reseg.errors import ResegError
+from reseg.errors import ResegError, user_error
 from reseg.logs import quiet_libraries
 
 log = logging.getLogger("reseg")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         force=True,  # a library's import may have configured the root logger already
     )
-    quiet_libraries()
+    quiet_libraries(args.verbose)
     name = f"reseg.commands.{COMMANDS[args.command][0]}"
     if importlib.util.find_spec(name) is None:
         print(f"reseg {args.command}: not in this version of reseg yet", file=sys.stderr)
@@ -82,13 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except ResegError as e:
-        if args.verbose:
-            log.exception("failed")
-        print(f"reseg {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _report(args, e)
+    except Exception as e:
+        err = user_error(e, fallback=getattr(args, "root", None) or getattr(args, "out", None))
+        if err is None:
+            raise  # a bug: keep the traceback
+        return _report(args, err)
     except KeyboardInterrupt:
         print(f"reseg {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _report(args: argparse.Namespace, e: ResegError) -> int:
+    """One line on stderr (the traceback too with -v); the exit code of the error's kind."""
+    if args.verbose:
+        log.exception("failed")
+    message = " ".join(line.strip() for line in str(e).splitlines())
+    print(f"reseg {args.command}: error: {message}", file=sys.stderr)
+    return e.exit_code
 
 
 if __name__ == "__main__":

@@ -18,8 +18,12 @@ NOISY = (
 )
 
 
-def quiet_libraries() -> None:
+def quiet_libraries(verbose: bool = False) -> None:
     """Keep libraries' own logs at warnings (TensorFlow's C++ logs too, when set early)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not verbose:
+        # Beam logs each failed bundle with its traceback before re-raising the error,
+        # which the handler in `reseg.cli.main` reports on one line (all of it with -v)
+        logging.getLogger("apache_beam.runners").setLevel(logging.CRITICAL)
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -22,7 +22,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window as RioWindow
 
 from reseg.config import IGNORE, DataConfig, SceneSpec
-from reseg.errors import InputError
+from reseg.errors import InputError, check_readable
 from reseg.tfrecords_schema import IMAGE_DTYPES
 from reseg.windows import Window
 
@@ -95,8 +95,7 @@ def scene_files(spec: SceneSpec) -> list[str]:
 
 
 def _open(path: str, what: str):
-    if not Path(path).exists():
-        raise InputError(f"{path}: {what} file not found")
+    check_readable(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -233,6 +232,34 @@ def _inspect_vector(spec: SceneSpec, img, img_georef: bool) -> LabelSource:
         )
     if not img_georef:
         raise InputError(f"{spec.image}: vector labels need a georeferenced image")
+    shapes = VectorShapes(vec, img.crs)
+    if shapes.repaired:
+        ids = ", ".join(map(str, shapes.repaired[:10])) + (
+            ", ..." if len(shapes.repaired) > 10 else ""
+        )
+        log.warning(
+            "%s: %d invalid (self-intersecting) polygon(s) repaired with shapely.make_valid "
+            "before rasterising: feature(s) %s",
+            vec.path,
+            len(shapes.repaired),
+            ids,
+        )
+    share = shapes.coverage(img.bounds)
+    if share == 0:
+        raise InputError(
+            f"{vec.path}: no polygon overlaps image {spec.image} (polygon bounds in the image CRS "
+            f"{tuple(round(float(v), 1) for v in shapes.bounds())}, image bounds "
+            f"{tuple(round(v, 1) for v in img.bounds)})"
+        )
+    if share < vec.min_coverage:
+        log.warning(
+            "%s: polygons cover %.2f%% of image %s, less than min_coverage %.2f%%; "
+            "check the file and its CRS",
+            vec.path,
+            100 * share,
+            spec.image,
+            100 * vec.min_coverage,
+        )
     return LabelSource("vector", vec.path)
 
 
@@ -384,7 +411,12 @@ IGNORE_RAW = -2147483647.0
 
 
 class VectorShapes:
-    """Polygons of a vector label file in the image CRS, rasterised window by window."""
+    """Polygons of a vector label file in the image CRS, rasterised window by window.
+
+    Invalid polygons (self-intersecting rings, bow ties) are repaired with
+    `shapely.make_valid` (its polygonal parts are kept) before rasterising; their
+    feature ids are in `repaired`.
+    """
 
     def __init__(self, spec, dst_crs):
         import fiona
@@ -393,6 +425,7 @@ class VectorShapes:
         self.spec = spec
         self.items: list[tuple[dict, int]] = []
         self.unknown: set = set()
+        self.repaired: list = []
         boxes = []
         with fiona.open(spec.path, layer=spec.layer, encoding=spec.encoding) as src:
             src_crs = src.crs
@@ -409,11 +442,43 @@ class VectorShapes:
                     cls = spec.values[value]
                 geom = dict(feat.geometry.__geo_interface__)
                 if src_crs and dst_crs and rasterio.crs.CRS.from_user_input(src_crs) != dst_crs:
-                    geom = transform_geom(src_crs, dst_crs.to_wkt(), geom)
+                    try:
+                        geom = transform_geom(src_crs, dst_crs.to_wkt(), geom)
+                    except Exception as e:  # fiona's TransformError: PROJ cannot map it
+                        raise InputError(
+                            f"{spec.path}: feature {feat.id} cannot be transformed from "
+                            f"{src_crs} to the image CRS ({e})"
+                        ) from None
+                geom, fixed = _valid(geom)
+                if fixed:
+                    self.repaired.append(feat.id)
+                if geom is None:
+                    continue
                 xs, ys = _coords(geom)
                 boxes.append((xs.min(), ys.min(), xs.max(), ys.max()))
                 self.items.append((geom, int(cls)))
         self.boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of all polygons in the image CRS."""
+        b = self.boxes
+        if not len(b):
+            return (np.nan,) * 4  # type: ignore[return-value]
+        return b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+
+    def coverage(self, bounds) -> float:
+        """Share of the rectangle `bounds` (left, bottom, right, top) inside any polygon."""
+        import shapely
+        from shapely.geometry import box, shape
+
+        area = box(*bounds)
+        b = self.boxes
+        hit = (b[:, 0] <= bounds[2]) & (b[:, 2] >= bounds[0])
+        hit &= (b[:, 1] <= bounds[3]) & (b[:, 3] >= bounds[1])
+        geoms = [shape(self.items[i][0]) for i in np.flatnonzero(hit)]
+        if not geoms or area.area == 0:
+            return 0.0
+        return float(shapely.union_all(geoms).intersection(area).area / area.area)
 
     def rasterize(
         self, transform, shape: tuple[int, int], ok: np.ndarray
@@ -443,6 +508,24 @@ class VectorShapes:
         out = np.where(ok, out, IGNORE).astype(np.uint8)
         unknown = {f"attribute value {v!r}" for v in self.unknown}
         return out, unknown  # type: ignore[return-value]
+
+
+def _valid(geom: dict) -> tuple[dict | None, bool]:
+    """(`geom`, False) when valid; else its repair by `shapely.make_valid` (polygonal parts
+    only, None when nothing polygonal is left) and True."""
+    import shapely
+    from shapely.geometry import mapping, shape
+
+    g = shape(geom)
+    if g.is_valid:
+        return geom, False
+    fixed = shapely.make_valid(g)
+    parts = [
+        p for p in getattr(fixed, "geoms", [fixed]) if p.geom_type in ("Polygon", "MultiPolygon")
+    ]
+    if not parts:
+        return None, True
+    return dict(mapping(shapely.union_all(parts))), True
 
 
 def _coords(geom: dict) -> tuple[np.ndarray, np.ndarray]:

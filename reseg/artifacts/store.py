@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from reseg import layout
-from reseg.errors import ArtifactError, ResegError
+from reseg.errors import PLACE_ERRORS, ArtifactError, ResegError
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +143,18 @@ class Stage:
 def stage(final: str | Path, fp: str, step: str, config_json: str | None = None) -> Iterator[Stage]:
     """Stage an artifact and publish it when the block ends normally.
 
-    On a user error (`ResegError`) the staging directory is removed, so nothing
-    half-written stays; on any other exception (a crash, Ctrl-C) it is kept for the
-    rerun to resume from. The manifest is written last, with `fingerprint`, `step` and
+    On an error of the inputs (`ResegError`) the staging directory is removed, so
+    nothing half-written stays; on an error of the place written to (a full disk, a
+    permission: `PLACE_ERRORS`) and on any other exception (a crash, Ctrl-C) it is kept
+    for the rerun to resume from. The manifest is written last, with `fingerprint`, `step` and
     `seconds` added to what the block put in `Stage.manifest`.
     """
     final = Path(final)
     st = Stage(final, staging_dir(final, fp), fp, step, config_json=config_json)
     try:
         yield st
+    except PLACE_ERRORS:
+        raise
     except ResegError:
         discard(st.dir)
         raise

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -167,12 +166,34 @@ def percentile_from_hist(
 
 
 class _Save(beam.DoFn):
+    """Writes a combined result (a dict or list of arrays, or None) as `.npz`.
+
+    Arrays only, read back with `allow_pickle=False`: unlike a pickle, a file that
+    another writer of a shared root put in the staging folder cannot run code here.
+    """
+
     def __init__(self, path: str):
         self.path = path
 
     def process(self, value):
+        if isinstance(value, dict):
+            arrays = {k: np.asarray(v) for k, v in value.items()}
+        else:
+            arrays = {f"band{b}": np.asarray(h) for b, h in enumerate(value or [])}
         with open(self.path, "wb") as fh:
-            pickle.dump(value, fh)
+            np.savez(fh, **arrays)
+
+
+def _load_moments(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        m = {k: z[k] for k in z.files}
+    m["n"] = int(m["n"])
+    return m
+
+
+def _load_hists(path: Path) -> list[np.ndarray] | None:
+    with np.load(path, allow_pickle=False) as z:
+        return [z[f"band{b}"] for b in range(len(z.files))] or None
 
 
 def stats_fingerprint(tiles: artifacts.TileSet) -> str:
@@ -210,13 +231,13 @@ def _compute(
         hists = records | "Histograms" >> beam.CombineGlobally(
             Histograms(tiles.bands, integer), moments=beam.pvalue.AsSingleton(moments)
         )
-        _ = moments | "SaveMoments" >> beam.ParDo(_Save(str(tmp / "_moments.pkl")))
-        _ = hists | "SaveHistograms" >> beam.ParDo(_Save(str(tmp / "_hists.pkl")))
-    m = pickle.loads((tmp / "_moments.pkl").read_bytes())
-    hists = pickle.loads((tmp / "_hists.pkl").read_bytes())
+        _ = moments | "SaveMoments" >> beam.ParDo(_Save(str(tmp / "_moments.npz")))
+        _ = hists | "SaveHistograms" >> beam.ParDo(_Save(str(tmp / "_hists.npz")))
+    m = _load_moments(tmp / "_moments.npz")
+    hists = _load_hists(tmp / "_hists.npz")
     stats = _stats_json(m, hists, integer, tiles)
-    (tmp / "_moments.pkl").unlink()
-    (tmp / "_hists.pkl").unlink()
+    (tmp / "_moments.npz").unlink()
+    (tmp / "_hists.npz").unlink()
     artifacts.write_json(tmp / layout.STATS_JSON, stats)
     _plot_classes(stats, tiles, tmp / "class_pixels.png")
     return {"tiles": tiles.fingerprint, "valid_pixels": stats["valid_pixels"]}

@@ -12,6 +12,10 @@ tile content is identical to an uninterrupted run's.
 User errors found while reading (unreadable pixels, label values outside the
 class map, all-nodata scenes) are collected, not raised inside Beam, so the
 launcher reports them as one clear message and removes the staging directory.
+Operating-system errors while writing (a full disk) are collected the same way
+(in memory when the disk cannot hold the record and the runner runs in this
+process), but the staging directory is kept: a rerun resumes from its complete
+shards.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts, layout
 from reseg.config import IGNORE, Config, DataConfig, TilingConfig
-from reseg.errors import InputError, ResegError
+from reseg.errors import (
+    InputError,
+    IOFailure,
+    ResegError,
+    error_class,
+    expect_write,
+    user_error,
+)
 from reseg.raster import (
     SceneInfo,
     SceneReader,
@@ -192,11 +203,42 @@ class WriteShards(beam.DoFn):
         try:
             yield write_shard(self.ctx, shard)
         except ResegError as e:
-            err_dir = Path(self.ctx.out) / "errors"
-            err_dir.mkdir(exist_ok=True)
-            artifacts.write_json(
-                err_dir / f"{shard.name}.json", {"shard": shard.name, "error": str(e)}
-            )
+            _record(self.ctx.out, shard, e)
+        except OSError as e:  # Beam would print its traceback; the launcher reports one line
+            err = user_error(e, fallback=self.ctx.out)
+            if err is None:
+                raise
+            _record(self.ctx.out, shard, err)
+
+
+_UNRECORDED: list[ResegError] = []
+"""Errors whose record the failing disk could not hold (seen when the runner is in-process)."""
+
+
+def _record(out: str, shard: Shard, e: ResegError) -> None:
+    try:
+        err_dir = Path(out) / "errors"
+        err_dir.mkdir(exist_ok=True)
+        record = {"shard": shard.name, "error": str(e), "kind": type(e).__name__}
+        artifacts.write_json(err_dir / f"{shard.name}.json", record)
+    except OSError:
+        _UNRECORDED.append(e)
+
+
+def _recorded_error(tmp: Path, shards: list[Shard]) -> ResegError | None:
+    """The first error the workers recorded, or an error for shards left unwritten."""
+    errors = sorted((tmp / "errors").glob("*.json")) if (tmp / "errors").exists() else []
+    if errors:
+        rec = json.loads(errors[0].read_text())
+        return error_class(rec.get("kind", "InputError"))(rec["error"])
+    if _UNRECORDED:
+        err = _UNRECORDED[0]
+        _UNRECORDED.clear()
+        return err
+    missing = [s.name for s in shards if not (tmp / f"{s.name}.json").exists()]
+    if missing:
+        return IOFailure(f"{tmp}: {len(missing)} shard(s) not written ({missing[0]}, ...)")
+    return None
 
 
 class TileScenes(beam.PTransform):
@@ -292,17 +334,32 @@ def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> di
         log.info(
             "tiling %d scenes: %d shards with Beam (%s)", len(infos), len(todo), " ".join(args)
         )
-        with _Progress(tmp, len(shards), len(shards) - len(todo)):
-            with beam.Pipeline(options=PipelineOptions(args)) as p:
-                _ = p | "Shards" >> beam.Create(todo) | "Tile" >> TileScenes(ctx)
-    errors = sorted((tmp / "errors").glob("*.json")) if (tmp / "errors").exists() else []
-    if errors:
-        raise InputError(json.loads(errors[0].read_text())["error"])
+        need = _raw_bytes(cfg, infos, grids, todo)
+        with (
+            expect_write(tmp, need, "the tiles (uncompressed)"),
+            _Progress(tmp, len(shards), len(shards) - len(todo)),
+            beam.Pipeline(options=PipelineOptions(args)) as p,
+        ):
+            _ = p | "Shards" >> beam.Create(todo) | "Tile" >> TileScenes(ctx)
+    err = _recorded_error(tmp, shards)
+    if err is not None:
+        raise err
     summaries = [json.loads((tmp / f"{s.name}.json").read_text()) for s in shards]
     manifest = _manifest(cfg, infos, grids, shards, summaries, fp, time.time() - started)
     tileset_files = [f"{s.name}.tfrecord.gz" for s in shards]
     manifest["files"] = tileset_files
     return manifest
+
+
+def _raw_bytes(cfg: Config, infos, grids, shards) -> int:
+    """Upper bound of the bytes `shards` write: every tile's pixels, label, valid and fold map."""
+    t = cfg.tiling.tile_size
+    total = 0
+    for s in shards:
+        info, grid = infos[s.scene], grids[s.scene]
+        per_tile = t * t * (info.num_bands * np.dtype(info.dtype).itemsize + 3)
+        total += (s.row1 - s.row0) * grid.cols * per_tile
+    return total
 
 
 def _manifest(cfg: Config, infos, grids, shards, summaries, fp: str, seconds: float) -> dict:

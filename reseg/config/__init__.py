@@ -27,7 +27,7 @@ from reseg.config.sections import (
     TrainConfig,
 )
 from reseg.config.tiling import BeamConfig, TilingConfig
-from reseg.errors import ConfigError
+from reseg.errors import ConfigError, from_decode_error, from_os_error
 
 __all__ = [
     "IGNORE",
@@ -115,7 +115,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+    """One line: `<file>: invalid configuration: <key>: <problem> (received ...); <key>: ...`."""
+    return f"{source}: invalid configuration: {'; '.join(validation_lines(err))}"
+
+
+def validation_lines(err: ValidationError) -> list[str]:
+    """`<key path>: <problem> (received: <value>)` for each error pydantic found."""
+    lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
@@ -126,8 +132,30 @@ def _format_errors(err: ValidationError, source: str) -> str:
         received = "" if e["type"] == "missing" else f" (received: {e.get('input')!r})"
         if len(received) > 120:
             received = received[:117] + "...)"
-        lines.append(f"  {loc}: {msg}{received}")
-    return "\n".join(lines)
+        lines.append(f"{loc}: {msg}{received}")
+    return lines
+
+
+def yaml_error(path: str | Path, e: yaml.YAMLError) -> ConfigError:
+    """A YAML syntax error on one line: `<file>:<line>:<column>: not valid YAML: <problem>`."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    detail = f"{problem} ({context})" if context else problem
+    return ConfigError(f"{where}: not valid YAML: {detail}")
+
+
+def read_text(path: str | Path, what: str = "config") -> str:
+    """A UTF-8 text file, or the one-line ConfigError of why it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except UnicodeDecodeError as e:
+        raise from_decode_error(e, path, what) from None
+    except OSError as e:
+        raise from_os_error(e, path) from None
 
 
 def parse_config(raw: dict[str, Any], source: str = "<config>", base: Path | None = None) -> Config:
@@ -152,14 +180,9 @@ def parse_config(raw: dict[str, Any], source: str = "<config>", base: Path | Non
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    text = read_text(path)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise yaml_error(path, e) from None
     return parse_config(raw, source=str(path), base=path.resolve().parent)

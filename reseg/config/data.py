@@ -44,6 +44,13 @@ class VectorLabels(Section):
     )
     encoding: str | None = Field(None, description="Attribute encoding, e.g. latin-1.")
     all_touched: bool = Field(False, description="Burn every pixel a polygon touches.")
+    min_coverage: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Warn when the polygons cover less than this share of the image's area "
+        "(none covering it at all is an error).",
+    )
 
     @model_validator(mode="after")
     def _one_source_of_class(self) -> VectorLabels:

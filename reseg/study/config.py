@@ -32,7 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from reseg.config import load_config
+from reseg.config import load_config, read_text, validation_lines, yaml_error
 from reseg.config.base import Section
 from reseg.config.rounds import SCORES, GrowConfig
 from reseg.errors import ConfigError
@@ -202,13 +202,7 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _format(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid study"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        received = "" if e["type"] == "missing" else f" (received: {e.get('input')!r})"
-        lines.append(f"  {loc}: {msg}{received[:120]}")
-    return "\n".join(lines)
+    return f"{source}: invalid study: {'; '.join(validation_lines(err))}"
 
 
 def parse_study(
@@ -246,11 +240,9 @@ def load_study(path: str | Path, profile: str | None = None) -> tuple[StudyConfi
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: study file not found") from None
+        raw = yaml.safe_load(read_text(path, "study"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise yaml_error(path, e) from None
     study = parse_study(raw, str(path), profile)
     base_path = (path.resolve().parent / study.base).resolve()
     base = load_base(base_path)

@@ -1,5 +1,7 @@
 """Statistics: per-band figures equal numpy's over valid core pixels; classes counted once."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,25 @@ def test_percentile_from_histogram_matches_numpy_on_integers():
         assert percentile_from_hist(hist, 10, 1.0, p, True) == pytest.approx(
             np.percentile(values, p)
         )
+
+
+def test_intermediate_results_are_arrays_that_cannot_run_code(tmp_path):
+    """The Beam job's intermediate files are `.npz` read without pickle: a file another
+    writer of a shared root puts in their place is refused, not executed."""
+    from reseg.components.statistics import _load_hists, _load_moments, _Save
+
+    moments = {"n": 5, "mean": np.arange(3.0), "classes": np.ones((2, 3), np.int64)}
+    _Save(str(tmp_path / "m.npz")).process(moments)
+    back = _load_moments(tmp_path / "m.npz")
+    assert back["n"] == 5 and np.array_equal(back["classes"], moments["classes"])
+    _Save(str(tmp_path / "h.npz")).process([np.arange(4), np.arange(2)])
+    assert [h.tolist() for h in _load_hists(tmp_path / "h.npz")] == [[0, 1, 2, 3], [0, 1]]
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    np.savez(tmp_path / "evil.npz", n=np.array([Payload()], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        _load_moments(tmp_path / "evil.npz")
+    assert not (tmp_path / "pwned").exists()

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # a whole tiny pipeline, step by step
 def _manifests(root: Path) -> dict[str, dict]:
     """Every published manifest under a root, by path relative to it (links followed)."""
     out = {}
-    for d, dirs, files in os.walk(root, followlinks=True):
+    for d, _dirs, files in os.walk(root, followlinks=True):
         rel = Path(d).relative_to(root)
         if layout.MANIFEST not in files or any(
             ".tmp-" in part or part.startswith(".") or part.startswith("ml") for part in rel.parts

@@ -15,18 +15,24 @@
 - `<scene>.preview.png`: the image (three bands, 2-98 % stretch) with the
   class colours laid over at 45 % opacity, longest side `preview_size`.
 
-Everything is first written in a hidden staging folder `.<scene>.tmp-<pid>`
-(a plain tiled GeoTIFF window by window, then `cog_translate`), and moved to
-its final name only when all of it is complete.
+Everything is first written in a hidden staging folder `.<scene>.tmp-<fingerprint>`
+(a plain tiled GeoTIFF window by window, then `cog_translate`; the fingerprint is
+that of the image, the model and the predict section), and moved to its final
+name only when all of it is complete. A scene is always predicted whole, so a
+staging folder a killed run left behind holds nothing to reuse: the next
+prediction of that scene into the same folder removes every `.<scene>.tmp-*`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -35,11 +41,12 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
-from reseg.artifacts import ModelInfo, write_json
+from reseg.artifacts import ModelInfo, fingerprint, write_json
 from reseg.components.predictor.preview import PreviewCanvas, hex_rgb
 from reseg.components.predictor.reader import SceneImage
 from reseg.components.predictor.refine import rgb_indexes
 from reseg.config.predict import PredictConfig
+from reseg.errors import DiskFullError
 from reseg.windows import Window
 
 log = logging.getLogger(__name__)
@@ -82,9 +89,6 @@ class SceneOutputs:
         self.scene, self.info, self.cfg = scene, info, cfg
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.out_dir / f".{scene.id}.tmp-{os.getpid()}"
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir()
         self.names = {
             "classes": f"{scene.id}.tif",
             "confidence": f"{scene.id}.confidence.tif",
@@ -98,6 +102,13 @@ class SceneOutputs:
             "confidence": ("float32" if conf_f32 else "uint8", 1, PROB_NODATA if conf_f32 else 0),
             "probabilities": ("float32", c, PROB_NODATA),
         }
+        for stale in self.out_dir.glob(f".{scene.id}.tmp-*"):
+            log.info("%s: removing %s, left by a run that did not finish", scene.id, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        self._check_space()
+        fp = fingerprint(scene.path, info.architecture, info.class_names, cfg.model_dump())
+        self.tmp = self.out_dir / f".{scene.id}.tmp-{fp[:12]}"
+        self.tmp.mkdir()
         self._raw: dict[str, rasterio.io.DatasetWriter] = {}
         for key in self.names:
             dtype, count, nodata = self._spec[key]
@@ -107,6 +118,24 @@ class SceneOutputs:
         if cfg.preview:
             idx = rgb_indexes(info, cfg.rgb_bands)
             self.preview = PreviewCanvas(scene.height, scene.width, cfg.preview_size, idx)
+
+    def _check_space(self) -> None:
+        """Fail before writing when the raw files alone cannot fit on the output's disk.
+
+        The raw files are uncompressed tiled GeoTIFFs of exactly
+        sum(bytes per pixel) x (H and W rounded up to whole 256-pixel blocks) bytes; GDAL
+        reports a write error there only on stderr, long after the write, so it is checked
+        here. The COGs are written after them (compressed, smaller).
+        """
+        blocks = math.ceil(self.scene.height / 256) * math.ceil(self.scene.width / 256)
+        per_pixel = sum(np.dtype(self._spec[k][0]).itemsize * self._spec[k][1] for k in self.names)
+        need = per_pixel * blocks * 256 * 256
+        free = shutil.disk_usage(self.out_dir).free
+        if free < need:
+            raise DiskFullError(
+                f"{self.out_dir}: no space left on the device for scene {self.scene.id}: its raw "
+                f"outputs need {need / 2**20:.1f} MB, {free / 2**20:.1f} MB free"
+            )
 
     def _open_raw(self, path: Path, dtype: str, count: int, nodata: float):
         s = self.scene
@@ -179,7 +208,7 @@ class SceneOutputs:
                     else "p = value (maximum class probability); -1 = nodata"
                 )
             raw = self.tmp / f"raw.{key}.tif"
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), self._disk_full_as_error(raw):
                 warnings.simplefilter("ignore")
                 cog_translate(
                     str(raw),
@@ -211,6 +240,27 @@ class SceneOutputs:
             final[key] = target
         shutil.rmtree(self.tmp, ignore_errors=True)
         return final
+
+    @contextlib.contextmanager
+    def _disk_full_as_error(self, raw: Path) -> Iterator[None]:
+        """A failed COG write with less space left than the raw file it copies is a full disk.
+
+        GDAL prints libtiff's "No space left on device" on stderr and raises only
+        "Write failed"; the COG of `raw` (compressed, with overviews) needs at most about
+        4/3 of its size, so less free space than that explains the failure.
+        """
+        try:
+            yield
+        except Exception:  # RasterioIOError or GDAL's CPLE_* errors: a failed write either way
+            need = raw.stat().st_size * 4 // 3
+            free = shutil.disk_usage(self.tmp).free
+            if free >= need:
+                raise
+            raise DiskFullError(
+                f"{self.out_dir}: no space left on the device for scene {self.scene.id}: its "
+                f"Cloud-Optimized GeoTIFF needs up to {need / 2**20:.1f} MB, "
+                f"{free / 2**20:.1f} MB free"
+            ) from None
 
     def _describe(self, names: list[str]) -> None:
         """Band descriptions, class-name tags and the confidence scale (forwarded into the COGs)."""

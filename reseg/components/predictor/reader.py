@@ -19,7 +19,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from reseg.artifacts import ModelInfo
-from reseg.errors import InputError
+from reseg.errors import InputError, check_readable
 from reseg.windows import Window
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def open_scene(
         scene_id: the name of the scene's outputs; default the image's file name stem.
     """
     path = str(path)
-    if not Path(path).exists():
-        raise InputError(f"{path}: image file not found")
+    check_readable(path, "image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Pr
         written.append(entry)
     for p in tmp.glob(".*.done.json"):
         p.unlink()
+    for p in tmp.glob(".*.tmp-*"):  # a scene's staging: never published
+        shutil.rmtree(p, ignore_errors=True)
     manifest = {
         "fingerprint": fp,
         "model": {"source": label, "fold": fold, "path": str(model_path)},

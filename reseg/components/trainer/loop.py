@@ -5,8 +5,11 @@ number on every worker, so collectives never wait for a worker that ran dry),
 then one pass over the validation tiles. After each epoch the state (weights,
 optimiser, epoch, early-stopping counters) is saved with a
 `tf.train.CheckpointManager`; a rerun restores the last complete epoch and
-continues after it. Non-chief workers save into a private temporary directory,
-as the TF multi-worker guide does, and read the chief's checkpoints on resume.
+continues after it. With `train.deterministic`, each epoch's input stream depends
+on the seed and the epoch alone, so a run killed at any epoch and resumed ends
+with the same weights and metrics as one never interrupted. Non-chief workers
+save into a private temporary directory, as the TF multi-worker guide does, and
+read the chief's checkpoints on resume.
 """
 
 from __future__ import annotations
@@ -79,6 +82,14 @@ def miou(cm: np.ndarray) -> float | None:
     return scores(cm.astype(np.int64))["mean_iou"]
 
 
+def seed_states(model) -> list:
+    """The random-seed states of the model's layers (dropout), which `model`'s checkpoint
+    dependencies leave out: `Layer.variables` minus its weights. Checkpointed with the
+    weights so a resumed run draws the same dropout masks as an uninterrupted one."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 @dataclass
 class FitResult:
     history: list[dict[str, Any]]
@@ -118,8 +129,11 @@ def fit(
     Args:
         steps: the compiled steps.
         cfg: the `train` section.
-        make_train_data: `seed -> tf.data.Dataset`, the endless batches of this worker;
-            reseeded on resume so a continued run does not replay the first epochs' order.
+        make_train_data: `seed -> tf.data.Dataset`, the endless batches of this worker.
+            With `cfg.deterministic`, a new stream each epoch with seed `cfg.seed + epoch - 1`
+            (a resumed run is then identical to an uninterrupted one); otherwise one stream
+            for the whole run, seeded `cfg.seed + start` (a resumed run does not replay the
+            first epochs' order, but draws other batches than an uninterrupted run would).
         val_data: validation `tf.data.Dataset`, or None (no validation, no early stopping).
         steps_per_epoch: training steps per epoch.
         checkpoint_dir: the chief's checkpoint directory (read by every worker on resume).
@@ -140,7 +154,12 @@ def fit(
         "wait": tf.Variable(0, dtype=tf.int64, trainable=False),
         "stopped": tf.Variable(False, trainable=False),
     }
-    ckpt = tf.train.Checkpoint(model=steps.train_model, optimizer=steps.optimizer, **state)
+    ckpt = tf.train.Checkpoint(
+        model=steps.train_model,
+        optimizer=steps.optimizer,
+        seeds=seed_states(steps.train_model),
+        **state,
+    )
     best_ckpt = tf.train.Checkpoint(model=steps.model)
     write_dir = checkpoint_dir if chief else work_dir / "checkpoints"
     manager = tf.train.CheckpointManager(ckpt, str(write_dir), max_to_keep=1)
@@ -165,8 +184,13 @@ def fit(
             history, start, int(state["best_epoch"].numpy()) or None, bool(state["stopped"].numpy())
         )
 
-    iterator = iter(make_train_data(cfg.seed + start))
+    iterator = None
     for epoch in range(start + 1, cfg.epochs + 1):
+        if iterator is None or cfg.deterministic:
+            # deterministic: every epoch draws from its own stream, seeded by (seed, epoch)
+            # alone, so a run resumed at any epoch draws exactly what an uninterrupted one
+            # does; otherwise one endless stream, reseeded where a resumed run starts
+            iterator = iter(make_train_data(cfg.seed + epoch - 1))
         t0 = time.perf_counter()
         bar = _progbar(cfg, steps_per_epoch, chief)
         if bar is not None:
