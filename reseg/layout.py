@@ -16,6 +16,12 @@ def stats_dir(root: str | Path) -> Path:
     return Path(root) / "stats"
 
 
+MODEL = "model"
+SCORES = "scores"
+EVAL = "eval"
+SELECTION = "selection"
+"""The parts of a round's folder (`rounds/r<r>/<fold>/<part>`); merged rounds have scores and eval."""
+
 FULL = "full"
 """Folder name of the models trained on every tile (fold None: no evaluation fold)."""
 
@@ -39,19 +45,19 @@ def round_dir(root: str | Path, r: int, fold: int | None) -> Path:
 
 
 def model_dir(root: str | Path, r: int, fold: int | None) -> Path:
-    return round_dir(root, r, fold) / "model"
+    return round_dir(root, r, fold) / MODEL
 
 
 def scores_dir(root: str | Path, r: int, fold: int | None) -> Path:
-    return round_dir(root, r, fold) / "scores"
+    return round_dir(root, r, fold) / SCORES
 
 
 def selection_dir(root: str | Path, r: int, fold: int | None) -> Path:
-    return round_dir(root, r, fold) / "selection"
+    return round_dir(root, r, fold) / SELECTION
 
 
 def eval_dir(root: str | Path, r: int, fold: int | None) -> Path:
-    return round_dir(root, r, fold) / "eval"
+    return round_dir(root, r, fold) / EVAL
 
 
 def merged_dir(root: str | Path, fold: int | None) -> Path:
@@ -59,11 +65,11 @@ def merged_dir(root: str | Path, fold: int | None) -> Path:
 
 
 def merged_scores_dir(root: str | Path, fold: int | None) -> Path:
-    return merged_dir(root, fold) / "scores"
+    return merged_dir(root, fold) / SCORES
 
 
 def merged_eval_dir(root: str | Path, fold: int | None) -> Path:
-    return merged_dir(root, fold) / "eval"
+    return merged_dir(root, fold) / EVAL
 
 
 def export_dir(root: str | Path, model_name: str) -> Path:

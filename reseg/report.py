@@ -48,15 +48,15 @@ def collect(root: str | Path) -> list[FoldView]:
             view.rounds.append(
                 {
                     "round": int(rdir.name[1:]),
-                    "metrics": _json(fdir / "eval" / layout.METRICS_JSON),
-                    "selection": _json(fdir / "selection" / layout.SELECTION_JSON),
+                    "metrics": _json(fdir / layout.EVAL / layout.METRICS_JSON),
+                    "selection": _json(fdir / layout.SELECTION / layout.SELECTION_JSON),
                     "dir": fdir,
                 }
             )
     for name, view in folds.items():
         mdir = layout.merged_root(root) / name
-        view.merged = _json(mdir / "eval" / layout.METRICS_JSON)
-        m = _json(mdir / "scores" / layout.METHODS_JSON)
+        view.merged = _json(mdir / layout.EVAL / layout.METRICS_JSON)
+        m = _json(mdir / layout.SCORES / layout.METHODS_JSON)
         view.methods = m["methods"] if m else None
         spec = _json(mdir / layout.MERGED_JSON)
         view.merge_method = spec["method"] if spec else None
@@ -67,19 +67,16 @@ def _f(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def round_table(view: FoldView) -> str:
-    """Markdown table of one fold: a row per round, then the merged results."""
+def round_rows(view: FoldView) -> list[dict[str, Any]]:
+    """One fold's rounds and merges as records (a row each; `pandas.DataFrame(rows)` works).
+
+    Keys: `fold`, `round` (`r<r>` or `merged <method>`), `used` (the configured merge),
+    `mean_iou`, `overall_accuracy`, `kappa`, `iou <class>` per class, `selected` and
+    `jaccard` (mean over classes of the Jaccard with the previous selection); None
+    where there is no value.
+    """
     names = _class_names(view)
-    head = [
-        "round",
-        "mIoU",
-        "OA",
-        "kappa",
-        *[f"IoU {n}" for n in names],
-        "selected",
-        "Jaccard vs prev.",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in view.rounds:
         m, s = r["metrics"] or {}, r["selection"] or {}
         pc = m.get("per_class", {})
@@ -88,27 +85,53 @@ def round_table(view: FoldView) -> str:
             for v in s.get("per_class", {}).values()
             if v.get("jaccard_previous") is not None
         ]
-        cells = [
-            f"r{r['round']}",
-            _f(m.get("mean_iou")),
-            _f(m.get("overall_accuracy")),
-            _f(m.get("kappa")),
-            *[_f(pc.get(n, {}).get("iou")) for n in names],
-            str(s.get("selected", "–")),
-            _f(float(np.mean(jac))) if jac else "–",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(
+            {
+                "fold": view.fold,
+                "round": f"r{r['round']}",
+                "used": None,
+                "mean_iou": m.get("mean_iou"),
+                "overall_accuracy": m.get("overall_accuracy"),
+                "kappa": m.get("kappa"),
+                **{f"iou {n}": pc.get(n, {}).get("iou") for n in names},
+                "selected": s.get("selected"),
+                "jaccard": float(np.mean(jac)) if jac else None,
+            }
+        )
     for method, m in (view.methods or {}).items():
         pc = m.get("per_class", {})
-        star = " (used)" if method == view.merge_method else ""
+        rows.append(
+            {
+                "fold": view.fold,
+                "round": f"merged {method}",
+                "used": method == view.merge_method,
+                "mean_iou": m.get("mean_iou"),
+                "overall_accuracy": m.get("overall_accuracy"),
+                "kappa": m.get("kappa"),
+                **{f"iou {n}": pc.get(n, {}).get("iou") for n in names},
+                "selected": None,
+                "jaccard": None,
+            }
+        )
+    return rows
+
+
+def round_table(view: FoldView) -> str:
+    """Markdown table of one fold: a row per round, then the merged results."""
+    names = _class_names(view)
+    head = ["round", "mIoU", "OA", "kappa", *[f"IoU {n}" for n in names]]
+    head += ["selected", "Jaccard vs prev."]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in round_rows(view):
+        merged = row["used"] is not None
         cells = [
-            f"merged {method}{star}",
-            _f(m.get("mean_iou")),
-            _f(m.get("overall_accuracy")),
-            _f(m.get("kappa")),
-            *[_f(pc.get(n, {}).get("iou")) for n in names],
-            "",
-            "",
+            row["round"] + (" (used)" if row["used"] else ""),
+            _f(row["mean_iou"]),
+            _f(row["overall_accuracy"]),
+            _f(row["kappa"]),
+            *[_f(row[f"iou {n}"]) for n in names],
+            "" if merged else ("–" if row["selected"] is None else str(row["selected"])),
+            "" if merged else _f(row["jaccard"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -184,9 +207,9 @@ def write_report(root: str | Path) -> Path:
             pics = [
                 p
                 for p in (
-                    d / "eval" / layout.CONFUSION_PNG,
-                    d / "eval" / layout.PER_CLASS_PNG,
-                    d / "selection" / layout.SCORE_HIST_PNG,
+                    d / layout.EVAL / layout.CONFUSION_PNG,
+                    d / layout.EVAL / layout.PER_CLASS_PNG,
+                    d / layout.SELECTION / layout.SCORE_HIST_PNG,
                 )
                 if p.exists()
             ]
@@ -197,7 +220,7 @@ def write_report(root: str | Path) -> Path:
                     *[f"![{p.stem}]({_rel(p, out)})" for p in pics],
                     "",
                 ]
-        mdir = layout.merged_root(root) / v.fold / "eval"
+        mdir = layout.merged_root(root) / v.fold / layout.EVAL
         if (mdir / layout.CONFUSION_PNG).exists():
             md += ["### Merged", "", f"![confusion]({_rel(mdir / layout.CONFUSION_PNG, out)})", ""]
     text = "\n".join(md)

@@ -260,7 +260,7 @@ class Merged(Artifact):
     def load(cls, path: str | Path) -> Merged:
         path = Path(path)
         m = read_manifest(path)
-        scores = Scores.load(path / "scores")
+        scores = Scores.load(path / layout.SCORES)
         return cls(
             path,
             m,

@@ -101,7 +101,7 @@ def merge(
         log.info("merged rounds are current (%s); skipping", out)
         return artifacts.Merged.load(out)
     with artifacts.stage(out, fp, "merge") as st:
-        scores_dir = st.dir / "scores"
+        scores_dir = st.dir / layout.SCORES
         scores_dir.mkdir(exist_ok=True)
         for stale in scores_dir.glob("*"):  # Beam writes the whole set again
             stale.unlink()

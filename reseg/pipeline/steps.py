@@ -177,13 +177,13 @@ def score_tta(ctx: Context, fold: Fold, transforms: Sequence[str], out: Path) ->
         ctx.cfg,
         _model(ctx, 0, fold),
         list(ctx.tiles().files),
-        out / "scores",
+        out / layout.SCORES,
         0,
         ctx.beam_args,
         tta=tuple(transforms),
     )
     title = f"round 0 + TTA ({len(transforms)} transforms) {layout.fold_name(fold)}"
-    return evaluator.evaluate(scores, out / "eval", fold, ctx.class_names, title=title)
+    return evaluator.evaluate(scores, out / layout.EVAL, fold, ctx.class_names, title=title)
 
 
 # --- rounds together ------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def run_tta(plan: Plan, cell_id: str, fold: int, key: str) -> None:
         run.log_metrics({"val_mean_iou": metrics.mean_iou})
     tilecm.save(
         root / "study" / f"merged_fold{fold}.npz",
-        *tilecm.tile_confusions(out / "scores", fold, tiles.num_classes),
+        *tilecm.tile_confusions(out / layout.SCORES, fold, tiles.num_classes),
     )
 
 

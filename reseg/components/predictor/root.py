@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,6 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Pr
     """Predict every scene of `cfg.data` into `<root>/predictions/`, outputs named by scene id."""
     root = Path(root)
     label, fold, model_path = resolve(cfg, root, cfg.export.source, DEFAULT)
-    scenes = cfg.data.scenes
     fp = artifacts.fingerprint(
         "predict",
         _model_key(root, model_path),
@@ -61,17 +59,31 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Pr
         cfg.data.model_dump(mode="json"),
     )
     final = layout.predictions_dir(root)
-    try:
-        if artifacts.read_manifest(final).get("fingerprint") == fp:
-            log.info("predictions up to date: %s", final)
-            return artifacts.Predictions.load(final)
-    except artifacts.ArtifactError:
-        pass
-    tmp = artifacts.staging_dir(final, fp)
+    if artifacts.is_current(final, fp):
+        log.info("predictions up to date: %s", final)
+        return artifacts.Predictions.load(final)
+    with artifacts.stage(final, fp, "predict", cfg.to_json()) as st:
+        written = _predict_scenes(cfg, model_path, st.dir)
+        st.manifest.update(
+            model={"source": label, "fold": fold, "path": str(model_path)},
+            scenes=written,
+            metrics_note="whole-scene metrics include the model's training pixels",
+        )
+    if run is not None and run.enabled:
+        for e in written:
+            for kind in ("preview", "metrics"):
+                name = e["outputs"].get(kind)
+                if name:
+                    run.log_artifact(final / name, "predictions")
+    log.info("predictions of %d scenes (%s model, fold %s): %s", len(written), label, fold, final)
+    return artifacts.Predictions.load(final)
+
+
+def _predict_scenes(cfg: Config, model_path: Path, tmp: Path) -> list[dict[str, Any]]:
+    """Every scene into staging directory `tmp` (scenes done before a crash are kept)."""
     backend = None
     written: list[dict[str, Any]] = []
-    started = time.time()
-    for scene in scenes:
+    for scene in cfg.data.scenes:
         sid = scene.scene_id
         done = tmp / f".{sid}.done.json"
         if done.exists():
@@ -103,19 +115,4 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Pr
         p.unlink()
     for p in tmp.glob(".*.tmp-*"):  # a scene's staging: never published
         shutil.rmtree(p, ignore_errors=True)
-    manifest = {
-        "fingerprint": fp,
-        "model": {"source": label, "fold": fold, "path": str(model_path)},
-        "scenes": written,
-        "metrics_note": "whole-scene metrics include the model's training pixels",
-        "seconds": round(time.time() - started, 1),
-    }
-    artifacts.publish(tmp, final, manifest, cfg.to_json())
-    if run is not None and run.enabled:
-        for e in written:
-            for kind in ("preview", "metrics"):
-                name = e["outputs"].get(kind)
-                if name:
-                    run.log_artifact(final / name, "predictions")
-    log.info("predictions of %d scenes (%s model, fold %s): %s", len(written), label, fold, final)
-    return artifacts.Predictions.load(final)
+    return written
