@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -32,7 +33,9 @@ def _raw(model: dict) -> dict:
 def _error_lines(model: dict) -> list[str]:
     with pytest.raises(ConfigError) as err:
         parse_config(_raw(model))
-    return [line.strip() for line in str(err.value).splitlines()[1:]]
+    text = str(err.value)
+    assert "\n" not in text  # one line: "<config>: invalid configuration: <key>: ...; <key>: ..."
+    return re.split(r"; (?=model\.)", text.split("invalid configuration: ", 1)[1])
 
 
 @pytest.mark.parametrize(
