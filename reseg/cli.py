@@ -12,10 +12,9 @@ import argparse
 import importlib
 import importlib.util
 import logging
-import os
 import sys
 
-from reseg import __version__
+from reseg import __version__, quiet
 from reseg.errors import ResegError
 
 log = logging.getLogger("reseg")
@@ -43,19 +42,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _quiet_libraries() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for name in (
-        "tensorflow",
-        "absl",
-        "apache_beam",
-        "rasterio",
-        "fiona",
-        "matplotlib",
-        "PIL",
-        "h5py",
-        "urllib3",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """Third-party noise hidden (`reseg.quiet`); kept for `reseg.study.worker`, which sets up
+    its own log handler first (that handler is kept as it is)."""
+    quiet.configure(verbose=False)
 
 
 def build_parser(with_commands: str | None = None) -> argparse.ArgumentParser:
@@ -83,12 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    _quiet_libraries()
+    quiet.configure(args.verbose)  # before anything imports TensorFlow
     name = f"reseg.commands.{COMMANDS[args.command][0]}"
     if importlib.util.find_spec(name) is None:
         print(f"reseg {args.command}: not in this version of reseg yet", file=sys.stderr)
