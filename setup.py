@@ -35,6 +35,7 @@ EXTRAS = {
         "pytest-xdist==3.8.0",
         "hypothesis==6.170.17",
         "ruff==0.17.6",
+        "jsonschema==4.26.0",  # tests: the example configs validate against `reseg schema`
     ],
     # torch is only for the side-by-side model benchmark (bench/models.py).
     "bench": ["torch==2.13.0"],

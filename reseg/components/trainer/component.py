@@ -282,11 +282,14 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
                 tiles.files, spec, fold=job.fold, batch_size=tc.batch_size
             )
 
+        names = tuple(c.name for c in cfg.data.classes)
+
         def on_epoch(record: dict[str, Any]) -> None:
-            run.log_metrics(
-                {k: v for k, v in record.items() if k not in ("epoch", "best")},
-                step=record["epoch"],
-            )
+            metrics = {k: v for k, v in record.items() if not isinstance(v, bool | list)}
+            metrics.pop("epoch")
+            for name, iou in zip(names, record.get("val_iou") or [], strict=False):
+                metrics[f"val_iou/{name}"] = iou
+            run.log_metrics(metrics, step=record["epoch"])
 
         result = fit(
             steps,
@@ -300,6 +303,7 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
             on_resume=lambda history: run.log_history(
                 [{k: v for k, v in h.items() if k != "best"} for h in history]
             ),
+            class_names=names,
         )
         digest = _weights_digest(model)
         log.info("weights digest %s (%s %d)", digest, cluster.task_type or "local", cluster.task_id)

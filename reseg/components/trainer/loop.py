@@ -79,6 +79,40 @@ def miou(cm: np.ndarray) -> float | None:
     return scores(cm.astype(np.int64))["mean_iou"]
 
 
+def class_iou(cm: np.ndarray) -> list[float | None]:
+    """IoU per class (C,), None for a class absent from reference and prediction."""
+    return [c["iou"] for c in scores(cm.astype(np.int64))["per_class"].values()]
+
+
+def warmup_epochs(cfg: TrainConfig) -> int:
+    """Epochs after which a class still at validation IoU 0 is reported as not learnt.
+
+    max(2, train.warmup_epochs): the first epochs of a fresh model often predict the
+    majority class everywhere; a class that stays at IoU 0 after them is a sign of
+    class imbalance (see `train.class_weights` and `train.loss`).
+    """
+    return max(2, cfg.warmup_epochs)
+
+
+def classes_not_learnt(history: list[dict[str, Any]], warmup: int) -> list[int]:
+    """Classes with validation pixels whose validation IoU was 0 in every epoch so far.
+
+    Only once the history is past `warmup` epochs (empty before). A class without
+    validation pixels has IoU None or 0 with no support and is never reported.
+    """
+    if not history or history[-1]["epoch"] <= warmup:
+        return []
+    support = history[-1].get("val_support") or []
+    ious = [h.get("val_iou") for h in history]
+    if any(i is None for i in ious):
+        return []
+    return [
+        c
+        for c, n in enumerate(support)
+        if n > 0 and all((i[c] or 0.0) == 0.0 for i in ious)  # type: ignore[index]
+    ]
+
+
 @dataclass
 class FitResult:
     history: list[dict[str, Any]]
@@ -112,6 +146,7 @@ def fit(
     work_dir: Path,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_resume: Callable[[list[dict[str, Any]]], None] | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> FitResult:
     """Train `cfg.epochs` epochs (fewer with early stopping), resuming from `checkpoint_dir`.
 
@@ -128,6 +163,7 @@ def fit(
         on_epoch: called on the chief with each epoch's history record, after its checkpoint.
         on_resume: called on the chief with the history restored from the checkpoint
             (records of a killed run that `on_epoch` may not have seen).
+        class_names: names of the classes, for the warning about a class not learnt.
     """
     import tensorflow as tf
 
@@ -175,7 +211,8 @@ def fit(
         record: dict[str, Any] = {"epoch": epoch, "loss": loss, "miou": miou(cm)}
         if has_val:
             val_loss, val_cm = steps.validate(val_data)
-            record.update(val_loss=val_loss, val_miou=miou(val_cm))
+            record.update(val_loss=val_loss, val_miou=miou(val_cm), val_iou=class_iou(val_cm))
+            record["val_support"] = [int(n) for n in val_cm.sum(1)]
             if val_cm.sum() == 0:
                 record["val_miou"] = None
         record["lr"] = float(np.asarray(steps.optimizer.learning_rate))
@@ -220,11 +257,15 @@ def fit(
             )
             if on_epoch is not None:
                 on_epoch(record)
+            if has_val and epoch == warmup_epochs(cfg) + 1:
+                _warn_not_learnt(history, cfg, class_names)
         if stop:
             log.info("early stopping: no validation mIoU gain for %d epochs", patience)
             break
 
     best_epoch = int(state["best_epoch"].numpy()) or None
+    if chief and has_val and history and history[-1]["epoch"] > warmup_epochs(cfg) + 1:
+        _warn_not_learnt(history, cfg, class_names, final=True)
     if (
         has_val
         and cfg.restore_best
@@ -240,3 +281,29 @@ def fit(
                 float(state["best"].numpy()),
             )
     return FitResult(history, start, best_epoch, bool(state["stopped"].numpy()))
+
+
+def _warn_not_learnt(
+    history: list[dict[str, Any]],
+    cfg: TrainConfig,
+    class_names: tuple[str, ...] | None,
+    final: bool = False,
+) -> None:
+    """Log a warning naming the classes of `classes_not_learnt` and what to try."""
+    missing = classes_not_learnt(history, warmup_epochs(cfg))
+    if not missing:
+        return
+    names = ", ".join(class_names[c] if class_names else str(c) for c in missing)
+    log.warning(
+        "class%s %s %s validation IoU 0 %s %d epochs: the model predicts %s nowhere right. "
+        "Minority classes usually need train.class_weights (auto or inverse_sqrt), "
+        "train.loss: crossentropy+dice, or more epochs (train.class_weights=%s, train.loss=%s)",
+        "es" if len(missing) > 1 else "",
+        names,
+        "have" if len(missing) > 1 else "has",
+        "after all" if final else "after",
+        history[-1]["epoch"],
+        "them" if len(missing) > 1 else "it",
+        cfg.class_weights if isinstance(cfg.class_weights, str) else "[...]",
+        cfg.loss,
+    )
