@@ -92,11 +92,13 @@ class TrainConfig(Section):
         ),
     )
     focal_gamma: float = Field(2.0, ge=0, description="Focusing parameter of the focal loss.")
-    class_weights: Literal["none", "inverse", "inverse_sqrt"] | list[float] = Field(
-        "none",
+    class_weights: Literal["auto", "none", "inverse", "inverse_sqrt"] | list[float] = Field(
+        "auto",
         description=(
-            "Per-class loss weights: none; inverse or inverse_sqrt of the class pixel counts of "
-            "stats.json (normalised to mean 1 over labelled pixels); or one weight per class."
+            "Per-class loss weights: auto (default) = inverse_sqrt when the rarest class has "
+            "less than half a uniform share of the labelled pixels of stats.json (under 25% "
+            "with two classes), else none; none; inverse or inverse_sqrt of the class pixel "
+            "counts (normalised to mean 1 over labelled pixels); or one weight per class."
         ),
     )
     early_stopping: int | None = Field(

@@ -184,7 +184,12 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> Path:
     loss_fn = make_loss(
         tc.loss,
         tiles.num_classes,
-        class_weights(tc.class_weights, job.stats.class_pixels, tiles.num_classes),
+        class_weights(
+            tc.class_weights,
+            job.stats.class_pixels,
+            tiles.num_classes,
+            [c.name for c in cfg.data.classes],
+        ),
         tc.focal_gamma,
     )
 

@@ -95,21 +95,19 @@ def warmup_epochs(cfg: TrainConfig) -> int:
 
 
 def classes_not_learnt(history: list[dict[str, Any]], warmup: int) -> list[int]:
-    """Classes with validation pixels whose validation IoU was 0 in every epoch so far.
+    """Classes with validation pixels whose validation IoU was 0 in every epoch after `warmup`.
 
-    Only once the history is past `warmup` epochs (empty before). A class without
-    validation pixels has IoU None or 0 with no support and is never reported.
+    Empty until the history is past `warmup` epochs. A class without validation pixels
+    (IoU None, or 0 with no support) is never reported.
     """
-    if not history or history[-1]["epoch"] <= warmup:
+    after = [h for h in history if h["epoch"] > warmup]
+    if not after or any(h.get("val_iou") is None for h in after):
         return []
-    support = history[-1].get("val_support") or []
-    ious = [h.get("val_iou") for h in history]
-    if any(i is None for i in ious):
-        return []
+    support = after[-1].get("val_support") or []
     return [
         c
         for c, n in enumerate(support)
-        if n > 0 and all((i[c] or 0.0) == 0.0 for i in ious)  # type: ignore[index]
+        if n > 0 and all((h["val_iou"][c] or 0.0) == 0.0 for h in after)
     ]
 
 

@@ -18,6 +18,7 @@ auxiliary head at lower resolution) are resized bilinearly to the label's size.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -25,17 +26,45 @@ import numpy as np
 from reseg.config.data import IGNORE
 from reseg.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 LossFn = Callable[..., object]
 
 
+AUTO_IMBALANCE = 0.5
+"""`auto` weights the classes when the rarest class with pixels has less than this
+fraction of a uniform share (f_min < AUTO_IMBALANCE / C_present)."""
+
+
+def resolve_auto(class_pixels: Sequence[int]) -> str:
+    """What `class_weights: auto` means for these class pixel counts: `inverse_sqrt` or `none`.
+
+    `inverse_sqrt` when the rarest class with pixels has f_min < 0.5 / C' of the labelled
+    pixels (C' classes with pixels; with two classes, under 25%), else `none`: on
+    balanced data plain cross-entropy learns every class, and weights near 1 would
+    only change the results without a reason.
+    """
+    counts = np.asarray(class_pixels, np.float64)
+    present = counts[counts > 0]
+    if present.size < 2:
+        return "none"
+    f_min = present.min() / present.sum()
+    return "inverse_sqrt" if f_min < AUTO_IMBALANCE / present.size else "none"
+
+
 def class_weights(
-    setting: str | Sequence[float], class_pixels: Sequence[int] | None, num_classes: int
+    setting: str | Sequence[float],
+    class_pixels: Sequence[int] | None,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
 ) -> np.ndarray | None:
     """Per-class loss weights (C,) float32, or None when off.
 
     `inverse` gives w_c = 1 / f_c and `inverse_sqrt` w_c = 1 / sqrt(f_c), with f_c the
     share of labelled pixels of class c; both are scaled so that sum_c f_c w_c = 1 (the
-    average pixel keeps weight 1). Classes without pixels get weight 0.
+    average pixel keeps weight 1). Classes without pixels get weight 0. `auto` is
+    `inverse_sqrt` on imbalanced classes and `none` on balanced ones (`resolve_auto`);
+    the choice is logged with the class shares.
     """
     if isinstance(setting, str):
         if setting == "none":
@@ -50,9 +79,26 @@ def class_weights(
                 f"train.class_weights: stats.json counts {counts.size} classes, the config {num_classes}"
             )
         f = counts / max(counts.sum(), 1.0)
+        names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
+        if setting == "auto":
+            setting = resolve_auto(counts)
+            rare = int(np.argmin(np.where(counts > 0, counts, np.inf)))
+            log.info(
+                "train.class_weights auto: %s (rarest class %s has %.1f%% of the labelled pixels)",
+                setting,
+                names[rare],
+                100 * f[rare],
+            )
+            if setting == "none":
+                return None
         power = 1.0 if setting == "inverse" else 0.5
         w = np.where(f > 0, 1.0 / np.power(np.maximum(f, 1e-12), power), 0.0)
         w /= max(float((f * w).sum()), 1e-12)
+        log.info(
+            "class weights (%s): %s",
+            setting,
+            ", ".join(f"{n} {v:.2f}" for n, v in zip(names, w, strict=True)),
+        )
         return w.astype(np.float32)
     w = np.asarray(setting, np.float32)
     if w.shape != (num_classes,):

@@ -88,3 +88,33 @@ def test_confusion_counts_labelled_pixels_only():
     expected = np.zeros((3, 3))
     np.add.at(expected, (label[keep], pred[keep]), 1)
     np.testing.assert_array_equal(cm, expected)
+
+
+def test_auto_class_weights_follow_the_imbalance(caplog):
+    from reseg.components.trainer.losses import resolve_auto
+
+    assert resolve_auto([96, 4]) == "inverse_sqrt"  # a 4% class
+    assert resolve_auto([60, 40]) == "none"  # two classes, both above 25%
+    assert resolve_auto([30, 30, 25, 15]) == "none"  # 15% > 0.5 / 4
+    assert resolve_auto([50, 0, 30, 10, 10]) == "inverse_sqrt"  # 10% < 0.5 / 4 present
+    assert resolve_auto([0, 100]) == "none"  # one class only
+    with caplog.at_level("INFO", logger="reseg.components.trainer.losses"):
+        w = class_weights("auto", [960, 40], 2, ["background", "building"])
+    np.testing.assert_allclose(w, class_weights("inverse_sqrt", [960, 40], 2), rtol=1e-6)
+    assert "auto: inverse_sqrt (rarest class building has 4.0%" in caplog.text
+    assert class_weights("auto", [50, 50], 2) is None
+
+
+def test_classes_not_learnt_only_after_the_warm_up_and_only_with_support():
+    from reseg.components.trainer.loop import classes_not_learnt
+
+    def rec(epoch, iou, support=(10, 10, 0)):
+        return {"epoch": epoch, "val_iou": iou, "val_support": list(support)}
+
+    h = [rec(1, [0.9, 0.2, None]), rec(2, [0.9, 0.0, 0.0])]
+    assert classes_not_learnt(h, warmup=2) == []  # still warming up
+    h.append(rec(3, [0.9, 0.0, 0.0]))
+    assert classes_not_learnt(h, warmup=2) == [1]  # class 2 has no validation pixels
+    h.append(rec(4, [0.9, 0.1, 0.0]))
+    assert classes_not_learnt(h, warmup=2) == []  # learnt at last
+    assert classes_not_learnt([{"epoch": 5, "val_miou": 0.5}], warmup=2) == []  # old history
