@@ -294,8 +294,9 @@ def _warn_not_learnt(
     names = ", ".join(class_names[c] if class_names else str(c) for c in missing)
     log.warning(
         "class%s %s %s validation IoU 0 %s %d epochs: the model predicts %s nowhere right. "
-        "Minority classes usually need train.class_weights (auto or inverse_sqrt), "
-        "train.loss: crossentropy+dice, or more epochs (train.class_weights=%s, train.loss=%s)",
+        "Rare classes need class weights and enough epochs: try train.class_weights: inverse "
+        "with train.loss: crossentropy+dice (what auto picks on imbalanced classes) and more "
+        "epochs (now train.class_weights=%s, train.loss=%s)",
         "es" if len(missing) > 1 else "",
         names,
         "have" if len(missing) > 1 else "has",

@@ -32,24 +32,59 @@ LossFn = Callable[..., object]
 
 
 AUTO_IMBALANCE = 0.5
-"""`auto` weights the classes when the rarest class with pixels has less than this
-fraction of a uniform share (f_min < AUTO_IMBALANCE / C_present)."""
+"""Classes are imbalanced when the rarest class with pixels has less than this fraction
+of a uniform share: f_min < AUTO_IMBALANCE / C' (C' classes with pixels)."""
 
 
-def resolve_auto(class_pixels: Sequence[int]) -> str:
-    """What `class_weights: auto` means for these class pixel counts: `inverse_sqrt` or `none`.
+def imbalanced(class_pixels: Sequence[int]) -> bool:
+    """Whether the rarest class with pixels has f_min < 0.5 / C' of the labelled pixels.
 
-    `inverse_sqrt` when the rarest class with pixels has f_min < 0.5 / C' of the labelled
-    pixels (C' classes with pixels; with two classes, under 25%), else `none`: on
-    balanced data plain cross-entropy learns every class, and weights near 1 would
-    only change the results without a reason.
+    C' counts the classes with pixels; with two classes the threshold is 25%, with six 8.3%.
     """
     counts = np.asarray(class_pixels, np.float64)
     present = counts[counts > 0]
-    if present.size < 2:
-        return "none"
-    f_min = present.min() / present.sum()
-    return "inverse_sqrt" if f_min < AUTO_IMBALANCE / present.size else "none"
+    return present.size >= 2 and present.min() / present.sum() < AUTO_IMBALANCE / present.size
+
+
+def resolve_auto(
+    loss: str,
+    weights: str | Sequence[float],
+    class_pixels: Sequence[int] | None,
+    class_names: Sequence[str] | None = None,
+) -> tuple[str, str | Sequence[float]]:
+    """`train.loss` and `train.class_weights` with `auto` replaced by what the statistics call for.
+
+    On imbalanced classes (`imbalanced`): crossentropy+dice and inverse-frequency weights,
+    the combination that learnt the minority classes in `bench/minority.py` without
+    costing the large ones (the inverse weights make a rare class's pixels count; the
+    Dice term, a ratio over all pixels of the tile, keeps false positives of the rare
+    class expensive). On balanced ones: crossentropy without weights (the defaults
+    before `auto`). The choice is logged with the rarest class's share.
+    """
+    if "auto" not in (loss, weights):
+        return loss, weights
+    if class_pixels is None:
+        raise ConfigError(
+            "train: loss/class_weights auto need stats.json (run `reseg stats` first)"
+        )
+    counts = np.asarray(class_pixels, np.float64)
+    skewed = imbalanced(counts)
+    if loss == "auto":
+        loss = "crossentropy+dice" if skewed else "crossentropy"
+    if weights == "auto":
+        weights = "inverse" if skewed else "none"
+    if counts.sum() > 0:
+        rare = int(np.argmin(np.where(counts > 0, counts, np.inf)))
+        name = class_names[rare] if class_names else str(rare)
+        log.info(
+            "classes %s: the rarest, %s, has %.1f%% of the labelled pixels; loss %s, class weights %s",
+            "imbalanced" if skewed else "balanced",
+            name,
+            100 * counts[rare] / counts.sum(),
+            loss,
+            weights,
+        )
+    return loss, weights
 
 
 def class_weights(
@@ -63,8 +98,7 @@ def class_weights(
     `inverse` gives w_c = 1 / f_c and `inverse_sqrt` w_c = 1 / sqrt(f_c), with f_c the
     share of labelled pixels of class c; both are scaled so that sum_c f_c w_c = 1 (the
     average pixel keeps weight 1). Classes without pixels get weight 0. `auto` is
-    `inverse_sqrt` on imbalanced classes and `none` on balanced ones (`resolve_auto`);
-    the choice is logged with the class shares.
+    `inverse` on imbalanced classes and `none` on balanced ones (`resolve_auto`).
     """
     if isinstance(setting, str):
         if setting == "none":
@@ -81,14 +115,7 @@ def class_weights(
         f = counts / max(counts.sum(), 1.0)
         names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
         if setting == "auto":
-            setting = resolve_auto(counts)
-            rare = int(np.argmin(np.where(counts > 0, counts, np.inf)))
-            log.info(
-                "train.class_weights auto: %s (rarest class %s has %.1f%% of the labelled pixels)",
-                setting,
-                names[rare],
-                100 * f[rare],
-            )
+            setting = str(resolve_auto("crossentropy", "auto", counts, names)[1])
             if setting == "none":
                 return None
         power = 1.0 if setting == "inverse" else 0.5

@@ -90,19 +90,26 @@ def test_confusion_counts_labelled_pixels_only():
     np.testing.assert_array_equal(cm, expected)
 
 
-def test_auto_class_weights_follow_the_imbalance(caplog):
-    from reseg.components.trainer.losses import resolve_auto
+def test_auto_loss_and_class_weights_follow_the_imbalance(caplog):
+    from reseg.components.trainer.losses import imbalanced, resolve_auto
 
-    assert resolve_auto([96, 4]) == "inverse_sqrt"  # a 4% class
-    assert resolve_auto([60, 40]) == "none"  # two classes, both above 25%
-    assert resolve_auto([30, 30, 25, 15]) == "none"  # 15% > 0.5 / 4
-    assert resolve_auto([50, 0, 30, 10, 10]) == "inverse_sqrt"  # 10% < 0.5 / 4 present
-    assert resolve_auto([0, 100]) == "none"  # one class only
+    assert imbalanced([96, 4])  # a 4% class
+    assert not imbalanced([60, 40])  # two classes, both above 25%
+    assert not imbalanced([30, 30, 25, 15])  # 15% > 0.5 / 4
+    assert imbalanced([50, 0, 30, 10, 10])  # 10% < 0.5 / 4 classes with pixels
+    assert not imbalanced([0, 100])  # one class only
+    names = ["background", "building"]
     with caplog.at_level("INFO", logger="reseg.components.trainer.losses"):
-        w = class_weights("auto", [960, 40], 2, ["background", "building"])
-    np.testing.assert_allclose(w, class_weights("inverse_sqrt", [960, 40], 2), rtol=1e-6)
-    assert "auto: inverse_sqrt (rarest class building has 4.0%" in caplog.text
+        assert resolve_auto("auto", "auto", [960, 40], names) == ("crossentropy+dice", "inverse")
+    assert "imbalanced: the rarest, building, has 4.0% of the labelled pixels" in caplog.text
+    assert resolve_auto("auto", "auto", [500, 500], names) == ("crossentropy", "none")
+    assert resolve_auto("focal", "auto", [960, 40]) == ("focal", "inverse")  # explicit kept
+    assert resolve_auto("auto", [1.0, 2.0], [960, 40]) == ("crossentropy+dice", [1.0, 2.0])
+    w = class_weights("auto", [960, 40], 2, names)
+    np.testing.assert_allclose(w, class_weights("inverse", [960, 40], 2), rtol=1e-6)
     assert class_weights("auto", [50, 50], 2) is None
+    with pytest.raises(ConfigError, match="stats.json"):
+        resolve_auto("auto", "none", None)
 
 
 def test_classes_not_learnt_only_after_the_warm_up_and_only_with_support():
