@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from reseg.config import Config
+
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -35,8 +37,6 @@ def json_schema(
 
 def config_schema() -> dict[str, Any]:
     """The schema of a pipeline config (`reseg run CONFIG`, every step command)."""
-    from reseg.config import Config
-
     return json_schema(Config, "reseg pipeline config")
 
 
