@@ -94,11 +94,15 @@ def warmup_epochs(cfg: TrainConfig) -> int:
     return max(2, cfg.warmup_epochs)
 
 
-def classes_not_learnt(history: list[dict[str, Any]], warmup: int) -> list[int]:
-    """Classes with validation pixels whose validation IoU was 0 in every epoch after `warmup`.
+NOT_LEARNT_IOU = 0.01
+"""A validation IoU under this counts as 0: a class hit on a few stray pixels is not learnt."""
 
-    Empty until the history is past `warmup` epochs. A class without validation pixels
-    (IoU None, or 0 with no support) is never reported.
+
+def classes_not_learnt(history: list[dict[str, Any]], warmup: int) -> list[int]:
+    """Classes with validation pixels whose validation IoU stayed 0 in every epoch after `warmup`.
+
+    "0" is IoU < `NOT_LEARNT_IOU`. Empty until the history is past `warmup` epochs. A
+    class without validation pixels (IoU None, or 0 with no support) is never reported.
     """
     after = [h for h in history if h["epoch"] > warmup]
     if not after or any(h.get("val_iou") is None for h in after):
@@ -107,7 +111,7 @@ def classes_not_learnt(history: list[dict[str, Any]], warmup: int) -> list[int]:
     return [
         c
         for c, n in enumerate(support)
-        if n > 0 and all((h["val_iou"][c] or 0.0) == 0.0 for h in after)
+        if n > 0 and all((h["val_iou"][c] or 0.0) < NOT_LEARNT_IOU for h in after)
     ]
 
 
@@ -292,17 +296,20 @@ def _warn_not_learnt(
     if not missing:
         return
     names = ", ".join(class_names[c] if class_names else str(c) for c in missing)
+    plural = len(missing) > 1
+    first, last = warmup_epochs(cfg) + 1, history[-1]["epoch"]
+    if final:
+        what = f"kept validation IoU 0 (under {NOT_LEARNT_IOU}) from epoch {first} to {last}"
+    else:
+        what = f"{'have' if plural else 'has'} validation IoU 0 (under {NOT_LEARNT_IOU}) at epoch {last}, after the warm-up"
     log.warning(
-        "class%s %s %s validation IoU 0 %s %d epochs: the model predicts %s nowhere right. "
-        "Rare classes need class weights and enough epochs: try train.class_weights: inverse "
-        "with train.loss: crossentropy+dice (what auto picks on imbalanced classes) and more "
-        "epochs (now train.class_weights=%s, train.loss=%s)",
-        "es" if len(missing) > 1 else "",
+        "class%s %s %s: %s not being learnt. Rare classes need class weights and enough "
+        "epochs: try train.class_weights: inverse with train.loss: crossentropy+dice (what auto "
+        "picks on imbalanced classes) and more epochs (now train.class_weights=%s, train.loss=%s)",
+        "es" if plural else "",
         names,
-        "have" if len(missing) > 1 else "has",
-        "after all" if final else "after",
-        history[-1]["epoch"],
-        "them" if len(missing) > 1 else "it",
+        what,
+        "they are" if plural else "it is",
         cfg.class_weights if isinstance(cfg.class_weights, str) else "[...]",
         cfg.loss,
     )

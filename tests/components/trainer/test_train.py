@@ -214,7 +214,7 @@ def test_a_class_never_learnt_is_warned_about_and_its_iou_kept_per_epoch(root, c
     assert [h["val_iou"][1:] for h in history[2:]] == [[0.0, 0.0], [0.0, 0.0]]
     assert history[-1]["val_iou"][0] > 0
     assert classes_not_learnt(history, 2) == [1, 2]
-    names = f"classes {cfg.data.classes[1].name}, {cfg.data.classes[2].name} have"
+    names = f"classes {cfg.data.classes[1].name}, {cfg.data.classes[2].name} "
     warnings = [r.getMessage() for r in caplog.records if "validation IoU 0" in r.getMessage()]
     assert len(warnings) == 2  # after the warm-up (epoch 3), and at the end (epoch 4)
     assert all(names in w and "class_weights" in w for w in warnings), warnings
