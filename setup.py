@@ -37,6 +37,7 @@ EXTRAS = {
         "hypothesis==6.170.17",
         "ruff==0.17.6",
         "import-linter==2.17",  # the layer contract (pyproject.toml), run by tests/test_layers.py
+        "jsonschema==4.26.0",  # tests: the example configs validate against `reseg schema`
     ],
     # torch is only for the side-by-side model benchmark (bench/models.py).
     "bench": ["torch==2.13.0"],

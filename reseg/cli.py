@@ -16,9 +16,8 @@ import importlib.util
 import logging
 import sys
 
-from reseg import __version__
+from reseg import __version__, quiet
 from reseg.errors import ResegError, user_error
-from reseg.logs import quiet_libraries
 
 log = logging.getLogger("reseg")
 
@@ -41,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "write report.md/report.html of a pipeline root"),
     "study": ("study", "sweep selection settings, models, resolutions and folds; one report"),
     "demo": ("demo", "run the bundled Landsat example end to end"),
+    "schema": ("schema", "print the JSON Schema of the config (or --study) files"),
 }
 
 
@@ -64,18 +64,14 @@ def build_parser(with_commands: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
+    # before anything imports TensorFlow or Beam (adding a command's arguments imports it)
+    head = argv[: argv.index(command)] if command else argv
+    quiet.configure(any(a in ("-v", "--verbose") for a in head))
     parser = build_parser(with_commands=command)
     args, extra = parser.parse_known_args(argv)
     args.extra = extra
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,  # a library's import may have configured the root logger already
-    )
-    quiet_libraries(args.verbose)
     name = f"reseg.commands.{COMMANDS[args.command][0]}"
     if importlib.util.find_spec(name) is None:
         print(f"reseg {args.command}: not in this version of reseg yet", file=sys.stderr)

@@ -84,19 +84,23 @@ class TrainConfig(Section):
     decay_rate: float = Field(
         0.9, gt=0, le=1, description="Factor per epoch of the exponential schedule."
     )
-    loss: Literal["crossentropy", "focal", "dice", "crossentropy+dice"] = Field(
-        "crossentropy",
+    loss: Literal["auto", "crossentropy", "focal", "dice", "crossentropy+dice"] = Field(
+        "auto",
         description=(
             "Per-pixel sparse categorical cross-entropy, Keras' categorical focal cross-entropy, "
-            "Keras' Dice loss (per tile, over labelled pixels), or the sum of cross-entropy and Dice."
+            "Keras' Dice loss (per tile, over labelled pixels), or the sum of cross-entropy and "
+            "Dice. auto (default): crossentropy+dice when the classes are imbalanced (the rarest "
+            "class has less than half a uniform share of the labelled pixels of stats.json: "
+            "under 25% with two classes), else crossentropy."
         ),
     )
     focal_gamma: float = Field(2.0, ge=0, description="Focusing parameter of the focal loss.")
-    class_weights: Literal["none", "inverse", "inverse_sqrt"] | list[float] = Field(
-        "none",
+    class_weights: Literal["auto", "none", "inverse", "inverse_sqrt"] | list[float] = Field(
+        "auto",
         description=(
-            "Per-class loss weights: none; inverse or inverse_sqrt of the class pixel counts of "
-            "stats.json (normalised to mean 1 over labelled pixels); or one weight per class."
+            "Per-class loss weights: auto (default) = inverse when the classes are imbalanced "
+            "(as for loss), else none; none; inverse or inverse_sqrt of the class pixel counts "
+            "of stats.json (normalised to mean 1 over labelled pixels); or one weight per class."
         ),
     )
     early_stopping: int | None = Field(

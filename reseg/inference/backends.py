@@ -83,8 +83,14 @@ class KerasBackend:
     """A round's model directory (`model.keras` + `model.json`), run in-process.
 
     The normalisation runs inside a `tf.function` (XLA-compiled when `jit_compile`),
-    so raw uint8/uint16 tiles travel to the device. With XLA, batches smaller than the
-    largest batch seen are padded to it, so the function is compiled once per tile shape.
+    so raw uint8/uint16 tiles travel to the device. It is traced once per input dtype,
+    for any batch size and tile shape ((None, None, None, bands)), and called as that
+    concrete function: tile shapes that vary (the last batch, a scene smaller than a
+    tile, TTA turning a rectangular tile) never retrace it. (Tracing per shape, every
+    member of merged rounds traced its own copy of the same code, which TensorFlow
+    counts together and reported as "triggered tf.function retracing".) With XLA,
+    batches smaller than the largest batch seen are padded to it, so XLA compiles once
+    per tile shape.
     """
 
     def __init__(self, model_dir: str | Path, jit_compile: bool = False):
@@ -120,7 +126,19 @@ class KerasBackend:
             x = tf.where(tf.expand_dims(valid > 0, -1), x, tf.zeros_like(x))
             return tf.cast(model(x, training=False), tf.float32)
 
-        self._fn = tf.function(forward, jit_compile=self._jit, reduce_retracing=not self._jit)
+        self._fn = tf.function(forward, jit_compile=self._jit)
+        self._traced: dict[np.dtype, object] = {}
+
+    def _concrete(self, dtype: np.dtype):
+        """The function traced for raw tiles of `dtype`, any batch size and tile shape."""
+        fn = self._traced.get(dtype)
+        if fn is None:
+            fn = self._fn.get_concrete_function(
+                tf.TensorSpec([None, None, None, self.info.bands], tf.as_dtype(dtype)),
+                tf.TensorSpec([None, None, None], tf.uint8),
+            )
+            self._traced[dtype] = fn
+        return fn
 
     def __call__(self, tiles_raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
         check_batch(self.info, tiles_raw, valid)
@@ -130,5 +148,5 @@ class KerasBackend:
             pad = [(0, self._max_batch - b)] + [(0, 0)] * 3
             tiles_raw = np.pad(tiles_raw, pad)
             valid = np.pad(valid, pad[:3])
-        out = self._fn(tiles_raw, valid.astype(np.uint8, copy=False))
+        out = self._concrete(tiles_raw.dtype)(tiles_raw, valid.astype(np.uint8, copy=False))
         return np.asarray(out)[:b]

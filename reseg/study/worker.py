@@ -17,10 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from reseg import artifacts, layout, tracking
+from reseg import artifacts, layout, quiet, tracking
 from reseg.config import DataConfig
 from reseg.errors import ResegError
-from reseg.logs import quiet_libraries
 from reseg.pipeline import parent_tags, run_pipeline, steps
 from reseg.report import collect
 from reseg.study import tilecm
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         force=True,  # a library's import may have configured the root logger already
     )
-    quiet_libraries()
+    quiet.configure(verbose=False)
     try:
         run_job(argv[0], argv[1])
     except ResegError as e:

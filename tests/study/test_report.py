@@ -142,3 +142,12 @@ def test_a_partial_study_still_gets_a_report(study_root):
                 p.unlink()
     md = write_study_report(plan).read_text()
     assert "of 12 cells complete" in md and "## Summary" in md
+
+
+def test_study_report_html_references_only_files_that_exist(study_root):
+    from tests.htmlcheck import html_problems
+
+    md = write_study_report(study_root)
+    problems, local = html_problems(md.with_suffix(".html"))
+    assert problems == []
+    assert local >= 8  # the plots of every section

@@ -32,7 +32,7 @@ from reseg.components.trainer import data as data_mod
 from reseg.components.trainer import inputs
 from reseg.components.trainer.distribute import Cluster, get_cluster
 from reseg.components.trainer.loop import FitResult, fit, make_optimizer
-from reseg.components.trainer.losses import class_weights, make_loss
+from reseg.components.trainer.losses import class_weights, make_loss, resolve_auto
 from reseg.components.trainer.plots import plot_history
 from reseg.components.trainer.steps import Steps
 from reseg.config import Config
@@ -181,10 +181,12 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
         tuple(map(float, job.stats.mean)),
         tuple(map(float, job.stats.std)),
     )
+    names = [c.name for c in cfg.data.classes]
+    loss_kind, weighting = resolve_auto(tc.loss, tc.class_weights, job.stats.class_pixels, names)
     loss_fn = make_loss(
-        tc.loss,
+        loss_kind,
         tiles.num_classes,
-        class_weights(tc.class_weights, job.stats.class_pixels, tiles.num_classes),
+        class_weights(weighting, job.stats.class_pixels, tiles.num_classes, names),
         tc.focal_gamma,
     )
 
@@ -279,10 +281,11 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
             )
 
         def on_epoch(record: dict[str, Any]) -> None:
-            run.log_metrics(
-                {k: v for k, v in record.items() if k not in ("epoch", "best")},
-                step=record["epoch"],
-            )
+            metrics = {k: v for k, v in record.items() if not isinstance(v, bool | list)}
+            metrics.pop("epoch")
+            for name, iou in zip(names, record.get("val_iou") or [], strict=False):
+                metrics[f"val_iou/{name}"] = iou
+            run.log_metrics(metrics, step=record["epoch"])
 
         result = fit(
             steps,
@@ -296,6 +299,7 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
             on_resume=lambda history: run.log_history(
                 [{k: v for k, v in h.items() if k != "best"} for h in history]
             ),
+            class_names=tuple(names),
         )
         digest = _weights_digest(model)
         log.info("weights digest %s (%s %d)", digest, cluster.task_type or "local", cluster.task_id)

@@ -90,6 +90,41 @@ def seed_states(model) -> list:
     return [v for v in model.variables if id(v) not in weights]
 
 
+def class_iou(cm: np.ndarray) -> list[float | None]:
+    """IoU per class (C,), None for a class absent from reference and prediction."""
+    return [c["iou"] for c in scores(cm.astype(np.int64))["per_class"].values()]
+
+
+def warmup_epochs(cfg: TrainConfig) -> int:
+    """Epochs after which a class still at validation IoU 0 is reported as not learnt.
+
+    max(2, train.warmup_epochs): the first epochs of a fresh model often predict the
+    majority class everywhere; a class that stays at IoU 0 after them is a sign of
+    class imbalance (see `train.class_weights` and `train.loss`).
+    """
+    return max(2, cfg.warmup_epochs)
+
+
+NOT_LEARNT_IOU = 0.01
+"""A validation IoU under this counts as 0: a class hit on a few stray pixels is not learnt."""
+
+
+def classes_not_learnt(history: list[dict[str, Any]], warmup: int) -> list[int]:
+    """Classes with validation pixels whose validation IoU stayed 0 in every epoch after `warmup`.
+
+    "0" is IoU < `NOT_LEARNT_IOU`. Empty until the history is past `warmup` epochs. A
+    class without validation pixels (IoU None, or 0 with no support) is never reported.
+    """
+    after = [h for h in history if h["epoch"] > warmup]
+    if not after or any(h.get("val_iou") is None for h in after):
+        return []
+    support = after[-1].get("val_support") or []
+    return [
+        c
+        for c, n in enumerate(support)
+        if n > 0 and all((h["val_iou"][c] or 0.0) < NOT_LEARNT_IOU for h in after)
+    ]
+
 @dataclass
 class FitResult:
     history: list[dict[str, Any]]
@@ -123,6 +158,7 @@ def fit(
     work_dir: Path,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_resume: Callable[[list[dict[str, Any]]], None] | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> FitResult:
     """Train `cfg.epochs` epochs (fewer with early stopping), resuming from `checkpoint_dir`.
 
@@ -142,6 +178,7 @@ def fit(
         on_epoch: called on the chief with each epoch's history record, after its checkpoint.
         on_resume: called on the chief with the history restored from the checkpoint
             (records of a killed run that `on_epoch` may not have seen).
+        class_names: names of the classes, for the warning about a class not learnt.
     """
     import tensorflow as tf
 
@@ -199,7 +236,8 @@ def fit(
         record: dict[str, Any] = {"epoch": epoch, "loss": loss, "miou": miou(cm)}
         if has_val:
             val_loss, val_cm = steps.validate(val_data)
-            record.update(val_loss=val_loss, val_miou=miou(val_cm))
+            record.update(val_loss=val_loss, val_miou=miou(val_cm), val_iou=class_iou(val_cm))
+            record["val_support"] = [int(n) for n in val_cm.sum(1)]
             if val_cm.sum() == 0:
                 record["val_miou"] = None
         record["lr"] = float(np.asarray(steps.optimizer.learning_rate))
@@ -244,11 +282,15 @@ def fit(
             )
             if on_epoch is not None:
                 on_epoch(record)
+            if has_val and epoch == warmup_epochs(cfg) + 1:
+                _warn_not_learnt(history, cfg, class_names)
         if stop:
             log.info("early stopping: no validation mIoU gain for %d epochs", patience)
             break
 
     best_epoch = int(state["best_epoch"].numpy()) or None
+    if chief and has_val and history and history[-1]["epoch"] > warmup_epochs(cfg) + 1:
+        _warn_not_learnt(history, cfg, class_names, final=True)
     if (
         has_val
         and cfg.restore_best
@@ -264,3 +306,33 @@ def fit(
                 float(state["best"].numpy()),
             )
     return FitResult(history, start, best_epoch, bool(state["stopped"].numpy()))
+
+
+def _warn_not_learnt(
+    history: list[dict[str, Any]],
+    cfg: TrainConfig,
+    class_names: tuple[str, ...] | None,
+    final: bool = False,
+) -> None:
+    """Log a warning naming the classes of `classes_not_learnt` and what to try."""
+    missing = classes_not_learnt(history, warmup_epochs(cfg))
+    if not missing:
+        return
+    names = ", ".join(class_names[c] if class_names else str(c) for c in missing)
+    plural = len(missing) > 1
+    first, last = warmup_epochs(cfg) + 1, history[-1]["epoch"]
+    if final:
+        what = f"kept validation IoU 0 (under {NOT_LEARNT_IOU}) from epoch {first} to {last}"
+    else:
+        what = f"{'have' if plural else 'has'} validation IoU 0 (under {NOT_LEARNT_IOU}) at epoch {last}, after the warm-up"
+    log.warning(
+        "class%s %s %s: %s not being learnt. Rare classes need class weights and enough "
+        "epochs: try train.class_weights: inverse with train.loss: crossentropy+dice (what auto "
+        "picks on imbalanced classes) and more epochs (now train.class_weights=%s, train.loss=%s)",
+        "es" if plural else "",
+        names,
+        what,
+        "they are" if plural else "it is",
+        cfg.class_weights if isinstance(cfg.class_weights, str) else "[...]",
+        cfg.loss,
+    )

@@ -18,6 +18,7 @@ auxiliary head at lower resolution) are resized bilinearly to the label's size.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -25,17 +26,79 @@ import numpy as np
 from reseg.config.data import IGNORE
 from reseg.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 LossFn = Callable[..., object]
 
 
+AUTO_IMBALANCE = 0.5
+"""Classes are imbalanced when the rarest class with pixels has less than this fraction
+of a uniform share: f_min < AUTO_IMBALANCE / C' (C' classes with pixels)."""
+
+
+def imbalanced(class_pixels: Sequence[int]) -> bool:
+    """Whether the rarest class with pixels has f_min < 0.5 / C' of the labelled pixels.
+
+    C' counts the classes with pixels; with two classes the threshold is 25%, with six 8.3%.
+    """
+    counts = np.asarray(class_pixels, np.float64)
+    present = counts[counts > 0]
+    return present.size >= 2 and present.min() / present.sum() < AUTO_IMBALANCE / present.size
+
+
+def resolve_auto(
+    loss: str,
+    weights: str | Sequence[float],
+    class_pixels: Sequence[int] | None,
+    class_names: Sequence[str] | None = None,
+) -> tuple[str, str | Sequence[float]]:
+    """`train.loss` and `train.class_weights` with `auto` replaced by what the statistics call for.
+
+    On imbalanced classes (`imbalanced`): crossentropy+dice and inverse-frequency weights,
+    the combination that learnt the minority classes in `bench/minority.py` without
+    costing the large ones (the inverse weights make a rare class's pixels count; the
+    Dice term, a ratio over all pixels of the tile, keeps false positives of the rare
+    class expensive). On balanced ones: crossentropy without weights (the defaults
+    before `auto`). The choice is logged with the rarest class's share.
+    """
+    if "auto" not in (loss, weights):
+        return loss, weights
+    if class_pixels is None:
+        raise ConfigError(
+            "train: loss/class_weights auto need stats.json (run `reseg stats` first)"
+        )
+    counts = np.asarray(class_pixels, np.float64)
+    skewed = imbalanced(counts)
+    if loss == "auto":
+        loss = "crossentropy+dice" if skewed else "crossentropy"
+    if weights == "auto":
+        weights = "inverse" if skewed else "none"
+    if counts.sum() > 0:
+        rare = int(np.argmin(np.where(counts > 0, counts, np.inf)))
+        name = class_names[rare] if class_names else str(rare)
+        log.info(
+            "classes %s: the rarest, %s, has %.1f%% of the labelled pixels; loss %s, class weights %s",
+            "imbalanced" if skewed else "balanced",
+            name,
+            100 * counts[rare] / counts.sum(),
+            loss,
+            weights,
+        )
+    return loss, weights
+
+
 def class_weights(
-    setting: str | Sequence[float], class_pixels: Sequence[int] | None, num_classes: int
+    setting: str | Sequence[float],
+    class_pixels: Sequence[int] | None,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
 ) -> np.ndarray | None:
     """Per-class loss weights (C,) float32, or None when off.
 
     `inverse` gives w_c = 1 / f_c and `inverse_sqrt` w_c = 1 / sqrt(f_c), with f_c the
     share of labelled pixels of class c; both are scaled so that sum_c f_c w_c = 1 (the
-    average pixel keeps weight 1). Classes without pixels get weight 0.
+    average pixel keeps weight 1). Classes without pixels get weight 0. `auto` is
+    `inverse` on imbalanced classes and `none` on balanced ones (`resolve_auto`).
     """
     if isinstance(setting, str):
         if setting == "none":
@@ -50,9 +113,19 @@ def class_weights(
                 f"train.class_weights: stats.json counts {counts.size} classes, the config {num_classes}"
             )
         f = counts / max(counts.sum(), 1.0)
+        names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
+        if setting == "auto":
+            setting = str(resolve_auto("crossentropy", "auto", counts, names)[1])
+            if setting == "none":
+                return None
         power = 1.0 if setting == "inverse" else 0.5
         w = np.where(f > 0, 1.0 / np.power(np.maximum(f, 1e-12), power), 0.0)
         w /= max(float((f * w).sum()), 1e-12)
+        log.info(
+            "class weights (%s): %s",
+            setting,
+            ", ".join(f"{n} {v:.2f}" for n, v in zip(names, w, strict=True)),
+        )
         return w.astype(np.float32)
     w = np.asarray(setting, np.float32)
     if w.shape != (num_classes,):

@@ -88,3 +88,40 @@ def test_confusion_counts_labelled_pixels_only():
     expected = np.zeros((3, 3))
     np.add.at(expected, (label[keep], pred[keep]), 1)
     np.testing.assert_array_equal(cm, expected)
+
+
+def test_auto_loss_and_class_weights_follow_the_imbalance(caplog):
+    from reseg.components.trainer.losses import imbalanced, resolve_auto
+
+    assert imbalanced([96, 4])  # a 4% class
+    assert not imbalanced([60, 40])  # two classes, both above 25%
+    assert not imbalanced([30, 30, 25, 15])  # 15% > 0.5 / 4
+    assert imbalanced([50, 0, 30, 10, 10])  # 10% < 0.5 / 4 classes with pixels
+    assert not imbalanced([0, 100])  # one class only
+    names = ["background", "building"]
+    with caplog.at_level("INFO", logger="reseg.components.trainer.losses"):
+        assert resolve_auto("auto", "auto", [960, 40], names) == ("crossentropy+dice", "inverse")
+    assert "imbalanced: the rarest, building, has 4.0% of the labelled pixels" in caplog.text
+    assert resolve_auto("auto", "auto", [500, 500], names) == ("crossentropy", "none")
+    assert resolve_auto("focal", "auto", [960, 40]) == ("focal", "inverse")  # explicit kept
+    assert resolve_auto("auto", [1.0, 2.0], [960, 40]) == ("crossentropy+dice", [1.0, 2.0])
+    w = class_weights("auto", [960, 40], 2, names)
+    np.testing.assert_allclose(w, class_weights("inverse", [960, 40], 2), rtol=1e-6)
+    assert class_weights("auto", [50, 50], 2) is None
+    with pytest.raises(ConfigError, match="stats.json"):
+        resolve_auto("auto", "none", None)
+
+
+def test_classes_not_learnt_only_after_the_warm_up_and_only_with_support():
+    from reseg.components.trainer.loop import classes_not_learnt
+
+    def rec(epoch, iou, support=(10, 10, 0)):
+        return {"epoch": epoch, "val_iou": iou, "val_support": list(support)}
+
+    h = [rec(1, [0.9, 0.2, None]), rec(2, [0.9, 0.0, 0.0])]
+    assert classes_not_learnt(h, warmup=2) == []  # still warming up
+    h.append(rec(3, [0.9, 0.004, 0.0]))  # a few stray pixels right: still not learnt
+    assert classes_not_learnt(h, warmup=2) == [1]  # class 2 has no validation pixels
+    h.append(rec(4, [0.9, 0.02, 0.0]))
+    assert classes_not_learnt(h, warmup=2) == []  # learnt at last
+    assert classes_not_learnt([{"epoch": 5, "val_miou": 0.5}], warmup=2) == []  # old history

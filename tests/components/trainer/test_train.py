@@ -191,3 +191,30 @@ def test_bad_fold_and_model_parameters_are_config_errors(root):
         )
     with pytest.raises(ConfigError, match=r"fold must be in 0\.\.2"):
         train(config(root, model=UNET, tracking=OFF), root, fold=3)
+
+
+def test_a_class_never_learnt_is_warned_about_and_its_iou_kept_per_epoch(root, caplog):
+    from reseg.components.trainer.loop import classes_not_learnt
+
+    cfg = config(
+        root,
+        model=UNET,
+        train={
+            "epochs": 4,
+            "steps_per_epoch": 3,
+            "learning_rate": 0.1,
+            "class_weights": [1.0, 0.0, 0.0],
+        },
+        tracking=OFF,
+    )  # only class 0 has loss weight: the model learns to predict it everywhere
+    with caplog.at_level("WARNING", logger="reseg.components.trainer.loop"):
+        out = train(cfg, root, fold=0)
+    history = json.loads((out / "history.json").read_text())
+    assert all(len(h["val_iou"]) == 3 and min(h["val_support"]) > 0 for h in history)
+    assert [h["val_iou"][1:] for h in history[2:]] == [[0.0, 0.0], [0.0, 0.0]]
+    assert history[-1]["val_iou"][0] > 0
+    assert classes_not_learnt(history, 2) == [1, 2]
+    names = f"classes {cfg.data.classes[1].name}, {cfg.data.classes[2].name} "
+    warnings = [r.getMessage() for r in caplog.records if "validation IoU 0" in r.getMessage()]
+    assert len(warnings) == 2  # after the warm-up (epoch 3), and at the end (epoch 4)
+    assert all(names in w and "class_weights" in w for w in warnings), warnings

@@ -1,0 +1,173 @@
+"""What a reseg command prints on stderr: its own messages; other libraries' only with `-v`.
+
+Without `-v`, `configure(verbose=False)`:
+
+- **TensorFlow's C++ logs.** `TF_CPP_MIN_LOG_LEVEL=3` (unless already set) silences those
+  written after absl's log initialisation, e.g. `failed call to cuInit` when TensorFlow
+  probes for a GPU on a machine without one. The lines written while TensorFlow's shared
+  libraries load, before that initialisation (`All log messages before
+  absl::InitializeLog() ...`, the oneDNN notice, `Could not find cuda drivers`), ignore
+  the variable. So the first `import tensorflow` of the process runs with file
+  descriptor 2 redirected into a temporary file (an import hook, so commands that never
+  import TensorFlow do not pay for it); afterwards lines that look like TensorFlow's
+  C++ logs go to the debug log and any other line is written back to stderr.
+- **Python log records.** The stderr handler shows reseg's own records (loggers
+  `reseg.*`) from INFO up, and other loggers' from ERROR up, plus the warnings of the
+  loggers in `SHOWN_WARNINGS` (Beam saying that a pipeline option was not understood).
+  This hides Beam's optional-dependency warnings (`apitools not found, ...`, logged on
+  the root logger), TensorFlow's and Keras' warnings, retracing warnings included.
+- **Python warnings** (`warnings.warn`) are routed into the log, so the same rule applies.
+
+With `-v` everything is shown from DEBUG up, and nothing is redirected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.util
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DATEFMT = "%H:%M:%S"
+OWN = "reseg"
+SHOWN_WARNINGS = ("apache_beam.options",)
+"""Other libraries' loggers whose warnings are shown without `-v` (they concern the user's input)."""
+LIBRARIES = (
+    "tensorflow",
+    "absl",
+    "apache_beam",
+    "rasterio",
+    "fiona",
+    "matplotlib",
+    "PIL",
+    "h5py",
+    "urllib3",
+)
+"""Loggers kept at WARNING even with `-v` (their INFO and DEBUG records are about themselves)."""
+QUIET_IMPORTS = ("tensorflow",)
+"""Top-level packages whose first import runs with file descriptor 2 captured."""
+
+TF_NATIVE_LOG = re.compile(
+    r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"  # absl / TF C++ log line
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|This TensorFlow binary is optimized"
+    r"|To enable the following instructions:)"
+)
+"""A line of TensorFlow's C++ logging (as written while its libraries load)."""
+
+
+class OwnMessages(logging.Filter):
+    """Pass reseg's records, other loggers' from ERROR up, and `SHOWN_WARNINGS`' warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if name == OWN or name.startswith(OWN + "."):
+            return True
+        if record.levelno >= logging.ERROR:
+            return True
+        return record.levelno >= logging.WARNING and name.startswith(SHOWN_WARNINGS)
+
+
+def configure(verbose: bool) -> None:
+    """Set up logging for a command (module docstring); call before TensorFlow is imported.
+
+    Adds a stderr handler to the root logger only when it has none (as
+    `logging.basicConfig` does), so a host application's or pytest's handlers are kept.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
+        if not verbose:
+            handler.addFilter(OwnMessages())
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if verbose:
+        return
+    # Beam logs each failed bundle with its traceback before re-raising the error, which
+    # `reseg.cli.main` reports on one line (all of it with -v)
+    logging.getLogger("apache_beam.runners").setLevel(logging.CRITICAL)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in QUIET_IMPORTS:
+        if name not in sys.modules and not any(
+            isinstance(f, _QuietImport) and f.name == name for f in sys.meta_path
+        ):
+            sys.meta_path.insert(0, _QuietImport(name))
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Redirect file descriptor 2 (C and C++ code's stderr) into a file for the block.
+
+    Afterwards TensorFlow's C++ log lines go to the debug log; every other line is
+    written back to stderr, so nothing else that was written meanwhile (another
+    thread's log record, a progress bar) is lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", errors="replace")
+            kept = []
+            for line in text.splitlines(keepends=True):
+                if TF_NATIVE_LOG.match(line):
+                    log.debug("native: %s", line.rstrip())
+                else:
+                    kept.append(line)
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+class _CapturingLoader(importlib.abc.Loader):
+    """Runs another loader's `exec_module` with file descriptor 2 captured."""
+
+    def __init__(self, loader: importlib.abc.Loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = self.loader  # the module keeps its real loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self.loader
+        with native_stderr_captured():
+            self.loader.exec_module(module)
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Import hook: the first import of package `name` runs under `native_stderr_captured`."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)  # once: the other finders locate the package
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _CapturingLoader(spec.loader)
+        return spec
