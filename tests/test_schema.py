@@ -42,7 +42,9 @@ def test_schema_carries_the_field_descriptions(capsys):
     assert "inverse_sqrt" in train["class_weights"]["description"]
     assert schema["$defs"]["TilingConfig"]["additionalProperties"] is False
     assert set(schema["properties"]) >= {"data", "tiling", "model", "train", "rounds", "predict"}
-    assert schema["$defs"]["ModelConfig"]["properties"]["params"]["type"] == "object"
+    params = schema["$defs"]["ModelConfig"]["properties"]["params"]["anyOf"]  # one per model
+    assert {"#/$defs/UNetParams", "#/$defs/PSPNetParams"} <= {p["$ref"] for p in params}
+    assert schema["$defs"]["UNetParams"]["properties"]["depth"]["minimum"] == 1
 
 
 def _schema_of(example: Path) -> tuple[dict, str]:
@@ -70,6 +72,7 @@ def test_the_schema_rejects_what_the_loader_rejects():
         (("train", "epochz"), 3),  # unknown key
         (("train", "loss"), "hinge"),  # not one of the choices
         (("tiling", "tile_size"), "big"),  # wrong type
+        (("model", "params"), {"depth": 0}),  # out of the architecture's bounds
     ]:
         bad = json.loads(json.dumps(raw, default=str))
         bad[path[0]][path[1]] = value

@@ -35,10 +35,9 @@ def _merged(tmp_path, member_dir, members: int):
 def test_merged_rounds_are_traced_once_per_member_whatever_the_tile_shapes(
     cnn_dir, tmp_path, caplog
 ):
-    from reseg.components.predictor.tta import predict_tta
-
-    from reseg.components.predictor import load_backend
     from reseg.config.predict import D4
+    from reseg.inference.tta import predict_tta
+    from reseg.serving import load_backend
 
     backend = load_backend(_merged(tmp_path, cnn_dir, members=5))
     rng = np.random.default_rng(0)
