@@ -138,3 +138,16 @@ def test_two_worker_processes_give_the_same_set(setup, tmp_path):
     for k in a:
         np.testing.assert_allclose(b[k].probs, a[k].probs, atol=ATOL, rtol=0)
         np.testing.assert_array_equal(b[k].image, a[k].image)
+
+
+def test_rescored_when_the_tiles_change_under_the_same_file_names(setup, tmp_path):
+    """`reseg tile` again (other tiles, same shard names) and then `reseg score` with the
+    model still in place: the scores must be of the new tiles, not the old ones kept."""
+    cfg, tiles, _, model, _ = setup
+    folder = tmp_path / "tiles"
+    out = tmp_path / "scores"
+    for name, part in (("tiles-a", tiles[:6]), ("tiles-b", tiles[6:])):
+        files = write_tiles(part, folder, shards=2)
+        artifacts.write_json(folder / artifacts.MANIFEST, {"fingerprint": name})
+        scores = score(cfg, model, files, out, 0)
+        assert sorted(t.key for t in read_tiles(list(scores.files))) == sorted(t.key for t in part)
