@@ -380,3 +380,12 @@ def test_every_kind_refuses_a_directory_without_manifest(tmp_path, kind):
         kind.load(tmp_path / "nothing")
     assert str(e.value).startswith(f"{tmp_path / 'nothing'}")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text", ["[]", "null", '"fingerprint"', "3"])
+def test_a_manifest_that_is_not_a_json_object_is_corrupt(tmp_path, text):
+    (tmp_path / artifacts.MANIFEST).write_text(text)
+    with pytest.raises(ArtifactError) as e:
+        read_manifest(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / artifacts.MANIFEST}: corrupt manifest")
+    assert not is_current(tmp_path, "fingerprint")
