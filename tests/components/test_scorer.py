@@ -15,7 +15,7 @@ import pytest
 
 from reseg import artifacts, layout
 from reseg.components.scorer import score, score_files
-from reseg.inference import KerasBackend
+from reseg.inference import KerasBackend, predict_tta
 from reseg.tfrecords_schema import read_tiles
 from tests.components.predictor.helpers import save_model, small_cnn
 from tests.components.trainer.tiles import config, make_scene, scene_tiles, write_tiles
@@ -124,6 +124,20 @@ def test_skipped_when_current_and_rerun_when_the_model_or_the_round_changes(setu
     a, b = _backend_probs(model_a, tiles), _backend_probs(model_b, tiles)
     assert max(np.abs(a[k] - b[k]).max() for k in a) > 10 * ATOL  # the models differ
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
+
+
+def test_tta_transforms_are_averaged_and_part_of_the_fingerprint(setup, tmp_path):
+    cfg, tiles, files, model, _ = setup
+    plain = score(cfg, model, files, tmp_path / "plain", 0)
+    tta = ("identity", "rot90", "flip")
+    scores = score(cfg, model, files, tmp_path / "tta", 0, tta=tta)
+    assert scores.fingerprint != plain.fingerprint
+    images, valid = np.stack([t.image for t in tiles]), np.stack([t.valid for t in tiles])
+    probs = predict_tta(KerasBackend(model.path), images, valid, tta)
+    expected = {t.key: p for t, p in zip(tiles, probs, strict=True)}
+    _check_scored(list(read_tiles(list(scores.files))), tiles, expected, 0)
+    a = {t.key: t.probs for t in read_tiles(list(plain.files))}
+    assert max(np.abs(a[k].astype(np.float32) - expected[k]).max() for k in a) > 10 * ATOL
 
 
 @pytest.mark.slow
