@@ -87,9 +87,16 @@ def _stamps(path: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in path.iterdir()}
 
 
-def test_every_tile_comes_out_once_with_the_backends_probabilities(setup, tmp_path):
-    cfg, tiles, files, model, _ = setup
-    scores = score(cfg, model, files, tmp_path / "scores", 2, batch_size=4)
+@pytest.fixture(scope="module")
+def plain(setup, tmp_path_factory) -> artifacts.Scores:
+    """Model a's scores of every tile as round 2, in batches of up to 4: shared, read-only."""
+    cfg, _, files, model, _ = setup
+    return score(cfg, model, files, tmp_path_factory.mktemp("plain") / "scores", 2, batch_size=4)
+
+
+def test_every_tile_comes_out_once_with_the_backends_probabilities(setup, plain):
+    _, tiles, _, model, _ = setup
+    scores = plain
     out = list(read_tiles(list(scores.files)))
     expected = _backend_probs(model, tiles)
     _check_scored(out, tiles, expected, 2)
@@ -98,9 +105,9 @@ def test_every_tile_comes_out_once_with_the_backends_probabilities(setup, tmp_pa
     assert np.allclose(p.sum(-1), 1, atol=1e-5) and p.std() > 0.01
     m = scores.manifest
     assert m["step"] == "score" and m["round"] == 2 and m["model"] == str(model.path)
-    assert m["files"] == sorted(f.name for f in (tmp_path / "scores").glob(layout.SHARD_GLOB))
-    assert score_files(tmp_path / "scores") == list(scores.files)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]  # staging dir renamed
+    assert m["files"] == sorted(f.name for f in scores.path.glob(layout.SHARD_GLOB))
+    assert score_files(scores.path) == list(scores.files)
+    assert sorted(p.name for p in scores.path.parent.iterdir()) == ["scores"]  # renamed
 
 
 def test_skipped_when_current_and_rerun_when_the_model_or_the_round_changes(setup, tmp_path):
@@ -126,25 +133,24 @@ def test_skipped_when_current_and_rerun_when_the_model_or_the_round_changes(setu
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
 
 
-def test_tta_transforms_are_averaged_and_part_of_the_fingerprint(setup, tmp_path):
+def test_tta_transforms_are_averaged_and_part_of_the_fingerprint(setup, plain, tmp_path):
     cfg, tiles, files, model, _ = setup
-    plain = score(cfg, model, files, tmp_path / "plain", 0)
     tta = ("identity", "rot90", "flip")
-    scores = score(cfg, model, files, tmp_path / "tta", 0, tta=tta)
+    scores = score(cfg, model, files, tmp_path / "tta", 2, tta=tta)
     assert scores.fingerprint != plain.fingerprint
     images, valid = np.stack([t.image for t in tiles]), np.stack([t.valid for t in tiles])
     probs = predict_tta(KerasBackend(model.path), images, valid, tta)
     expected = {t.key: p for t, p in zip(tiles, probs, strict=True)}
-    _check_scored(list(read_tiles(list(scores.files))), tiles, expected, 0)
+    _check_scored(list(read_tiles(list(scores.files))), tiles, expected, 2)
     a = {t.key: t.probs for t in read_tiles(list(plain.files))}
     assert max(np.abs(a[k].astype(np.float32) - expected[k]).max() for k in a) > 10 * ATOL
 
 
 @pytest.mark.slow
-def test_two_worker_processes_give_the_same_set(setup, tmp_path):
+def test_two_worker_processes_give_the_same_set(setup, plain, tmp_path):
     cfg, tiles, files, model, _ = setup
-    one = score(cfg, model, files, tmp_path / "one", 0, batch_size=3)
-    two = score(cfg, model, files, tmp_path / "two", 0, beam_args=MULTI, batch_size=3)
+    one = plain  # one in-process worker, batches of up to 4
+    two = score(cfg, model, files, tmp_path / "two", 2, beam_args=MULTI, batch_size=3)
     assert one.fingerprint == two.fingerprint  # runner options are not inputs
     a = {t.key: t for t in read_tiles(list(one.files))}
     b = {t.key: t for t in read_tiles(list(two.files))}
