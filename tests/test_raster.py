@@ -318,7 +318,9 @@ def _write_polygons(path, features, crs=CRS) -> str:
     import fiona
 
     schema = {"geometry": "Polygon", "properties": {"kind": "str"}}
-    with fiona.open(path, "w", driver="GPKG", crs=crs, schema=schema) as dst:
+    # a Shapefile: writing a GeoPackage needs SQLite's rtree module, which the SQLite
+    # library loaded first into the process (by TensorFlow or Beam in a full run) may lack
+    with fiona.open(path, "w", driver="ESRI Shapefile", crs=crs, schema=schema) as dst:
         for geom, kind in features:
             dst.write({"geometry": geom, "properties": {"kind": kind}})
     return str(path)
@@ -327,7 +329,7 @@ def _write_polygons(path, features, crs=CRS) -> str:
 def test_polygons_are_rasterised_onto_the_image_grid(tmp_path):
     ip = write_raster(tmp_path / "img.tif", _image(), nodata=0)
     vp = _write_polygons(
-        tmp_path / "fields.gpkg",
+        tmp_path / "fields.shp",
         [
             (_box(1, 1, 4, 6), "wheat"),
             (_box(10, 12, 18, 20), "forest"),
@@ -365,7 +367,7 @@ def test_polygons_in_another_crs_are_reprojected_and_burnt_without_background(tm
     ip = write_raster(tmp_path / "img.tif", _image(seed=2).clip(1))
     boxes = [_box(2, 3, 9, 8), _box(15, 20, 20, 24)]
     geoms = [transform_geom(CRS, "EPSG:4326", b) for b in boxes]
-    vp = _write_polygons(tmp_path / "wgs84.gpkg", [(g, "x") for g in geoms], crs="EPSG:4326")
+    vp = _write_polygons(tmp_path / "wgs84.shp", [(g, "x") for g in geoms], crs="EPSG:4326")
     data = _data({"image": str(ip), "vector": {"path": vp, "burn_class": 2}})
     info = inspect_scene(data.scenes[0], data)
     with SceneReader(info, data) as reader:
@@ -378,11 +380,9 @@ def test_polygons_in_another_crs_are_reprojected_and_burnt_without_background(tm
 
 def test_a_vector_label_file_without_the_attribute_is_refused(tmp_path):
     ip = write_raster(tmp_path / "img.tif", _image())
-    vp = _write_polygons(tmp_path / "f.gpkg", [(_box(0, 0, 2, 2), "a")])
+    vp = _write_polygons(tmp_path / "f.shp", [(_box(0, 0, 2, 2), "a")])
     data = _data({"image": str(ip), "vector": {"path": vp, "attribute": "class", "values": {}}})
-    with pytest.raises(
-        InputError, match=r"f.gpkg: no attribute 'class'; attributes are \['kind'\]"
-    ):
+    with pytest.raises(InputError, match=r"f.shp: no attribute 'class'; attributes are \['kind'\]"):
         inspect_scene(data.scenes[0], data)
 
 
