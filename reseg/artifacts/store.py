@@ -43,11 +43,14 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of a published artifact directory."""
     p = Path(path) / MANIFEST
     try:
-        return json.loads(p.read_text())
+        m = json.loads(p.read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: no {MANIFEST}; run the step that makes it first") from None
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{p}: corrupt manifest ({e})") from None
+    if not isinstance(m, dict):  # is_current and every load() index it by key
+        raise ArtifactError(f"{p}: corrupt manifest (not a JSON object)")
+    return m
 
 
 def is_current(path: str | Path, fp: str) -> bool:

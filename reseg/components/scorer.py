@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts, layout
 from reseg.components.beamio import WriteShards, count_records
+from reseg.components.trainer.inputs import files_fingerprint
 from reseg.config import Config
 from reseg.inference import KerasBackend, predict_tta
 from reseg.tfrecords_schema import decode, encode
@@ -95,7 +96,7 @@ def score(
         "score",
         CODE_VERSION,
         model.fingerprint,
-        [Path(f).name for f in tile_files],
+        files_fingerprint([Path(f) for f in tile_files]),  # names alone miss re-made tiles
         round_,
         list(tta),
     )

@@ -39,7 +39,7 @@ def _model_key(root: Path, path: Path) -> str:
     """The fingerprint of a model directory or merged rounds (their manifests), the same
     wherever the root lies."""
     parts = []
-    if (path / layout.MANIFEST).exists():
+    if (path / layout.MANIFEST).exists():  # its fingerprint: the text has publish times
         parts.append(artifacts.read_manifest(path).get("fingerprint"))
     for name in (layout.MERGED_JSON, layout.MODEL_JSON):
         p = path / name
