@@ -322,3 +322,14 @@ def check_readable(path: str | os.PathLike, what: str) -> None:
         raise InputError(f"{path}: {what} file not found") from None
     except OSError as e:
         raise from_os_error(e, path) from None
+
+
+def check_output_folder(path: str | os.PathLike) -> None:
+    """Raise the user error of a local output folder (`--root`, `--out`) that cannot be made:
+    the path or a folder above it is a regular file (`OutputError`). Creates nothing."""
+    p = os.path.abspath(path)
+    if os.path.isfile(p):
+        raise OutputError(f"{path}: is a file, expected a folder (or a path that does not exist)")
+    culprit = _file_in_the_way(p)
+    if culprit is not None:
+        raise OutputError(f"{path}: {culprit} is a file, expected a folder")

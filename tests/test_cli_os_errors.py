@@ -256,12 +256,14 @@ def test_root_on_a_read_only_file_system(tmpfs, tile_config, capsys):
     assert entries(ro) == []
 
 
-def test_verbose_shows_the_traceback(tmp_path, tile_config, capsys, caplog):
-    f = tmp_path / "afile"
-    f.write_text("")
-    code = main(["-v", "tile", str(tile_config), "--root", str(f)])
-    assert code == 9 and "is a file" in capsys.readouterr().err
-    assert "Traceback" in caplog.text and "FileExistsError: [Errno 17]" in caplog.text
+def test_verbose_shows_the_traceback(tmpfs, tile_config, capsys, caplog):
+    ro = tmpfs("1m")
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    code = main(["-v", "tile", str(tile_config), "--root", str(ro / "run")])
+    err = capsys.readouterr().err
+    assert code == 7 and f"{ro / 'run'}: read-only file system" in err
+    logs = err + caplog.text  # the CLI's handler writes to stderr, or pytest's took it
+    assert "Traceback" in logs and "OSError: [Errno 30] Read-only file system" in logs
 
 
 # --- full disks ---------------------------------------------------------------------------

@@ -109,3 +109,15 @@ def test_check_readable_names_the_input(tmp_path):
     with pytest.raises(InputError, match="is a folder, expected a file$"):
         errors.check_readable(tmp_path, "image")
     assert os.path.exists(tmp_path)
+
+
+def test_check_output_folder_names_the_file_in_the_way(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("")
+    with pytest.raises(OutputError, match="f: is a file, expected a folder") as info:
+        errors.check_output_folder(f)
+    assert info.value.exit_code == 9
+    with pytest.raises(OutputError, match=f"f/a/b: {f} is a file, expected a folder$"):
+        errors.check_output_folder(f / "a" / "b")
+    errors.check_output_folder(tmp_path / "new" / "run")  # fine, and nothing is created
+    assert not (tmp_path / "new").exists()
