@@ -203,5 +203,5 @@ def test_a_root_that_is_a_file_is_one_clear_line(tmp_path, capsys):
     code = main(["run", str(cfg), "--root", str(root)])
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err
-    assert f"{root}: --root names an existing file" in err
+    assert f"{root}: is a file, expected a folder" in err and code == 9
     assert root.read_text() == "not a folder"

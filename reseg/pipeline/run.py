@@ -18,7 +18,7 @@ from typing import Any
 from reseg import artifacts, layout, tracking
 from reseg.components.tiling import plan as plan_tiles
 from reseg.config import Config
-from reseg.errors import InputError
+from reseg.errors import check_output_folder
 from reseg.pipeline import steps as step_fns
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,7 @@ def parent_tags() -> dict[str, str]:
 
 def check_root(root: Path) -> None:
     """A root that cannot be a folder is a user error, raised before anything is written."""
-    if root.exists() and not root.is_dir():
-        raise InputError(f"{root}: --root names an existing file, not a folder")
+    check_output_folder(root)
 
 
 def check_inputs(cfg: Config, root: Path, names: Sequence[str]) -> None:
