@@ -88,11 +88,17 @@ def find_saved_model(path: str | Path) -> Path:
     return tfs.version_dir(path, versions[-1])
 
 
-def load_backend(path: str | Path, jit_compile: bool = False) -> Backend:
-    """The backend for any model path (module docstring lists what is recognised)."""
+def load_backend(
+    path: str | Path, jit_compile: bool = False, precision: str = "float32"
+) -> Backend:
+    """The backend for any model path (module docstring lists what is recognised).
+
+    `precision` applies to in-process Keras models; an export runs in the precision it
+    was exported in (`SavedModelBackend.exported_precision`).
+    """
     path = Path(path)
     if path.is_file() and path.name == tfs.SAVED_MODEL:
         path = path.parent
     if path.is_dir() and ((path / tfs.SAVED_MODEL).exists() or tfs.versions(path)):
         return SavedModelBackend(path)
-    return load_inprocess(path, jit_compile=jit_compile)
+    return load_inprocess(path, jit_compile, precision)
