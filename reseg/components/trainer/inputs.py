@@ -96,18 +96,38 @@ def load_init(init_model: Path, bands: int, num_classes: int):
     return model
 
 
-def build(cfg: Config, bands: int, num_classes: int, init_model: Path | None):
-    """Prediction model, model trained (with auxiliary heads), their loss weights, output stride."""
-    import reseg.models as models
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras' global dtype policy set to `name` while the block runs (builders read it)."""
+    import keras
 
-    if init_model is not None:
-        model = load_init(init_model, bands, num_classes)
-        info = init_info(init_model)
-        stride = info.output_stride if info is not None else 1
-    else:
-        model = models.build_model(cfg.model.name, num_classes, bands, **cfg.model.params)
-        stride = int(models.output_stride(cfg.model.name, **cfg.model.params))
-    train_model, loss_weights = models.training_model(model)
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def build(cfg: Config, bands: int, num_classes: int, init_model: Path | None):
+    """Prediction model, model trained (with auxiliary heads), their loss weights, output stride.
+
+    Built under the dtype policy of `train.precision` (a model to fine-tune is cloned into
+    it, `reseg.models.precision.with_precision`); the softmax outputs stay float32.
+    """
+    import reseg.models as models
+    from reseg.models.precision import with_precision
+
+    policy = cfg.train.precision
+    with dtype_policy(policy):
+        if init_model is not None:
+            model = with_precision(load_init(init_model, bands, num_classes), policy)
+            info = init_info(init_model)
+            stride = info.output_stride if info is not None else 1
+        else:
+            model = models.build_model(cfg.model.name, num_classes, bands, **cfg.model.params)
+            stride = int(models.output_stride(cfg.model.name, **cfg.model.params))
+        train_model, loss_weights = models.training_model(model)
     return model, train_model, [float(w) for w in loss_weights], stride
 
 
