@@ -23,6 +23,7 @@ from reseg import artifacts
 from reseg.components.beamio import WriteShards, count_records
 from reseg.config import Config
 from reseg.inference import KerasBackend, predict_tta
+from reseg.inference.precision import resolve as resolve_precision
 from reseg.tfrecords_schema import decode, encode
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,21 @@ CODE_VERSION = 1
 class ScoreBatch(beam.DoFn):
     """Predicts a batch of serialised tiles; the model is loaded once per DoFn instance."""
 
-    def __init__(self, model_dir: str, round_: int, tta: tuple[str, ...] = ("identity",)):
+    def __init__(
+        self,
+        model_dir: str,
+        round_: int,
+        tta: tuple[str, ...] = ("identity",),
+        precision: str = "float32",
+    ):
         self.model_dir = model_dir
         self.round = round_
         self.tta = tuple(tta)
+        self.precision = precision
         self.backend = None
 
     def setup(self) -> None:
-        self.backend = KerasBackend(self.model_dir)
+        self.backend = KerasBackend(self.model_dir, precision=self.precision)
 
     def process(self, records: list[bytes]) -> Iterator[bytes]:
         tiles = [decode(r) for r in records]
@@ -59,7 +67,12 @@ class ScoreTiles(beam.PTransform):
     """Serialised tiles -> serialised tiles with scores."""
 
     def __init__(
-        self, model_dir: str, round_: int, batch_size: int, tta: tuple[str, ...] = ("identity",)
+        self,
+        model_dir: str,
+        round_: int,
+        batch_size: int,
+        tta: tuple[str, ...] = ("identity",),
+        precision: str = "float32",
     ):
         super().__init__()
         self.model_dir, self.round, self.batch_size, self.tta = (
@@ -68,12 +81,14 @@ class ScoreTiles(beam.PTransform):
             batch_size,
             tuple(tta),
         )
+        self.precision = precision
 
     def expand(self, records):
         return (
             records
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-            | "Predict" >> beam.ParDo(ScoreBatch(self.model_dir, self.round, self.tta))
+            | "Predict"
+            >> beam.ParDo(ScoreBatch(self.model_dir, self.round, self.tta, self.precision))
         )
 
 
@@ -90,11 +105,20 @@ def score(
     """Write the tiles of `tile_files` with `model_dir`'s probabilities into `out` (skipped when current).
 
     `tta` names D4 transforms (`reseg.config.predict.D4`) whose back-transformed predictions are averaged.
+    The model runs in `rounds.score_precision` (`auto` resolved here, on the machine that
+    launches the job; a precision other than float32 is part of the fingerprint).
     """
     out = Path(out)
+    precision = resolve_precision(cfg.rounds.score_precision)
     model_fp = artifacts.read_manifest(model_dir).get("fingerprint")
     fp = artifacts.fingerprint(
-        "score", CODE_VERSION, model_fp, [f.name for f in tile_files], round_, list(tta)
+        "score",
+        CODE_VERSION,
+        model_fp,
+        [f.name for f in tile_files],
+        round_,
+        list(tta),
+        *([] if precision == "float32" else [precision]),
     )
     if artifacts.is_current(out, fp):
         log.info("scores are current (%s); skipping", out)
@@ -105,13 +129,13 @@ def score(
             stale.unlink()
     started = time.time()
     args = [*cfg.beam.args, *beam_args]
-    log.info("scoring %d tile files with %s", len(tile_files), model_dir)
+    log.info("scoring %d tile files with %s in %s", len(tile_files), model_dir, precision)
     with beam.Pipeline(options=PipelineOptions(args)) as p:
         _ = (
             p
             | "Files" >> beam.Create([str(f) for f in tile_files])
             | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
-            | "Score" >> ScoreTiles(str(model_dir), round_, batch_size, tuple(tta))
+            | "Score" >> ScoreTiles(str(model_dir), round_, batch_size, tuple(tta), precision)
             | "Write" >> WriteShards(tmp)
         )
     files = sorted(f.name for f in tmp.glob("part-*.tfrecord.gz"))
@@ -129,6 +153,7 @@ def score(
             "step": "score",
             "round": round_,
             "model": str(model_dir),
+            "precision": precision,
             "files": files,
             "seconds": round(time.time() - started, 3),
         },

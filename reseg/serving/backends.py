@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from reseg.artifacts import ModelInfo
+from reseg.artifacts import MANIFEST, ModelInfo
 from reseg.errors import ArtifactError
 from reseg.inference import Backend, check_batch
 from reseg.inference import load_backend as load_inprocess
@@ -37,6 +38,7 @@ class SavedModelBackend:
         version_dir = find_saved_model(path)
         self.path = version_dir
         self.info = ModelInfo.load(version_dir / tfs.ASSETS_EXTRA)
+        self.exported_precision = exported_precision(version_dir)
         try:
             self._loaded = tf.saved_model.load(str(version_dir))
             sigs = self._loaded.signatures
@@ -75,6 +77,15 @@ class SavedModelBackend:
                 f"{self.path}: {self._name} returns {sorted(out)}, not `{c.PROBABILITIES}`"
             )
         return np.asarray(out[c.PROBABILITIES], np.float32)
+
+
+def exported_precision(version_dir: Path) -> str:
+    """The precision an export computes in (its manifest's `precision`; float32 before it existed)."""
+    try:
+        manifest = json.loads((version_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "float32"
+    return str(manifest.get("precision", "float32"))
 
 
 def find_saved_model(path: str | Path) -> Path:
