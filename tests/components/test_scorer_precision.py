@@ -24,10 +24,18 @@ def test_bfloat16_scores_agree_with_float32(demo_rounds, tmp_path):
     ref = {t.key: t.probs.astype(np.float32) for t in read_tiles(score_files(ref_dir))}
     got = list(read_tiles(score_files(out)))
     assert len(got) == len(ref)
-    same = total = 0
+    # the demo rounds' model is barely trained (2 epochs of a tiny U-Net): ~40% of its pixels
+    # have their two best classes within 0.01. Where the margin exceeds twice bfloat16's
+    # largest error the class cannot change; elsewhere near-ties may flip.
+    same = total = clear = clear_same = 0
     for t in got:
-        p = t.probs.astype(np.float32)
-        assert np.abs(p - ref[t.key]).max() < 0.1
-        same += int((p.argmax(-1) == ref[t.key].argmax(-1)).sum())
-        total += p.shape[0] * p.shape[1]
-    assert same / total >= 0.995
+        p, q = t.probs.astype(np.float32), ref[t.key]
+        err = np.abs(p - q).max()
+        assert err < 0.05
+        top2 = np.sort(q, -1)[..., -2:]
+        sure = top2[..., 1] - top2[..., 0] > 2 * err + 2e-3  # + float16 storage rounding
+        eq = p.argmax(-1) == q.argmax(-1)
+        same, total = same + int(eq.sum()), total + eq.size
+        clear, clear_same = clear + int(sure.sum()), clear_same + int(eq[sure].sum())
+    assert clear_same == clear > total / 4
+    assert same / total >= 0.98
