@@ -240,6 +240,13 @@ def predict_scene(
     n_batches = math.ceil(plan.num_tiles / cfg.batch_size)
     if hasattr(backend, "precision"):  # before XLA: bfloat16 on a CPU runs without it
         backend.precision = cfg.precision
+    elif cfg.precision != "float32":
+        log.warning(
+            "predict.precision %s does not apply to %s, which runs in its own precision (%s)",
+            cfg.precision,
+            getattr(backend, "path", type(backend).__name__),
+            getattr(backend, "exported_precision", "unknown"),
+        )
     if hasattr(backend, "jit_compile"):
         backend.jit_compile = (
             cfg.jit_compile if cfg.jit_compile is not None else n_batches >= JIT_MIN_BATCHES
