@@ -16,6 +16,15 @@ NHWC only (channels_first needs XLA's layout assignment, which reseg's models
 do not use), so the data layout is tried on the PyTorch side; there conv + BN
 are folded too (`torch.fx.experimental.optimization.fuse`) for a fair match.
 
+Precision (every run, `--quick` too): the matmul rate (2048², TF) in float32,
+bfloat16 and float16, and the folded U-Net through a bare `tf.function` in each
+precision (`reseg.models.precision.with_precision`, as `KerasBackend` runs it;
+with and without XLA), with its share of the matmul rate of the same precision
+and the share of pixels whose class equals float32's (an untrained network on
+noise: a lower bound, its classes are near-ties). The table says which of the
+processor's instruction sets for bfloat16 / float16 (AMX, AVX-512 BF16 / FP16)
+it has; without them bfloat16 and float16 are emulated and only what runs is reported.
+
 Timings are round-robin between the variants being compared (a matmul in
 every round), best of `--rounds`, so a burst of load from other processes
 hits all variants alike. Run: `.venv/bin/python bench/models.py [--quick]`;
@@ -111,9 +120,9 @@ def tf_variants(model, x, tf, which: tuple[str, ...]) -> dict:
     return variants
 
 
-def matmul_fn(tf):
-    a = tf.random.normal((2048, 2048))
-    b = tf.random.normal((2048, 2048))
+def matmul_fn(tf, dtype: str = "float32"):
+    a = tf.cast(tf.random.normal((2048, 2048)), dtype)
+    b = tf.cast(tf.random.normal((2048, 2048)), dtype)
     mm = tf.function(lambda: tf.linalg.matmul(a, b))
     return lambda: mm().numpy(), 2 * 2048**3 / 1e9
 
@@ -291,6 +300,101 @@ def worker_main(spec: dict) -> dict:
     return out
 
 
+PRECISION_VARIANTS = ("float32", "float32_xla", "bfloat16", "bfloat16_xla", "float16")
+
+
+def worker_precision(spec: dict) -> dict:
+    """The U-Net (batch norm folded) and matmul in float32, bfloat16 and float16."""
+    tf = tf_setup(spec["intra"], spec["inter"])
+    import numpy as np
+
+    from reseg.inference.precision import cpu_flags, native_bfloat16
+    from reseg.models import build_model, fold_batch_norm
+    from reseg.models.precision import with_precision
+
+    model = build_model("unet", CLASSES, BANDS)
+    folded = fold_batch_norm(model)
+    x = np.random.default_rng(0).normal(size=(BATCH, SIZE, SIZE, BANDS)).astype("float32")
+    xt = tf.constant(x)
+    fns, classes = {}, {}
+    for key in PRECISION_VARIANTS:
+        p = key.removesuffix("_xla")
+        m = with_precision(folded, p)
+        fn = tf.function(
+            lambda t, m=m: tf.cast(m(t, training=False), tf.float32),
+            jit_compile=key.endswith("_xla"),
+        )
+        classes[key] = fn(xt).numpy().argmax(-1)
+        fns[key] = lambda fn=fn: fn(xt).numpy()
+    mms = {}
+    for dtype in ("float32", "bfloat16", "float16"):
+        mms[f"matmul_{dtype}"], mm_gflop = matmul_fn(tf, dtype)
+    times = timed_rounds({**fns, **mms}, spec["rounds"])
+    native, where = native_bfloat16()
+    return {
+        "cpu_flags": list(cpu_flags()),
+        "native_bfloat16": native,
+        "device": where,
+        "gflop_per_tile": conv_gflop(model, SIZE, SIZE),
+        "matmul_gflop": mm_gflop,
+        "seconds": {k: min(v) for k, v in times.items()},
+        "agreement_with_float32": {
+            k: float((c == classes["float32"]).mean()) for k, c in classes.items()
+        },
+    }
+
+
+def summarise_precision(r: dict) -> dict:
+    px = BATCH * SIZE * SIZE
+    mm = {
+        d: r["matmul_gflop"] / r["seconds"][f"matmul_{d}"]
+        for d in ("float32", "bfloat16", "float16")
+    }
+    rows = []
+    for key in PRECISION_VARIANTS:
+        p = key.removesuffix("_xla")
+        s = r["seconds"][key]
+        rate = BATCH * r["gflop_per_tile"] / s
+        rows.append(
+            {
+                "variant": key,
+                "seconds_per_batch": round(s, 4),
+                "mpx_per_s": round(px / s / 1e6, 3),
+                "gflop_per_s": round(rate, 1),
+                "share_of_matmul_same_precision": round(rate / mm[p], 3),
+                "speed_vs_float32": round(r["seconds"]["float32"] / s, 2),
+                "class_agreement_untrained": round(r["agreement_with_float32"][key], 5),
+            }
+        )
+    return {
+        "cpu_flags": r["cpu_flags"],
+        "native_bfloat16": r["native_bfloat16"],
+        "device": r["device"],
+        "matmul_gflop_per_s": {k: round(v, 1) for k, v in mm.items()},
+        "unet": rows,
+    }
+
+
+def print_precision(p: dict) -> None:
+    flags = ", ".join(p["cpu_flags"]) or "none"
+    print(
+        f"\nprecision: processor flags {flags}; bfloat16 native: {p['native_bfloat16']} ({p['device']})"
+    )
+    print(
+        "matmul 2048^2 GFLOP/s: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in p["matmul_gflop_per_s"].items())
+    )
+    print(
+        f"{'U-Net (BN folded)':18} {'s/batch':>8} {'Mpx/s':>7} {'GFLOP/s':>8} {'/matmul':>8} {'x fp32':>7} {'classes = fp32':>15}"
+    )
+    for r in p["unet"]:
+        print(
+            f"{r['variant']:18} {r['seconds_per_batch']:>8.3f} {r['mpx_per_s']:>7.3f} {r['gflop_per_s']:>8.1f} "
+            f"{r['share_of_matmul_same_precision']:>8.0%} {r['speed_vs_float32']:>7.2f} "
+            f"{100 * r['class_agreement_untrained']:>14.2f}%"
+        )  # fmt: skip
+
+
 def run_worker(kind: str, spec: dict) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
@@ -400,9 +504,11 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_compile": not args.no_torch_compile,
     }
     result = summarise(trials, run_worker("main", spec), setting)
+    result["precision"] = summarise_precision(run_worker("precision", spec))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     print_table(result)
+    print_precision(result["precision"])
     print(f"\nwrote {RESULTS}")
     return result
 
@@ -410,7 +516,9 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        worker = {"threads": worker_threads, "main": worker_main}[sys.argv[2]]
+        worker = {"threads": worker_threads, "main": worker_main, "precision": worker_precision}[
+            sys.argv[2]
+        ]
         print(json.dumps(worker(json.loads(sys.argv[3]))))
     else:
         main()

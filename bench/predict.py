@@ -8,14 +8,20 @@
 (c) peak RSS of `predict_scene` in a fresh process for synthetic 2,000^2, 8,000^2 and
     16,000^2 scenes of 4 uint16 bands on disk (tiled GeoTIFF), tiny model;
 (d) cost of TTA (all eight D4 transforms) as a ratio to plain prediction;
-(e) share of wall time the model is busy (from the default-overlap run of (b)).
+(e) share of wall time the model is busy (from the default-overlap run of (b));
+(f) precision: the scene of (b) predicted with `predict.precision` float32 and bfloat16
+    (interleaved, best of `--repeats`): time ratio, share of pixels with the same class,
+    pixel accuracy and mIoU of each against the labels; D4 TTA's cost in bfloat16 too.
+    The table names the processor's bfloat16 instruction sets (AMX, AVX-512 BF16).
 
 Model for (a, b, d, e): the registry's U-Net (depth 4, base 32, 7 classes, 4 bands;
 24.2 GFLOP per 256^2 tile), trained for a few steps on labels that are a function
 of the synthetic image, so its predictions are not coin flips (agreement with a
 random network measures ties, not blending). Usage:
 
-    python bench/predict.py [--scene-size 1500] [--tta-size 768] [--rss-sizes 2000 8000 16000]
+    python bench/predict.py [--quick] [--scene-size 1500] [--tta-size 768] [--rss-sizes 2000 8000 16000]
+
+`--quick`: scene 1024^2, TTA on 512^2, peak RSS of a 2,000^2 scene only, one repeat.
 
 The machine may be shared: (b) runs both settings twice, interleaved, and keeps the
 faster; the matmul rate is measured before and after (b), and the higher one is used.
@@ -238,6 +244,8 @@ def run_scene(backend, image: Path, out: Path, **cfg):
     from reseg.config import PredictConfig
 
     pcfg = PredictConfig(progress=False, preview=False, **cfg)
+    if hasattr(backend, "precision"):
+        backend.precision = pcfg.precision  # traced below in the precision it will run
     with rasterio.open(image) as ds:
         h, w = ds.shape
     tile, overlap = resolve_geometry(pcfg, backend.info)
@@ -251,6 +259,45 @@ def run_scene(backend, image: Path, out: Path, **cfg):
     with rasterio.open(result.outputs["classes"]) as ds:
         cls = ds.read(1)
     return result, cls
+
+
+def miou(pred: np.ndarray, ref: np.ndarray, classes: int = CLASSES) -> float:
+    """Mean IoU over the classes present in `ref` or `pred`."""
+    cm = np.bincount(ref.ravel().astype(np.int64) * classes + pred.ravel(), minlength=classes**2)
+    cm = cm.reshape(classes, classes)
+    inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    return float((inter[union > 0] / union[union > 0]).mean())
+
+
+def precision_runs(backend, scene: Path, tmp: Path, img: np.ndarray, repeats: int) -> dict:
+    """(f): the scene in float32 and bfloat16, interleaved; the faster run of each counts."""
+    from reseg.inference.precision import cpu_flags, native_bfloat16
+
+    runs: dict = {}
+    for _ in range(repeats):
+        for p in ("float32", "bfloat16"):
+            result, cls = run_scene(backend, scene, tmp / f"prec_{p}", precision=p)
+            if p not in runs or result.stats["wall_s"] < runs[p][0].stats["wall_s"]:
+                runs[p] = (result, cls)
+    ref = labels_of(img)
+    (r32, c32), (r16, c16) = runs["float32"], runs["bfloat16"]
+    native, where = native_bfloat16()
+    return {
+        "cpu_flags": list(cpu_flags()),
+        "native_bfloat16": native,
+        "device": where,
+        "time_float32_s": r32.stats["wall_s"],
+        "time_bfloat16_s": r16.stats["wall_s"],
+        "model_float32_s": r32.stats["model_s"],
+        "model_bfloat16_s": r16.stats["model_s"],
+        "speedup_end_to_end": r32.stats["wall_s"] / r16.stats["wall_s"],
+        "speedup_in_model": r32.stats["model_s"] / r16.stats["model_s"],
+        "class_agreement": float((c32 == c16).mean()),
+        "accuracy_float32": float((c32 == ref).mean()),
+        "accuracy_bfloat16": float((c16 == ref).mean()),
+        "miou_float32": miou(c32, ref),
+        "miou_bfloat16": miou(c16, ref),
+    }
 
 
 def child(scene: str, model: str, out: str, variant: str) -> None:
@@ -325,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tta-size", type=int, default=768)
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2000, 8000, 16000])
+    ap.add_argument("--quick", action="store_true", help="small sizes (module docstring)")
     ap.add_argument(
         "--child", nargs=4, metavar=("SCENE", "MODEL", "OUT", "VARIANT"), help=argparse.SUPPRESS
     )
@@ -332,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(*args.child)
         return 0
+    if args.quick:
+        args.scene_size, args.tta_size, args.rss_sizes, args.repeats = 1024, 512, [2000], 1
     from reseg.serving import load_backend
 
     res: dict = {"scene_size": args.scene_size, "tta_size": args.tta_size}
@@ -398,6 +448,15 @@ def main(argv: list[str] | None = None) -> int:
             "ratio": tta.stats["wall_s"] / plain.stats["wall_s"],
         }
         print(f"  tta: {res['d']['ratio']:.2f}x", flush=True)
+        plain16, _ = run_scene(backend, small, tmp / "plain16", precision="bfloat16")
+        tta16, _ = run_scene(backend, small, tmp / "tta16", tta="d4", precision="bfloat16")
+        res["d"]["bfloat16"] = {
+            "plain_s": plain16.stats["wall_s"],
+            "d4_s": tta16.stats["wall_s"],
+            "ratio": tta16.stats["wall_s"] / plain16.stats["wall_s"],
+        }
+        res["f"] = precision_runs(backend, scene, tmp, img, args.repeats)
+        print(f"  precision: {json.dumps(res['f'])}", flush=True)
         res["c"] = rss_runs(tmp, args.rss_sizes)
     for variant in ("default", "fixed"):
         peaks = [r["peak_rss_mb"] for r in res["c"] if r["variant"] == variant]
@@ -484,7 +543,13 @@ def _table(r: dict) -> None:
             "(d) TTA d4 / plain",
             f"{d['d4_s']:.1f} s / {d['plain_s']:.1f} s",
             f"{d['ratio']:.2f}x",
-            "(8 passes)",
+            "<= 8.5x",
+        ),
+        (
+            "(d) TTA d4 / plain, bfloat16",
+            f"{d['bfloat16']['d4_s']:.1f} s / {d['bfloat16']['plain_s']:.1f} s",
+            f"{d['bfloat16']['ratio']:.2f}x",
+            "<= 8.5x",
         ),
         ("(e) model busy, sliding window", "", f"{100 * e['model_busy_sliding']:.1f} %", ">= 90 %"),
         (
@@ -492,6 +557,35 @@ def _table(r: dict) -> None:
             "",
             f"{100 * e['model_busy_end_to_end']:.1f} %",
             "",
+        ),
+    ]
+    f = r["f"]
+    flags = ", ".join(f["cpu_flags"]) or "none of AMX / AVX-512 BF16"
+    rows += [
+        ("(f) processor's bfloat16 instruction sets", "", flags, ""),
+        (
+            "(f) wall time float32 / bfloat16",
+            f"{f['time_float32_s']:.1f} s / {f['time_bfloat16_s']:.1f} s",
+            f"{f['speedup_end_to_end']:.2f}x",
+            "",
+        ),
+        (
+            "(f) time in the model float32 / bfloat16",
+            f"{f['model_float32_s']:.1f} s / {f['model_bfloat16_s']:.1f} s",
+            f"{f['speedup_in_model']:.2f}x",
+            "",
+        ),
+        (
+            "(f) same class, bfloat16 vs float32",
+            "",
+            f"{100 * f['class_agreement']:.3f} %",
+            ">= 99.5 %",
+        ),
+        (
+            "(f) mIoU vs labels, float32 / bfloat16",
+            f"{f['miou_float32']:.4f} / {f['miou_bfloat16']:.4f}",
+            f"{f['miou_bfloat16'] - f['miou_float32']:+.4f}",
+            "|d| <= 0.005",
         ),
     ]
     w = max(len(x[0]) for x in rows)

@@ -16,9 +16,12 @@ would real imagery):
   multiply-adds of every convolution and transposed convolution; backward costs
   about twice the forward), as a share of TF's float32 matmul rate (2048 x 2048),
   timed in alternation with the step (best of each), so load from other processes
-  hits both alike.
+  hits both alike;
+- precision: the same training step under `train.precision` float32, mixed_bfloat16
+  and mixed_float16 (loss scaling), timed in alternation, with the bfloat16 / float16
+  matmul rates and the processor's instruction sets for them (AMX, AVX-512 BF16 / FP16).
 
-Run: `.venv/bin/python bench/train.py [--tile 128 --base 16 --depth 4 --batch 8]`.
+Run: `.venv/bin/python bench/train.py [--quick] [--tile 128 --base 16 --depth 4 --batch 8]`.
 Writes bench/results/train.json.
 """
 
@@ -91,7 +94,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tiles", type=int, default=64)
     p.add_argument("--steps", type=int, default=5, help="training steps per timing window")
     p.add_argument("--windows", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="32 tiles, 2 timing windows")
     args = p.parse_args(argv)
+    if args.quick:
+        args.tiles, args.windows = 32, 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import keras
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     import reseg.models as models
     from reseg.components.trainer import data
     from reseg.components.trainer.distribute import get_cluster
+    from reseg.components.trainer.inputs import dtype_policy
     from reseg.components.trainer.loop import make_optimizer
     from reseg.components.trainer.losses import make_loss
     from reseg.components.trainer.steps import Steps
@@ -130,22 +137,30 @@ def main(argv: list[str] | None = None) -> dict:
     }
 
     cluster = get_cluster("default")
-    keras.utils.set_random_seed(0)
-    model = models.build_model("unet", CLASSES, BANDS, depth=args.depth, base_filters=args.base)
-    train_model, loss_weights = models.training_model(model)
-    cfg = TrainConfig(batch_size=args.batch)
-    optimizer = make_optimizer(cfg, steps_per_epoch=100)
-    optimizer.build(train_model.trainable_variables)
-    steps = Steps(
-        cluster,
-        model,
-        train_model,
-        loss_weights,
-        optimizer,
-        make_loss("crossentropy", CLASSES),
-        CLASSES,
-        args.batch,
-    )
+
+    def make_steps(precision: str):
+        """Model, optimiser and steps as the trainer makes them under `train.precision`."""
+        keras.utils.set_random_seed(0)
+        with dtype_policy(precision):
+            model = models.build_model(
+                "unet", CLASSES, BANDS, depth=args.depth, base_filters=args.base
+            )
+            train_model, loss_weights = models.training_model(model)
+        cfg = TrainConfig(batch_size=args.batch, precision=precision)
+        optimizer = make_optimizer(cfg, steps_per_epoch=100)
+        optimizer.build(train_model.trainable_variables)
+        return model, Steps(
+            cluster,
+            model,
+            train_model,
+            loss_weights,
+            optimizer,
+            make_loss("crossentropy", CLASSES),
+            CLASSES,
+            args.batch,
+        )
+
+    model, steps = make_steps("float32")
     fixed = next(
         iter(
             data.training_dataset(
@@ -166,6 +181,21 @@ def main(argv: list[str] | None = None) -> dict:
         data.training_dataset(files, spec, fold=None, batch_size=args.batch, augment=default_aug)
     )
     fed_rate = best_rate(lambda: steps.train_epoch(fed, args.steps), args.steps, 1, args.windows)
+
+    precisions = {p: make_steps(p)[1] for p in ("mixed_bfloat16", "mixed_float16")}
+    precisions = {"float32": steps, **precisions}
+    for st in precisions.values():
+        st._train(fixed)[0].numpy()  # trace
+    mms = {d: matmul_fn(tf, d)[0] for d in ("float32", "bfloat16", "float16")}
+    prec_rates = dict.fromkeys(precisions, 0.0)
+    mm_rates = dict.fromkeys(mms, 0.0)
+    for _ in range(args.windows):  # alternating, best of each
+        for k, st in precisions.items():
+            rate = best_rate(lambda st=st: st._train(fixed)[0].numpy(), 1, args.steps, 1)
+            prec_rates[k] = max(prec_rates[k], rate)
+        for d, fn in mms.items():
+            mm_rates[d] = max(mm_rates[d], best_rate(fn, 1, 3, 1) * mm_gflop)
+    from reseg.inference.precision import cpu_flags
 
     gflop_fwd = conv_gflop(model, args.tile, args.tile)
     train_gflop_per_step = 3 * gflop_fwd * args.batch
@@ -190,6 +220,18 @@ def main(argv: list[str] | None = None) -> dict:
         "forward_gflop_per_tile": round(gflop_fwd, 3),
         "train_gflop_per_s": round(train_gflop_per_step * step_rate, 1),
         "train_share_of_matmul": round(train_gflop_per_step * step_rate / mm_rate, 3),
+        "precision": {
+            "cpu_flags": list(cpu_flags()),
+            "matmul_gflop_per_s": {k: round(v, 1) for k, v in mm_rates.items()},
+            "steps_per_s": {k: round(v, 3) for k, v in prec_rates.items()},
+            "speed_vs_float32": {
+                k: round(v / prec_rates["float32"], 2) for k, v in prec_rates.items()
+            },
+            "share_of_matmul_same_precision": {
+                k: round(train_gflop_per_step * v / mm_rates[k.removeprefix("mixed_")], 3)
+                for k, v in prec_rates.items()
+            },
+        },
     }
     print(
         f"\nU-Net depth {args.depth} base {args.base}, {args.tile}x{args.tile}x{BANDS} tiles, batch {args.batch}"
@@ -209,6 +251,16 @@ def main(argv: list[str] | None = None) -> dict:
         f"training: {train_gflop_per_step:.1f} GFLOP/step (3 x forward {gflop_fwd:.3f} GFLOP/tile), "
         f"{result['train_gflop_per_s']} GFLOP/s = {result['train_share_of_matmul']:.0%} of matmul"
     )
+    pr = result["precision"]
+    print(
+        f"\nprecision (processor flags: {', '.join(pr['cpu_flags']) or 'none'}); matmul GFLOP/s "
+        + ", ".join(f"{k} {v}" for k, v in pr["matmul_gflop_per_s"].items())
+    )
+    for k, v in pr["steps_per_s"].items():
+        print(
+            f"  {k:15} {v:.3f} steps/s = {pr['speed_vs_float32'][k]:.2f}x float32, "
+            f"{pr['share_of_matmul_same_precision'][k]:.0%} of its matmul rate"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     for f in files:

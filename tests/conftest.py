@@ -142,3 +142,12 @@ def cnn(cnn_dir):
     from reseg.serving import load_backend
 
     return load_backend(cnn_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory) -> Path:
+    """A small U-Net with batch norm, trained (150 steps) on learnable labels: 4 x uint16 bands,
+    4 classes, output stride 4 (`helpers.trained_unet`). For agreement tests between precisions."""
+    from tests.components.predictor.helpers import trained_unet
+
+    return trained_unet(tmp_path_factory.mktemp("trained") / "model")

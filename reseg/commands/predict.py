@@ -97,6 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="XLA-compile the model (default: on for scenes of 64 batches or more)",
     )
     g.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="arithmetic of the model (default float32; auto: bfloat16 where the hardware has it)",
+    )
+    g.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
     )
 
@@ -115,6 +120,7 @@ def _predict_config(args: argparse.Namespace, base):
             "preview",
             "nodata",
             "jit_compile",
+            "precision",
             "progress",
         )
         if getattr(args, k) is not None

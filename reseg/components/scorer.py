@@ -23,6 +23,7 @@ from reseg.components.beamio import WriteShards, count_records
 from reseg.components.trainer.inputs import files_fingerprint
 from reseg.config import Config
 from reseg.inference import KerasBackend, predict_tta
+from reseg.inference.precision import resolve as resolve_precision
 from reseg.tfrecords_schema import decode, encode
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,21 @@ CODE_VERSION = 1
 class ScoreBatch(beam.DoFn):
     """Predicts a batch of serialised tiles; the model is loaded once per DoFn instance."""
 
-    def __init__(self, model_dir: str, round_: int, tta: tuple[str, ...] = ("identity",)):
+    def __init__(
+        self,
+        model_dir: str,
+        round_: int,
+        tta: tuple[str, ...] = ("identity",),
+        precision: str = "float32",
+    ):
         self.model_dir = model_dir
         self.round = round_
         self.tta = tuple(tta)
+        self.precision = precision
         self.backend = None
 
     def setup(self) -> None:
-        self.backend = KerasBackend(self.model_dir)
+        self.backend = KerasBackend(self.model_dir, precision=self.precision)
 
     def process(self, records: list[bytes]) -> Iterator[bytes]:
         tiles = [decode(r) for r in records]
@@ -59,7 +67,12 @@ class ScoreTiles(beam.PTransform):
     """Serialised tiles -> serialised tiles with scores."""
 
     def __init__(
-        self, model_dir: str, round_: int, batch_size: int, tta: tuple[str, ...] = ("identity",)
+        self,
+        model_dir: str,
+        round_: int,
+        batch_size: int,
+        tta: tuple[str, ...] = ("identity",),
+        precision: str = "float32",
     ):
         super().__init__()
         self.model_dir, self.round, self.batch_size, self.tta = (
@@ -68,12 +81,14 @@ class ScoreTiles(beam.PTransform):
             batch_size,
             tuple(tta),
         )
+        self.precision = precision
 
     def expand(self, records):
         return (
             records
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-            | "Predict" >> beam.ParDo(ScoreBatch(self.model_dir, self.round, self.tta))
+            | "Predict"
+            >> beam.ParDo(ScoreBatch(self.model_dir, self.round, self.tta, self.precision))
         )
 
 
@@ -90,8 +105,11 @@ def score(
     """Write the tiles of `tile_files` with `model`'s probabilities into `out` (skipped when current).
 
     `tta` names D4 transforms (`reseg.config.predict.D4`) whose back-transformed predictions are averaged.
+    The model runs in `rounds.score_precision` (`auto` resolved here, on the machine that
+    launches the job; a precision other than float32 is part of the fingerprint).
     """
     model = model if isinstance(model, artifacts.Model) else artifacts.Model.load(model)
+    precision = resolve_precision(cfg.rounds.score_precision)
     fp = artifacts.fingerprint(
         "score",
         CODE_VERSION,
@@ -99,6 +117,7 @@ def score(
         files_fingerprint([Path(f) for f in tile_files]),  # names alone miss re-made tiles
         round_,
         list(tta),
+        *([] if precision == "float32" else [precision]),
     )
     if artifacts.is_current(out, fp):
         log.info("scores are current (%s); skipping", out)
@@ -106,13 +125,13 @@ def score(
     with artifacts.stage(out, fp, "score") as st:
         st.clear_files()  # Beam writes the whole set again; drop a killed run's files
         args = [*cfg.beam.args, *beam_args]
-        log.info("scoring %d tile files with %s", len(tile_files), model.path)
+        log.info("scoring %d tile files with %s in %s", len(tile_files), model.path, precision)
         with beam.Pipeline(options=PipelineOptions(args)) as p:
             _ = (
                 p
                 | "Files" >> beam.Create([str(f) for f in tile_files])
                 | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
-                | "Score" >> ScoreTiles(str(model.path), round_, batch_size, tuple(tta))
+                | "Score" >> ScoreTiles(str(model.path), round_, batch_size, tuple(tta), precision)
                 | "Write" >> WriteShards(st.dir)
             )
         files = sorted(f.name for f in st.dir.glob(layout.SHARD_GLOB))
@@ -122,7 +141,7 @@ def score(
             raise RuntimeError(
                 f"scoring wrote {written} tiles for {expected} inputs into {st.dir}; rerun the step"
             )
-        st.manifest.update(round=round_, model=str(model.path), files=files)
+        st.manifest.update(round=round_, model=str(model.path), precision=precision, files=files)
     return artifacts.Scores.load(out)
 
 

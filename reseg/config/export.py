@@ -46,6 +46,22 @@ class ExportConfig(Section):
         gt=0,
         description="Largest |p_export - p_keras| the validation accepts on the warmup tiles.",
     )
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description=(
+            "Arithmetic of the exported graph (as predict.precision; auto is resolved on the "
+            "exporting machine, so export where the model will be served). Recorded in the "
+            "export's manifest.json; bfloat16 / float16 exports are validated by their class "
+            "maps' agreement with float32 (min_agreement) instead of atol."
+        ),
+    )
+    min_agreement: float = Field(
+        0.995,
+        gt=0,
+        le=1,
+        description="Least share of warmup pixels whose class equals float32's, for a "
+        "bfloat16 / float16 export.",
+    )
     validate_timeout_s: float = Field(600, gt=0, description="Time limit of the validation.")
     registry: bool = Field(
         True, description="Register the export in the MLflow model registry (tracking enabled)."

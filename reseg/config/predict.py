@@ -118,6 +118,16 @@ class PredictConfig(Section):
     jit_compile: bool | None = Field(
         None, description="XLA-compile the model; default on when a scene has 64 batches or more."
     )
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description=(
+            "Arithmetic of the model's layers: auto = bfloat16 where the hardware has it "
+            "(AMX or AVX-512 BF16 CPU, GPU of compute capability >= 8.0; the choice is logged), "
+            "else float32. bfloat16/float16 fold batch norm into the convolutions and keep the "
+            "normalisation, softmax, blending and outputs float32; class maps agree with float32 "
+            "on >= 99.5 % of pixels. An export runs in its own precision (export.precision)."
+        ),
+    )
     progress: bool = Field(True, description="Progress bar over tiles.")
 
     @field_validator("tta")

@@ -122,6 +122,13 @@ class RoundsConfig(Section):
         description="Stop early when a round does not raise validation mIoU over the previous.",
     )
     selection: SelectionConfig = SelectionConfig()
+    score_precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description=(
+            "Arithmetic of the model when scoring the tiles (as predict.precision): auto = "
+            "bfloat16 where the hardware has it. Scores are stored as float16 either way."
+        ),
+    )
     merge: Literal["mean", "weighted", "max_confidence", "vote"] = Field(
         "mean", description="How the merged result combines the rounds (all four are evaluated)."
     )

@@ -131,6 +131,15 @@ class TrainConfig(Section):
         ),
     )
     jit_compile: bool = Field(False, description="Compile the training step with XLA.")
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "float32",
+        description=(
+            "Keras dtype policy of training: mixed_* computes the layers in bfloat16 / float16 "
+            "with float32 variables, softmax and loss; mixed_float16 adds dynamic loss scaling "
+            "(LossScaleOptimizer). The saved model is float32 either way. bfloat16 is fast on "
+            "CPUs with AMX / AVX-512 BF16 and on GPUs of compute capability >= 8.0."
+        ),
+    )
     progress: Literal["auto", "bar", "log"] = Field(
         "auto",
         description="Keras progress bar per epoch, or one log line per epoch (auto: bar on a terminal).",

@@ -5,6 +5,8 @@
 - `load_backend(path)`: either of those from a path (exports: `reseg.serving.load_backend`)
 - `combine(probs_list, weights, method)`: merging members' probabilities
 - `predict_tta(backend, tiles, valid, transforms)`: D4 test-time augmentation (`tta`)
+- `precision`: `auto` resolved from the hardware (AMX / AVX-512 BF16, GPU compute capability);
+  Keras backends run in float32, bfloat16 or float16 (`KerasBackend.precision`)
 - `normalise`, `check_batch`: the raw-tile contract every backend keeps
 """
 

@@ -35,6 +35,10 @@ import reseg.models  # noqa: F401  (registers reseg's layers for deserialisation
 from reseg import layout
 from reseg.artifacts import ModelInfo
 from reseg.errors import ArtifactError
+from reseg.inference.precision import resolve as resolve_precision
+from reseg.inference.precision import xla_ok
+from reseg.models.inference import fold_batch_norm
+from reseg.models.precision import with_precision
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +95,17 @@ class KerasBackend:
     counts together and reported as "triggered tf.function retracing".) With XLA,
     batches smaller than the largest batch seen are padded to it, so XLA compiles once
     per tile shape.
+
+    `precision` (`reseg.inference.precision.CHOICES`) is the arithmetic of the model's
+    layers: float32 runs the saved model as it is; bfloat16 and float16 run a copy with
+    batch norm folded into the convolutions (`fold_batch_norm`, computed in float32)
+    under the matching mixed policy (`reseg.models.precision`). The normalisation, the
+    softmax and everything after stay float32. `model` is always the float32 model.
     """
 
-    def __init__(self, model_dir: str | Path, jit_compile: bool = False):
+    def __init__(
+        self, model_dir: str | Path, jit_compile: bool = False, precision: str = "float32"
+    ):
         model_dir = Path(model_dir)
         self.path = model_dir
         self.info = ModelInfo.load(model_dir)
@@ -101,12 +113,16 @@ class KerasBackend:
         if not path.exists():
             raise ArtifactError(f"{model_dir}: no {layout.MODEL_KERAS} beside {layout.MODEL_JSON}")
         try:
-            self.model = keras.models.load_model(path, safe_mode=True, compile=False)
+            model = keras.models.load_model(path, safe_mode=True, compile=False)
         except Exception as e:  # a corrupt or foreign file; keras raises many kinds
             raise ArtifactError(f"{path}: cannot load the Keras model: {e}") from None
+        self.model = with_precision(model, "float32")  # a model saved under a mixed policy
         self._max_batch = 0
-        self._jit = None
-        self.jit_compile = jit_compile
+        self._jit: bool | None = None
+        self._precision: str | None = None
+        self._runs = self.model
+        self._jit = bool(jit_compile)
+        self.precision = precision
 
     @property
     def jit_compile(self) -> bool:
@@ -114,19 +130,44 @@ class KerasBackend:
 
     @jit_compile.setter
     def jit_compile(self, on: bool) -> None:
-        if on == self._jit:
+        if bool(on) != self._jit:
+            self._jit = bool(on)
+            self._build()
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs in (`auto` resolved)."""
+        assert self._precision is not None
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        value = resolve_precision(value)
+        if value == self._precision:
             return
-        self._jit = bool(on)
+        self._precision = value
+        self._runs = (
+            self.model if value == "float32" else with_precision(fold_batch_norm(self.model), value)
+        )
+        self._build()
+
+    def _build(self) -> None:
+        jit = self._jit and xla_ok(self.precision)
+        if self._jit and not jit:
+            log.info(
+                "%s: XLA off for %s on the CPU (oneDNN runs it faster)", self.path, self.precision
+            )
+        self._compiled = jit
         mean = tf.constant(np.asarray(self.info.mean, np.float32))
         std = tf.constant(np.asarray(self.info.std, np.float32))
-        model = self.model
+        model = self._runs
 
         def forward(raw, valid):
             x = (tf.cast(raw, tf.float32) - mean) / std
             x = tf.where(tf.expand_dims(valid > 0, -1), x, tf.zeros_like(x))
             return tf.cast(model(x, training=False), tf.float32)
 
-        self._fn = tf.function(forward, jit_compile=self._jit)
+        self._fn = tf.function(forward, jit_compile=jit)
         self._traced: dict[np.dtype, object] = {}
 
     def _concrete(self, dtype: np.dtype):
@@ -144,7 +185,7 @@ class KerasBackend:
         check_batch(self.info, tiles_raw, valid)
         b = tiles_raw.shape[0]
         self._max_batch = max(self._max_batch, b)
-        if self._jit and b < self._max_batch:  # one compiled shape; without XLA, no wasted work
+        if self._compiled and b < self._max_batch:  # one compiled shape; without XLA, no waste
             pad = [(0, self._max_batch - b)] + [(0, 0)] * 3
             tiles_raw = np.pad(tiles_raw, pad)
             valid = np.pad(valid, pad[:3])

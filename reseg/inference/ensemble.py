@@ -93,7 +93,9 @@ def combine(
 class EnsembleBackend:
     """Merged rounds: every member (a round's Keras model) predicts, `combine` merges them."""
 
-    def __init__(self, merged_dir: str | Path, jit_compile: bool = False):
+    def __init__(
+        self, merged_dir: str | Path, jit_compile: bool = False, precision: str = "float32"
+    ):
         merged_dir = Path(merged_dir)
         spec_path = merged_dir / layout.MERGED_JSON
         try:
@@ -113,7 +115,7 @@ class EnsembleBackend:
             )
         paths = [p if p.is_absolute() else merged_dir / p for p in paths]
         self.path = merged_dir
-        self.members = [KerasBackend(p, jit_compile=jit_compile) for p in paths]
+        self.members = [KerasBackend(p, jit_compile, precision) for p in paths]
         first = self.members[0].info
         for p, m in zip(paths[1:], self.members[1:], strict=True):
             i = m.info
@@ -144,6 +146,16 @@ class EnsembleBackend:
         for m in self.members:
             if hasattr(m, "jit_compile"):
                 m.jit_compile = on
+
+    @property
+    def precision(self) -> str:
+        """The members' precision (`KerasBackend.precision`); the combination is float32."""
+        return self.members[0].precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        for m in self.members:
+            m.precision = value
 
     def __call__(self, tiles_raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
         probs = [m(tiles_raw, valid) for m in self.members]

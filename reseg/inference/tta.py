@@ -9,6 +9,11 @@ batch, maps each prediction back onto the original grid and averages:
     p(x) = (1 / |T|) sum_{t in T} t^{-1}( f( t(x) ) )
 
 so a model that is exactly D4-equivariant (f(t(x)) = t(f(x))) gives p = f(x).
+
+The transformed batches go through the model together: one call per tile shape
+(one for square tiles, two when rotations by 90 and 270 degrees swap height and
+width), of |T| x B tiles. That costs the memory of a batch |T| times larger, and
+saves |T| - 1 calls' fixed costs per batch (D4 costs at most 8.5x plain prediction).
 """
 
 from __future__ import annotations
@@ -72,9 +77,19 @@ def predict_tta(
         raise ValueError("Argument `transforms` must name at least one transform. Received: ()")
     if tuple(transforms) == ("identity",):
         return predict(tiles, valid)
-    acc: np.ndarray | None = None
+    groups: dict[tuple[int, ...], list[str]] = {}
     for name in transforms:
-        p = inverse(predict(forward(tiles, name), forward(valid, name)), name)
-        acc = p.astype(np.float32) if acc is None else acc + p
+        swaps = _parse(name)[1] % 2 == 1
+        shape = (tiles.shape[2], tiles.shape[1]) if swaps else tiles.shape[1:3]
+        groups.setdefault(shape, []).append(name)
+    b = tiles.shape[0]
+    acc: np.ndarray | None = None
+    for names in groups.values():
+        x = np.concatenate([forward(tiles, n) for n in names])
+        v = np.concatenate([forward(valid, n) for n in names])
+        probs = predict(x, v)
+        for i, name in enumerate(names):
+            p = inverse(probs[i * b : (i + 1) * b], name).astype(np.float32, copy=False)
+            acc = p.copy() if acc is None else np.add(acc, p, out=acc)
     assert acc is not None
     return acc / np.float32(len(transforms))

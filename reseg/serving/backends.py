@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from reseg.artifacts import ModelInfo
+from reseg.artifacts import MANIFEST, ModelInfo
 from reseg.errors import ArtifactError
 from reseg.inference import Backend, check_batch
 from reseg.inference import load_backend as load_inprocess
@@ -37,6 +38,7 @@ class SavedModelBackend:
         version_dir = find_saved_model(path)
         self.path = version_dir
         self.info = ModelInfo.load(version_dir / tfs.ASSETS_EXTRA)
+        self.exported_precision = exported_precision(version_dir)
         try:
             self._loaded = tf.saved_model.load(str(version_dir))
             sigs = self._loaded.signatures
@@ -77,6 +79,15 @@ class SavedModelBackend:
         return np.asarray(out[c.PROBABILITIES], np.float32)
 
 
+def exported_precision(version_dir: Path) -> str:
+    """The precision an export computes in (its manifest's `precision`; float32 before it existed)."""
+    try:
+        manifest = json.loads((version_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "float32"
+    return str(manifest.get("precision", "float32"))
+
+
 def find_saved_model(path: str | Path) -> Path:
     """The version directory of an export: `path` itself, or its highest numeric subfolder."""
     path = Path(path)
@@ -88,11 +99,17 @@ def find_saved_model(path: str | Path) -> Path:
     return tfs.version_dir(path, versions[-1])
 
 
-def load_backend(path: str | Path, jit_compile: bool = False) -> Backend:
-    """The backend for any model path (module docstring lists what is recognised)."""
+def load_backend(
+    path: str | Path, jit_compile: bool = False, precision: str = "float32"
+) -> Backend:
+    """The backend for any model path (module docstring lists what is recognised).
+
+    `precision` applies to in-process Keras models; an export runs in the precision it
+    was exported in (`SavedModelBackend.exported_precision`).
+    """
     path = Path(path)
     if path.is_file() and path.name == tfs.SAVED_MODEL:
         path = path.parent
     if path.is_dir() and ((path / tfs.SAVED_MODEL).exists() or tfs.versions(path)):
         return SavedModelBackend(path)
-    return load_inprocess(path, jit_compile=jit_compile)
+    return load_inprocess(path, jit_compile, precision)

@@ -61,6 +61,8 @@ def group_config(
                 s["labels"] = str(scenes_dir / f"{sid}.labels.tif")
     raw["model"] = {"name": spec.name, "params": dict(spec.params)}
     raw["train"] = {**raw["train"], "progress": "log"}
+    if study.precision is not None:
+        raw["train"]["precision"] = study.precision
     if not study.restore_best:  # the validation fold is the evaluation set: no peeking
         raw["train"].update(restore_best=False, early_stopping=None)
     raw["rounds"] = {**raw["rounds"], "folds": list(folds)}

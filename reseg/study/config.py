@@ -179,6 +179,13 @@ class StudyConfig(Section):
         ),
     )
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] | None = Field(
+        None,
+        description=(
+            "train.precision of every cell (mixed_bfloat16: bfloat16 layers, float32 variables "
+            "and loss); default the base config's after `overrides`."
+        ),
+    )
     restore_best: bool = Field(
         False,
         description=(

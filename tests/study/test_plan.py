@@ -127,6 +127,18 @@ def test_grid_and_baselines_become_cells_that_share_round_zero(landsat, tmp_path
     assert len({j.fingerprint for j in plan.jobs}) == len(plan.jobs)
 
 
+def test_study_precision_sets_every_cells_training_precision(landsat, tmp_path):
+    study, base = load_study(_study(tmp_path, precision="mixed_bfloat16"))
+    plan = build_plan(study, base, tmp_path / "root")
+    configs = [g.config for g in plan.groups] + [c.config for c in plan.cells if c.config]
+    assert configs and all(parse_config(c).train.precision == "mixed_bfloat16" for c in configs)
+    study, base = load_study(_study(tmp_path, overrides={"train": {"precision": "mixed_float16"}}))
+    plan = build_plan(study, base, tmp_path / "root")
+    assert parse_config(plan.groups[0].config).train.precision == "mixed_float16"
+    with pytest.raises(ConfigError, match="precision"):
+        parse_study({"name": "s", "base": "b", "precision": "bfloat16"})
+
+
 def test_per_class_x_must_have_one_value_per_class(landsat, tmp_path):
     study, base = load_study(_study(tmp_path, grid={"percent": [[5, 10]]}))
     with pytest.raises(ConfigError, match="needs 7 values"):

@@ -7,7 +7,8 @@
    merged rounds combined in the graph) and save it in a hidden staging folder of
    `export/<name>/`, with `assets.extra/model.json` and the warmup requests;
 3. validate it in a fresh process (`reseg.serving.validate`): load with
-   `tf.saved_model.load`, replay the warmup requests, compare with the Keras models;
+   `tf.saved_model.load`, replay the warmup requests, compare with the float32 Keras
+   models (an export in `export.precision` bfloat16 / float16: by class agreement);
    an export that fails is discarded, never published;
 4. publish it as the next version, `max(versions on disk, versions in the registry) + 1`,
    by an atomic rename (TF Serving never sees a partial version);
@@ -39,6 +40,7 @@ from reseg.artifacts import ModelInfo
 from reseg.components.exporter import sources
 from reseg.components.exporter.warmup import warmup_requests
 from reseg.config import Config
+from reseg.inference.precision import resolve as resolve_precision
 from reseg.serving import graph
 from reseg.serving import layout as tfs
 from reseg.serving.validate import validate_in_fresh_process
@@ -78,8 +80,14 @@ def export(
     label, k, path = sources.resolve(cfg, root, ecfg.source if source is None else source, fold)
     base = root_layout.export_dir(root, ecfg.model_name)
     src = sources.load(label, k, path)
+    precision = resolve_precision(ecfg.precision)
     fp = artifacts.fingerprint(
-        "export", CODE_VERSION, src.fingerprint, ecfg.model_name, ecfg.warmup_tiles
+        "export",
+        CODE_VERSION,
+        src.fingerprint,
+        ecfg.model_name,
+        ecfg.warmup_tiles,
+        *([] if precision == "float32" else [precision]),
     )
     current = _current(base, fp)
     if current is not None:
@@ -90,7 +98,7 @@ def export(
                 _track(run, cfg, current, manifest)
         return artifacts.Export.load(current)
     with _run(cfg, root, tracking, ecfg.model_name) as run:
-        final, manifest = _make(cfg, root, src, base, fp, run)
+        final, manifest = _make(cfg, root, src, base, fp, run, precision)
         _track(run, cfg, final, manifest)
     return artifacts.Export.load(final)
 
@@ -123,16 +131,27 @@ def _run(
 
 
 def _make(
-    cfg: Config, root: Path, src: sources.Source, base: Path, fp: str, run: tracking_mod.Run
+    cfg: Config,
+    root: Path,
+    src: sources.Source,
+    base: Path,
+    fp: str,
+    run: tracking_mod.Run,
+    precision: str = "float32",
 ) -> tuple[Path, dict]:
-    """Stage, validate and publish one version; returns its folder and manifest."""
+    """Stage, validate and publish one version; returns its folder and manifest.
+
+    The graph runs the members in `precision`; the reference probabilities of the
+    validation are the float32 Keras models' (`src.backend`).
+    """
     ecfg = cfg.export
     base.mkdir(parents=True, exist_ok=True)
     staged = base / f".staging-{fp[:12]}"  # hidden: TF Serving serves numeric folders only
     shutil.rmtree(staged, ignore_errors=True)  # a crashed export's leftovers
     t0 = time.perf_counter()
     try:
-        module = graph.build_module(src.members, src.info, src.method, src.weights)
+        members = sources.in_precision(src.members, precision)
+        module = graph.build_module(members, src.info, src.method, src.weights)
         graph.save_module(module, staged)
         (staged / tfs.ASSETS_EXTRA).mkdir(exist_ok=True)
         src.info.save(staged / tfs.ASSETS_EXTRA)
@@ -144,7 +163,11 @@ def _make(
             with tempfile.TemporaryDirectory(prefix="reseg-export-") as tmp:
                 np.savez(Path(tmp) / "expected.npz", **expected)
                 validation = validate_in_fresh_process(
-                    staged, Path(tmp) / "expected.npz", ecfg.atol, ecfg.validate_timeout_s
+                    staged,
+                    Path(tmp) / "expected.npz",
+                    ecfg.atol,
+                    ecfg.validate_timeout_s,
+                    None if precision == "float32" else ecfg.min_agreement,
                 )
         used = tfs.used_versions(base)
         version = 1 + max(
@@ -161,6 +184,7 @@ def _make(
             "fold": src.fold,
             "source_path": str(src.path),
             "method": src.method,
+            "precision": precision,
             "weights": list(src.weights),
             "members": [m.info.architecture for m in src.members],
             "signatures": sorted(module.signatures()),

@@ -138,3 +138,16 @@ def load(label: str, fold: int | None, path: Path) -> Source:
         asdict(backend.info),
     )
     return Source(label, fold, Path(path), backend, members, method, weights, backend.info, fp)
+
+
+def in_precision(members: tuple[Member, ...], precision: str) -> tuple[Member, ...]:
+    """The members as they run in `precision`: float32 as they are; bfloat16 / float16 with
+    batch norm folded (in float32) and the layers under the mixed policy, as `KerasBackend`."""
+    if precision == "float32":
+        return members
+    from reseg.models.inference import fold_batch_norm
+    from reseg.models.precision import with_precision
+
+    return tuple(
+        Member(with_precision(fold_batch_norm(m.model), precision), m.info) for m in members
+    )

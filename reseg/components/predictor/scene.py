@@ -241,6 +241,15 @@ def predict_scene(
         scene.height, scene.width, tile, overlap, info.output_stride, cfg.shrink_tiles
     )
     n_batches = math.ceil(plan.num_tiles / cfg.batch_size)
+    if hasattr(backend, "precision"):  # before XLA: bfloat16 on a CPU runs without it
+        backend.precision = cfg.precision
+    elif cfg.precision != "float32":
+        log.warning(
+            "predict.precision %s does not apply to %s, which runs in its own precision (%s)",
+            cfg.precision,
+            getattr(backend, "path", type(backend).__name__),
+            getattr(backend, "exported_precision", "unknown"),
+        )
     if hasattr(backend, "jit_compile"):
         backend.jit_compile = (
             cfg.jit_compile if cfg.jit_compile is not None else n_batches >= JIT_MIN_BATCHES
@@ -250,7 +259,7 @@ def predict_scene(
         spec, dcfg = label_data_config(image, labels, info, scene.nodata, data)
         label_reader = LabelReader(spec, dcfg)
     log.info(
-        "%s: %dx%d px, %d tiles of %dx%d (overlap %d), %d batches, tta %s, refine %s",
+        "%s: %dx%d px, %d tiles of %dx%d (overlap %d), %d batches, tta %s, refine %s, %s",
         scene.id,
         scene.height,
         scene.width,
@@ -260,6 +269,7 @@ def predict_scene(
         n_batches,
         "+".join(cfg.transforms),
         cfg.refine,
+        getattr(backend, "precision", getattr(backend, "exported_precision", "float32")),
     )
     outputs = SceneOutputs(scene, out_dir, info, cfg)
     try:

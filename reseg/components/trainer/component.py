@@ -166,6 +166,8 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
     import keras
     import tensorflow as tf
 
+    from reseg.models.precision import with_precision  # imports keras, as above
+
     t0, cfg, tc, tiles = time.time(), job.cfg, job.cfg.train, job.tiles
     keras.utils.set_random_seed(tc.seed)
     if tc.deterministic:
@@ -303,9 +305,9 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
         )
         digest = _weights_digest(model)
         log.info("weights digest %s (%s %d)", digest, cluster.task_type or "local", cluster.task_id)
-        model.save(
-            work / MODEL_FILE
-        )  # every worker saves (TF multi-worker guide); the chief's is kept
+        # every worker saves (TF multi-worker guide); the chief's is kept. Float32 whatever
+        # train.precision, so scoring, prediction and export choose their own precision
+        with_precision(model, "float32").save(work / MODEL_FILE)
         if not cluster.is_chief:
             return artifacts.Model(job.final, {}, None)
         _write_model_dir(job, stride, work, result.history)

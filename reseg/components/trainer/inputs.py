@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import reseg.models  # noqa: F401  (registers the custom layers of the registry's models)
-import reseg.models as models
+import keras
+
+import reseg.models as models  # also registers the custom layers of the registry's models
 from reseg import artifacts
 from reseg.artifacts import ModelInfo, TileSet
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError, InputError
+from reseg.models.precision import with_precision
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +84,6 @@ def init_info(init_model: Path | None) -> ModelInfo | None:
 
 
 def load_init(init_model: Path, bands: int, num_classes: int):
-    import keras
-
     path = model_file(init_model)
     model = keras.models.load_model(path, safe_mode=True, compile=False)
     shape_in, shape_out = model.inputs[0].shape, model.outputs[0].shape
@@ -96,17 +96,33 @@ def load_init(init_model: Path, bands: int, num_classes: int):
     return model
 
 
-def build(cfg: Config, bands: int, num_classes: int, init_model: Path | None):
-    """Prediction model, model trained (with auxiliary heads), their loss weights, output stride."""
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras' global dtype policy set to `name` while the block runs (builders read it)."""
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(old)
 
-    if init_model is not None:
-        model = load_init(init_model, bands, num_classes)
-        info = init_info(init_model)
-        stride = info.output_stride if info is not None else 1
-    else:
-        model = models.build_model(cfg.model.name, num_classes, bands, **cfg.model.params)
-        stride = int(models.output_stride(cfg.model.name, **cfg.model.params))
-    train_model, loss_weights = models.training_model(model)
+
+def build(cfg: Config, bands: int, num_classes: int, init_model: Path | None):
+    """Prediction model, model trained (with auxiliary heads), their loss weights, output stride.
+
+    Built under the dtype policy of `train.precision` (a model to fine-tune is cloned into
+    it, `reseg.models.precision.with_precision`); the softmax outputs stay float32.
+    """
+    policy = cfg.train.precision
+    with dtype_policy(policy):
+        if init_model is not None:
+            model = with_precision(load_init(init_model, bands, num_classes), policy)
+            info = init_info(init_model)
+            stride = info.output_stride if info is not None else 1
+        else:
+            model = models.build_model(cfg.model.name, num_classes, bands, **cfg.model.params)
+            stride = int(models.output_stride(cfg.model.name, **cfg.model.params))
+        train_model, loss_weights = models.training_model(model)
     return model, train_model, [float(w) for w in loss_weights], stride
 
 

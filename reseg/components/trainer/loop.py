@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
     """The Keras optimiser of `train.optimizer` with the schedule of `train.schedule`.
 
+    Under `train.precision: mixed_float16` it is wrapped in a `LossScaleOptimizer`.
     Schedules run over `epochs * steps_per_epoch` steps (the optimiser's iteration count,
     which the checkpoint restores, so a resumed run continues the schedule).
     """
@@ -68,13 +69,19 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
         "clipnorm": cfg.clipnorm,
     }
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(**common)
-    if cfg.optimizer == "adamw":
+        opt = keras.optimizers.Adam(**common)
+    elif cfg.optimizer == "adamw":
         common["weight_decay"] = 0.004 if cfg.weight_decay is None else cfg.weight_decay
-        return keras.optimizers.AdamW(**common)
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=True, **common)
-    return keras.optimizers.RMSprop(momentum=cfg.momentum, **common)
+        opt = keras.optimizers.AdamW(**common)
+    elif cfg.optimizer == "sgd":
+        opt = keras.optimizers.SGD(momentum=cfg.momentum, nesterov=True, **common)
+    else:
+        opt = keras.optimizers.RMSprop(momentum=cfg.momentum, **common)
+    if cfg.precision == "mixed_float16":
+        # float16 gradients underflow below 6e-8: the loss is scaled up (dynamically, halved
+        # on an overflow, which skips the step) and the gradients scaled back before applying
+        return keras.optimizers.LossScaleOptimizer(opt)
+    return opt
 
 
 def miou(cm: np.ndarray) -> float | None:
@@ -124,6 +131,7 @@ def classes_not_learnt(history: list[dict[str, Any]], warmup: int) -> list[int]:
         for c, n in enumerate(support)
         if n > 0 and all((h["val_iou"][c] or 0.0) < NOT_LEARNT_IOU for h in after)
     ]
+
 
 @dataclass
 class FitResult:

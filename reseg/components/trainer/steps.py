@@ -8,7 +8,8 @@ weights (PSPNet: main 1.0, auxiliary 0.4),
 
 so that the optimiser's sum of the replicas' gradients is the gradient of the
 global batch mean; gradients are applied by a Keras optimiser created in
-`strategy.scope()`. Losses and confusion matrices are summed with `strategy.reduce`.
+`strategy.scope()` (under mixed_float16 a `LossScaleOptimizer`: the gradient is taken
+of `optimizer.scale_loss(loss)` and unscaled when applied). Losses and confusion matrices are summed with `strategy.reduce`.
 
 Batch normalisation keeps its moving statistics per replica (Keras 3 creates
 them as ordinary mirrored variables); `sync_statistics` replaces them by their
@@ -80,7 +81,8 @@ class Steps:
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 if train_model.losses:
                     loss += tf.nn.scale_regularization_loss(tf.add_n(train_model.losses))
-            grads = tape.gradient(loss, train_model.trainable_variables)
+                scaled = opt.scale_loss(loss)  # the loss itself unless loss scaling (float16)
+            grads = tape.gradient(scaled, train_model.trainable_variables)
             return loss, grads, confusion(y, tf.cast(outs[0], tf.float32), c)
 
         fwd = (

@@ -82,3 +82,36 @@ def smooth_image(
     a += small[:, r0][:, :, c0 + 1] * (1 - fr) * fc + small[:, r0 + 1][:, :, c0 + 1] * fr * fc
     a += rng.normal(0, 50, a.shape)
     return np.clip(a, 1, 4000).astype(dtype)
+
+
+def learnable_labels(img: np.ndarray, classes: int = 4) -> np.ndarray:
+    """(H, W) uint8 classes: quantile bins of a band contrast of `smooth_image` (learnable)."""
+    x = img[0].astype(np.float32) - img[1].astype(np.float32) + 0.5 * img[2].astype(np.float32)
+    edges = np.quantile(x, np.linspace(0, 1, classes + 1)[1:-1])
+    return np.digitize(x, edges).astype(np.uint8)
+
+
+def trained_unet(directory: str | Path, steps: int = 150, seed: int = 0) -> Path:
+    """A U-Net (depth 2, base 8, batch norm) trained on `learnable_labels` of a smooth
+    256 x 256 x 4 uint16 image, saved as a model directory (4 classes, output stride 4).
+
+    Trained, so that its class maps are not decided by near-ties (agreement between
+    precisions of an untrained network measures ties, not arithmetic).
+    """
+    import keras
+
+    from reseg.models import build_model
+
+    keras.utils.set_random_seed(seed)
+    img = smooth_image(4, 256, 256, seed=seed)
+    y = learnable_labels(img)
+    x = ((np.moveaxis(img, 0, -1).astype(np.float32) - 2000.0) / 1000.0).astype(np.float32)
+    model = build_model("unet", 4, 4, depth=2, base_filters=8)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        r, c = rng.integers(0, 256 - 64, 8), rng.integers(0, 256 - 64, 8)
+        xb = np.stack([x[i : i + 64, j : j + 64] for i, j in zip(r, c, strict=True)])
+        yb = np.stack([y[i : i + 64, j : j + 64] for i, j in zip(r, c, strict=True)])
+        model.train_on_batch(xb, yb)
+    return save_model(directory, model, bands=4, classes=4, output_stride=4)

@@ -1,0 +1,96 @@
+"""Which floating-point precision inference runs in, and what the hardware offers.
+
+`resolve("auto")` picks `bfloat16` where the hardware computes it natively and
+`float32` elsewhere, and logs its choice once per process:
+
+- a GPU of compute capability >= 8.0 (Ampere and later have bfloat16 tensor cores);
+- else the CPU, when /proc/cpuinfo lists `amx_bf16` (Intel AMX tiles) or `avx512_bf16`
+  (AVX-512 BF16 dot products): oneDNN, which TensorFlow uses on x86, then runs
+  bfloat16 convolutions and matmuls at 2 to 4 times the float32 rate.
+
+Elsewhere bfloat16 still runs (emulated), only slower than float32, so `auto` keeps
+float32. `float16` is never picked by `auto`: on CPUs without AMX-FP16 it is
+emulated, and on GPUs bfloat16 needs no care about range.
+
+XLA (`jit_compile`) on the CPU lowers bfloat16 convolutions without oneDNN (measured
+6x slower than oneDNN here), so `KerasBackend` keeps XLA off for bfloat16 and
+float16 on a CPU (`xla_ok`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHOICES = ("auto", "float32", "bfloat16", "float16")
+"""Values of `predict.precision`, `export.precision` and `rounds.score_precision`."""
+
+CPU_FLAGS = ("amx_bf16", "amx_fp16", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512f")
+"""The /proc/cpuinfo flags reported (bench tables, logs)."""
+
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.cache
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The flags of `CPU_FLAGS` this processor has (empty where /proc/cpuinfo is missing)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return tuple(f for f in CPU_FLAGS if f in have)
+    return ()
+
+
+@functools.cache
+def gpus() -> tuple[tuple[str, tuple[int, int] | None], ...]:
+    """(name, compute capability) of every visible GPU."""
+    import tensorflow as tf
+
+    out = []
+    for dev in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(dev)
+        out.append((details.get("device_name", dev.name), details.get("compute_capability")))
+    return tuple(out)
+
+
+def native_bfloat16() -> tuple[bool, str]:
+    """(True, where) when bfloat16 runs natively on the device TF will use, else (False, why)."""
+    found = gpus()
+    if found:
+        name, cc = found[0]
+        if cc is not None and tuple(cc) >= (8, 0):
+            return True, f"GPU {name} (compute capability {cc[0]}.{cc[1]})"
+        return False, f"GPU {name} has no bfloat16 units (compute capability {cc})"
+    flags = [f for f in cpu_flags() if f in NATIVE_BF16_FLAGS]
+    if flags:
+        return True, f"CPU with {', '.join(flags)}"
+    return False, "CPU without AMX-BF16 or AVX-512 BF16"
+
+
+@functools.cache
+def _auto() -> str:
+    native, where = native_bfloat16()
+    choice = "bfloat16" if native else "float32"
+    log.info("precision auto: %s (%s)", choice, where)
+    return choice
+
+
+def resolve(precision: str) -> str:
+    """`precision` of `CHOICES` as a concrete one: `auto` becomes bfloat16 or float32."""
+    if precision not in CHOICES:
+        raise ValueError(
+            f"Argument `precision` must be one of {CHOICES}. Received: precision={precision!r}"
+        )
+    return _auto() if precision == "auto" else precision
+
+
+def xla_ok(precision: str) -> bool:
+    """Whether XLA should compile a model in `precision` here (module docstring)."""
+    return precision == "float32" or bool(gpus())

@@ -1,0 +1,47 @@
+"""An export in bfloat16 (`export.precision`): recorded, validated against float32, agreeing."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from reseg import layout
+from reseg.components.exporter import export, export_info
+from reseg.config import parse_config
+from reseg.inference import load_backend as load_keras
+from reseg.serving import load_backend
+from tests.components.predictor.helpers import learnable_labels, smooth_image
+
+RAW = {
+    "data": {"scenes": [{"image": "x.tif"}], "classes": [{"name": f"c{i}"} for i in range(4)]},
+    "tracking": {"enabled": False},
+}
+
+
+@pytest.mark.slow  # two exports, each validated in a fresh process
+def test_bfloat16_export_records_its_precision_and_agrees_with_float32(trained_dir, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(trained_dir, layout.model_dir(root, 0, 0))
+    cfg = parse_config({**RAW, "export": {"precision": "bfloat16", "source": "r0", "fold": 0}})
+    v1 = export(cfg, root)
+    info = export_info(v1)
+    assert info["precision"] == "bfloat16"
+    val = info["validation"]
+    assert val["agreement"] >= 0.995 and val["max_abs_diff"] > 1e-5  # not float32 arithmetic
+    sm = load_backend(v1)
+    assert sm.exported_precision == "bfloat16"
+    img = np.moveaxis(smooth_image(4, 256, 256, seed=11), 0, -1)[None]
+    valid = np.ones(img.shape[:3], np.uint8)
+    ref = load_keras(trained_dir)(img, valid)
+    got = sm(img, valid)
+    assert got.dtype == np.float32
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.995
+    y = learnable_labels(np.moveaxis(img[0], -1, 0))
+    assert abs((got.argmax(-1)[0] == y).mean() - (ref.argmax(-1)[0] == y).mean()) <= 0.005
+    # float32 is another export (the precision is part of its fingerprint)
+    cfg32 = parse_config({**RAW, "export": {"source": "r0", "fold": 0}})
+    v2 = export(cfg32, root)
+    assert v2 != v1 and export_info(v2)["precision"] == "float32"
+    assert export_info(v2)["validation"]["max_abs_diff"] <= 1e-5

@@ -1,0 +1,84 @@
+"""`train.precision`: mixed bfloat16 / float16 training, loss scaling, a float32 saved model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reseg import layout
+from reseg.components.trainer import train
+from reseg.components.trainer.loop import make_optimizer
+from reseg.config.train import TrainConfig
+from tests.components.trainer.test_train import OFF, TINY, UNET
+from tests.components.trainer.tiles import config
+
+
+def _load(out):
+    import keras
+
+    import reseg.models  # noqa: F401
+
+    return keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_and_saves_a_float32_model(root, precision):
+    from reseg.models.precision import model_policy
+
+    cfg = config(root, model=UNET, train={"epochs": 2, "precision": precision}, tracking=OFF)
+    out = train(cfg, root, fold=1)
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["loss"]) and 0 <= h["val_miou"] <= 1 for h in history)
+    model = _load(out)
+    assert model_policy(model) == "float32"
+    probs = np.asarray(model(np.zeros((1, 32, 32, 3), np.float32)))
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-4)
+    # the next round fine-tunes the float32 model under the mixed policy again
+    cfg1 = config(
+        root, model=UNET, train={"epochs": 1, "precision": "mixed_bfloat16"}, tracking=OFF
+    )
+    out1 = train(cfg1, root, fold=1, round=1, init_model=out)
+    assert out1 == layout.model_dir(root, 1, 1)
+    assert model_policy(_load(out1)) == "float32"
+
+
+def test_pspnet_trains_its_auxiliary_head_in_bfloat16(root):
+    model = {"name": "pspnet", "params": TINY["pspnet"]}
+    cfg = config(
+        root,
+        model=model,
+        train={"steps_per_epoch": 2, "precision": "mixed_bfloat16"},
+        tracking=OFF,
+    )
+    out = train(cfg, root, fold=None)
+    history = json.loads((out / "history.json").read_text())
+    assert np.isfinite(history[-1]["loss"])
+
+
+def test_float16_training_scales_the_loss_and_bfloat16_does_not():
+    import keras
+
+    opt16 = make_optimizer(TrainConfig(precision="mixed_float16"), 10)
+    assert isinstance(opt16, keras.optimizers.LossScaleOptimizer)
+    assert float(opt16.scale_loss(1.0)) > 1.0
+    opt_bf = make_optimizer(TrainConfig(precision="mixed_bfloat16"), 10)
+    assert not isinstance(opt_bf, keras.optimizers.LossScaleOptimizer)
+    assert float(opt_bf.scale_loss(1.0)) == 1.0
+    assert keras.config.dtype_policy().name == "float32"  # training left the global policy
+
+
+def test_the_trained_model_is_built_under_the_policy(root):
+    import keras
+
+    from reseg.components.trainer import inputs
+    from reseg.models.precision import model_policy
+
+    cfg = config(root, model=UNET, train={"precision": "mixed_bfloat16"}, tracking=OFF)
+    model, train_model, _, _ = inputs.build(cfg, 3, 3, None)
+    assert model_policy(model) == model_policy(train_model) == "mixed_bfloat16"
+    assert model.get_layer("softmax").dtype_policy.name == "float32"
+    assert keras.config.dtype_policy().name == "float32"
