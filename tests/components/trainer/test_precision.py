@@ -42,7 +42,7 @@ def test_mixed_precision_trains_and_saves_a_float32_model(root, precision):
         root, model=UNET, train={"epochs": 1, "precision": "mixed_bfloat16"}, tracking=OFF
     )
     out1 = train(cfg1, root, fold=1, round=1, init_model=out)
-    assert out1 == layout.model_dir(root, 1, 1)
+    assert out1.path == layout.model_dir(root, 1, 1)
     assert model_policy(_load(out1)) == "float32"
 
 
