@@ -50,7 +50,12 @@ def build_parser(with_commands: str | None = None) -> argparse.ArgumentParser:
         description="Semantic segmentation of remote sensing imagery with confidence rounds.",
     )
     parser.add_argument("--version", action="version", version=f"reseg {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, tracebacks, and the other libraries' messages (TensorFlow, Beam)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         if importlib.util.find_spec(f"reseg.commands.{module}") is None:
