@@ -112,11 +112,9 @@ class KerasBackend:
             raise ArtifactError(f"{path}: cannot load the Keras model: {e}") from None
         self.model = with_precision(model, "float32")  # a model saved under a mixed policy
         self._max_batch = 0
-        self._jit: bool | None = None
-        self._precision: str | None = None
-        self._runs = self.model
         self._jit = bool(jit_compile)
-        self.precision = precision
+        self._precision: str | None = None
+        self.precision = precision  # builds the model copy and the tf.function
 
     @property
     def jit_compile(self) -> bool:
