@@ -114,6 +114,8 @@ class KerasBackend:
         self._max_batch = 0
         self._jit = bool(jit_compile)
         self._precision: str | None = None
+        self._copies: dict[str, keras.Model] = {"float32": self.model}
+        self._fns: dict[tuple[str, bool], object] = {}  # switching back does not retrace
         self.precision = precision  # builds the model copy and the tf.function
 
     @property
@@ -138,9 +140,8 @@ class KerasBackend:
         if value == self._precision:
             return
         self._precision = value
-        self._runs = (
-            self.model if value == "float32" else with_precision(fold_batch_norm(self.model), value)
-        )
+        if value not in self._copies:
+            self._copies[value] = with_precision(fold_batch_norm(self.model), value)
         self._build()
 
     def _build(self) -> None:
@@ -150,16 +151,20 @@ class KerasBackend:
                 "%s: XLA off for %s on the CPU (oneDNN runs it faster)", self.path, self.precision
             )
         self._compiled = jit
+        key = (self.precision, jit)
+        if key in self._fns:
+            self._fn = self._fns[key]
+            return
         mean = tf.constant(np.asarray(self.info.mean, np.float32))
         std = tf.constant(np.asarray(self.info.std, np.float32))
-        model = self._runs
+        model = self._copies[self.precision]
 
         def forward(raw, valid):
             x = (tf.cast(raw, tf.float32) - mean) / std
             x = tf.where(tf.expand_dims(valid > 0, -1), x, tf.zeros_like(x))
             return tf.cast(model(x, training=False), tf.float32)
 
-        self._fn = tf.function(forward, jit_compile=jit, reduce_retracing=not jit)
+        self._fn = self._fns[key] = tf.function(forward, jit_compile=jit, reduce_retracing=not jit)
 
     def __call__(self, tiles_raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
         check_batch(self.info, tiles_raw, valid)
