@@ -118,11 +118,12 @@ class KerasBackend:
             raise ArtifactError(f"{path}: cannot load the Keras model: {e}") from None
         self.model = with_precision(model, "float32")  # a model saved under a mixed policy
         self._max_batch = 0
-        self._jit: bool | None = None
-        self._precision: str | None = None
-        self._runs = self.model
         self._jit = bool(jit_compile)
-        self.precision = precision
+        self._precision: str | None = None
+        self._copies: dict[str, keras.Model] = {"float32": self.model}
+        self._fns: dict[tuple[str, bool], object] = {}  # switching back does not retrace
+        self._traced: dict[tuple[str, bool, np.dtype], object] = {}
+        self.precision = precision  # builds the model copy and the tf.function
 
     @property
     def jit_compile(self) -> bool:
@@ -146,9 +147,8 @@ class KerasBackend:
         if value == self._precision:
             return
         self._precision = value
-        self._runs = (
-            self.model if value == "float32" else with_precision(fold_batch_norm(self.model), value)
-        )
+        if value not in self._copies:
+            self._copies[value] = with_precision(fold_batch_norm(self.model), value)
         self._build()
 
     def _build(self) -> None:
@@ -158,27 +158,31 @@ class KerasBackend:
                 "%s: XLA off for %s on the CPU (oneDNN runs it faster)", self.path, self.precision
             )
         self._compiled = jit
+        key = (self.precision, jit)
+        if key in self._fns:
+            self._fn = self._fns[key]
+            return
         mean = tf.constant(np.asarray(self.info.mean, np.float32))
         std = tf.constant(np.asarray(self.info.std, np.float32))
-        model = self._runs
+        model = self._copies[self.precision]
 
         def forward(raw, valid):
             x = (tf.cast(raw, tf.float32) - mean) / std
             x = tf.where(tf.expand_dims(valid > 0, -1), x, tf.zeros_like(x))
             return tf.cast(model(x, training=False), tf.float32)
 
-        self._fn = tf.function(forward, jit_compile=jit)
-        self._traced: dict[np.dtype, object] = {}
+        self._fn = self._fns[key] = tf.function(forward, jit_compile=jit)
 
     def _concrete(self, dtype: np.dtype):
         """The function traced for raw tiles of `dtype`, any batch size and tile shape."""
-        fn = self._traced.get(dtype)
+        key = (self.precision, self._compiled, np.dtype(dtype))
+        fn = self._traced.get(key)
         if fn is None:
             fn = self._fn.get_concrete_function(
                 tf.TensorSpec([None, None, None, self.info.bands], tf.as_dtype(dtype)),
                 tf.TensorSpec([None, None, None], tf.uint8),
             )
-            self._traced[dtype] = fn
+            self._traced[key] = fn
         return fn
 
     def __call__(self, tiles_raw: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -67,8 +67,11 @@ def test_bfloat16_keeps_xla_off_on_a_cpu(trained_dir):
     backend = KerasBackend(trained_dir, jit_compile=True, precision="bfloat16")
     assert backend.precision == "bfloat16" and backend.jit_compile
     assert backend._compiled == precision.xla_ok("bfloat16")
+    fn = backend._fn
     backend.precision = "float32"
     assert backend._compiled  # XLA as asked
+    backend.precision = "bfloat16"
+    assert backend._fn is fn  # switching back reuses the traced function
 
 
 def _scene(tmp_path, size=320, seed=7):

@@ -231,6 +231,7 @@ def _track(run: tracking_mod.Run, cfg: Config, final: Path, manifest: dict) -> N
         {
             "export_version": version,
             "export_max_abs_diff": val.get("max_abs_diff"),
+            "export_class_agreement": val.get("agreement"),
             "export_validation_s": val.get("wall_s"),
             "export_save_s": manifest.get("save_s"),
         }

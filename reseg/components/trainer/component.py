@@ -236,6 +236,11 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
         }
     )
 
+    if tc.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        log.warning(
+            "train.precision mixed_float16 on a CPU: TF emulates float16 convolution gradients "
+            "(about 100x slower than float32 measured); mixed_bfloat16 is the CPU's choice"
+        )
     checkpoints = artifacts.staging_dir(job.final, job.fingerprint) / "checkpoints"
     with _workspace(job, cluster) as st:
         work = st.dir
