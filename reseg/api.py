@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from reseg import layout
 from reseg.artifacts import (
     Export,
     Merged,
@@ -147,9 +146,3 @@ def predict_arrays(
             probs = np.moveaxis(src.read().astype(np.float32), 0, -1)
     return PredictionArrays(res.scene, classes, probs, res.metrics)
 
-
-def model_path(root: str | Path, fold: Fold = 0, round: int | None = None) -> Path:
-    """A model of a root: round r's (`round=r`) or the merged rounds (default)."""
-    if round is None:
-        return layout.merged_dir(root, fold)
-    return layout.model_dir(root, round, fold)
