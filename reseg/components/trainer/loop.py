@@ -334,13 +334,14 @@ def _warn_not_learnt(
     else:
         what = f"{'have' if plural else 'has'} validation IoU 0 (under {NOT_LEARNT_IOU}) at epoch {last}, after the warm-up"
     log.warning(
-        "class%s %s %s: %s not being learnt. Rare classes need class weights and enough "
+        "class%s %s %s: %s not being learnt%s. Rare classes need class weights and enough "
         "epochs: try train.class_weights: inverse with train.loss: crossentropy+dice (what auto "
         "picks on imbalanced classes) and more epochs (now train.class_weights=%s, train.loss=%s)",
         "es" if plural else "",
         names,
         what,
         "they are" if plural else "it is",
+        "" if final else " yet (reported again at the end if it stays so)",
         cfg.class_weights if isinstance(cfg.class_weights, str) else "[...]",
         cfg.loss,
     )
