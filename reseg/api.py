@@ -145,4 +145,3 @@ def predict_arrays(
         with rasterio.open(res.outputs["probabilities"]) as src:
             probs = np.moveaxis(src.read().astype(np.float32), 0, -1)
     return PredictionArrays(res.scene, classes, probs, res.metrics)
-
