@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet.configure(any(a in ("-v", "--verbose") for a in head))
     parser = build_parser(with_commands=command)
     args, extra = parser.parse_known_args(argv)
+    if extra[:1] == ["--"] and hasattr(args, "beam_args"):
+        # `CONFIG --root R -- BEAM_OPTIONS`: argparse gave the positional its empty list at
+        # CONFIG already and left what follows `--` over
+        args.beam_args, extra = [*args.beam_args, *extra[1:]], []
     args.extra = extra
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -205,3 +205,35 @@ def test_a_root_that_is_a_file_is_one_clear_line(tmp_path, capsys):
     assert code != 0 and "Traceback" not in err
     assert f"{root}: is a file, expected a folder" in err and code == 9
     assert root.read_text() == "not a folder"
+
+
+def test_beam_options_after_the_config_reach_beam(tmp_path, capsys):
+    """`reseg tile CONFIG --root R -- BEAM_OPTIONS` (the README's form) is accepted."""
+    img, lab = scene(tmp_path, height=64, width=64, bands=2)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict(img, lab)))
+    root = tmp_path / "root"
+    code = main(["tile", str(cfg), "--root", str(root), "--", "--direct_num_workers=1"])
+    assert code == 0, capsys.readouterr().err
+    assert (root / "tiles" / "manifest.json").exists()
+
+
+def test_a_missing_study_file_leaves_no_root(tmp_path, capsys):
+    root = tmp_path / "study-root"
+    code = main(["study", str(tmp_path / "missing.yaml"), "--root", str(root)])
+    err = capsys.readouterr().err
+    assert code != 0 and "missing.yaml" in err and "Traceback" not in err
+    assert not root.exists()
+
+
+def test_unknown_steps_in_the_api_are_a_config_error_before_anything_is_made(tmp_path):
+    from reseg.errors import ConfigError
+    from reseg.pipeline import run_pipeline
+
+    img, lab = scene(tmp_path, height=64, width=64, bands=2)
+    from reseg.config import parse_config
+
+    cfg = parse_config(config_dict(img, lab))
+    with pytest.raises(ConfigError, match="unknown step"):
+        run_pipeline(cfg, tmp_path / "root", steps=["tile", "stat"])
+    assert not (tmp_path / "root").exists()

@@ -19,10 +19,14 @@ def run(args: argparse.Namespace) -> int:
         m = steps.evaluate(ctx, r, k)
         title = f"{'merged' if r == steps.MERGED else f'round {r}'} {fold_name(k)}"
         print(
-            f"{title}: mIoU {m.mean_iou:.4f}  OA {m.overall_accuracy:.4f}  kappa {m.kappa:.4f}  ({m.path})"
+            f"{title}: mIoU {_f(m.mean_iou)}  OA {_f(m.overall_accuracy)}  "
+            f"kappa {_f(m.kappa)}  ({m.path})"
         )
         for name, pc in m.per_class.items():
-            iou = "–" if pc["iou"] is None else f"{pc['iou']:.4f}"
-            f1 = "–" if pc["f1"] is None else f"{pc['f1']:.4f}"
-            print(f"  {name:>16}: IoU {iou}  F1 {f1}  support {pc['support']}")
+            print(f"  {name:>16}: IoU {_f(pc['iou'])}  F1 {_f(pc['f1'])}  support {pc['support']}")
     return 0
+
+
+def _f(v: float | None) -> str:
+    """A metric to 4 decimals; "–" where it is undefined (e.g. kappa with one class)."""
+    return "–" if v is None else f"{v:.4f}"

@@ -5,6 +5,7 @@ import argparse
 from reseg.commands._common import add_config_and_root, beam_args, load
 from reseg.errors import ConfigError
 from reseg.pipeline import STEPS, run_pipeline
+from reseg.pipeline.run import step_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,13 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _steps(text: str | None) -> list[str] | None:
     if text is None:
         return None
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in names if s not in STEPS]
-    if unknown or not names:
-        raise ConfigError(
-            f"--steps: unknown step(s) {unknown or [text]}; the steps are {', '.join(STEPS)}"
-        )
-    return [s for s in STEPS if s in names]
+    try:
+        return step_names(text.split(","))
+    except ConfigError as e:
+        raise ConfigError(f"--{e}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from reseg import artifacts, layout, tracking
 from reseg.components.tiling import plan as plan_tiles
 from reseg.config import Config
-from reseg.errors import check_output_folder
+from reseg.errors import ConfigError, check_output_folder
 from reseg.pipeline import steps as step_fns
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,19 @@ def parent_tags() -> dict[str, str]:
     return {"mlflow.parentRunId": parent} if parent else {}
 
 
+def step_names(steps: Sequence[str] | None) -> list[str]:
+    """The named steps in pipeline order (default all); unknown names are a ConfigError."""
+    if steps is None:
+        return list(STEPS)
+    names = [s.strip() for s in steps if s.strip()]
+    unknown = [s for s in names if s not in STEPS]
+    if unknown or not names:
+        raise ConfigError(
+            f"steps: unknown step(s) {unknown or list(steps)}; the steps are {', '.join(STEPS)}"
+        )
+    return [s for s in STEPS if s in names]
+
+
 def check_root(root: Path) -> None:
     """A root that cannot be a folder is a user error, raised before anything is written."""
     check_output_folder(root)
@@ -70,7 +83,7 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run the named steps (default all) in order; return each step's result by name."""
     root = Path(root)
-    names = list(steps or STEPS)
+    names = step_names(steps)
     check_inputs(cfg, root, names)
     root.mkdir(parents=True, exist_ok=True)
     layout.config_file(root).write_text(cfg.to_json())

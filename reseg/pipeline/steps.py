@@ -71,7 +71,8 @@ class Context:
     def folds(self, text: str | None = None, *, allow_full: bool = True) -> list[Fold]:
         """The folds of a `--fold` value (default the config's `rounds.folds`)."""
         k = self.tiles().folds
-        return parse_folds(text, k, self.cfg.rounds.fold_list(k), allow_full=allow_full)
+        default = self.cfg.rounds.fold_list(k) if text is None else []
+        return parse_folds(text, k, default, allow_full=allow_full)
 
 
 def round_config(cfg: Config, r: int) -> Config:
@@ -204,9 +205,14 @@ def merge_weights(metrics: Sequence[Metrics]) -> list[float]:
     return [max(m.mean_iou or 0.0, 1e-6) for m in metrics]
 
 
-def merge(ctx: Context, fold: Fold) -> Merged:
-    """The published rounds of fold k merged (`rounds.merge`) and evaluated: `merged/<fold>`."""
-    rounds = scored_rounds(ctx, fold)
+def merge(ctx: Context, fold: Fold, rounds: Sequence[int] | None = None) -> Merged:
+    """Rounds of fold k merged (`rounds.merge`) and evaluated: `merged/<fold>`.
+
+    `rounds`: the rounds to merge, default those published (`scored_rounds`); the loop of
+    `rounds()` passes the rounds it ran, so rounds left from an earlier config after a
+    `stop_when_no_gain` stop are not merged.
+    """
+    rounds = list(rounds) if rounds is not None else scored_rounds(ctx, fold)
     if not rounds:
         raise ArtifactError(
             f"{layout.round_dir(ctx.root, 0, fold)}: no scored rounds to merge; score round 0 first"
@@ -264,7 +270,7 @@ def rounds(ctx: Context, fold: Fold) -> FoldResult:
             log.info("round %d did not raise mIoU; stopping (rounds.stop_when_no_gain)", r)
             break
     if fold is not None:
-        merged = merge(ctx, fold)
+        merged = merge(ctx, fold, [rr.round for rr in result.rounds])
         result.merged = Metrics.load(layout.merged_eval_dir(ctx.root, fold))
         result.merged_methods = merged.methods
     return result

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reseg import artifacts, tracking
-from reseg.errors import ResegError
+from reseg.errors import ResegError, check_output_folder
 from reseg.pipeline import PARENT_RUN_ENV
 from reseg.study.config import load_study
 from reseg.study.plan import Plan, build_plan, config_of
@@ -89,6 +89,8 @@ def run_study(
         ResegError: when jobs failed (after writing the report of what finished).
     """
 
+    load_study(study_file, profile)  # a bad study file is reported before the root is made
+    check_output_folder(root)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root):
