@@ -54,6 +54,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from refine import shared_data  # noqa: E402  (bench/ is on the path: one lookup of the samples)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 MINORITY_SHARE = 0.05
@@ -80,17 +82,6 @@ ISPRS = {
     "potsdam": "2_10_0_0_512_512.png",
     "vaihingen": "area1_0_0_512_512.png",
 }
-
-
-def shared_data() -> Path:
-    for c in (
-        os.environ.get("RESEG_SHARED_DATA"),
-        REPO.parent / "shared" / "data",
-        "/work/shared/data",
-    ):
-        if c and Path(c).is_dir():
-            return Path(c)
-    raise SystemExit("sample data not found: set RESEG_SHARED_DATA to the shared/data folder")
 
 
 def synthetic_scene(directory: Path, size: int = 384, seed: int = 0) -> tuple[Path, Path, float]:

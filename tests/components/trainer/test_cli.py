@@ -16,7 +16,7 @@ import yaml
 
 from reseg import artifacts, layout
 from tests.components.trainer.conftest import free_port
-from tests.components.trainer.tiles import config_dict, write_root
+from tests.components.trainer.tiles import checkpoint_epoch, config_dict, write_root
 
 UNET = {"name": "unet", "params": {"depth": 2, "base_filters": 4}}
 
@@ -46,22 +46,13 @@ def _client(uri):
     return MlflowClient(uri)
 
 
-def _checkpoint_epoch(model_dir: Path) -> int:
-    """Epoch of the newest complete checkpoint in the staging directory (0 if none)."""
-    for state in model_dir.parent.glob(f"{model_dir.name}.tmp-*/checkpoints/checkpoint"):
-        m = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state.read_text())
-        if m:
-            return int(m.group(1))
-    return 0
-
-
 def test_kill_9_during_training_and_rerun_continues_from_the_last_complete_epoch(root):
     cfg = _write_config(root, model=UNET, train={"epochs": 6, "steps_per_epoch": 2})
     args = ("train", str(cfg), "--root", str(root), "--fold", "0")
     model_dir = layout.model_dir(root, 0, 0)
     first = _reseg(*args)
     deadline = time.monotonic() + 240
-    while _checkpoint_epoch(model_dir) < 1:
+    while checkpoint_epoch(model_dir) < 1:
         assert first.poll() is None, (
             f"training ended before it could be killed:\n{first.stdout.read()}"
         )
@@ -69,7 +60,7 @@ def test_kill_9_during_training_and_rerun_continues_from_the_last_complete_epoch
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     assert first.wait(timeout=30) == -signal.SIGKILL
-    killed_at = _checkpoint_epoch(model_dir)
+    killed_at = checkpoint_epoch(model_dir)
     assert 1 <= killed_at < 6 and not model_dir.exists()
 
     second = _reseg(*args)

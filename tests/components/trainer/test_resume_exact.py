@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from reseg import artifacts, layout
-from tests.components.trainer.tiles import config_dict
+from tests.components.trainer.tiles import checkpoint_epoch, config_dict
 
 pytestmark = pytest.mark.slow  # real subprocesses: TF starts in each
 
@@ -46,26 +45,18 @@ def _start(root: Path) -> subprocess.Popen:
     )
 
 
-def _checkpoint_epoch(model_dir: Path) -> int:
-    for state in model_dir.parent.glob(f"{model_dir.name}.tmp-*/checkpoints/checkpoint"):
-        m = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state.read_text())
-        if m:
-            return int(m.group(1))
-    return 0
-
-
 def _kill_after(root: Path, epoch: int) -> int:
     """Start training and kill -9 it once the checkpoint of `epoch` is written."""
     model_dir = layout.model_dir(root, 0, 0)
     proc = _start(root)
     deadline = time.monotonic() + 240
-    while _checkpoint_epoch(model_dir) < epoch:
+    while checkpoint_epoch(model_dir) < epoch:
         assert proc.poll() is None, f"training ended before the kill:\n{proc.stdout.read()}"
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
-    killed = _checkpoint_epoch(model_dir)
+    killed = checkpoint_epoch(model_dir)
     assert killed < EPOCHS and not model_dir.exists()
     return killed
 

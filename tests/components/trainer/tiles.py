@@ -12,6 +12,7 @@ need *some* real tiles can switch to the shared `demo_root` fixture of
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,3 +236,12 @@ def tiny_model_dir(directory: Path, bands: int = 3, num_classes: int = 3, seed: 
     directory.mkdir(parents=True, exist_ok=True)
     keras.Model(inputs, outputs, name="tiny").save(directory / "model.keras")
     return directory
+
+
+def checkpoint_epoch(model_dir: Path) -> int:
+    """Epoch of the newest complete checkpoint in the staging directory (0 if none)."""
+    for state in model_dir.parent.glob(f"{model_dir.name}.tmp-*/checkpoints/checkpoint"):
+        m = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state.read_text())
+        if m:
+            return int(m.group(1))
+    return 0
