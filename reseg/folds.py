@@ -9,6 +9,11 @@ with one meaning:
 - `k`: fold k;
 - `all`: every fold 0..K-1 in turn (K = `tiling.folds`);
 - `full`: the models trained on every tile (steps that evaluate refuse it).
+
+Pixels of a fold-k model have three roles, by spatial block (`validation_fold`):
+evaluation (fold k: the reported metrics and nothing else), validation (fold
+(k + 1) mod K: early stopping, best-epoch restore, merge weights, stopping rounds)
+and training (every other fold). With K < 3 there is no validation fold.
 """
 
 from __future__ import annotations
@@ -46,3 +51,21 @@ def parse_folds(
     if not 0 <= fold < k:
         raise ConfigError(f"--fold must be in 0..{k - 1} (tiling.folds = {k}), received {fold}")
     return [fold]
+
+
+def validation_fold(fold: Fold, k: int) -> int | None:
+    """The fold whose pixels validate the models of evaluation fold `fold` (module docstring).
+
+    (fold + 1) mod k: a whole fold of spatial blocks drawn from the training folds, so
+    no evaluation pixel chooses an epoch, a merge weight or when rounds stop. None for
+    the `full` models and when k < 3 (a validation fold would leave nothing to train on).
+    """
+    if fold is None or k < 3:
+        return None
+    return (fold + 1) % k
+
+
+def training_folds(fold: Fold, k: int) -> list[int]:
+    """The folds whose pixels train the models of evaluation fold `fold`."""
+    held = {fold, validation_fold(fold, k)} - {None}
+    return [f for f in range(k) if f not in held]
