@@ -9,8 +9,19 @@ are never counted). With n = sum(C), tp_c = C[c, c]:
     F1_c      = 2 tp_c / (sum_j C[c, j] + sum_i C[i, c])
     kappa     = (OA - p_e) / (1 - p_e),  p_e = sum_c (row_c / n) (col_c / n)
 
-mIoU and mean F1 average over classes present in the reference or the prediction
-(classes absent from both have undefined IoU and are reported as null).
+mIoU and mean F1 average over a fixed class set S per evaluation set: by
+default the classes present in its labels (support row_c > 0), named in the
+metrics as `class_set`. Every model evaluated on the same pixels (rounds, merged
+rounds, cells, baselines) is then averaged over the same classes, whatever it
+predicts:
+
+    mIoU = (1 / |S|) sum_{c in S} IoU_c
+
+A class outside S (absent from the labels) has no IoU (null): the pixels
+predicted as it are errors, reported as `false_positives` (count and share of
+the evaluated pixels per class), and they lower the IoU of the true classes of
+those pixels, but never enter the mean as an IoU of 0. `mean_iou_of` applies the
+same rule to stacks of confusion matrices (bootstrap replicates).
 """
 
 from __future__ import annotations
@@ -43,21 +54,58 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.maximum(b, 1e-300), np.nan)
 
 
+def class_set(cm: np.ndarray) -> np.ndarray:
+    """(C,) bool: the classes present in the labels of a confusion matrix (row sum > 0)."""
+    return np.asarray(cm).sum(-1) > 0
+
+
+def mean_iou_of(cm: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+    """mIoU of confusion matrices (..., C, C) over a fixed class set (module docstring).
+
+    Args:
+        cm: confusion matrices, rows labels, columns predictions.
+        classes: (C,) bool, the class set S; default each matrix's own labels
+            (`class_set`). With an explicit S (e.g. a whole evaluation set's, applied to
+            its bootstrap replicates), a class of S with a zero denominator in a matrix
+            (absent from its labels and predictions) is left out of that matrix's mean.
+
+    Returns:
+        (...) float64, NaN where S has no class with a defined IoU.
+    """
+    cm = np.asarray(cm, np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    rows, cols = cm.sum(-1), cm.sum(-2)
+    denom = rows + cols - tp
+    member = rows > 0 if classes is None else np.asarray(classes, bool)
+    counted = member & (denom > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(counted, tp / np.maximum(denom, 1e-300), 0.0)
+        n = counted.sum(-1)
+        return np.where(n > 0, iou.sum(-1) / np.maximum(n, 1), np.nan)
+
+
 def scores(
-    cm: np.ndarray, class_names: list[str] | tuple[str, ...] | None = None
+    cm: np.ndarray,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    classes: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Every metric of the module docstring, as a JSON-able dict (NaN -> None)."""
+    """Every metric of the module docstring, as a JSON-able dict (NaN -> None).
+
+    `classes`: (C,) bool class set S, default the classes present in `cm`'s labels.
+    """
     cm = np.asarray(cm, dtype=np.float64)
     n = cm.sum()
     tp = np.diag(cm)
     rows, cols = cm.sum(1), cm.sum(0)
-    iou = _div(tp, rows + cols - tp)
-    f1 = _div(2 * tp, rows + cols)
+    member = class_set(cm) if classes is None else np.asarray(classes, bool)
+    iou = np.where(member, _div(tp, rows + cols - tp), np.nan)
+    f1 = np.where(member, _div(2 * tp, rows + cols), np.nan)
     precision, recall = _div(tp, cols), _div(tp, rows)
     oa = float(tp.sum() / n) if n else float("nan")
     pe = float((rows * cols).sum() / n**2) if n else float("nan")
     kappa = (oa - pe) / (1 - pe) if n and pe < 1 else float("nan")
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(tp))]
+    outside = ~member & (cols > 0)
 
     def clean(v: np.ndarray) -> list[float | None]:
         return [None if np.isnan(x) else float(x) for x in v]
@@ -68,10 +116,30 @@ def scores(
         "kappa": None if np.isnan(kappa) else float(kappa),
         "mean_iou": None if np.all(np.isnan(iou)) else float(np.nanmean(iou)),
         "mean_f1": None if np.all(np.isnan(f1)) else float(np.nanmean(f1)),
+        "class_set": [name for name, m in zip(names, member, strict=True) if m],
+        "false_positives": {
+            name: {"pixels": int(cols[c]), "share": float(cols[c] / n)}
+            for c, name in enumerate(names)
+            if outside[c]
+        },
         "per_class": {
-            name: {"iou": i, "f1": f, "precision": p, "recall": r, "support": int(s)}
-            for name, i, f, p, r, s in zip(
-                names, clean(iou), clean(f1), clean(precision), clean(recall), rows, strict=True
+            name: {
+                "iou": i,
+                "f1": f,
+                "precision": p,
+                "recall": r,
+                "support": int(s),
+                "predicted": int(q),
+            }
+            for name, i, f, p, r, s, q in zip(
+                names,
+                clean(iou),
+                clean(f1),
+                clean(precision),
+                clean(recall),
+                rows,
+                cols,
+                strict=True,
             )
         },
         "confusion": cm.astype(np.int64).tolist(),

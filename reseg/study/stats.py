@@ -13,9 +13,11 @@ two percentile bootstrap intervals:
   0), sum their core confusion matrices, recompute both mIoUs and d_k; average
   over folds. Tile cores partition the scene, so this resamples validation
   pixels in spatially coherent blocks of one tile core. mIoU averages over the
-  classes present (in labels or predictions), and which classes are present
-  changes between resamples, so the replicates can be biased against the
-  estimate; the interval is the bias-corrected percentile interval (Efron 1981):
+  fold's fixed class set (the classes in the labels of all its validation tiles,
+  `reseg.metrics`), the same set in every replicate; a replicate that drew no
+  pixel of a class leaves it out of its mean, so the replicates can still be
+  biased against the estimate; the interval is the bias-corrected percentile
+  interval (Efron 1981):
   with z0 = Phi^-1(share of replicates below the estimate) it takes the
   replicates' quantiles Phi(2 z0 +- z_{1 - alpha/2}) instead of alpha/2 and
   1 - alpha/2.
@@ -32,22 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reseg.metrics import class_set, mean_iou_of
 
-def miou(cm: np.ndarray) -> np.ndarray:
-    """Mean IoU of confusion matrices (..., C, C) (rows labels, columns predictions).
 
-    IoU_c = cm[c, c] / (row_c + col_c - cm[c, c]); classes with a zero denominator (absent
-    from labels and predictions) are left out of the mean, as in `reseg.metrics.scores`.
-    Returns (...) float64, NaN where no class is present.
-    """
-    cm = np.asarray(cm, np.float64)
-    tp = np.diagonal(cm, axis1=-2, axis2=-1)
-    denom = cm.sum(-1) + cm.sum(-2) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(denom > 0, tp / np.maximum(denom, 1e-300), np.nan)
-        present = (denom > 0).sum(-1)
-        total = np.nansum(iou, -1)
-        return np.where(present > 0, total / np.maximum(present, 1), np.nan)
+def miou(cm: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+    """Mean IoU of confusion matrices (..., C, C) (rows labels, columns predictions) over
+    the class set `classes` ((C,) bool, default each matrix's labelled classes), as in
+    `reseg.metrics.mean_iou_of`. Returns (...) float64, NaN where no class counts."""
+    return mean_iou_of(cm, classes)
 
 
 @dataclass(frozen=True)
@@ -108,11 +102,12 @@ def tile_interval(
     point, reps = [], []
     for a, b in pairs:
         n, c = a.shape[0], a.shape[-1]
-        point.append(miou(b.sum(0)) - miou(a.sum(0)))
+        classes = class_set(a.sum(0))  # the fold's labels: the same for the cell and round 0
+        point.append(miou(b.sum(0), classes) - miou(a.sum(0), classes))
         w = rng.multinomial(n, np.full(n, 1.0 / n), size=samples).astype(np.float64)  # (B, n)
         ca = (w @ a.reshape(n, c * c)).reshape(samples, c, c)
         cb = (w @ b.reshape(n, c * c)).reshape(samples, c, c)
-        reps.append(miou(cb) - miou(ca))
+        reps.append(miou(cb, classes) - miou(ca, classes))
     mean_reps = np.nanmean(np.stack(reps), 0)
     estimate = float(np.nanmean(point))
     lo, hi = _bias_corrected(mean_reps, estimate, level)

@@ -113,7 +113,9 @@ def test_a_class_absent_from_reference_and_prediction_is_null_and_left_out_of_th
         "precision": None,
         "recall": None,
         "support": 0,
+        "predicted": 0,
     }
+    assert v["class_set"] == NAMES and v["false_positives"] == {}
     tp, rows, cols = np.diag(cm)[:C], cm.sum(1)[:C], cm.sum(0)[:C]
     assert v["mean_iou"] == pytest.approx((tp / (rows + cols - tp)).mean(), rel=1e-12)
 
