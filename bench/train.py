@@ -122,9 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     spec = data.InputSpec("uint16", BANDS, CLASSES, (4000.0,) * BANDS, (1200.0,) * BANDS)
 
     def pipeline_rate(augment: AugmentConfig | None) -> float:
-        it = iter(
-            data.training_dataset(files, spec, fold=None, batch_size=args.batch, augment=augment)
-        )
+        it = iter(data.training_dataset(files, spec, batch_size=args.batch, augment=augment))
         for _ in range(3):
             next(it)  # warm-up: tracing, shuffle buffer, autotuning
         batches = max(8, args.tiles // args.batch)
@@ -165,11 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model, steps = make_steps("float32")
     fixed = next(
-        iter(
-            data.training_dataset(
-                files, spec, fold=None, batch_size=args.batch, augment=default_aug
-            )
-        )
+        iter(data.training_dataset(files, spec, batch_size=args.batch, augment=default_aug))
     )
     fixed = tuple(tf.constant(t) for t in fixed)
     steps._train(fixed)[0].numpy()  # trace
@@ -180,9 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         step_rate = max(
             step_rate, best_rate(lambda: steps._train(fixed)[0].numpy(), 1, args.steps, 1)
         )
-    fed = iter(
-        data.training_dataset(files, spec, fold=None, batch_size=args.batch, augment=default_aug)
-    )
+    fed = iter(data.training_dataset(files, spec, batch_size=args.batch, augment=default_aug))
     fed_rate = best_rate(lambda: steps.train_epoch(fed, args.steps), args.steps, 1, args.windows)
 
     names = ["mixed_bfloat16"]

@@ -18,10 +18,14 @@ and training (every other fold). With K < 3 there is no validation fold.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 
 from reseg.errors import ConfigError
 from reseg.layout import FULL
+
+log = logging.getLogger(__name__)
 
 Fold = int | None
 """Evaluation fold k, or None for the models trained on every tile (`full`)."""
@@ -69,3 +73,18 @@ def training_folds(fold: Fold, k: int) -> list[int]:
     """The folds whose pixels train the models of evaluation fold `fold`."""
     held = {fold, validation_fold(fold, k)} - {None}
     return [f for f in range(k) if f not in held]
+
+
+def held_folds(fold: Fold, k: int) -> tuple[int, ...]:
+    """The folds whose pixels never train the models of `fold`: evaluation and validation."""
+    return tuple(f for f in (fold, validation_fold(fold, k)) if f is not None)
+
+
+@functools.cache
+def warn_no_validation(k: int) -> None:
+    """One warning line per process when K < 3 leaves no validation fold."""
+    log.warning(
+        "tiling.folds = %d: no validation fold (it needs 3 or more), so no early stopping or "
+        "best-epoch restore, equal merge weights and no rounds.stop_when_no_gain",
+        k,
+    )

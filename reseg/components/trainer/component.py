@@ -37,10 +37,11 @@ from reseg.components.trainer.plots import plot_history
 from reseg.components.trainer.steps import Steps
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError, InputError
+from reseg.folds import held_folds, training_folds, validation_fold, warn_no_validation
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 1  # bump when the same inputs would train differently
+CODE_VERSION = 2  # bump when the same inputs would train differently
 MODEL_FILE = inputs.MODEL_FILE
 
 
@@ -63,6 +64,16 @@ class _Job:
     def fold_name(self) -> str:
         return layout.fold_name(self.fold)
 
+    @property
+    def val_fold(self) -> int | None:
+        """The fold that validates (early stopping, best epoch); None: no validation."""
+        return validation_fold(self.fold, self.tiles.folds)
+
+    @property
+    def held(self) -> tuple[int, ...]:
+        """The folds that never train: evaluation and validation."""
+        return held_folds(self.fold, self.tiles.folds)
+
 
 def train(
     cfg: Config,
@@ -79,8 +90,10 @@ def train(
     Args:
         cfg: the pipeline config (sections `model`, `train`, `data`, `tracking`).
         root: pipeline root with `tiles/` and `stats/`.
-        fold: validation fold k (train on tiles of other folds, validate on fold k's cores),
-            or None to train on every tile without validation.
+        fold: evaluation fold k: train on the pixels of the training folds
+            (`reseg.folds.training_folds`), validate (early stopping, best epoch) on the cores
+            of the validation fold (k + 1) mod K, never read fold k; with K < 3 no validation.
+            None trains on every tile without validation.
         round: confidence round r; the model goes to `rounds/r<r>/<fold>/model`.
         tile_files: TFRecord files or folders to train on, e.g. a previous round's selection
             (tiles with per-pixel weights); default the tile set. Validation always reads the
@@ -117,6 +130,7 @@ def train(
         inputs.files_fingerprint(files),
         inputs.init_fingerprint(init),
         fold,
+        validation_fold(fold, tiles.folds),
         round,
     )
     job = _Job(
@@ -147,13 +161,23 @@ def train(
         return _train(job, cluster, run)
 
 
+def _training_class_pixels(job: _Job) -> list[int]:
+    """Labelled core pixels per class of the training folds: what `auto` loss and class weights
+    are computed from, so no evaluation or validation label shapes the loss."""
+    per_fold = job.stats.class_pixels_per_fold
+    if job.fold is None or not per_fold:
+        return list(job.stats.class_pixels)
+    folds = training_folds(job.fold, job.tiles.folds)
+    return [int(v) for v in np.sum([per_fold[f] for f in folds], axis=0)]
+
+
 def _input_shard(job: _Job, cluster: Cluster) -> tuple[int, int] | None:
     """This worker's share of the tiles, (workers, index); None when a share would be empty."""
     n = cluster.num_workers
     if n == 1:
         return None
     counts = [
-        data_mod.count_examples(job.files, job.fold, validation=False, shard=(n, i))
+        data_mod.count_examples(job.files, job.held, validation=False, shard=(n, i))
         for i in range(n)
     ]
     if min(counts) == 0:
@@ -184,36 +208,41 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
         tuple(map(float, job.stats.std)),
     )
     names = [c.name for c in cfg.data.classes]
-    loss_kind, weighting = resolve_auto(tc.loss, tc.class_weights, job.stats.class_pixels, names)
+    counts = _training_class_pixels(job)
+    loss_kind, weighting = resolve_auto(tc.loss, tc.class_weights, counts, names)
     loss_fn = make_loss(
         loss_kind,
         tiles.num_classes,
-        class_weights(weighting, job.stats.class_pixels, tiles.num_classes, names),
+        class_weights(weighting, counts, tiles.num_classes, names),
         tc.focal_gamma,
     )
 
-    n_train = data_mod.count_examples(job.files, job.fold, validation=False)
+    n_train = data_mod.count_examples(job.files, job.held, validation=False)
     if n_train == 0:
         raise InputError(
-            f"no training tiles: every tile of {len(job.files)} file(s) is in fold {job.fold}"
+            f"no training tiles: every tile of {len(job.files)} file(s) is in the held-out "
+            f"fold(s) {list(job.held)} (evaluation, validation)"
         )
+    if job.fold is not None and job.val_fold is None:
+        warn_no_validation(tiles.folds)
     n_val = (
-        data_mod.count_examples(tiles.files, job.fold, validation=True)
-        if job.fold is not None
+        data_mod.count_examples(tiles.files, [job.val_fold], validation=True)
+        if job.val_fold is not None
         else 0
     )
-    if job.fold is not None and n_val == 0:
-        raise InputError(f"fold {job.fold} has no tiles to validate on")
+    if job.val_fold is not None and n_val == 0:
+        raise InputError(f"validation fold {job.val_fold} has no tiles to validate on")
     steps_per_epoch = tc.steps_per_epoch or math.ceil(n_train / tc.batch_size)
     shard = _input_shard(job, cluster)
     log.info(
-        "training %s on %d tiles (%d steps of %d per epoch), validating on %d tiles of %s",
+        "training %s on %d tiles (%d steps of %d per epoch) for %s, validating on %d tiles of %s",
         cfg.model.name if job.init is None else job.init,
         n_train,
         steps_per_epoch,
         tc.batch_size,
-        n_val,
         job.fold_name,
+        n_val,
+        layout.fold_name(job.val_fold) if job.val_fold is not None else "no fold",
     )
     run.set_tags(
         {
@@ -227,6 +256,7 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
         {
             "run": {
                 "fold": job.fold_name,
+                "validation_fold": "none" if job.val_fold is None else job.val_fold,
                 "round": job.round,
                 "train_tiles": n_train,
                 "val_tiles": n_val,
@@ -271,7 +301,7 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
             return data_mod.training_dataset(
                 job.files,
                 spec,
-                fold=job.fold,
+                held=job.held,
                 batch_size=tc.batch_size // cluster.num_workers,
                 shuffle_buffer=tc.shuffle_buffer,
                 seed=seed,
@@ -282,9 +312,9 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
             )
 
         val = None
-        if job.fold is not None:
+        if job.val_fold is not None:
             val = data_mod.validation_dataset(
-                tiles.files, spec, fold=job.fold, batch_size=tc.batch_size
+                tiles.files, spec, fold=job.val_fold, batch_size=tc.batch_size
             )
 
         def on_epoch(record: dict[str, Any]) -> None:
@@ -383,6 +413,7 @@ def _manifest(
         "code_version": CODE_VERSION,
         "architecture": job.cfg.model.name if job.init is None else f"fine-tuned {job.init}",
         "fold": job.fold,
+        "validation_fold": job.val_fold,
         "round": job.round,
         "inputs": {
             "tiles": job.tiles.fingerprint,

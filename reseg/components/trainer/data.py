@@ -1,15 +1,19 @@
 """tf.data input of training: TFRecord tiles -> normalised (image, label, weight) batches.
 
 Every example goes through the schema's parser (`reseg.tfrecords_schema.make_parser`)
-and then one of two views of K-fold cross validation with validation fold k:
+and then one of two views. A model of evaluation fold k holds out the folds
+`held` = {k, v}, v = `reseg.folds.validation_fold(k, K)` (just {k} when K < 3):
 
-- training (`fold != k` tiles): label := 255 where `fold_map == k`. Those pixels
-  belong to a core of fold k but lie in the overlap margin of a training tile;
-  masking them keeps every validated pixel out of training (no leakage).
-- validation (`fold == k` tiles): label := 255 outside the tile's core, so each
-  scene pixel is validated exactly once although tiles overlap.
+- training (tiles whose `fold` is not held): label := 255 where `fold_map` is a
+  held fold. Those pixels belong to a core of fold k or v but lie in the overlap
+  margin of a training tile; masking them keeps every evaluated and every
+  validated pixel out of training (no leakage).
+- validation (`fold == v` tiles): label := 255 outside the tile's core, so each
+  scene pixel is validated exactly once although tiles overlap. Fold k's tiles
+  are never read here: they are evaluated after training, by the evaluator.
 
-With k = None every tile trains and nothing validates. In both views
+With nothing held (the `full` models) every tile trains and nothing validates. In
+both views
 
     image  = (raw - mean) / std,  0 where `valid == 0`        (H, W, B) float32
     label  = class id, 255 = ignore                            (H, W)    int32
@@ -121,13 +125,23 @@ def _core_mask(ex: dict):
     return in_rows[:, None] & in_cols[None, :]
 
 
-def training_view(ex: dict, spec: InputSpec, fold: int | None):
-    """(image, label, weight) of a training tile; labels of fold `fold`'s pixels masked."""
+def _held(folds, held: Sequence[int]):
+    """Elementwise: is `folds` (any shape, integer) one of the `held` folds."""
+    import tensorflow as tf
+
+    out = tf.zeros_like(folds, tf.bool)
+    for f in held:
+        out |= tf.equal(folds, tf.cast(f, folds.dtype))
+    return out
+
+
+def training_view(ex: dict, spec: InputSpec, held: Sequence[int]):
+    """(image, label, weight) of a training tile; labels of the `held` folds' pixels masked."""
     import tensorflow as tf
 
     label = ex["label"]
-    if fold is not None:
-        label = tf.where(ex["fold_map"] == fold, tf.constant(IGNORE, tf.uint8), label)
+    if held:
+        label = tf.where(_held(ex["fold_map"], held), tf.constant(IGNORE, tf.uint8), label)
     return _finish(_normalise(ex, spec), label, ex["weight"])
 
 
@@ -141,12 +155,13 @@ def validation_view(ex: dict, spec: InputSpec):
 
 def count_examples(
     files: Sequence[Path],
-    fold: int | None,
+    folds: Sequence[int],
     *,
     validation: bool,
     shard: tuple[int, int] | None = None,
 ) -> int:
-    """Number of tiles a view keeps: `fold != k` for training, `fold == k` for validation.
+    """Number of tiles a view keeps: those whose fold is not in `folds` for training (the held
+    folds), those whose fold is in `folds` for validation (the validation fold).
 
     Parses only `tile/fold`, so it costs one decompression pass over the files. `shard`
     as in `training_dataset`.
@@ -161,23 +176,22 @@ def count_examples(
         return tf.io.parse_single_example(record, spec)[K_FOLD]
 
     def keep(f):
-        if fold is None:
-            return tf.constant(not validation)
-        return tf.equal(f, fold) if validation else tf.not_equal(f, fold)
+        inside = _held(f, folds)
+        return inside if validation else tf.logical_not(inside)
 
     def count(n, _):
         return n + 1
 
     ds = _records(files, shuffle=False, seed=0, deterministic=False, shard=shard)
-    folds = ds.map(fold_of, num_parallel_calls=tf.data.AUTOTUNE)
-    return int(folds.filter(keep).reduce(np.int64(0), count))
+    tile_folds = ds.map(fold_of, num_parallel_calls=tf.data.AUTOTUNE)
+    return int(tile_folds.filter(keep).reduce(np.int64(0), count))
 
 
 def training_dataset(
     files: Sequence[Path],
     spec: InputSpec,
     *,
-    fold: int | None,
+    held: Sequence[int] = (),
     batch_size: int,
     shuffle_buffer: int = 512,
     seed: int = 0,
@@ -187,7 +201,7 @@ def training_dataset(
     repeat: bool = True,
     shard: tuple[int, int] | None = None,
 ):
-    """Endless shuffled, augmented batches of the training view.
+    """Endless shuffled, augmented batches of the training view (`held`: the folds held out).
 
     Yields `(image (N, H, W, B) float32, label (N, H, W) int32, weight (N, H, W) float32)`
     with N = `batch_size`: the batch of one input pipeline (one replica). `shard = (n, i)`
@@ -198,9 +212,9 @@ def training_dataset(
     parse = make_parser(spec.image_dtype, spec.bands)
     ds = _records(files, shuffle=True, seed=seed, deterministic=deterministic, shard=shard)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if fold is not None:
-        ds = ds.filter(lambda ex: tf.not_equal(ex["fold"], fold))
-    ds = ds.map(lambda ex: training_view(ex, spec, fold), num_parallel_calls=tf.data.AUTOTUNE)
+    if held:
+        ds = ds.filter(lambda ex: tf.logical_not(_held(ex["fold"], held)))
+    ds = ds.map(lambda ex: training_view(ex, spec, held), num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -9,6 +9,7 @@ from reseg import layout
 from reseg.artifacts import Stats, TileSet
 from reseg.components.trainer import data
 from reseg.config.train import AugmentConfig
+from reseg.folds import held_folds, validation_fold
 from tests.components.trainer.tiles import scene_tiles, write_tiles
 
 
@@ -17,8 +18,10 @@ def _spec(root) -> data.InputSpec:
     return data.InputSpec(ts.image_dtype, ts.bands, ts.num_classes, tuple(st.mean), tuple(st.std))
 
 
-def _examples(root, view, fold):
-    """Every example of a view, unbatched, with its tile offset, in file order."""
+def _examples(root, view, fold, k=3):
+    """Every example of a view of evaluation fold `fold`, unbatched, with its tile offset, in
+    file order: "train" holds out folds `fold` and its validation fold, "val" reads the
+    validation fold's tiles (`fold` itself when `view` is "eval")."""
     import tensorflow as tf
 
     from reseg.tfrecords_schema import make_parser
@@ -28,14 +31,16 @@ def _examples(root, view, fold):
     ds = tf.data.TFRecordDataset([str(f) for f in ts.files], compression_type="GZIP").map(
         make_parser(spec.image_dtype, spec.bands)
     )
+    held = held_folds(fold, k)
+    read = fold if view == "eval" else validation_fold(fold, k)
     out = []
     for ex in ds:
-        if view == "train" and fold is not None and int(ex["fold"]) == fold:
+        if view == "train" and int(ex["fold"]) in held:
             continue
-        if view == "val" and int(ex["fold"]) != fold:
+        if view != "train" and int(ex["fold"]) != read:
             continue
         fn = (
-            data.training_view(ex, spec, fold)
+            data.training_view(ex, spec, held)
             if view == "train"
             else data.validation_view(ex, spec)
         )
@@ -54,19 +59,52 @@ def _scene_mask(examples, shape):
     return count
 
 
+def _scene_fold(tiles, shape):
+    """The fold of the core owning each scene pixel."""
+    out = np.full(shape, 255, np.uint8)
+    for t in tiles:
+        r, c, h, w = t.core
+        out[r : r + h, c : c + w] = t.fold
+    return out
+
+
 @pytest.mark.parametrize("fold", [0, 1, 2])
-def test_no_validated_pixel_is_ever_trained_on(tiled, fold):
-    root, scene, _ = tiled
+def test_three_roles_no_evaluated_or_validated_pixel_is_ever_trained_on(tiled, fold):
+    """Pixel by pixel in scene coordinates: the training view's labelled pixels lie in the
+    training folds only; the validation view's are exactly the validation fold's labelled
+    pixels, once each; the evaluation fold is read by neither."""
+    root, scene, tiles = tiled
+    owner = _scene_fold(tiles, scene.label.shape)
     trained = _scene_mask(_examples(root, "train", fold), scene.label.shape)
     validated = _scene_mask(_examples(root, "val", fold), scene.label.shape)
+    v = validation_fold(fold, 3)
+    assert v == (fold + 1) % 3
     assert validated.sum() > 0 and trained.sum() > 0
     assert not np.any((trained > 0) & (validated > 0))
+    assert not np.any((trained > 0) & (owner == fold))  # no evaluation pixel trains
+    assert not np.any((trained > 0) & (owner == v))  # no validation pixel trains
+    labelled = scene.label != 255
+    np.testing.assert_array_equal(validated, (labelled & (owner == v)).astype(np.int64))
+    # every labelled pixel of the one training fold trains
+    (train_fold,) = {0, 1, 2} - {fold, v}
+    assert np.all(trained[labelled & (owner == train_fold)] > 0)
 
 
 def test_every_labelled_pixel_is_validated_exactly_once_over_the_folds(tiled):
     root, scene, tiles = tiled
     total = sum(_scene_mask(_examples(root, "val", k), scene.label.shape) for k in range(3))
     np.testing.assert_array_equal(total, (scene.label != 255).astype(np.int64))
+
+
+def test_with_two_folds_only_the_evaluation_fold_is_held_out(tiled):
+    """K < 3: no validation fold; the training view holds out fold k alone."""
+    root, scene, tiles = tiled
+    assert validation_fold(0, 2) is None and held_folds(0, 2) == (0,)
+    owner = _scene_fold(tiles, scene.label.shape)
+    trained = _scene_mask(_examples(root, "train", 0, k=2), scene.label.shape)
+    labelled = scene.label != 255
+    assert not np.any((trained > 0) & (owner == 0))
+    assert np.all(trained[labelled & (owner != 0)] > 0)
 
 
 def test_training_view_normalises_masks_invalid_and_weights_ignored(tiled):
@@ -99,7 +137,7 @@ def test_per_pixel_weights_are_read_and_zeroed_on_ignored_pixels(tmp_path, tiled
             make_parser(spec.image_dtype, 3)
         )
     )
-    _, label, weight = (v.numpy() for v in data.training_view(ex, spec, None))
+    _, label, weight = (v.numpy() for v in data.training_view(ex, spec, ()))
     expected = np.where(t.label == 255, 0, w.astype(np.float16).astype(np.float32))
     np.testing.assert_allclose(weight, expected)
     assert (label == 255).any() == (t.label == 255).any()
@@ -110,10 +148,13 @@ def test_count_examples_by_fold(tiled):
     files = TileSet.load(layout.tiles_dir(root)).files
     for k in range(3):
         n_val = sum(t.fold == k for t in tiles)
-        assert data.count_examples(files, k, validation=True) == n_val
-        assert data.count_examples(files, k, validation=False) == len(tiles) - n_val
-    assert data.count_examples(files, None, validation=False) == len(tiles)
-    assert data.count_examples(files, None, validation=True) == 0
+        assert data.count_examples(files, [k], validation=True) == n_val
+        assert data.count_examples(files, [k], validation=False) == len(tiles) - n_val
+        held = held_folds(k, 3)
+        n_held = sum(t.fold in held for t in tiles)
+        assert data.count_examples(files, held, validation=False) == len(tiles) - n_held
+    assert data.count_examples(files, (), validation=False) == len(tiles)
+    assert data.count_examples(files, (), validation=True) == 0
 
 
 def test_training_dataset_batches_endlessly_and_validation_once(tiled):
@@ -121,9 +162,14 @@ def test_training_dataset_batches_endlessly_and_validation_once(tiled):
     files = TileSet.load(layout.tiles_dir(root)).files
     spec = _spec(root)
     train = data.training_dataset(
-        files, spec, fold=0, batch_size=4, seed=1, augment=AugmentConfig(rotation=30, noise_std=0.1)
+        files,
+        spec,
+        held=(0, 1),
+        batch_size=4,
+        seed=1,
+        augment=AugmentConfig(rotation=30, noise_std=0.1),
     )
-    n_train = sum(t.fold != 0 for t in tiles)
+    n_train = sum(t.fold == 2 for t in tiles)
     batches = list(train.take(2 * n_train))  # more batches than tiles: the stream repeats
     assert len(batches) == 2 * n_train
     image, label, weight = batches[0]

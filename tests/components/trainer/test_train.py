@@ -97,8 +97,10 @@ def test_fold_training_writes_the_model_directory_and_an_mlflow_run(root, tiled)
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(0 <= h["val_miou"] <= 1 and h["val_loss"] > 0 for h in history)
     manifest = artifacts.read_manifest(out)
-    assert manifest["counts"]["train_tiles"] == sum(t.fold != 1 for t in tiled[2])
-    assert manifest["counts"]["val_tiles"] == sum(t.fold == 1 for t in tiled[2])
+    # fold 1 evaluates, fold 2 validates, fold 0 trains (reseg.folds)
+    assert manifest["validation_fold"] == 2
+    assert manifest["counts"]["train_tiles"] == sum(t.fold == 0 for t in tiled[2])
+    assert manifest["counts"]["val_tiles"] == sum(t.fold == 2 for t in tiled[2])
 
     client = _client(root)
     run = client.get_run(manifest["mlflow_run_id"])

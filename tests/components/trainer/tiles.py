@@ -11,6 +11,7 @@ need *some* real tiles can switch to the shared `demo_root` fixture of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -166,14 +167,28 @@ def write_root(
     num_classes: int = 3,
     dtype: str = "uint16",
     seed: int = 0,
+    scene: Scene | None = None,
 ) -> tuple[Scene, list[Tile]]:
-    """Write `<root>/tiles` and `<root>/stats` for a synthetic scene; returns it and its tiles."""
-    scene = make_scene(*size, bands, num_classes, dtype, seed)
+    """Write `<root>/tiles` and `<root>/stats` for a synthetic scene; returns it and its tiles.
+
+    `scene`: the scene to tile instead of `make_scene`'s (e.g. one with some labels changed);
+    `size`, `bands` and `dtype` must describe it.
+    """
+    scene = scene if scene is not None else make_scene(*size, bands, num_classes, dtype, seed)
     tiles = scene_tiles(scene, "synth", tile, overlap, folds, seed=seed)
     tdir = layout.tiles_dir(root)
     files = write_tiles(tiles, tdir)
     fp = artifacts.fingerprint(
-        "synthetic tiles", size, tile, overlap, folds, bands, num_classes, dtype, seed
+        "synthetic tiles",
+        size,
+        tile,
+        overlap,
+        folds,
+        bands,
+        num_classes,
+        dtype,
+        seed,
+        hashlib.sha256(scene.label.tobytes() + scene.image.tobytes()).hexdigest(),
     )
     artifacts.write_json(
         tdir / artifacts.MANIFEST,
