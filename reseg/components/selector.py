@@ -1,8 +1,9 @@
 """Selector: per class, the top (or bottom, or a band of) x% of pixels by score.
 
 **Candidates** are the labelled core pixels of the training folds' tiles (for
-validation fold k: tiles of other folds), so each scene pixel is counted once and
-no validation pixel is ever selected. With `correct_only`, only candidates whose
+evaluation fold k: `reseg.folds.training_folds`, neither fold k nor its
+validation fold), so each scene pixel is counted once and no evaluation or
+validation pixel is ever selected or counted in N_c. With `correct_only`, only candidates whose
 predicted class is their label.
 
 **Scores** (higher = surer), from the round's probabilities p (C values per pixel):
@@ -49,11 +50,12 @@ from rasterio.windows import Window as RioWindow
 from reseg import artifacts, layout
 from reseg.config.data import IGNORE
 from reseg.config.rounds import SelectionConfig
+from reseg.folds import held_folds
 from reseg.tfrecords_schema import TFRecordShardWriter, Tile, encode, read_tiles
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 1
+CODE_VERSION = 2
 Q = 65535
 BINS = Q + 1
 HIST_BINS = 50
@@ -142,17 +144,18 @@ class _Candidates:
 
 
 def _candidates(
-    t: Tile, scene_index: int, fold: int | None, cfg: SelectionConfig
+    t: Tile, scene_index: int, held: tuple[int, ...], cfg: SelectionConfig
 ) -> _Candidates | None:
-    if fold is not None and t.fold == fold:
+    """`held`: the folds whose pixels are not candidates (evaluation, validation)."""
+    if t.fold in held:
         return None
     if t.probs is None:
         raise ValueError(f"tile {t.key} carries no scores")
     rs, cs = t.core_slice()
     lab = t.label[rs, cs]
     labelled = lab != IGNORE
-    if fold is not None:
-        labelled &= t.fold_map[rs, cs] != fold
+    if held:
+        labelled &= ~np.isin(t.fold_map[rs, cs], held)
     probs = t.probs[rs, cs]
     q = quantize(pixel_scores(probs, lab, cfg.score))
     pool = labelled.copy()
@@ -170,9 +173,9 @@ def _candidates(
     )
 
 
-def _iter_candidates(files, scene_ids, fold, cfg):
+def _iter_candidates(files, scene_ids, held, cfg):
     for t in read_tiles(list(files)):
-        cand = _candidates(t, scene_ids[t.scene], fold, cfg)
+        cand = _candidates(t, scene_ids[t.scene], held, cfg)
         if cand is not None:
             yield t, cand
 
@@ -224,11 +227,12 @@ def _select(
     scenes = tiles.manifest["scenes"]
     scene_ids = {s["id"]: i for i, s in enumerate(scenes)}
     x = cfg.percent_for(selection_index, C)
+    held = held_folds(fold, tiles.folds)
 
     # pass 1: histograms of quantised scores per class (pool and all labelled pixels)
     hist_pool = np.zeros((C, BINS), np.int64)
     hist_all = np.zeros((C, BINS), np.int64)
-    for _, cand in _iter_candidates(scores_files, scene_ids, fold, cfg):
+    for _, cand in _iter_candidates(scores_files, scene_ids, held, cfg):
         q = (cand.keys >> np.uint64(48)).astype(np.int64)
         hist_pool += np.bincount(cand.classes * BINS + q, minlength=C * BINS).reshape(C, BINS)
         q_all = cand.q_all.astype(np.int64)
@@ -257,7 +261,7 @@ def _select(
                     need.setdefault((c, boundary_bin(cum[c], r)), [])
         # pass 2: keys of the boundary bins only
         if need:
-            for _, cand in _iter_candidates(scores_files, scene_ids, fold, cfg):
+            for _, cand in _iter_candidates(scores_files, scene_ids, held, cfg):
                 qs = (cand.keys >> np.uint64(48)).astype(np.int64)
                 for (c, b), acc in need.items():
                     sel = (cand.classes == c) & (qs == b)
@@ -284,7 +288,7 @@ def _select(
         else None
     )
     try:
-        for t, cand in _iter_candidates(scores_files, scene_ids, fold, cfg):
+        for t, cand in _iter_candidates(scores_files, scene_ids, held, cfg):
             rs, cs = t.core_slice()
             h, w = rs.stop - rs.start, cs.stop - cs.start
             r0, c0 = rs.start + t.row, cs.start + t.col
@@ -407,6 +411,7 @@ def _report(
         }
     return {
         "fold": fold,
+        "held_folds": list(held_folds(fold, tiles.folds)),
         "selection_index": s_index,
         "score": cfg.score,
         "direction": cfg.direction,

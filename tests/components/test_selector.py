@@ -14,6 +14,7 @@ from reseg.components.selector import pixel_keys, pixel_scores, quantize, rank_r
 from reseg.components.tiling import tile
 from reseg.config import parse_config
 from reseg.config.rounds import SelectionConfig
+from reseg.folds import held_folds, training_folds
 from reseg.tfrecords_schema import TFRecordShardWriter, encode, read_tiles
 from tests.rasters import config_dict, scene
 
@@ -48,8 +49,9 @@ def brute_force(
 ):
     """Every candidate's (class, key, scene position), gathered without the selector's passes."""
     out = []
+    held = held_folds(fold, tiles.folds)  # evaluation and validation fold: never candidates
     for t in read_tiles(list(scores.files)):
-        if t.fold == fold:
+        if t.fold in held:
             continue
         rs, cs = t.core_slice()
         lab, probs = t.label[rs, cs], t.probs[rs, cs]
@@ -101,6 +103,12 @@ def test_top_selects_exactly_the_highest_keys_per_class(
         }
         assert {p for p, cl in got.items() if cl == c} == expected
         assert report["selected"][c] == m
+    # pixel by pixel: every selected pixel belongs to a core of a training fold
+    owner = {}
+    for t in read_tiles(list(files.files)):
+        r0, c0, h, w = t.core
+        owner.update({(r, c): t.fold for r in range(r0, r0 + h) for c in range(c0, c0 + w)})
+    assert {owner[p] for p in got} <= set(training_folds(fold, small_tiles.folds))
     # weights in the tiles follow the raster, margins included
     for t in read_tiles([out / f for f in artifacts.read_manifest(out)["files"]]):
         rows, cols = np.nonzero(t.weight > 0)
