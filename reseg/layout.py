@@ -19,8 +19,12 @@ def stats_dir(root: str | Path) -> Path:
 MODEL = "model"
 SCORES = "scores"
 EVAL = "eval"
+VALIDATION = "val"
 SELECTION = "selection"
-"""The parts of a round's folder (`rounds/r<r>/<fold>/<part>`); merged rounds have scores and eval."""
+"""The parts of a round's folder (`rounds/r<r>/<fold>/<part>`); merged rounds have scores and eval.
+
+`eval` holds the metrics on the evaluation fold k (reported, nothing else), `val` those on
+the validation fold (merge weights, stopping rounds; `reseg.folds.validation_fold`)."""
 
 FULL = "full"
 """Folder name of the models trained on every tile (fold None: no evaluation fold)."""
@@ -58,6 +62,11 @@ def selection_dir(root: str | Path, r: int, fold: int | None) -> Path:
 
 def eval_dir(root: str | Path, r: int, fold: int | None) -> Path:
     return round_dir(root, r, fold) / EVAL
+
+
+def val_dir(root: str | Path, r: int, fold: int | None) -> Path:
+    """Round r's metrics on the validation fold of evaluation fold `fold`."""
+    return round_dir(root, r, fold) / VALIDATION
 
 
 def merged_dir(root: str | Path, fold: int | None) -> Path:

@@ -2,6 +2,14 @@
 
 Everything comes from files on disk (metrics.json, selection.json, methods.json), so
 `reseg report ROOT` works on any finished or partial root.
+
+Conventions of every figure (`CONVENTION`): mIoU, OA, kappa and IoU per class are
+on the evaluation fold k's core pixels, which nothing else uses; mIoU averages
+over the classes present in fold k's labels (`reseg.metrics`: the same class set
+for every round and merge of the fold), and pixels predicted as a class absent
+from them are counted as false positives. "val mIoU" is on the validation fold's
+pixels, over its own labels' classes: what chose each round's epoch, the merge
+weights and when rounds stop.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from reseg import layout
 @dataclass
 class FoldView:
     fold: str
-    rounds: list[dict[str, Any]] = field(default_factory=list)  # {round, metrics, selection, dir}
+    # {round, metrics, validation, selection, dir}
+    rounds: list[dict[str, Any]] = field(default_factory=list)
     merged: dict[str, Any] | None = None
     methods: dict[str, Any] | None = None
     merge_method: str | None = None
@@ -49,6 +58,7 @@ def collect(root: str | Path) -> list[FoldView]:
                 {
                     "round": int(rdir.name[1:]),
                     "metrics": _json(fdir / layout.EVAL / layout.METRICS_JSON),
+                    "validation": _json(fdir / layout.VALIDATION / layout.METRICS_JSON),
                     "selection": _json(fdir / layout.SELECTION / layout.SELECTION_JSON),
                     "dir": fdir,
                 }
@@ -71,14 +81,15 @@ def round_rows(view: FoldView) -> list[dict[str, Any]]:
     """One fold's rounds and merges as records (a row each; `pandas.DataFrame(rows)` works).
 
     Keys: `fold`, `round` (`r<r>` or `merged <method>`), `used` (the configured merge),
-    `mean_iou`, `overall_accuracy`, `kappa`, `iou <class>` per class, `selected` and
-    `jaccard` (mean over classes of the Jaccard with the previous selection); None
-    where there is no value.
+    `mean_iou`, `overall_accuracy`, `kappa`, `iou <class>` per class (evaluation fold),
+    `false_positives` (pixels predicted as classes absent from its labels), `val_mean_iou`
+    (validation fold; rounds only), `selected` and `jaccard` (mean over classes of the
+    Jaccard with the previous selection); None where there is no value (`CONVENTION`).
     """
     names = _class_names(view)
     rows = []
     for r in view.rounds:
-        m, s = r["metrics"] or {}, r["selection"] or {}
+        m, s, val = r["metrics"] or {}, r["selection"] or {}, r.get("validation") or {}
         pc = m.get("per_class", {})
         jac = [
             v["jaccard_previous"]
@@ -94,6 +105,8 @@ def round_rows(view: FoldView) -> list[dict[str, Any]]:
                 "overall_accuracy": m.get("overall_accuracy"),
                 "kappa": m.get("kappa"),
                 **{f"iou {n}": pc.get(n, {}).get("iou") for n in names},
+                "false_positives": _false_positives(m),
+                "val_mean_iou": val.get("mean_iou"),
                 "selected": s.get("selected"),
                 "jaccard": float(np.mean(jac)) if jac else None,
             }
@@ -109,6 +122,8 @@ def round_rows(view: FoldView) -> list[dict[str, Any]]:
                 "overall_accuracy": m.get("overall_accuracy"),
                 "kappa": m.get("kappa"),
                 **{f"iou {n}": pc.get(n, {}).get("iou") for n in names},
+                "false_positives": _false_positives(m),
+                "val_mean_iou": None,
                 "selected": None,
                 "jaccard": None,
             }
@@ -116,11 +131,31 @@ def round_rows(view: FoldView) -> list[dict[str, Any]]:
     return rows
 
 
+def _false_positives(m: dict[str, Any]) -> int | None:
+    """Pixels predicted as classes absent from the labels (None for older metrics)."""
+    fp = m.get("false_positives")
+    return None if fp is None else sum(v["pixels"] for v in fp.values())
+
+
+CONVENTION = (
+    "mIoU, OA, kappa, IoU: the evaluation fold's pixels only, mIoU over the classes in its "
+    "labels ({classes}); 'absent pred.': pixels predicted as classes absent from those labels "
+    "(errors, not an IoU of 0 in the mean). val mIoU: the validation fold's pixels, which chose "
+    "the epochs, the merge weights and when rounds stop."
+)
+
+
+def convention(view: FoldView) -> str:
+    """The sentence under a fold's table saying which pixels and classes each figure uses."""
+    classes = next((r["metrics"].get("class_set") for r in view.rounds if r["metrics"]), None)
+    return CONVENTION.format(classes=", ".join(classes) if classes else "–")
+
+
 def round_table(view: FoldView) -> str:
-    """Markdown table of one fold: a row per round, then the merged results."""
+    """Markdown table of one fold: a row per round, then the merged results (`CONVENTION`)."""
     names = _class_names(view)
     head = ["round", "mIoU", "OA", "kappa", *[f"IoU {n}" for n in names]]
-    head += ["selected", "Jaccard vs prev."]
+    head += ["absent pred.", "val mIoU", "selected", "Jaccard vs prev."]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in round_rows(view):
         merged = row["used"] is not None
@@ -130,6 +165,8 @@ def round_table(view: FoldView) -> str:
             _f(row["overall_accuracy"]),
             _f(row["kappa"]),
             *[_f(row[f"iou {n}"]) for n in names],
+            "–" if row["false_positives"] is None else str(row["false_positives"]),
+            "" if merged else _f(row["val_mean_iou"]),
             "" if merged else ("–" if row["selected"] is None else str(row["selected"])),
             "" if merged else _f(row["jaccard"]),
         ]
@@ -147,7 +184,9 @@ def _class_names(view: FoldView) -> list[str]:
 
 
 def plot_miou(view: FoldView, path: Path) -> Path | None:
-    """mIoU per round with the merged result as a horizontal line."""
+    """mIoU per round on the evaluation fold (its fixed class set), the merged result as a
+    horizontal line, and the validation fold's mIoU (what chose epochs and merge weights) dashed.
+    One training per round: the differences include run-to-run variation (see the study)."""
     pts = [
         (r["round"], r["metrics"]["mean_iou"])
         for r in view.rounds
@@ -155,6 +194,11 @@ def plot_miou(view: FoldView, path: Path) -> Path | None:
     ]
     if not pts:
         return None
+    val = [
+        (r["round"], r["validation"]["mean_iou"])
+        for r in view.rounds
+        if r.get("validation") and r["validation"]["mean_iou"] is not None
+    ]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,15 +206,18 @@ def plot_miou(view: FoldView, path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(4.5, 3), dpi=100)
     xs, ys = zip(*pts, strict=True)
-    ax.plot(xs, ys, "o-", label="round")
+    ax.plot(xs, ys, "o-", label="round, evaluation fold")
+    if val:
+        vx, vy = zip(*val, strict=True)
+        ax.plot(vx, vy, "s:", color="#7570b3", label="round, validation fold")
     if view.merged and view.merged.get("mean_iou") is not None:
         ax.axhline(
             view.merged["mean_iou"], color="#d95f02", ls="--", label=f"merged ({view.merge_method})"
         )
     ax.set_xlabel("round")
-    ax.set_ylabel("validation mIoU")
+    ax.set_ylabel("mIoU (labelled classes)")
     ax.set_xticks(list(xs))
-    ax.set_title(f"mIoU per round, {view.fold}", fontsize=9)
+    ax.set_title(f"mIoU per round, evaluation {view.fold} (one run)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
@@ -198,7 +245,7 @@ def write_report(root: str | Path) -> Path:
     if stats.exists():
         md += ["## Data", "", f"![class pixels per fold]({_rel(stats, out)})", ""]
     for v in views:
-        md += [f"## Validation {v.fold}", "", round_table(v), ""]
+        md += [f"## Evaluation {v.fold}", "", round_table(v), "", convention(v), ""]
         png = plot_miou(v, out / f"miou_{v.fold}.png")
         if png:
             md += [f"![mIoU per round]({png.name})", ""]

@@ -36,6 +36,16 @@ def add_config_and_root(parser: argparse.ArgumentParser, beam: bool = False) -> 
         )
 
 
+def add_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="override train.seed (weights initialisation, shuffling, augmentation): another "
+        "training run; the folds stay those of tiling.seed",
+    )
+
+
 def add_round_and_fold(parser: argparse.ArgumentParser, merged: bool = False) -> None:
     parser.add_argument(
         "--round",
@@ -50,8 +60,9 @@ def add_fold(parser: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace) -> Config:
-    """The config of `args.config`, after checking that `--root` can be a folder."""
-    cfg = load_config(args.config)
+    """The config of `args.config` (with `--seed`, where the command has it), after checking
+    that `--root` can be a folder."""
+    cfg = load_config(args.config).with_seed(getattr(args, "seed", None))
     pipeline_run.check_root(args.root)
     return cfg
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from reseg import demo, layout
 from reseg.config import load_config
 from reseg.pipeline import run_pipeline
-from reseg.report import collect, round_table
+from reseg.report import collect, convention, round_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +33,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"statistics:  {layout.stats_dir(root) / 'stats.json'}")
     for view in collect(root):
         print(
-            f"\nconfidence rounds, validation {view.fold} "
+            f"\nconfidence rounds, evaluation {view.fold} "
             f"(top {cfg.rounds.selection.percent}% by {cfg.rounds.selection.score}):\n"
         )
         print(round_table(view))
+        print(convention(view))
     for name, value in results.items():
         if name in ("predict", "export") and value:
             print(f"{name + ':':<12} {value}")

@@ -1,4 +1,7 @@
-"""`reseg evaluate CONFIG --root DIR [--round r|merged] [--fold F]`."""
+"""`reseg evaluate CONFIG --root DIR [--round r|merged] [--fold F]`.
+
+Metrics of fold k's pixels (`eval/`, the reported figures) and, for a round, of its
+validation fold's (`val/`, what merge weights and stopping rounds read)."""
 
 import argparse
 
@@ -24,6 +27,14 @@ def run(args: argparse.Namespace) -> int:
         )
         for name, pc in m.per_class.items():
             print(f"  {name:>16}: IoU {_f(pc['iou'])}  F1 {_f(pc['f1'])}  support {pc['support']}")
+        absent = m.values.get("false_positives") or {}
+        if absent:
+            fp = ", ".join(f"{n} {v['pixels']} px" for n, v in absent.items())
+            print(f"  predicted but absent from the labels (false positives, not in mIoU): {fp}")
+        if r != steps.MERGED:
+            v = steps.validate(ctx, int(r), k)
+            if v is not None:
+                print(f"  validation fold {v.values['fold']}: mIoU {_f(v.mean_iou)}  ({v.path})")
     return 0
 
 

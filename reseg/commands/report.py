@@ -5,7 +5,7 @@ from pathlib import Path
 
 from reseg import layout
 from reseg.errors import ArtifactError
-from reseg.report import collect, round_table, write_report
+from reseg.report import collect, convention, round_table, write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +17,6 @@ def run(args: argparse.Namespace) -> int:
         raise ArtifactError(f"{args.root}: not a pipeline root (no tiles/)")
     md = write_report(args.root)
     for view in collect(args.root):
-        print(f"\nvalidation {view.fold}\n{round_table(view)}")
+        print(f"\nevaluation {view.fold}\n{round_table(view)}\n{convention(view)}")
     print(f"\nreport: {md} and {md.with_suffix('.html')}")
     return 0

@@ -1,8 +1,9 @@
-"""`reseg run CONFIG --root DIR [--steps a,b] [-- BEAM_OPTIONS]`: the whole pipeline, resumable."""
+"""`reseg run CONFIG --root DIR [--steps a,b] [--seed N] [-- BEAM_OPTIONS]`: the whole pipeline,
+resumable. `--seed` overrides `train.seed` (one training run of a study cell per seed)."""
 
 import argparse
 
-from reseg.commands._common import add_config_and_root, beam_args, load
+from reseg.commands._common import add_config_and_root, add_seed, beam_args, load
 from reseg.errors import ConfigError
 from reseg.pipeline import STEPS, run_pipeline
 from reseg.pipeline.run import step_names
@@ -10,6 +11,7 @@ from reseg.pipeline.run import step_names
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_and_root(parser, beam=True)
+    add_seed(parser)
     parser.add_argument(
         "--steps",
         help=f"comma-separated steps to run, in pipeline order (default all: {','.join(STEPS)})",

@@ -16,7 +16,13 @@ import contextlib
 from pathlib import Path
 
 from reseg import tracking
-from reseg.commands._common import add_config_and_root, add_round_and_fold, context, round_of
+from reseg.commands._common import (
+    add_config_and_root,
+    add_round_and_fold,
+    add_seed,
+    context,
+    round_of,
+)
 from reseg.components.trainer.distribute import get_cluster
 from reseg.errors import ConfigError
 from reseg.layout import fold_name
@@ -26,6 +32,7 @@ from reseg.pipeline import steps
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_and_root(parser)
     add_round_and_fold(parser)
+    add_seed(parser)
     parser.add_argument(
         "--tiles",
         nargs="+",

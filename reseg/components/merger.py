@@ -1,9 +1,10 @@
 """Merger, a Beam job: the per-pixel probabilities of all rounds, merged.
 
-The rounds' scores of the validation fold's tiles are joined by tile
+The rounds' scores of the evaluation fold's tiles are joined by tile
 (`CoGroupByKey` on scene/row/col, since score shards come in any order) and
-combined with `reseg.inference.combine`: mean, mean weighted
-by each round's validation mIoU, maximum confidence, or majority vote. The
+combined with `reseg.inference.combine`: mean, mean weighted by each round's
+mIoU on the validation fold (never the evaluation fold: `reseg.pipeline.steps.
+merge_weights`), maximum confidence, or majority vote. The
 configured method's result is written as a scores directory (evaluated like a
 round); the confusion matrices of all four methods are kept in `methods.json`.
 `merged.json` (the ensemble format the predictor reads) makes the merged

@@ -70,6 +70,14 @@ class Config(Section):
         """The resolved config, as written into every artifact directory."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
 
+    def with_seed(self, seed: int | None) -> Config:
+        """This config with `train.seed` replaced (None: unchanged): another training run of the
+        same experiment. The folds stay those of `tiling.seed`, so runs with different seeds
+        are evaluated on the same pixels (pairs for the study's statistics)."""
+        if seed is None:
+            return self
+        return self.model_copy(update={"train": self.train.model_copy(update={"seed": seed})})
+
     def section_json(self, *names: str) -> dict[str, Any]:
         """The named sections as JSON-able dicts (for fingerprints of one step)."""
         dump = self.model_dump(mode="json")

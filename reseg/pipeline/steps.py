@@ -14,7 +14,14 @@ Round r of fold k (`train`, `score`, `evaluate`, `select`):
   fine-tuning round r - 1's model (`rounds.init: finetune`) or from scratch, for
   `rounds.epochs` epochs (default `train.epochs`);
 - `merge` combines the published rounds 0..R of fold k, weighting each by its
-  evaluated mIoU (`rounds.merge: weighted`), and evaluates the merge.
+  mIoU on the validation fold (`rounds.merge: weighted`), and evaluates the merge.
+
+Pixels of fold k's models have three roles (`reseg.folds`): the training folds
+train and are the selector's candidates; the validation fold v = (k + 1) mod K
+chooses the best epoch, the merge weights and when rounds stop (`validate`,
+`rounds/r<r>/fold<k>/val`); fold k is evaluated (`evaluate`, `.../eval`) for the
+reported metrics and nothing else. With K < 3 there is no validation fold: no
+early stopping, equal merge weights, no stopping rule (one warning line).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from reseg.components.exporter import export as export_component
 from reseg.components.predictor.root import predict_root
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError
-from reseg.folds import Fold, parse_folds
+from reseg.folds import Fold, parse_folds, validation_fold, warn_no_validation
 from reseg.report import write_report
 
 log = logging.getLogger(__name__)
@@ -142,7 +149,10 @@ def score(ctx: Context, r: int, fold: Fold) -> Scores:
 
 
 def evaluate(ctx: Context, r: int | str, fold: Fold) -> Metrics:
-    """Metrics of round r (or `merged`) on fold k's pixels: `.../eval`."""
+    """Metrics of round r (or `merged`) on fold k's pixels: `.../eval`.
+
+    For a round, its metrics on the validation fold (`validate`) are written too, so
+    `reseg evaluate` leaves what `reseg run` does."""
     if fold is None:
         raise ConfigError(
             f"evaluate: the models trained on every tile ({layout.FULL}) have no evaluation pixels"
@@ -153,7 +163,29 @@ def evaluate(ctx: Context, r: int | str, fold: Fold) -> Metrics:
     else:
         scores, out = _scores(ctx, int(r), fold), layout.eval_dir(ctx.root, int(r), fold)
         title = f"round {r} {layout.fold_name(fold)}"
+        validate(ctx, int(r), fold)
     return evaluator.evaluate(scores, out, fold, ctx.class_names, title=title)
+
+
+def validate(ctx: Context, r: int, fold: Fold) -> Metrics | None:
+    """Round r's metrics on the validation fold of `fold` (its core pixels): `.../val`.
+
+    What merge weights and `rounds.stop_when_no_gain` read. None when there is no
+    validation fold (K < 3, with one warning line); the `full` models are refused.
+    """
+    if fold is None:
+        raise ConfigError(
+            f"validate: the models trained on every tile ({layout.FULL}) have no validation pixels"
+        )
+    k = ctx.tiles().folds
+    v = validation_fold(fold, k)
+    if v is None:
+        warn_no_validation(k)
+        return None
+    title = f"round {r} {layout.fold_name(fold)}, validation fold {v}"
+    return evaluator.evaluate(
+        _scores(ctx, r, fold), layout.val_dir(ctx.root, r, fold), v, ctx.class_names, title=title
+    )
 
 
 def select(ctx: Context, r: int, fold: Fold) -> Selection:
@@ -200,9 +232,12 @@ def scored_rounds(ctx: Context, fold: Fold) -> list[int]:
     return found
 
 
-def merge_weights(metrics: Sequence[Metrics]) -> list[float]:
-    """Each round's weight in a `weighted` merge: its evaluated mIoU (at least 1e-6)."""
-    return [max(m.mean_iou or 0.0, 1e-6) for m in metrics]
+def merge_weights(metrics: Sequence[Metrics | None]) -> list[float]:
+    """Each round's weight in a `weighted` merge: its mIoU on the validation fold (at least
+    1e-6); equal weights (1) when there is no validation fold (`metrics` all None)."""
+    if any(m is None for m in metrics):
+        return [1.0] * len(metrics)
+    return [max(m.mean_iou or 0.0, 1e-6) for m in metrics]  # type: ignore[union-attr]
 
 
 def merge(ctx: Context, fold: Fold, rounds: Sequence[int] | None = None) -> Merged:
@@ -217,11 +252,13 @@ def merge(ctx: Context, fold: Fold, rounds: Sequence[int] | None = None) -> Merg
         raise ArtifactError(
             f"{layout.round_dir(ctx.root, 0, fold)}: no scored rounds to merge; score round 0 first"
         )
-    metrics = [evaluate(ctx, r, fold) for r in rounds]
+    for r in rounds:
+        evaluate(ctx, r, fold)
+    validation = [validate(ctx, r, fold) for r in rounds]
     merged = merger.merge(
         [_scores(ctx, r, fold) for r in rounds],
         [_model(ctx, r, fold) for r in rounds],
-        merge_weights(metrics),
+        merge_weights(validation),
         ctx.cfg.rounds.merge,
         fold,
         layout.merged_dir(ctx.root, fold),
@@ -240,6 +277,8 @@ class RoundResult:
     scores: Scores
     metrics: Metrics | None
     selection: Selection
+    validation: Metrics | None = None
+    """Metrics on the validation fold (None for `full` and with K < 3)."""
 
 
 @dataclass
@@ -253,8 +292,8 @@ class FoldResult:
 def rounds(ctx: Context, fold: Fold) -> FoldResult:
     """Rounds 0..R of one fold (train, score, evaluate, select), then their merge.
 
-    With `rounds.stop_when_no_gain`, the loop ends after a round whose mIoU is not
-    above the round before's.
+    With `rounds.stop_when_no_gain`, the loop ends after a round whose mIoU on the
+    validation fold is not above the round before's (never without a validation fold).
     """
     result = FoldResult(fold)
     name = layout.fold_name(fold)
@@ -263,11 +302,18 @@ def rounds(ctx: Context, fold: Fold) -> FoldResult:
             model = train(ctx, r, fold, run=rr)
             scores = score(ctx, r, fold)
             metrics = evaluate(ctx, r, fold) if fold is not None else None
+            validation = validate(ctx, r, fold) if fold is not None else None
             selection = select(ctx, r, fold)
-            result.rounds.append(RoundResult(r, fold, model, scores, metrics, selection))
-            _log_round(rr, metrics, selection)
+            result.rounds.append(
+                RoundResult(r, fold, model, scores, metrics, selection, validation)
+            )
+            _log_round(rr, metrics, validation, selection)
         if _no_gain(ctx.cfg, result):
-            log.info("round %d did not raise mIoU; stopping (rounds.stop_when_no_gain)", r)
+            log.info(
+                "round %d did not raise the validation fold's mIoU; stopping "
+                "(rounds.stop_when_no_gain)",
+                r,
+            )
             break
     if fold is not None:
         merged = merge(ctx, fold, [rr.round for rr in result.rounds])
@@ -279,21 +325,30 @@ def rounds(ctx: Context, fold: Fold) -> FoldResult:
 def _no_gain(cfg: Config, result: FoldResult) -> bool:
     if not cfg.rounds.stop_when_no_gain or len(result.rounds) < 2:
         return False
-    a, b = result.rounds[-2].metrics, result.rounds[-1].metrics
+    a, b = result.rounds[-2].validation, result.rounds[-1].validation
     if a is None or b is None or a.mean_iou is None or b.mean_iou is None:
         return False
     return b.mean_iou <= a.mean_iou
 
 
-def _log_round(run: tracking.Run, metrics: Metrics | None, selection: Selection) -> None:
+def _log_round(
+    run: tracking.Run,
+    metrics: Metrics | None,
+    validation: Metrics | None,
+    selection: Selection,
+) -> None:
+    """MLflow metrics of a round: `eval_*` on the evaluation fold, `val_*` on the validation fold."""
     if not run.enabled:
         return
     flat: dict[str, Any] = {}
-    if metrics is not None:
-        v = metrics.values
-        flat = {f"val_{k}": v.get(k) for k in ("mean_iou", "overall_accuracy", "kappa", "mean_f1")}
-        for cname, pc in metrics.per_class.items():
-            flat[f"val_iou_{cname}"] = pc["iou"]
+    for prefix, m in (("eval", metrics), ("val", validation)):
+        if m is None:
+            continue
+        v = m.values
+        for k in ("mean_iou", "overall_accuracy", "kappa", "mean_f1"):
+            flat[f"{prefix}_{k}"] = v.get(k)
+        for cname, pc in m.per_class.items():
+            flat[f"{prefix}_iou_{cname}"] = pc["iou"]
     for cname, pc in selection.report["per_class"].items():
         flat[f"selected_{cname}"] = pc["selected"]
         flat[f"jaccard_{cname}"] = pc["jaccard_previous"]
