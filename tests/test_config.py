@@ -89,3 +89,38 @@ def test_examples_validate(name, shared_data, landsat):
     cfg = load_config(REPO / "examples" / name)
     for s in cfg.data.scenes:
         assert Path(s.image).exists(), s.image
+
+
+def test_seed_option_of_reseg_run_overrides_train_seed_and_keeps_the_folds(tmp_path):
+    """`reseg run --seed N` writes train.seed N into the root's config; tiling.seed (the folds)
+    and the rest stay as in the file; without --seed the file's seed is kept."""
+    import json
+
+    import yaml
+
+    from reseg import cli, layout
+    from tests.rasters import config_dict, scene
+
+    img, lab = scene(tmp_path, height=40, width=40)
+    raw = config_dict(img, lab)
+    raw["train"] = {"seed": 3}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    assert cfg.with_seed(None) is cfg
+    seeded = cfg.with_seed(11)
+    assert seeded.train.seed == 11 and seeded.tiling == cfg.tiling and cfg.train.seed == 3
+    for args, expected in (([], 3), (["--seed", "7"], 7)):
+        root = tmp_path / f"root{expected}"
+        assert cli.main(["run", str(path), "--root", str(root), "--steps", "tile", *args]) == 0
+        written = json.loads(layout.config_file(root).read_text())
+        assert written["train"]["seed"] == expected
+        assert written["tiling"]["seed"] == cfg.tiling.seed
+    # the same folds whatever the training seed
+    folds = [
+        json.loads((layout.tiles_dir(tmp_path / f"root{s}") / "manifest.json").read_text())[
+            "fingerprint"
+        ]
+        for s in (3, 7)
+    ]
+    assert folds[0] == folds[1]

@@ -20,6 +20,7 @@ from reseg import layout
 from reseg.artifacts import TileSet
 from reseg.components.tiling import tile
 from reseg.config import load_config, parse_config
+from reseg.folds import held_folds
 from reseg.tfrecords_schema import read_tiles
 from tests.rasters import config_dict, scene, write_raster
 
@@ -146,9 +147,10 @@ def test_sentinel2_polygons_are_rasterised_on_the_image_grid(tmp_path, shared_da
 
 
 def test_training_pixels_never_lie_in_the_validation_fold(demo_root, landsat):
-    """The leakage rule on the real scene: for each fold k, training tiles (fold != k) with
-    labels masked where fold_map == k keep no labelled pixel whose scene position belongs to a
-    fold-k core; checked pixel by pixel in scene coordinates."""
+    """The leakage rule on the real scene: for each evaluation fold k and its validation fold v
+    (`reseg.folds`), training tiles (fold not k or v) with labels masked where fold_map is k or
+    v keep no labelled pixel whose scene position belongs to a fold-k or fold-v core; checked
+    pixel by pixel in scene coordinates."""
     ts = TileSet.load(layout.tiles_dir(demo_root))
     tiles = list(read_tiles(list(ts.files)))
     h = max(t.core[0] + t.core[2] for t in tiles)
@@ -159,15 +161,17 @@ def test_training_pixels_never_lie_in_the_validation_fold(demo_root, landsat):
         scene_fold[r : r + ch, c : c + cw] = t.fold
     leaked_if_unmasked = 0
     for k in range(ts.folds):
+        held = held_folds(k, ts.folds)
+        assert len(held) == 2  # K = 5: evaluation and validation
         for t in tiles:
-            if t.fold == k:
+            if t.fold in held:
                 continue
-            train_label = np.where(t.fold_map == k, 255, t.label)
+            train_label = np.where(np.isin(t.fold_map, held), 255, t.label)
             rows, cols = np.nonzero(train_label != 255)
             sr, sc = rows + t.row, cols + t.col
-            assert (scene_fold[sr, sc] != k).all(), f"tile {t.key} leaks fold {k}"
+            assert not np.isin(scene_fold[sr, sc], held).any(), f"tile {t.key} leaks {held}"
             rows, cols = np.nonzero(t.label != 255)
-            leaked_if_unmasked += int((scene_fold[rows + t.row, cols + t.col] == k).sum())
+            leaked_if_unmasked += int(np.isin(scene_fold[rows + t.row, cols + t.col], held).sum())
     assert leaked_if_unmasked > 0  # the overlap does reach into other folds: the mask matters
 
 

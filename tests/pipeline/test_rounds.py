@@ -30,6 +30,7 @@ def test_every_artifact_of_the_rounds_is_there(demo_rounds):
             "scores/manifest.json",
             "eval/metrics.json",
             "eval/confusion.png",
+            "val/metrics.json",
             "selection/selection.json",
             "selection/score_hist.png",
             "selection/landsat.tif",
@@ -50,6 +51,22 @@ def test_every_artifact_of_the_rounds_is_there(demo_rounds):
     fold = results["rounds"][0]
     assert [r.round for r in fold.rounds] == [0, 1]
     assert fold.merged.mean_iou == pytest.approx(methods["mean"]["mean_iou"])
+
+
+def test_merge_weights_are_the_validation_folds_miou_never_the_evaluation_folds(demo_rounds):
+    """Fold 0 evaluates, fold 1 validates (K = 5): the merge reads each round's `val/`."""
+    root, _, _ = demo_rounds
+    manifest = json.loads((layout.merged_dir(root, 0) / "manifest.json").read_text())
+    val = [json.loads((layout.val_dir(root, r, 0) / "metrics.json").read_text()) for r in (0, 1)]
+    ev = [json.loads((layout.eval_dir(root, r, 0) / "metrics.json").read_text()) for r in (0, 1)]
+    assert [v["fold"] for v in val] == [1, 1] and [e["fold"] for e in ev] == [0, 0]
+    assert manifest["weights"] == pytest.approx([max(v["mean_iou"], 1e-6) for v in val])
+    assert manifest["weights"] != pytest.approx([e["mean_iou"] for e in ev])
+    for r in (0, 1):
+        model = json.loads((layout.model_dir(root, r, 0) / "manifest.json").read_text())
+        assert model["validation_fold"] == 1
+        # the trainer's best validation mIoU is on the same pixels as val/ (the chosen epoch's)
+        assert model["counts"]["val_tiles"] > 0
 
 
 def test_round_one_trains_on_the_selection(demo_rounds):
@@ -77,7 +94,8 @@ def test_mlflow_has_a_parent_run_with_nested_rounds(demo_rounds):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     rounds = [r for r in children if "reseg.round" in r.data.tags]
     assert sorted(r.data.tags["reseg.round"] for r in rounds) == ["0", "1"]
-    assert all("val_mean_iou" in r.data.metrics for r in rounds)
+    assert all("val_mean_iou" in r.data.metrics for r in rounds)  # validation fold
+    assert all("eval_mean_iou" in r.data.metrics for r in rounds)  # evaluation fold
     assert any(r.data.tags.get("reseg.step") == "export" for r in children)
 
 
@@ -145,10 +163,16 @@ def test_report_and_evaluate_commands(demo_rounds, capsys):
     assert main(["report", str(root)]) == 0
     out = capsys.readouterr().out
     assert "| r1 |" in out and "report.html" in out
+    classes = json.loads((layout.eval_dir(root, 0, 0) / "metrics.json").read_text())["class_set"]
+    assert f"mIoU over the classes in its labels ({', '.join(classes)})" in out
     cfg_file = root / "tiny.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert main(["evaluate", str(cfg_file), "--root", str(root), "--round", "merged"]) == 0
     assert "merged fold0: mIoU" in capsys.readouterr().out
+    assert main(["evaluate", str(cfg_file), "--root", str(root), "--round", "1"]) == 0
+    out = capsys.readouterr().out
+    val = json.loads((layout.val_dir(root, 1, 0) / "metrics.json").read_text())
+    assert f"validation fold 1: mIoU {val['mean_iou']:.4f}" in out
 
 
 def test_kill_during_round_one_then_rerun_ends_with_the_same_metrics(demo_rounds, tmp_path):
