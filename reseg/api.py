@@ -93,6 +93,11 @@ class Pipeline:
         """Metrics of round r, or of `"merged"`, on fold k's pixels."""
         return steps.evaluate(self.context, round, fold)
 
+    def validate(self, round: int = 0, fold: int = 0) -> Metrics | None:
+        """Metrics of round r on the validation fold of fold k (merge weights, stopping rounds);
+        None with fewer than 3 folds."""
+        return steps.validate(self.context, round, fold)
+
     def select(self, round: int = 0, fold: Fold = 0) -> Selection:
         return steps.select(self.context, round, fold)
 

@@ -1,9 +1,12 @@
-"""Evaluator: metrics of a round (or of the merged rounds) on its validation fold.
+"""Evaluator: metrics of a round (or of the merged rounds) on one fold's pixels.
 
-Reads a scores directory and counts the core pixels of the validation fold's
-tiles (each scene pixel once) whose label is not 255: overall accuracy, per-class
-IoU, precision, recall and F1, mean IoU, Cohen's kappa (formulas in
-`reseg.metrics`), the confusion matrix as counts (JSON) and row-normalised (PNG).
+Reads a scores directory and counts the core pixels of one fold's tiles (each
+scene pixel once) whose label is not 255: the evaluation fold k for the reported
+metrics (`eval/`), the validation fold for merge weights and stopping rounds
+(`val/`, `reseg.folds`). Overall accuracy, per-class IoU, precision, recall and
+F1, mean IoU over the classes in the fold's labels, false positives of classes
+absent from them, Cohen's kappa (formulas in `reseg.metrics`), the confusion
+matrix as counts (JSON) and row-normalised (PNG).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from reseg.tfrecords_schema import read_tiles
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 1
+CODE_VERSION = 2  # the fixed class set of reseg.metrics
 
 
 def confusion_of_scores(files: Sequence[Path], fold: int | None, num_classes: int) -> np.ndarray:

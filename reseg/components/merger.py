@@ -31,7 +31,7 @@ from reseg.tfrecords_schema import decode, encode
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 1
+CODE_VERSION = 2  # methods.json: the fixed class set of reseg.metrics
 MERGED_ROUND = -1
 
 

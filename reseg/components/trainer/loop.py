@@ -85,7 +85,9 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def miou(cm: np.ndarray) -> float | None:
-    """Mean IoU over classes present in reference or prediction (`reseg.metrics`)."""
+    """Mean IoU over the classes present in the reference (`reseg.metrics`: a class only
+    predicted is a false positive, not an IoU of 0), so every epoch of a training is compared
+    over the same classes of its validation fold."""
     return scores(cm.astype(np.int64))["mean_iou"]
 
 
@@ -98,7 +100,7 @@ def seed_states(model) -> list:
 
 
 def class_iou(cm: np.ndarray) -> list[float | None]:
-    """IoU per class (C,), None for a class absent from reference and prediction."""
+    """IoU per class (C,), None for a class absent from the reference."""
     return [c["iou"] for c in scores(cm.astype(np.int64))["per_class"].values()]
 
 
