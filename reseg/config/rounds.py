@@ -109,7 +109,8 @@ class RoundsConfig(Section):
 
     count: int = Field(2, ge=0, description="Rounds after round 0 (R); rounds are 0..R.")
     folds: list[int] | Literal["all"] = Field(
-        default_factory=lambda: [0], description="Validation folds to run the rounds for, or all."
+        default_factory=lambda: [0],
+        description="Evaluation folds k to run the rounds for, or all (fold k+1 mod K validates).",
     )
     init: Literal["finetune", "scratch"] = Field(
         "finetune", description="Round r + 1 starts from round r's model, or from scratch."
@@ -119,7 +120,7 @@ class RoundsConfig(Section):
     )
     stop_when_no_gain: bool = Field(
         False,
-        description="Stop early when a round does not raise validation mIoU over the previous.",
+        description="Stop early when a round does not raise the validation fold's mIoU over the previous.",
     )
     selection: SelectionConfig = SelectionConfig()
     score_precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(

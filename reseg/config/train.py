@@ -106,7 +106,7 @@ class TrainConfig(Section):
     early_stopping: int | None = Field(
         None,
         ge=1,
-        description="Stop after this many epochs without validation mIoU improving; None = off.",
+        description="Stop after this many epochs without the validation fold's mIoU improving; None = off.",
     )
     min_delta: float = Field(
         0.0, ge=0, description="Smallest mIoU increase that counts as an improvement."
