@@ -216,6 +216,9 @@ def plot_miou(view: FoldView, path: Path) -> Path | None:
         )
     ax.set_xlabel("round")
     ax.set_ylabel("mIoU (labelled classes)")
+    # from 0: a zoomed axis makes one run's wiggles look like effects
+    top = max([*ys, *(y for _, y in val), (view.merged or {}).get("mean_iou") or 0.0])
+    ax.set_ylim(0, min(1.0, top + 0.1))
     ax.set_xticks(list(xs))
     ax.set_title(f"mIoU per round, evaluation {view.fold} (one run)", fontsize=9)
     ax.legend(fontsize=7)

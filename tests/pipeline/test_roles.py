@@ -118,3 +118,17 @@ def test_with_two_folds_there_is_no_validation_equal_weights_and_one_warning(tmp
     assert steps._no_gain(cfg, result) is False
     warnings = [r for r in caplog.records if "no validation fold" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_the_round_table_shows_both_folds_and_the_class_set(roots):
+    from reseg.report import collect, convention, round_rows
+
+    root, _, _, result = roots["base"]
+    (view,) = collect(root)
+    rows = round_rows(view)
+    assert [r["round"] for r in rows] == ["r0", "r1"]
+    for row, rr in zip(rows, result.rounds, strict=True):
+        assert row["mean_iou"] == rr.metrics.mean_iou
+        assert row["val_mean_iou"] == rr.validation.mean_iou
+        assert row["false_positives"] == 0  # every class is in fold 0's labels
+    assert "mIoU over the classes in its labels (c0, c1, c2)" in convention(view)
