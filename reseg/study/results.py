@@ -1,8 +1,11 @@
 """What the study measured, read back from the cells' artifacts into one table.
 
 Every number comes from files on disk (metrics.json, selection.json,
-score_hist.json, the per-tile confusions of the study jobs), so the report can be
-written for a finished or a partial study.
+score_hist.json, the per-tile confusions of the study jobs) of every
+(seed, evaluation fold) run, so the report can be written for a finished or a
+partial study. `collect` also pairs each cell with round 0, the all-pixels
+baseline, the TTA of round 0 and its own last round run by run (`COMPARISONS`)
+and gives each comparison its seeds x folds interval (`reseg.study.stats`).
 """
 
 from __future__ import annotations
