@@ -139,6 +139,11 @@ def test_report_has_every_section_and_names_the_best_x(study_root):
     assert c["merged_vs_last"]["mean"] == 0 and c["merged_vs_last"]["low"] == 0
     assert "vs_all_pixels" not in rows["res1-unet.all_pixels"]["comparisons"]
     assert set(rows["res1-unet.tta3"]["comparisons"]) == {"vs_r0"}
+    per_round = md.split("## mIoU per round")[1].split("## ")[0]
+    row = next(x for x in per_round.splitlines() if x.startswith("| res1-unet.true_class.top20 |"))
+    r0, r1 = row.split(" | ")[1:3]  # mean over runs [interval], never one run's value
+    lo, hi = (float(v) for v in r1.split("[")[1].rstrip("]").split(", "))
+    assert r0.count("[") == 1 and lo < float(r1.split(" ")[0]) < hi
     spread = md.split("## Seed spread")[1].split("## ")[0]
     assert "| res2-unet | 2 |" in spread and "| 2 |" in spread
     comparisons = md.split("## Comparisons over seeds and folds")[1].split("## ")[0]
