@@ -63,7 +63,9 @@ def group_config(
     raw["train"] = {**raw["train"], "progress": "log"}
     if study.precision is not None:
         raw["train"]["precision"] = study.precision
-    if not study.restore_best:  # the validation fold is the evaluation set: no peeking
+    if study.deterministic:  # XLA has no deterministic max-pooling gradient
+        raw["train"].update(deterministic=True, jit_compile=False)
+    if not study.restore_best:  # fixed epochs: no epoch chosen on any held-out pixel
         raw["train"].update(restore_best=False, early_stopping=None)
     raw["rounds"] = {**raw["rounds"], "folds": list(folds)}
     raw["beam"] = {"args": list(study.beam_args or DEFAULT_BEAM)}
@@ -73,6 +75,18 @@ def group_config(
         "experiment": study.name,
     }
     return raw
+
+
+def seeded(raw: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A group's or cell's config (a mapping) with `train.seed` = `seed`; a new mapping."""
+    out = json.loads(json.dumps(raw))
+    out["train"]["seed"] = seed
+    return out
+
+
+def seed_root(root: str | Path, seed: int) -> Path:
+    """The pipeline root of one seed of a group or cell: `<group or cell>/seed<s>`."""
+    return Path(root) / f"seed{seed}"
 
 
 def selections(study: StudyConfig, base_sel: dict[str, Any]) -> list[tuple[str, str, dict, Any]]:

@@ -13,7 +13,8 @@ sweeps the confidence rounds over a grid::
       score: [true_class]
       models: [{name: unet, params: {depth: 3}}]   # default: the base's model
       resolution: [1, 2, 4]               # ground resolution factor of the scenes
-    folds: all                            # validation folds of the K = tiling.folds
+    folds: all                            # evaluation folds of the K = tiling.folds
+    seeds: [0, 1, 2]                      # every cell and baseline trains once per seed
     baselines: {all_pixels: true, bottom: {percent: 20}, cbst: {start: 20, step: 5, max: 50}, tta: true}
     parallel: 2
     profiles:
@@ -152,6 +153,12 @@ class BootstrapConfig(Section):
     samples: int = Field(2000, ge=100, description="Bootstrap resamples.")
     seed: int = Field(0)
     level: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+    power: float = Field(
+        0.8,
+        gt=0.5,
+        lt=1,
+        description="Power of the smallest detectable difference: MDE = (z_{1-a/2} + z_power) SE.",
+    )
 
 
 class StudyConfig(Section):
@@ -165,7 +172,21 @@ class StudyConfig(Section):
     grid: GridConfig = Field(default_factory=GridConfig)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     folds: list[int] | Literal["all"] = Field(
-        "all", description="Validation folds (of K = tiling.folds) every cell runs."
+        "all", description="Evaluation folds (of K = tiling.folds) every cell runs."
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description=(
+            "train.seed values: every cell and every baseline (round 0 included) trains once per "
+            "seed and fold, so the intervals include the variation between training runs."
+        ),
+    )
+    deterministic: bool = Field(
+        True,
+        description=(
+            "train.deterministic of every training (TensorFlow op determinism, tf.data order; "
+            "jit_compile off): a (cell, seed, fold) gives the same model when run again."
+        ),
     )
     parallel: int = Field(2, ge=1, le=64, description="Cells (processes) at a time.")
     threads: int | None = Field(
@@ -187,14 +208,21 @@ class StudyConfig(Section):
         ),
     )
     restore_best: bool = Field(
-        False,
+        True,
         description=(
-            "Let trainings keep their best validation epoch (train.restore_best, early_stopping). "
-            "The validation fold is the study's evaluation set, so by default no round picks "
-            "its epoch on it."
+            "Let trainings keep their best validation epoch (train.restore_best, early_stopping) "
+            "as the base config says. The validation fold is (k + 1) mod K, apart from the "
+            "evaluation fold k, so no reported figure picks its own epoch; false turns both off."
         ),
     )
     profile: str | None = Field(None, description="The applied profile (set by the loader).")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds are distinct integers >= 0, at least one; received {v}")
+        return v
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -3,19 +3,22 @@
 - A *group* is one (resolution, model): its cells share the tiles of their resolution
   and round 0 of every fold (round 0 depends on data, tiling, model, train and fold, not
   on the selection).
-- A *cell* is one rounds setting of a group (a grid point or a baseline), run as a
-  pipeline root of its own whose `tiles/`, `stats/` and `rounds/r0/fold<k>/{model,scores,eval}`
-  are links to the shared ones.
+- A *cell* is one rounds setting of a group (a grid point or a baseline), run per seed
+  as a pipeline root of its own whose `tiles/`, `stats/` and
+  `rounds/r0/fold<k>/{model,scores,eval}` are links to the shared ones.
+- A *seed* s is `train.seed` of every training of a (group or cell) run: round 0 and
+  every cell train once per seed and fold, in `<group or cell>/seed<s>/`.
 - A *job* is what one worker process does: `data` (resample, tile, statistics of a
-  resolution), `r0` (round 0 of a group and fold, then the TTA baseline with its model)
-  and `cell` (the rounds of a cell). Jobs wait for the jobs they need.
+  resolution), `r0` (round 0 of a group, seed and fold, then the TTA baseline with its
+  model) and `cell` (the rounds of a cell for one seed, every fold). Jobs wait for the
+  jobs they need.
 
 Study root layout::
 
     <study>/plan.json, study.json     the plan and the resolved study
     <study>/data/res<f>/              scenes (f > 1), tiles/, stats/ of resolution f
-    <study>/groups/<group>/           round 0 of each fold (+ study/r0_fold<k>.npz)
-    <study>/cells/<cell>/             a pipeline root per cell (+ cell.yaml, study/*.npz)
+    <study>/groups/<group>/seed<s>/   round 0 of each fold (+ study/r0_fold<k>.npz)
+    <study>/cells/<cell>/seed<s>/     a pipeline root per cell and seed (+ cell.yaml, study/*.npz)
     <study>/jobs/<job>.json           done markers; <study>/logs/<job>.log
     <study>/report/                   report.md, report.html, results.md, *.png
     <study>/mlflow.db                 one MLflow store: the study run and its children
@@ -36,7 +39,7 @@ from reseg.models.registry import output_stride
 from reseg.study.cells import cell_label, group_config, selections
 from reseg.study.config import ModelSpec, StudyConfig, deep_merge
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Plan:
     beam_args: list[str]
     source_data: dict[str, Any]
     version: int = PLAN_VERSION
+    seeds: list[int] = field(default_factory=lambda: [0])
 
     def group(self, gid: str) -> Group:
         return next(g for g in self.groups if g.id == gid)
@@ -187,12 +191,12 @@ def build_plan(
                         tta=list(D4[:n]),
                     )
                 )
-            # round 0 of each fold, and the TTA baseline with round 0's model in the same process
-            r0_jobs = [f"r0.{gid}.fold{k_}" for k_ in folds]
-            for k_, jid in zip(folds, r0_jobs, strict=True):
-                jobs.append(
-                    Job(jid, "r0", [data_job], {"group": gid, "fold": k_, "tta_cell": tta_cell})
-                )
+            # round 0 of each seed and fold, and the TTA baseline with its model in the same process
+            r0_jobs = {s: [f"r0.{gid}.seed{s}.fold{k_}" for k_ in folds] for s in study.seeds}
+            for s in study.seeds:
+                for k_, jid in zip(folds, r0_jobs[s], strict=True):
+                    params = {"group": gid, "seed": s, "fold": k_, "tta_cell": tta_cell}
+                    jobs.append(Job(jid, "r0", [data_job], params))
             seen: dict[str, Cell] = {}
             for kind, short, sel, x in selections(study, base_sel):
                 cid = f"{gid}.{short}"
@@ -216,7 +220,9 @@ def build_plan(
                 )
                 seen[key] = cell
                 cells.append(cell)
-                jobs.append(Job(f"cell.{cid}", "cell", list(r0_jobs), {"cell": cid}))
+                for s in study.seeds:
+                    params = {"cell": cid, "seed": s}
+                    jobs.append(Job(f"cell.{cid}.seed{s}", "cell", list(r0_jobs[s]), params))
     plan = Plan(
         str(root),
         study.model_dump(mode="json"),
@@ -228,6 +234,7 @@ def build_plan(
         jobs,
         list(beam_args or []),
         base_cfg.data.model_dump(mode="json"),
+        seeds=list(study.seeds),
     )
     for j in plan.jobs:
         j.fingerprint = _job_fingerprint(plan, j)

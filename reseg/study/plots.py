@@ -32,8 +32,16 @@ def _short(r: CellResult) -> str:
     return r.cell.id.split(".", 1)[1] if "." in r.cell.id else r.cell.id
 
 
+def _err(iv) -> tuple[float, float]:
+    """(below, above) error bar lengths of an interval (0, 0 without one)."""
+    if iv.mean is None or iv.low is None:
+        return 0.0, 0.0
+    return iv.mean - iv.low, iv.high - iv.mean
+
+
 def rounds_plot(results: Sequence[CellResult], rounds: int, path: Path, title: str) -> Path | None:
-    """Validation mIoU per round (mean over folds, bars: sd), merged at the right; TTA dashed."""
+    """mIoU per round: mean over (seed, fold) runs with its seeds x folds interval as a band,
+    merged at the right (interval bar); TTA of round 0 dashed with its band."""
     rows = [r for r in results if r.cell.kind != "tta"]
     if not rows:
         return None
@@ -43,66 +51,80 @@ def rounds_plot(results: Sequence[CellResult], rounds: int, path: Path, title: s
     drawn = False
     for i, r in enumerate(rows):
         color = COLORS[i % len(COLORS)]
-        ms = [r.over_folds("round", k) for k in xs]
-        pts = [(x, m[0], m[1] or 0) for x, m in zip(xs, ms, strict=True) if m[0] is not None]
+        ivs = [(x, r.interval("round", x)) for x in xs]
+        pts = [(x, iv) for x, iv in ivs if iv.mean is not None]
         if pts:
-            px, py, pe = zip(*pts, strict=True)
-            px = tuple(x + 0.04 * (i - len(rows) / 2) for x in px)  # keep error bars apart
-            ax.errorbar(
-                px, py, yerr=pe, marker="o", ms=3, lw=1, color=color, label=_short(r), capsize=2
-            )
+            px = [x + 0.03 * (i - len(rows) / 2) for x, _ in pts]
+            py = [iv.mean for _, iv in pts]
+            lo = [iv.low if iv.low is not None else iv.mean for _, iv in pts]
+            hi = [iv.high if iv.high is not None else iv.mean for _, iv in pts]
+            ax.plot(px, py, marker="o", ms=3, lw=1, color=color, label=_short(r))
+            ax.fill_between(px, lo, hi, color=color, alpha=0.15, lw=0)
             drawn = True
-        m, sd, _ = r.over_folds("merged")
-        if m is not None:
-            x = rounds + 1 + 0.04 * (i - len(rows) / 2)
-            ax.errorbar([x], [m], yerr=[sd or 0], marker="s", color=color, capsize=2)
+        iv = r.interval("merged")
+        if iv.mean is not None:
+            x = rounds + 1 + 0.03 * (i - len(rows) / 2)
+            lo, hi = _err(iv)
+            ax.errorbar([x], [iv.mean], yerr=[[lo], [hi]], marker="s", color=color, capsize=2)
     for r in (x for x in results if x.cell.kind == "tta"):
-        m = r.over_folds("merged")[0]
-        if m is not None:
-            ax.axhline(m, ls="--", lw=1, color="#444444", label=_short(r))
+        iv = r.interval("merged")
+        if iv.mean is not None:
+            ax.axhline(iv.mean, ls="--", lw=1, color="#444444", label=_short(r))
+            if iv.low is not None:
+                ax.axhspan(iv.low, iv.high, color="#444444", alpha=0.08, lw=0)
     if not drawn:
         plt.close(fig)
         return None
     ax.set_xticks([*xs, rounds + 1], [*(f"r{x}" for x in xs), "merged"])
-    ax.set_ylabel("validation mIoU (mean ± sd over folds)")
+    ax.set_ylabel("mIoU: mean over seeds and folds, band = interval")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6, ncol=2)
     return _save(fig, path)
 
 
+FOREST = (
+    ("vs_r0", "merged − r0", "#d95f02"),
+    ("last_vs_r0", "last round − r0", "#1b9e77"),
+    ("vs_all_pixels", "merged − all pixels", "#7570b3"),
+    ("vs_tta", "merged − TTA of r0", "#e7298a"),
+)
+
+
 def forest_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None:
-    """Per cell: mean paired difference to round 0 with the tile-bootstrap interval."""
-    rows = [r for r in results if r.d_merged.mean is not None]
+    """Per cell: mean paired differences with their seeds x folds intervals."""
+    rows = [r for r in results if any(k in r.comparisons for k, _, _ in FOREST)]
+    rows = [
+        r for r in rows if r.comparisons.get("vs_r0") and r.comparisons["vs_r0"].mean is not None
+    ]
     if not rows:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.28 * len(rows)), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.4 * len(rows)), dpi=100)
     labelled: set[str] = set()
     for i, r in enumerate(rows):
-        for off, iv, color, lab in (
-            (-0.15, r.d_merged, "#d95f02", "merged − r0"),
-            (0.15, r.d_last, "#1b9e77", "last round − r0"),
-        ):
-            if iv.mean is None:
+        for j, (key, lab, color) in enumerate(FOREST):
+            iv = r.comparisons.get(key)
+            if iv is None or iv.mean is None:
                 continue
+            y = i + 0.15 * (j - 1.5)
             lo = iv.low if iv.low is not None else iv.mean
             hi = iv.high if iv.high is not None else iv.mean
             shown = lab in labelled
             labelled.add(lab)
-            ax.plot([lo, hi], [i + off, i + off], color=color, lw=2, label=None if shown else lab)
-            ax.plot([iv.mean], [i + off], "o", color=color, ms=3)
+            ax.plot([lo, hi], [y, y], color=color, lw=2, label=None if shown else lab)
+            ax.plot([iv.mean], [y], "o", color=color, ms=3)
     ax.axvline(0, color="#333333", lw=0.8)
     ax.set_yticks(range(len(rows)), [r.cell.id for r in rows], fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel("Δ mIoU vs round 0 (95% tile-bootstrap interval)")
+    ax.set_xlabel("Δ mIoU, mean over seeds and folds (bootstrap interval over seeds and folds)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 
 def three_way_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None:
-    """Bars per cell: round 0, last round, merged (means over folds)."""
-    rows = [r for r in results if r.cell.kind != "tta" and r.over_folds("r0")[0] is not None]
+    """Bars per cell: round 0, last round, merged (mean over runs, seeds x folds interval)."""
+    rows = [r for r in results if r.cell.kind != "tta" and r.over_runs("r0")[0] is not None]
     if not rows:
         return None
     plt = _plt()
@@ -111,38 +133,40 @@ def three_way_plot(results: Sequence[CellResult], path: Path, title: str) -> Pat
     for j, (what, color) in enumerate(
         (("r0", "#999999"), ("last", "#1b9e77"), ("merged", "#d95f02"))
     ):
-        vals = [r.over_folds(what) for r in rows]
+        ivs = [r.interval(what) for r in rows]
+        errs = [_err(iv) for iv in ivs]
         ax.bar(
             np.arange(len(rows)) + (j - 1) * w,
-            [v[0] or 0 for v in vals],
+            [iv.mean or 0 for iv in ivs],
             w,
-            yerr=[v[1] or 0 for v in vals],
+            yerr=[[e[0] for e in errs], [e[1] for e in errs]],
             color=color,
             label={"r0": "round 0", "last": "last round", "merged": "merged"}[what],
             capsize=1.5,
         )
     ax.set_xticks(range(len(rows)), [_short(r) for r in rows], rotation=45, ha="right", fontsize=6)
-    lows = [v for r in rows for v in (r.over_folds("r0")[0], r.over_folds("merged")[0]) if v]
+    lows = [v for r in rows for v in (r.over_runs("r0")[0], r.over_runs("merged")[0]) if v]
     if lows:
         ax.set_ylim(max(0, min(lows) - 0.08), min(1, max(lows) + 0.05))
-    ax.set_ylabel("validation mIoU")
+    ax.set_ylabel("mIoU (mean over seeds and folds, interval)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
 
 def x_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None:
-    """Merged mIoU against x for the grid's top and bottom cells of one number x; round 0 dotted."""
-    series: dict[str, list[tuple[float, float, float]]] = {}
+    """Merged mIoU against x (mean over runs, seeds x folds interval) for the grid's top and
+    bottom cells of one number x; round 0 dotted."""
+    series: dict[str, list[tuple[float, float, float, float]]] = {}
     r0 = None
     for r in results:
-        r0 = r0 if r0 is not None else r.over_folds("r0")[0]
+        r0 = r0 if r0 is not None else r.over_runs("r0")[0]
         if r.cell.kind != "grid" or r.cell.direction == "band" or isinstance(r.cell.x, list):
             continue
-        m, sd, _ = r.over_folds("merged")
-        if m is not None:
+        iv = r.interval("merged")
+        if iv.mean is not None:
             series.setdefault(f"{r.cell.direction}, {r.cell.score}", []).append(
-                (float(r.cell.x), m, sd or 0)
+                (float(r.cell.x), iv.mean, *_err(iv))
             )
     if not series:
         return None
@@ -150,24 +174,32 @@ def x_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
     for i, (name, pts) in enumerate(sorted(series.items())):
         pts.sort()
-        x, y, e = zip(*pts, strict=True)
+        x, y, lo, hi = zip(*pts, strict=True)
         ax.errorbar(
-            x, y, yerr=e, marker="o", ms=3, capsize=2, color=COLORS[i % len(COLORS)], label=name
+            x,
+            y,
+            yerr=[lo, hi],
+            marker="o",
+            ms=3,
+            capsize=2,
+            color=COLORS[i % len(COLORS)],
+            label=name,
         )
     if r0 is not None:
         ax.axhline(r0, ls=":", color="#333333", label="round 0")
     ax.set_xscale("log")
     ax.set_xlabel("x (% of each class's pixels)")
-    ax.set_ylabel("merged mIoU (mean ± sd over folds)")
+    ax.set_ylabel("merged mIoU (mean over seeds and folds, interval)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
 
 def hist_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None:
-    """Per class, the round-0 score histogram and each cell's last selection's (density)."""
-    rows = [r for r in results if r.cell.kind != "tta" and r.folds]
-    first = [(r, next(iter(r.folds.values()))) for r in rows]
+    """Per class, the round-0 score histogram and each cell's last selection's (density), of
+    the first (seed, fold) run: distributions, not an effect."""
+    rows = [r for r in results if r.cell.kind != "tta" and r.runs]
+    first = [(r, next(iter(r.runs.values()))) for r in rows]
     first = [(r, f) for r, f in first if 0 in f.hist]
     if not first:
         return None
@@ -217,14 +249,14 @@ def hist_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | N
 
 
 def jaccard_plot(results: Sequence[CellResult], rounds: int, path: Path, title: str) -> Path | None:
-    """Mean Jaccard overlap (over classes and folds) of each round's selection with the previous."""
+    """Mean Jaccard overlap (over classes and runs) of each round's selection with the previous."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=100)
     drawn = False
     for i, r in enumerate(x for x in results if x.cell.kind != "tta"):
         pts = []
         for k in range(1, rounds + 1):
-            vals = [f.jaccard.get(k) for f in r.folds.values() if f.jaccard.get(k) is not None]
+            vals = [f.jaccard.get(k) for f in r.runs.values() if f.jaccard.get(k) is not None]
             if vals:
                 pts.append((k, float(np.mean(vals))))
         if pts:

@@ -1,10 +1,11 @@
 """The study report: `<study>/report/report.md`, `report.html`, `results.md`, `results.json`, PNGs.
 
-Sections: summary table; mIoU per round (mean ± sd over folds) per cell;
-per-class IoU; the best x per class, resolution and model; merged vs last round
-vs round 0; baselines (selection vs more training, merging vs averaging);
-score histograms and selection Jaccard; paired differences against round 0
-with bootstrap intervals (method in `reseg.study.stats`); where the rounds help.
+Sections: summary table; the seed spread of round 0; mIoU per round (mean over
+(seed, fold) runs with its interval) per cell; per-class IoU; the best x per class,
+resolution and model; merged vs last round vs round 0; baselines (selection vs more
+training, merging vs averaging); score histograms and selection Jaccard; the
+comparisons over seeds and folds (intervals, SE, MDE; method in `reseg.study.stats`);
+the per-tile view against round 0; where the rounds help, in words.
 """
 
 from __future__ import annotations
@@ -22,26 +23,38 @@ from reseg.study.tables import (
     _f,
     _groups,
     _iv,
-    _ms,
     _table,
     baselines_section,
     best_x_section,
+    comparisons_section,
     results_table,
+    seed_spread_section,
     summary_rows,
     verdict_section,
 )
 
 SECTIONS = (
     "Summary",
+    "Seed spread",
     "mIoU per round",
     "Per-class IoU",
     "Best x",
     "Merged vs last round vs round 0",
     "Baselines",
     "Score histograms and selection Jaccard",
+    "Comparisons over seeds and folds",
     "Paired differences against round 0",
     "Where the rounds help",
 )
+
+
+def _mi(iv) -> str:
+    """A mean with its interval: 0.512 [0.498, 0.530]."""
+    if iv.mean is None:
+        return "–"
+    if iv.low is None:
+        return f"{iv.mean:.3f}"
+    return f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
 
 
 def _rel(p: Path, start: Path) -> str:
@@ -61,35 +74,40 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
     md = [
         f"# reseg study: {s['name']}" + (f" (profile {s['profile']})" if s.get("profile") else ""),
         "",
-        f"{len(results)} cells in {len(plan.groups)} groups (resolution × model), folds {plan.folds}, "
-        f"{plan.rounds} round(s) after round 0; {done} of {len(results)} cells complete"
+        f"{len(results)} cells in {len(plan.groups)} groups (resolution × model), "
+        f"seeds {plan.seeds}, evaluation folds {plan.folds}, {plan.rounds} round(s) after "
+        f"round 0; {done} of {len(results)} cells complete"
         + (f"; {elapsed / 60:.1f} min this run" if elapsed else "")
         + ".",
         "",
         "Grid: " + json.dumps(s["grid"]) + ". Baselines: " + json.dumps(s["baselines"]) + ".",
         "",
-        f"Intervals ([low, high]) are {100 * s['bootstrap']['level']:g}% bias-corrected percentile "
-        "bootstraps of the mean over folds of the per-fold paired difference, resampling "
-        f"validation tiles within each fold ({s['bootstrap']['samples']} resamples). They do not "
-        "include the variation between training runs: every round is trained once, so an "
-        "interval that excludes 0 says the two models differ on these validation pixels, not "
-        "that another training run would differ the same way; the spread over folds (± sd) "
-        "shows how much folds disagree.",
+        "A run is one (seed, evaluation fold): every cell and baseline trains once per seed and "
+        "fold (`train.seed`, deterministic ops"
+        + ("" if s.get("deterministic", True) else " off")
+        + "). mIoU figures are mean ± sd over runs. Differences are paired per run (the same "
+        "seed and evaluation pixels) and averaged over folds and seeds; their intervals "
+        f"([low, high], {100 * s['bootstrap']['level']:g}%) resample folds and, within each, "
+        f"seeds ({s['bootstrap']['samples']} resamples), so they include the variation between "
+        "training runs and between folds. 'Comparisons over seeds and folds' gives every "
+        "comparison with its smallest detectable difference; 'Where the rounds help' says in "
+        "words which are distinguishable from zero.",
         "",
         "## Summary",
         "",
         *_table(SUMMARY_HEAD, summary_rows(results)),
+        *seed_spread_section(plan, results),
         "## mIoU per round",
         "",
-        "Validation mIoU, mean ± sd over folds.",
+        "mIoU per round, mean over (seed, fold) runs with its seeds × folds interval.",
         "",
     ]
     head = ["cell", *[f"r{k}" for k in range(plan.rounds + 1)], "merged"]
     rows = [
         [
             r.cell.id,
-            *[_ms(r.over_folds("round", k)) for k in range(plan.rounds + 1)],
-            _ms(r.over_folds("merged")),
+            *[_mi(r.interval("round", k)) for k in range(plan.rounds + 1)],
+            _mi(r.interval("merged")),
         ]
         for r in results
     ]
@@ -98,7 +116,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         p = plots.rounds_plot(rs, plan.rounds, out / f"rounds_{gid}.png", f"mIoU per round, {gid}")
         if p:
             md += [f"![mIoU per round {gid}]({p.name})", ""]
-    md += ["## Per-class IoU", "", "Merged IoU per class, mean over folds (round 0 first).", ""]
+    md += ["## Per-class IoU", "", "Merged IoU per class, mean over runs (round 0 first).", ""]
     for gid, rs in _groups(plan, results):
         rows = (
             [["round 0", *[_f(rs[0].class_iou("r0", n)) for n in plan.class_names]]] if rs else []
@@ -115,7 +133,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
     md += ["## Merged vs last round vs round 0", ""]
     rows = []
     for r in (x for x in results if x.cell.kind != "tta"):
-        vals = {w: r.over_folds(w)[0] for w in ("r0", "last", "merged")}
+        vals = {w: r.over_runs(w)[0] for w in ("r0", "last", "merged")}
         known = {k: v for k, v in vals.items() if v is not None}
         best = max(known, key=known.get) if known else "–"
         rows.append([r.cell.id, _f(vals["r0"]), _f(vals["last"]), _f(vals["merged"]), best])
@@ -131,16 +149,16 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         "## Score histograms and selection Jaccard",
         "",
         "Score histograms of round 0 and of each cell's last selection (first fold, density); Jaccard "
-        "overlap of each selection with the previous round's (mean over classes and folds).",
+        "overlap of each selection with the previous round's (mean over classes and runs).",
         "",
     ]
     rows = []
     for r in (x for x in results if x.cell.kind != "tta"):
         j = []
         for k in range(1, plan.rounds + 1):
-            vals = [f.jaccard.get(k) for f in r.folds.values() if f.jaccard.get(k) is not None]
+            vals = [f.jaccard.get(k) for f in r.runs.values() if f.jaccard.get(k) is not None]
             j.append(_f(sum(vals) / len(vals)) if vals else "–")
-        sel = [f.selected.get(0) for f in r.folds.values() if f.selected.get(0) is not None]
+        sel = [f.selected.get(0) for f in r.runs.values() if f.selected.get(0) is not None]
         rows.append([r.cell.id, str(round(sum(sel) / len(sel))) if sel else "–", *j])
     md += _table(
         [
@@ -163,35 +181,44 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         )
         if p:
             md += [f"![jaccard {gid}]({p.name})", ""]
+    md += comparisons_section(plan, results)
+    p = plots.forest_plot(results, out / "paired_differences.png", "paired differences")
+    if p:
+        md += [f"![paired differences]({p.name})", ""]
     md += [
         "## Paired differences against round 0",
         "",
-        "Per fold: d_k = mIoU_k(cell) − mIoU_k(round 0) on the same validation pixels. CI (tiles): "
-        "paired bootstrap over validation tiles within each fold; CI (folds): bootstrap over the K "
-        "values d_k (crude with few folds).",
+        "Secondary view. Per fold, d_k = mIoU(cell) − mIoU(round 0) on the same evaluation "
+        "pixels, averaged over seeds (per-run values in results.json). CI (seeds × folds): the "
+        "interval of the comparisons above; CI (tiles): paired bootstrap over evaluation tiles "
+        "within each run, the trained models held fixed (no training-run variation).",
         "",
     ]
     rows = []
     for r in results:
-        per_fold = [
-            "–" if f.merged is None or f.r0 is None else f"{f.merged - f.r0:+.3f}"
-            for f in r.folds.values()
-        ]
-        rows.append([r.cell.id, *per_fold, _iv(r.d_merged), _iv(r.d_merged_folds), _iv(r.d_last)])
+        per_fold = []
+        for k in plan.folds:
+            d = [
+                f.merged - f.r0
+                for (_, k2), f in r.runs.items()
+                if k2 == k and f.merged is not None and f.r0 is not None
+            ]
+            per_fold.append(f"{sum(d) / len(d):+.3f}" if d else "–")
+        cmp = r.comparisons.get("vs_r0")
+        rows.append(
+            [r.cell.id, *per_fold, _iv(cmp) if cmp else "–", _iv(r.d_merged), _iv(r.d_last)]
+        )
     md += _table(
         [
             "cell",
             *[f"d fold{k}" for k in plan.folds],
+            "merged: CI (seeds × folds)",
             "merged: CI (tiles)",
-            "merged: CI (folds)",
             "last: CI (tiles)",
         ],
         rows,
     )
-    p = plots.forest_plot(results, out / "paired_differences.png", "paired difference to round 0")
-    if p:
-        md += [f"![paired differences]({p.name})", ""]
-    md += verdict_section(results)
+    md += verdict_section(plan, results)
     text = "\n".join(md)
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(to_html(text, f"reseg study {s['name']}"))

@@ -1,8 +1,11 @@
 """What the study measured, read back from the cells' artifacts into one table.
 
 Every number comes from files on disk (metrics.json, selection.json,
-score_hist.json, the per-tile confusions of the study jobs), so the report can be
-written for a finished or a partial study.
+score_hist.json, the per-tile confusions of the study jobs) of every
+(seed, evaluation fold) run, so the report can be written for a finished or a
+partial study. `collect` also pairs each cell with round 0, the all-pixels
+baseline, the TTA of round 0 and its own last round run by run (`COMPARISONS`)
+and gives each comparison its seeds x folds interval (`reseg.study.stats`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import numpy as np
 
 from reseg import layout
 from reseg.study import stats, tilecm
+from reseg.study.cells import seed_root
 from reseg.study.plan import Cell, Group, Plan
 
 
 @dataclass
 class FoldData:
-    """One cell on one validation fold."""
+    """One cell on one (seed, evaluation fold) run."""
 
     rounds: dict[int, float | None] = field(default_factory=dict)  # round -> mIoU
     rounds_pc: dict[int, dict[str, float | None]] = field(default_factory=dict)
@@ -40,32 +44,65 @@ class FoldData:
     def last(self) -> float | None:
         return None if self.last_round is None else self.rounds.get(self.last_round)
 
+    def value(self, what: str, r: int | None = None) -> float | None:
+        """`r0`, `last`, `merged`, or `round` r's mIoU."""
+        return self.rounds.get(r) if what == "round" else getattr(self, what)  # type: ignore[arg-type]
+
+
+Run = tuple[int, int]
+"""(seed, evaluation fold)."""
+
+COMPARISONS: tuple[tuple[str, str, str, str, str], ...] = (
+    # key, words, this cell's figure, the other side (self or a baseline kind), its figure
+    ("vs_r0", "merged − round 0", "merged", "self", "r0"),
+    ("last_vs_r0", "last round − round 0", "last", "self", "r0"),
+    (
+        "vs_all_pixels",
+        "merged − all pixels (same rounds and epochs)",
+        "merged",
+        "all_pixels",
+        "merged",
+    ),
+    ("last_vs_all_pixels", "last round − all pixels' last round", "last", "all_pixels", "last"),
+    ("vs_tta", "merged − TTA of round 0 (as many predictions)", "merged", "tta", "merged"),
+    ("merged_vs_last", "merged − last round", "merged", "self", "last"),
+)
+"""The paired comparisons of every cell, each over the (seed, fold) runs both sides have."""
+
 
 @dataclass
 class CellResult:
     cell: Cell
     group: Group
-    folds: dict[int, FoldData]
-    d_merged: stats.Interval = stats.NONE
-    d_merged_folds: stats.Interval = stats.NONE
-    d_last: stats.Interval = stats.NONE
-    d_last_folds: stats.Interval = stats.NONE
+    runs: dict[Run, FoldData]
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+    d_merged: stats.Interval = stats.NONE  # tile view: merged − round 0
+    d_last: stats.Interval = stats.NONE  # tile view: last round − round 0
+    comparisons: dict[str, stats.Interval] = field(default_factory=dict)  # seeds x folds
 
     @property
     def complete(self) -> bool:
-        return bool(self.folds) and all(f.merged is not None for f in self.folds.values())
+        return bool(self.runs) and all(f.merged is not None for f in self.runs.values())
 
-    def over_folds(self, what: str, r: int | None = None) -> tuple[float | None, float | None, int]:
-        """Mean, sd and count over folds of `r0`, `last`, `merged` or `round` (with r)."""
-        vals = [
-            (f.rounds.get(r) if what == "round" else getattr(f, what)) for f in self.folds.values()
-        ]
-        return stats.mean_sd(vals)
+    def values(self, what: str, r: int | None = None) -> dict[Run, float | None]:
+        """Per run: `r0`, `last`, `merged` or `round` (with r) mIoU."""
+        return {k: f.value(what, r) for k, f in self.runs.items()}
+
+    def over_runs(self, what: str, r: int | None = None) -> tuple[float | None, float | None, int]:
+        """Mean, sd and count over (seed, fold) runs of `r0`, `last`, `merged` or `round` r."""
+        return stats.mean_sd(list(self.values(what, r).values()))
+
+    def interval(self, what: str, r: int | None = None) -> stats.Interval:
+        """Mean over folds and seeds of a figure, with its seeds x folds bootstrap interval."""
+        b = self.bootstrap or {"samples": 1000, "level": 0.95, "seed": 0, "power": 0.8}
+        return stats.seed_fold_interval(
+            self.values(what, r), b["samples"], b["level"], b["seed"], b.get("power", 0.8)
+        )
 
     def class_iou(self, what: str, name: str) -> float | None:
-        """Mean over folds of class `name`'s IoU for `r0`, `last` or `merged`."""
+        """Mean over runs of class `name`'s IoU for `r0`, `last` or `merged`."""
         vals = []
-        for f in self.folds.values():
+        for f in self.runs.values():
             if what == "merged":
                 vals.append(f.merged_pc.get(name))
             else:
@@ -94,12 +131,12 @@ def _jaccard(sel: dict | None) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _fold_data(plan: Plan, cell: Cell, group: Group, fold: int) -> FoldData:
+def _fold_data(plan: Plan, cell: Cell, group: Group, seed: int, fold: int) -> FoldData:
     fd = FoldData()
-    r0 = _json(layout.eval_dir(group.root, 0, fold) / layout.METRICS_JSON)
+    r0 = _json(layout.eval_dir(seed_root(group.root, seed), 0, fold) / layout.METRICS_JSON)
     fd.rounds[0] = (r0 or {}).get("mean_iou")
     fd.rounds_pc[0] = _pc(r0)
-    root = Path(cell.root)
+    root = seed_root(cell.root, seed)
     if cell.kind == "tta":
         m = _json(root / layout.fold_name(fold) / "eval" / layout.METRICS_JSON)
         fd.merged, fd.merged_pc = (m or {}).get("mean_iou"), _pc(m)
@@ -122,34 +159,79 @@ def _fold_data(plan: Plan, cell: Cell, group: Group, fold: int) -> FoldData:
     return fd
 
 
+def _baseline(results: list[CellResult], group: str, kind: str) -> CellResult | None:
+    return next(
+        (
+            r
+            for r in results
+            if r.cell.group == group and (r.cell.kind == kind or kind in r.cell.aliases)
+        ),
+        None,
+    )
+
+
+def _paired(a: CellResult, what: str, b: CellResult, b_what: str) -> dict[Run, float | None]:
+    out: dict[Run, float | None] = {}
+    for run, fa in a.runs.items():
+        fb = b.runs.get(run)
+        va, vb = fa.value(what), (fb.value(b_what) if fb else None)
+        out[run] = None if va is None or vb is None else va - vb
+    return out
+
+
+def compare(results: list[CellResult], b: dict[str, Any]) -> None:
+    """Fill every result's `comparisons` (`COMPARISONS`) with seeds x folds intervals."""
+    for i, r in enumerate(results):
+        for key, _, what, other, other_what in COMPARISONS:
+            if r.cell.kind == "tta" and key != "vs_r0":
+                continue
+            if other == "self":
+                base = r
+            else:
+                base = _baseline(results, r.cell.group, other)
+                if base is None or base is r:
+                    continue
+            d = _paired(r, what, base, other_what)
+            r.comparisons[key] = stats.seed_fold_interval(
+                d, b["samples"], b["level"], b["seed"] + i, b.get("power", 0.8)
+            )
+
+
 def collect(plan: Plan) -> list[CellResult]:
-    """Every cell of the plan with what is on disk, and its intervals against round 0."""
+    """Every cell of the plan with what is on disk, its comparisons and tile-view intervals."""
     b = plan.study["bootstrap"]
+    runs = [(s, k) for s in plan.seeds for k in plan.folds]
     out = []
     for i, cell in enumerate(plan.cells):
         group = plan.group(cell.group)
-        folds = {k: _fold_data(plan, cell, group, k) for k in plan.folds}
-        res = CellResult(cell, group, folds)
+        data = {(s, k): _fold_data(plan, cell, group, s, k) for s, k in runs}
+        res = CellResult(cell, group, data, b)
         seed = b["seed"] + i
         for what in ("merged", "last"):
             if cell.kind == "tta" and what == "last":
                 continue
-            d = [
-                (getattr(f, what) - f.r0)
-                if getattr(f, what) is not None and f.r0 is not None
-                else None
-                for f in folds.values()
-            ]
             pairs = []
-            for k in plan.folds:
-                a = tilecm.load(Path(group.root) / "study" / f"r0_fold{k}.npz")
-                c = tilecm.load(Path(cell.root) / "study" / f"{what}_fold{k}.npz")
+            for s, k in runs:
+                a = tilecm.load(seed_root(group.root, s) / "study" / f"r0_fold{k}.npz")
+                c = tilecm.load(seed_root(cell.root, s) / "study" / f"{what}_fold{k}.npz")
                 if a is not None and c is not None:
                     pairs.append(tilecm.aligned(a, c))
-            setattr(res, f"d_{what}_folds", stats.fold_interval(d, b["samples"], b["level"], seed))
             setattr(res, f"d_{what}", stats.tile_interval(pairs, b["samples"], b["level"], seed))
         out.append(res)
+    compare(out, b)
     return out
+
+
+def seed_spread(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
+    """Per group and fold: round 0's mIoU, mean and sd over seeds (the training-run spread)."""
+    rows = []
+    for g in plan.groups:
+        first = next((r for r in results if r.cell.group == g.id), None)
+        if first is None:
+            continue
+        for fold, (m, sd, n) in stats.spread(first.values("r0")).items():
+            rows.append({"group": g.id, "fold": fold, "mean": m, "sd": sd, "seeds": n})
+    return rows
 
 
 def to_json(results: list[CellResult]) -> list[dict[str, Any]]:
@@ -170,22 +252,23 @@ def to_json(results: list[CellResult]) -> list[dict[str, Any]]:
                 "direction": c.direction,
                 "x": c.x,
                 "complete": r.complete,
-                "r0": r.over_folds("r0")[:2],
-                "last": r.over_folds("last")[:2],
-                "merged": r.over_folds("merged")[:2],
-                "per_fold": {
-                    str(k): {
+                "r0": r.over_runs("r0")[:2],
+                "last": r.over_runs("last")[:2],
+                "merged": r.over_runs("merged")[:2],
+                "per_run": {
+                    f"seed{s}.fold{k}": {
+                        "seed": s,
+                        "fold": k,
                         "rounds": f.rounds,
                         "merged": f.merged,
                         "jaccard": f.jaccard,
                         "selected": f.selected,
                     }
-                    for k, f in r.folds.items()
+                    for (s, k), f in r.runs.items()
                 },
+                "comparisons": {k: iv.as_dict() for k, iv in r.comparisons.items()},
                 "delta_merged_tiles": r.d_merged.as_dict(),
-                "delta_merged_folds": r.d_merged_folds.as_dict(),
                 "delta_last_tiles": r.d_last.as_dict(),
-                "delta_last_folds": r.d_last_folds.as_dict(),
             }
         )
     return rows

@@ -149,9 +149,9 @@ def _log_results(run, report_dir: Path) -> None:
         for what in ("r0", "last", "merged"):
             if r[what][0] is not None:
                 metrics[f"{c}.{what}_miou"] = r[what][0]
-        d = r["delta_merged_tiles"]
-        for part in ("mean", "low", "high"):
-            if d[part] is not None:
-                metrics[f"{c}.delta_merged_{part}"] = d[part]
+        for key, d in r["comparisons"].items():
+            for part in ("mean", "low", "high", "mde"):
+                if d[part] is not None:
+                    metrics[f"{c}.{key}_{part}"] = d[part]
     run.log_metrics(metrics)
     run.log_artifacts(report_dir, "report")

@@ -1,36 +1,53 @@
-"""Paired differences against round 0 and their bootstrap confidence intervals.
+"""Paired differences over (seed, fold) runs, and their bootstrap intervals.
 
-For a cell and validation fold k, d_k = mIoU_k(cell) - mIoU_k(round 0): the same
-validation pixels, predicted by the cell's result (merged rounds, or last round)
-and by round 0. The study reports the mean over folds, d = (1/K) sum_k d_k, with
-two percentile bootstrap intervals:
+Every cell trains once per seed s and evaluation fold k. For a comparison of A
+with B (a cell with round 0, with the all-pixels baseline, with the TTA of round 0;
+a cell's merged rounds with its last round), the unit is the paired difference on
+one run, d_{s,k} = mIoU_{s,k}(A) - mIoU_{s,k}(B): the same evaluation pixels, the
+same seed. The study reports the mean over folds of the fold means,
+d = (1/K) sum_k (1/S_k) sum_s d_{s,k} (the plain mean over pairs when every run
+finished), with three figures (`seed_fold_interval`):
 
-- over folds: resample the K values d_k with replacement (B times), take the mean.
-  With few folds (K <= 3) this is crude: it has at most a handful of distinct
-  values and its interval is about [min d_k, max d_k].
-- over validation tiles (stratified by fold, paired): within each fold resample
-  the validation tiles with replacement (the same tiles for the cell and round
-  0), sum their core confusion matrices, recompute both mIoUs and d_k; average
-  over folds. Tile cores partition the scene, so this resamples validation
-  pixels in spatially coherent blocks of one tile core. mIoU averages over the
-  fold's fixed class set (the classes in the labels of all its validation tiles,
-  `reseg.metrics`), the same set in every replicate; a replicate that drew no
-  pixel of a class leaves it out of its mean, so the replicates can still be
-  biased against the estimate; the interval is the bias-corrected percentile
-  interval (Efron 1981):
-  with z0 = Phi^-1(share of replicates below the estimate) it takes the
-  replicates' quantiles Phi(2 z0 +- z_{1 - alpha/2}) instead of alpha/2 and
-  1 - alpha/2.
+- the interval, a two-stage paired bootstrap: resample the K folds with
+  replacement, then within each drawn fold its S_k seeds with replacement, and
+  average; seeds are nested in folds (seed s of fold 0 and of fold 1 are
+  different trainings on different data), so this is the resampling that matches
+  how the runs were made, and it includes both the training-run (seed) and the
+  fold variation. A bootstrap of a mean over K units is too narrow by the factor
+  sqrt((K - 1) / K), so the replicates' deviations from d are expanded by
+  sqrt(K / (K - 1)) before taking the percentile interval (Hesterberg 2015's
+  narrowness correction; sqrt(S / (S - 1)) over seeds when K = 1). In simulations
+  with 3 seeds (tests/study/test_stats.py) a zero difference is called
+  distinguishable in 2-10% of draws with K >= 3 folds; with K = 2 up to 17%
+  when folds disagree, so studies should use at least 3 folds;
+- SE, the standard deviation of the (expanded) replicates;
+- the smallest difference the design could detect,
+  MDE = (z_{1 - alpha/2} + z_{power}) * SE, i.e. 2.80 SE at 95% and 80% power:
+  a true difference this large would give an interval excluding 0 four times in
+  five. An interval that contains 0 with an MDE of 0.04 says "no difference of
+  0.04 or more", not "no difference".
 
-Neither interval includes the variation between training runs (seeds): every
-cell trains each round once. Read them as "how sure are we of this difference on
-these validation pixels", not "on any new training run".
+The secondary view, for the comparisons with round 0, resamples evaluation tiles
+instead of runs (`tile_interval`): within each (seed, fold) the evaluation tiles
+with replacement (the same tiles for the cell and round 0), summing their core
+confusion matrices, recomputing both mIoUs and d_{s,k}; averaged over runs. Tile
+cores partition the scene, so this resamples evaluation pixels in spatially
+coherent blocks of one tile core. mIoU averages over the run's fixed class set
+(the classes in the labels of all its evaluation tiles, `reseg.metrics`), the
+same set in every replicate; a replicate that drew no pixel of a class leaves it
+out of its mean, so the replicates can be biased against the estimate; the interval
+is the bias-corrected percentile interval (Efron 1981): with z0 = Phi^-1(share
+of replicates below the estimate) it takes the replicates' quantiles
+Phi(2 z0 +- z_{1 - alpha/2}) instead of alpha/2 and 1 - alpha/2. It holds the
+trained models fixed: it says how sure we are of the difference on these
+evaluation pixels for these trainings, not for another training run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -46,19 +63,41 @@ def miou(cm: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean difference with a bootstrap interval; None fields when not computable."""
+    """A mean (difference) with a bootstrap interval; None fields when not computable.
+
+    `n` counts the units averaged (runs, or tiles for the tile view); `se` and `mde` are
+    set by `seed_fold_interval` (module docstring).
+    """
 
     mean: float | None
     low: float | None
     high: float | None
     n: int
+    se: float | None = None
+    mde: float | None = None
 
     @property
     def excludes_zero(self) -> bool:
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
+    @property
+    def verdict(self) -> str:
+        """'better', 'worse' (interval above / below 0), 'no clear difference' or 'unknown'."""
+        if self.low is None or self.high is None:
+            return "unknown"
+        if self.excludes_zero:
+            return "better" if self.low > 0 else "worse"
+        return "no clear difference"
+
     def as_dict(self) -> dict:
-        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
+        return {
+            "mean": self.mean,
+            "low": self.low,
+            "high": self.high,
+            "n": self.n,
+            "se": self.se,
+            "mde": self.mde,
+        }
 
 
 NONE = Interval(None, None, None, 0)
@@ -70,27 +109,85 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def fold_interval(d: Sequence[float], samples: int, level: float, seed: int) -> Interval:
-    """Mean of the per-fold differences `d` and its bootstrap interval over folds."""
-    d = np.asarray([v for v in d if v is not None and np.isfinite(v)], np.float64)
-    if d.size == 0:
+def mde_factor(level: float, power: float) -> float:
+    """z_{1 - alpha/2} + z_{power}, alpha = 1 - level: 2.80 at 95% and 80% power."""
+    nd = NormalDist()
+    return nd.inv_cdf(1 - (1 - level) / 2) + nd.inv_cdf(power)
+
+
+def seed_fold_interval(
+    values: Mapping[tuple[int, int], float | None],
+    samples: int,
+    level: float,
+    seed: int,
+    power: float = 0.8,
+) -> Interval:
+    """Mean of per-run values over folds and seeds, with the two-stage bootstrap interval.
+
+    Args:
+        values: (seed, fold) -> a paired difference d_{s,k} (or any per-run figure, such as
+            one round's mIoU); None or NaN for runs without a value.
+        samples: bootstrap replicates B.
+        level: confidence level, e.g. 0.95.
+        seed: seed of the resampling.
+        power: power of the MDE.
+
+    Returns:
+        The mean over folds of the fold means, its expanded percentile interval, SE and MDE
+        (module docstring); n = the number of runs. One run gives the mean alone.
+    """
+    by_fold: dict[int, list[float]] = {}
+    for (_, fold), v in sorted(values.items()):
+        if v is not None and np.isfinite(v):
+            by_fold.setdefault(fold, []).append(float(v))
+    vals = [np.asarray(v, np.float64) for v in by_fold.values()]
+    n = sum(v.size for v in vals)
+    if n == 0:
         return NONE
-    if d.size == 1:
-        return Interval(float(d[0]), None, None, 1)
+    estimate = float(np.mean([v.mean() for v in vals]))
+    k = len(vals)
+    units = k if k > 1 else vals[0].size
+    if units < 2:
+        return Interval(estimate, None, None, n)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(samples, d.size))
-    lo, hi = _percentiles(d[idx].mean(1), level)
-    return Interval(float(d.mean()), lo, hi, int(d.size))
+    reps = _two_stage(vals, samples, rng) if k > 1 else _one_stage(vals[0], samples, rng)
+    reps = estimate + np.sqrt(units / (units - 1)) * (reps - estimate)
+    lo, hi = _percentiles(reps, level)
+    se = float(reps.std(ddof=1))
+    return Interval(estimate, lo, hi, n, se, mde_factor(level, power) * se)
+
+
+def _one_stage(v: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    return v[rng.integers(0, v.size, size=(samples, v.size))].mean(1)
+
+
+def _two_stage(vals: list[np.ndarray], samples: int, rng: np.random.Generator) -> np.ndarray:
+    """(B,) means of K folds drawn with replacement, each the mean of its seeds redrawn."""
+    k = len(vals)
+    # m[f, b, j]: fold f's seeds redrawn, for replicate b and draw position j
+    m = np.stack([v[rng.integers(0, v.size, size=(samples, k, v.size))].mean(-1) for v in vals])
+    drawn = rng.integers(0, k, size=(samples, k))
+    return m[drawn, np.arange(samples)[:, None], np.arange(k)[None, :]].mean(1)
+
+
+def spread(
+    values: Mapping[tuple[int, int], float | None],
+) -> dict[int, tuple[float | None, float | None, int]]:
+    """Per fold: mean, sd over seeds (ddof 1) and count of per-run values (seed, fold) -> v."""
+    by_fold: dict[int, list[float | None]] = {}
+    for (_, fold), v in sorted(values.items()):
+        by_fold.setdefault(fold, []).append(v)
+    return {k: mean_sd(v) for k, v in by_fold.items()}
 
 
 def tile_interval(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]], samples: int, level: float, seed: int
 ) -> Interval:
-    """Mean over folds of mIoU(cell) - mIoU(round 0), with a paired, fold-stratified tile bootstrap.
+    """Mean over runs of mIoU(cell) - mIoU(round 0), with a paired, run-stratified tile bootstrap.
 
     Args:
-        pairs: per fold, (round 0 confusions, cell confusions) of the same validation tiles,
-            each (n_k, C, C).
+        pairs: per (seed, fold) run, (round 0 confusions, cell confusions) of the same
+            evaluation tiles, each (n_k, C, C).
         samples: bootstrap replicates B.
         level: confidence level, e.g. 0.95.
         seed: seed of the resampling.
@@ -116,8 +213,6 @@ def tile_interval(
 
 def _bias_corrected(reps: np.ndarray, estimate: float, level: float) -> tuple[float, float]:
     """Bias-corrected percentile interval of bootstrap replicates `reps` around `estimate`."""
-    from statistics import NormalDist
-
     reps = reps[np.isfinite(reps)]
     if reps.size == 0:
         return estimate, estimate

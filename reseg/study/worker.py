@@ -23,6 +23,7 @@ from reseg.errors import ResegError
 from reseg.pipeline import parent_tags, run_pipeline, steps
 from reseg.report import collect
 from reseg.study import tilecm
+from reseg.study.cells import seed_root, seeded
 from reseg.study.plan import Group, Job, Plan, config_of, marker
 from reseg.study.resample import resample_scenes
 
@@ -59,53 +60,56 @@ def _share_data(g: Group, root: Path) -> None:
 
 
 def run_r0(plan: Plan, job: Job) -> None:
-    """Round 0 of a group and validation fold (train, score, evaluate, per-tile confusions),
-    then the group's TTA baseline on that fold."""
+    """Round 0 of a group, seed and evaluation fold (train, score, evaluate, per-tile
+    confusions), then the group's TTA baseline on that seed and fold."""
     g = plan.group(job.params["group"])
-    fold = job.params["fold"]
-    cfg = config_of(g.config, g.id)
-    root = Path(g.root)
+    fold, seed = job.params["fold"], job.params["seed"]
+    cfg = config_of(seeded(g.config, seed), g.id)
+    root = seed_root(g.root, seed)
     _share_data(g, root)
     tiles = artifacts.TileSet.load(layout.tiles_dir(root))
     key = artifacts.fingerprint("study-r0", job.fingerprint, str(root))
+    tags = {"reseg.step": "round0", "reseg.fold": fold, "reseg.seed": seed, "reseg.group": g.id}
     with tracking.open_run(
         cfg,
         root,
-        run_name=f"round 0 {g.id} fold{fold}",
-        tags={**parent_tags(), "reseg.step": "round0", "reseg.fold": fold, "reseg.group": g.id},
+        run_name=f"round 0 {g.id} seed{seed} fold{fold}",
+        tags={**parent_tags(), **tags},
         resume_key=key,
     ) as run:
         ctx = steps.Context(cfg, root, tuple(plan.beam_args), run)
         steps.train(ctx, 0, fold, run=run)
         scores = steps.score(ctx, 0, fold)
         metrics = steps.evaluate(ctx, 0, fold)
-        run.log_metrics({"val_mean_iou": metrics.mean_iou})
+        run.log_metrics({"eval_mean_iou": metrics.mean_iou})
     tilecm.save(
         root / "study" / f"r0_fold{fold}.npz",
         *tilecm.tile_confusions(scores, fold, tiles.num_classes),
     )
     if job.params.get("tta_cell"):
-        run_tta(plan, job.params["tta_cell"], fold, job.fingerprint)
+        run_tta(plan, job.params["tta_cell"], seed, fold, job.fingerprint)
 
 
-def run_tta(plan: Plan, cell_id: str, fold: int, key: str) -> None:
-    """Round 0's model with test-time augmentation, scored and evaluated on one fold."""
+def run_tta(plan: Plan, cell_id: str, seed: int, fold: int, key: str) -> None:
+    """Round 0's model (of `seed`) with test-time augmentation, scored and evaluated on one fold."""
     cell = plan.cell(cell_id)
     g = plan.group(cell.group)
-    cfg = config_of(g.config, g.id)
-    root = Path(cell.root)
-    tiles = artifacts.TileSet.load(layout.tiles_dir(g.root))
+    cfg = config_of(seeded(g.config, seed), g.id)
+    root = seed_root(cell.root, seed)
+    group_root = seed_root(g.root, seed)
+    tiles = artifacts.TileSet.load(layout.tiles_dir(group_root))
     out = root / layout.fold_name(fold)
+    tags = {"reseg.step": "tta", "reseg.fold": fold, "reseg.seed": seed, "reseg.cell": cell.id}
     with tracking.open_run(
         cfg,
         root,
-        run_name=f"tta {cell.id} fold{fold}",
-        tags={**parent_tags(), "reseg.step": "tta", "reseg.fold": fold, "reseg.cell": cell.id},
+        run_name=f"tta {cell.id} seed{seed} fold{fold}",
+        tags={**parent_tags(), **tags},
         resume_key=artifacts.fingerprint("study-tta", key, str(root)),
     ) as run:
-        ctx = steps.Context(cfg, Path(g.root), tuple(plan.beam_args), run)
+        ctx = steps.Context(cfg, group_root, tuple(plan.beam_args), run)
         metrics = steps.score_tta(ctx, fold, cell.tta or ("identity",), out)
-        run.log_metrics({"val_mean_iou": metrics.mean_iou})
+        run.log_metrics({"eval_mean_iou": metrics.mean_iou})
     tilecm.save(
         root / "study" / f"merged_fold{fold}.npz",
         *tilecm.tile_confusions(out / layout.SCORES, fold, tiles.num_classes),
@@ -117,17 +121,20 @@ CELL_STEPS = ("tile", "stats", "rounds", "report")
 
 
 def run_cell(plan: Plan, job: Job) -> None:
-    """The rounds of one cell as a pipeline run reusing the group's tiles and round 0."""
+    """The rounds of one cell and seed as a pipeline run reusing the group's tiles and round 0."""
     cell = plan.cell(job.params["cell"])
     g = plan.group(cell.group)
-    cfg = config_of(cell.config, cell.id)  # type: ignore[arg-type]
-    root = Path(cell.root)
+    seed = job.params["seed"]
+    raw = seeded(cell.config, seed)  # type: ignore[arg-type]
+    cfg = config_of(raw, cell.id)
+    root = seed_root(cell.root, seed)
+    group_root = seed_root(g.root, seed)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "cell.yaml").write_text(yaml.safe_dump(cell.config, sort_keys=False))
+    (root / "cell.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     _share_data(g, root)
     for fold in plan.folds:
         for part in (layout.model_dir, layout.scores_dir, layout.eval_dir):
-            link(part(g.root, 0, fold), part(root, 0, fold))
+            link(part(group_root, 0, fold), part(root, 0, fold))
     # a study compares rounds: no SavedModel export and no whole-scene prediction per cell
     run_pipeline(cfg, root, plan.beam_args, steps=CELL_STEPS)
     names = plan.class_names

@@ -120,11 +120,44 @@ def test_grid_and_baselines_become_cells_that_share_round_zero(landsat, tmp_path
     )
     kinds = {j.kind for j in plan.jobs}
     assert kinds == {"data", "r0", "cell"}
-    r0 = next(j for j in plan.jobs if j.id == "r0.res1-unet.fold2")
-    assert r0.params == {"group": "res1-unet", "fold": 2, "tta_cell": "res1-unet.tta3"}
-    cell_job = next(j for j in plan.jobs if j.id == "cell.res1-unet.all_pixels")
-    assert cell_job.deps == ["r0.res1-unet.fold0", "r0.res1-unet.fold2"]
+    r0 = next(j for j in plan.jobs if j.id == "r0.res1-unet.seed0.fold2")
+    assert r0.params == {"group": "res1-unet", "seed": 0, "fold": 2, "tta_cell": "res1-unet.tta3"}
+    cell_job = next(j for j in plan.jobs if j.id == "cell.res1-unet.all_pixels.seed0")
+    assert cell_job.deps == ["r0.res1-unet.seed0.fold0", "r0.res1-unet.seed0.fold2"]
     assert len({j.fingerprint for j in plan.jobs}) == len(plan.jobs)
+
+
+def test_every_cell_and_baseline_trains_once_per_seed_deterministically(landsat, tmp_path):
+    study, base = load_study(
+        _study(
+            tmp_path,
+            grid={"percent": [20]},
+            baselines={"bottom": None, "cbst": None},
+            folds=[0, 1],
+            seeds=[3, 7],
+            overrides={"train": {"jit_compile": True}},
+        )
+    )
+    plan = build_plan(study, base, tmp_path / "root")
+    assert plan.seeds == [3, 7]
+    r0 = sorted(j.id for j in plan.jobs if j.kind == "r0")
+    assert r0 == [f"r0.res1-unet.seed{s}.fold{k}" for s in (3, 7) for k in (0, 1)]
+    cells = sorted(j.id for j in plan.jobs if j.kind == "cell")
+    assert cells == [
+        f"cell.res1-unet.{c}.seed{s}" for c in ("all_pixels", "true_class.top20") for s in (3, 7)
+    ]
+    seven = next(j for j in plan.jobs if j.id == "cell.res1-unet.all_pixels.seed7")
+    assert seven.deps == ["r0.res1-unet.seed7.fold0", "r0.res1-unet.seed7.fold1"]
+    assert len({j.fingerprint for j in plan.jobs}) == len(plan.jobs)
+    # deterministic ops by default inside a study (and XLA off, which excludes them)
+    for raw in [g.config for g in plan.groups] + [c.config for c in plan.cells if c.config]:
+        train = parse_config(raw).train
+        assert train.deterministic and not train.jit_compile
+    study, base = load_study(_study(tmp_path, deterministic=False))
+    plan = build_plan(study, base, tmp_path / "other")
+    assert not parse_config(plan.groups[0].config).train.deterministic
+    with pytest.raises(ConfigError, match="distinct integers"):
+        parse_study({"name": "s", "base": "b", "seeds": [1, 1]})
 
 
 def test_study_precision_sets_every_cells_training_precision(landsat, tmp_path):
@@ -159,6 +192,12 @@ def test_example_studies_plan_with_and_without_the_quick_profile(
         study, base = load_study(path, profile)
         plan = build_plan(study, base, tmp_path / (profile or "full"))
         kinds = {c.kind for c in plan.cells}
-        assert {"grid", "all_pixels", "cbst", "tta"} <= kinds
-        assert any(c.kind == "bottom" or "bottom" in c.aliases for c in plan.cells)
+        # every comparison has its other side: round 0, all pixels, TTA of round 0, last round
+        assert {"grid", "all_pixels", "tta"} <= kinds and plan.rounds >= 1
+        if profile == "quick":  # seeds are kept; the grid, epochs and folds shrink instead
+            assert len(plan.seeds) >= 3 and len(plan.folds) >= 3
+            assert parse_config(plan.groups[0].config).train.deterministic
+        else:
+            assert "cbst" in kinds
+            assert any(c.kind == "bottom" or "bottom" in c.aliases for c in plan.cells)
     assert len(EXAMPLES) == 5

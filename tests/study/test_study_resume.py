@@ -1,10 +1,11 @@
 """`reseg study` end to end on a tiny study: killed with -9, resumed, reported, tracked.
 
-One resolution, one validation fold, a tiny U-Net trained for two steps, one round,
-two pipeline cells (top 20% and the all-pixels baseline) and the TTA baseline. The
-study process is killed once a cell has published its first selection; its workers
-must die with it, the rerun must finish without redoing finished jobs, and a third run
-must find everything done.
+One resolution, one evaluation fold, two seeds, a tiny U-Net trained for two steps, one
+round, two pipeline cells (top 20% and the all-pixels baseline) and the TTA baseline, each
+once per seed. The study process is killed once a cell has published its first selection;
+its workers must die with it, the rerun must finish without redoing finished jobs, and a
+third run must find everything done. The report carries the comparisons over the two
+seeds and the seed spread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -36,6 +38,7 @@ STUDY = {
     "grid": {"percent": [20], "resolution": [1]},
     "baselines": {"all_pixels": True, "bottom": None, "cbst": None, "tta": True},
     "folds": [0],
+    "seeds": [0, 1],
     "parallel": 2,
     "bootstrap": {"samples": 200},
 }
@@ -51,6 +54,21 @@ def _alive(pid: int) -> bool:
 
 def _published(path: Path) -> str:
     return json.loads((path / "manifest.json").read_text())["published_at"]
+
+
+def _weights(model: Path) -> list[np.ndarray]:
+    """Every weight array of the saved model.keras (a zip holding model.weights.h5)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(model / "model.keras") as z:
+        data = z.read("model.weights.h5")
+    out: list[np.ndarray] = []
+    with h5py.File(io.BytesIO(data), "r") as h5:
+        h5.visititems(lambda _, v: out.append(v[()]) if isinstance(v, h5py.Dataset) else None)
+    return out
 
 
 @pytest.mark.slow
@@ -70,7 +88,7 @@ def test_a_killed_study_resumes_and_reports_everything(demo_root, tmp_path):
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 900
         while time.time() < deadline and proc.poll() is None:
-            if list(root.glob("cells/*/rounds/r0/fold0/selection/manifest.json")):
+            if list(root.glob("cells/*/seed*/rounds/r0/fold0/selection/manifest.json")):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, first_log.read_text()[-3000:]
@@ -84,9 +102,9 @@ def test_a_killed_study_resumes_and_reports_everything(demo_root, tmp_path):
     assert not any(_alive(p) for p in workers), "workers outlived the killed study"
 
     done_before = {p.name: p.read_text() for p in (root / "jobs").glob("*.json")}
-    assert {"data.res1.json", "r0.res1-unet.fold0.json"} <= set(done_before)
+    assert {"data.res1.json", "r0.res1-unet.seed0.fold0.json"} <= set(done_before)
     assert not any(n.startswith("cell.") for n in done_before)
-    r0_model = root / "groups" / "res1-unet" / "rounds" / "r0" / "fold0" / "model"
+    r0_model = root / "groups" / "res1-unet" / "seed0" / "rounds" / "r0" / "fold0" / "model"
     r0_published = _published(r0_model)
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -100,18 +118,27 @@ def test_a_killed_study_resumes_and_reports_everything(demo_root, tmp_path):
     cells = sorted(p.name for p in (root / "cells").iterdir())
     assert cells == ["res1-unet.all_pixels", "res1-unet.true_class.top20", "res1-unet.tta2"]
     for c in ("res1-unet.all_pixels", "res1-unet.true_class.top20"):
-        r0 = root / "cells" / c / "rounds" / "r0" / "fold0" / "model"
-        assert r0.is_symlink() and r0.resolve() == r0_model.resolve()
-        assert (root / "cells" / c / "merged" / "fold0" / "eval" / "metrics.json").exists()
+        for s in (0, 1):
+            cell = root / "cells" / c / f"seed{s}"
+            r0 = cell / "rounds" / "r0" / "fold0" / "model"
+            group_r0 = root / "groups" / "res1-unet" / f"seed{s}" / "rounds" / "r0" / "fold0"
+            assert r0.is_symlink() and r0.resolve() == (group_r0 / "model").resolve()
+            assert (cell / "merged" / "fold0" / "eval" / "metrics.json").exists()
+            train = yaml.safe_load((cell / "cell.yaml").read_text())["train"]
+            assert train["seed"] == s and train["deterministic"] is True
+    # the seeds are different trainings: round 0's weights differ
+    seed1 = root / "groups" / "res1-unet" / "seed1" / "rounds" / "r0" / "fold0" / "model"
+    a, b = _weights(r0_model), _weights(seed1)
+    assert len(a) == len(b) > 0 and any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
     _check_report(root)
     _check_mlflow(root)
 
-    merged = root / "cells" / "res1-unet.true_class.top20" / "merged" / "fold0" / "eval"
+    merged = root / "cells" / "res1-unet.true_class.top20" / "seed1" / "merged" / "fold0" / "eval"
     stamp = _published(merged)
     third = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert "study jobs: 0 run, 4 already done" in third.stdout
+    assert "study jobs: 0 run, 7 already done" in third.stdout
     assert _published(merged) == stamp
 
 
@@ -131,9 +158,22 @@ def _check_report(root: Path) -> None:
     for r in rows.values():
         d = r["delta_merged_tiles"]
         assert d["low"] <= d["mean"] <= d["high"] and d["n"] > 0
-        assert set(r["per_fold"]) == {"0"}
+        assert set(r["per_run"]) == {"seed0.fold0", "seed1.fold0"}
+        c = r["comparisons"]["vs_r0"]  # over the two seeds of fold 0
+        assert c["n"] == 2 and c["low"] <= c["mean"] <= c["high"] and c["mde"] >= 0
     top = rows["res1-unet.true_class.top20"]
-    assert top["per_fold"]["0"]["jaccard"]["1"] is not None
+    assert top["per_run"]["seed1.fold0"]["jaccard"]["1"] is not None
+    assert set(top["comparisons"]) == {
+        "vs_r0",
+        "last_vs_r0",
+        "vs_all_pixels",
+        "last_vs_all_pixels",
+        "vs_tta",
+        "merged_vs_last",
+    }
+    spread = md.split("## Seed spread")[1].split("## ")[0]
+    assert "| res1-unet | 0 |" in spread and "| 2 |" in spread
+    assert "## Where the rounds help" in md and "**merged − round 0**" in md
     assert "| res1-unet | round 0 |" in (report / "results.md").read_text()
 
 
@@ -148,8 +188,8 @@ def _check_mlflow(root: Path) -> None:
     sid = studies[0].info.run_id
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sid]
     steps = sorted(r.data.tags.get("reseg.step") for r in children)
-    assert steps.count("pipeline") == 2 and steps.count("round0") == 1 and steps.count("tta") == 1
+    assert steps.count("pipeline") == 4 and steps.count("round0") == 2 and steps.count("tta") == 2
     pipelines = {r.info.run_id for r in children if r.data.tags.get("reseg.step") == "pipeline"}
     rounds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in pipelines]
-    assert len(rounds) >= 2  # round 1 of each pipeline (round 0 is the group's, linked)
-    assert any(k.endswith(".delta_merged_mean") for k in studies[0].data.metrics)
+    assert len(rounds) >= 4  # round 1 of each pipeline (round 0 is the group's, linked)
+    assert any(k.endswith(".vs_r0_mean") for k in studies[0].data.metrics)
