@@ -118,7 +118,8 @@ def _key(v: float | None) -> float:
 
 
 def _ground(setting: dict[str, Any], pixel_m: float | None) -> dict[str, Any]:
-    """A setting with its lengths in pixels written in metres (one known pixel size)."""
+    """A CRF or SLIC config's fields with its lengths in pixels written in metres (when
+    the tiles have one known pixel size)."""
     if pixel_m is None:
         return dict(setting)
     out = {}
@@ -218,7 +219,7 @@ def tune(
             methods[m] = {
                 "tried": tried,
                 "best_setting": g[best],
-                "best": _config(pcfg, m, _ground(g[best], pixel_m)).model_dump(mode="json"),
+                "best": _ground(_config(pcfg, m, g[best]).model_dump(mode="json"), pixel_m),
                 "validation": {k_: tried[best][k_] for k_ in (*SUMMARY, "pixels")},
                 "gain": gain,
                 "gain_lower": low,
