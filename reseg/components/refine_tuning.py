@@ -359,7 +359,7 @@ def find_tuning(model: str | Path) -> Path | None:
     """The published tuning of a pipeline model: `<root>/refine/fold<k>` for merged rounds
     `<root>/merged/fold<k>` or a round's model `<root>/rounds/r<r>/fold<k>/model`, when it
     was tuned for that model (its recorded model path). None otherwise."""
-    p = Path(model).resolve()
+    p = Path(model).absolute()  # the root the path names, links not followed
     if (p / layout.MERGED_JSON).exists() and p.parent.name == layout.merged_root("").name:
         root, fold_dir = p.parent.parent, p.name
     elif p.name == layout.MODEL and len(p.parents) >= 4:
@@ -372,7 +372,7 @@ def find_tuning(model: str | Path) -> Path | None:
     if not (d / layout.MANIFEST).exists():
         return None
     recorded = artifacts.RefineTuning.load(d).record.get("source", {}).get("path")
-    return d if recorded and Path(recorded).resolve() == p else None
+    return d if recorded and Path(recorded).resolve() == p.resolve() else None
 
 
 def apply_tuning(
