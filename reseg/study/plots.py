@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg.study.cells import ROUND0_KINDS
 from reseg.study.results import CellResult
 
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
@@ -34,7 +35,7 @@ def _short(r: CellResult) -> str:
 
 def rounds_plot(results: Sequence[CellResult], rounds: int, path: Path, title: str) -> Path | None:
     """Validation mIoU per round (mean over folds, bars: sd), merged at the right; TTA dashed."""
-    rows = [r for r in results if r.cell.kind != "tta"]
+    rows = [r for r in results if r.cell.kind not in ROUND0_KINDS]
     if not rows:
         return None
     plt = _plt()
@@ -56,7 +57,7 @@ def rounds_plot(results: Sequence[CellResult], rounds: int, path: Path, title: s
         if m is not None:
             x = rounds + 1 + 0.04 * (i - len(rows) / 2)
             ax.errorbar([x], [m], yerr=[sd or 0], marker="s", color=color, capsize=2)
-    for r in (x for x in results if x.cell.kind == "tta"):
+    for r in (x for x in results if x.cell.kind in ROUND0_KINDS):
         m = r.over_folds("merged")[0]
         if m is not None:
             ax.axhline(m, ls="--", lw=1, color="#444444", label=_short(r))
@@ -102,7 +103,9 @@ def forest_plot(results: Sequence[CellResult], path: Path, title: str) -> Path |
 
 def three_way_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None:
     """Bars per cell: round 0, last round, merged (means over folds)."""
-    rows = [r for r in results if r.cell.kind != "tta" and r.over_folds("r0")[0] is not None]
+    rows = [
+        r for r in results if r.cell.kind not in ROUND0_KINDS and r.over_folds("r0")[0] is not None
+    ]
     if not rows:
         return None
     plt = _plt()
@@ -166,7 +169,7 @@ def x_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None
 
 def hist_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None:
     """Per class, the round-0 score histogram and each cell's last selection's (density)."""
-    rows = [r for r in results if r.cell.kind != "tta" and r.folds]
+    rows = [r for r in results if r.cell.kind not in ROUND0_KINDS and r.folds]
     first = [(r, next(iter(r.folds.values()))) for r in rows]
     first = [(r, f) for r, f in first if 0 in f.hist]
     if not first:
@@ -221,7 +224,7 @@ def jaccard_plot(results: Sequence[CellResult], rounds: int, path: Path, title: 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=100)
     drawn = False
-    for i, r in enumerate(x for x in results if x.cell.kind != "tta"):
+    for i, r in enumerate(x for x in results if x.cell.kind not in ROUND0_KINDS):
         pts = []
         for k in range(1, rounds + 1):
             vals = [f.jaccard.get(k) for f in r.folds.values() if f.jaccard.get(k) is not None]

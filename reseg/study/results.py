@@ -16,6 +16,7 @@ import numpy as np
 
 from reseg import layout
 from reseg.study import stats, tilecm
+from reseg.study.cells import ROUND0_KINDS
 from reseg.study.plan import Cell, Group, Plan
 
 
@@ -100,7 +101,7 @@ def _fold_data(plan: Plan, cell: Cell, group: Group, fold: int) -> FoldData:
     fd.rounds[0] = (r0 or {}).get("mean_iou")
     fd.rounds_pc[0] = _pc(r0)
     root = Path(cell.root)
-    if cell.kind == "tta":
+    if cell.kind in ROUND0_KINDS:
         m = _json(root / layout.fold_name(fold) / "eval" / layout.METRICS_JSON)
         fd.merged, fd.merged_pc = (m or {}).get("mean_iou"), _pc(m)
         return fd
@@ -132,7 +133,7 @@ def collect(plan: Plan) -> list[CellResult]:
         res = CellResult(cell, group, folds)
         seed = b["seed"] + i
         for what in ("merged", "last"):
-            if cell.kind == "tta" and what == "last":
+            if cell.kind in ROUND0_KINDS and what == "last":
                 continue
             d = [
                 (getattr(f, what) - f.r0)

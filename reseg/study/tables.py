@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reseg.study.cells import ROUND0_KINDS
 from reseg.study.plan import Plan
 from reseg.study.results import CellResult
 
@@ -51,7 +52,7 @@ def summary_rows(results: Sequence[CellResult]) -> list[list[str]]:
                 _kind(r),
                 r.cell.label,
                 _ms(r.over_folds("r0")),
-                _ms(r.over_folds("last")) if r.cell.kind != "tta" else "–",
+                _ms(r.over_folds("last")) if r.cell.kind not in ROUND0_KINDS else "–",
                 _ms(r.over_folds("merged")),
                 _iv(r.d_merged),
                 _iv(r.d_last),
@@ -145,7 +146,7 @@ def baselines_section(plan: Plan, results: list[CellResult]) -> list[str]:
             (allp.over_folds("merged")[0], allp.over_folds("last")[0]) if allp else (None, None)
         )
         t = tta.over_folds("merged")[0] if tta else None
-        for r in (x for x in rs if x.cell.kind != "tta"):
+        for r in (x for x in rs if x.cell.kind not in ROUND0_KINDS):
             m, last = r.over_folds("merged")[0], r.over_folds("last")[0]
             rows.append([gid, r.cell.label, _f(m), _d(m, am), _f(last), _d(last, al), _d(m, t)])
     head = ["group", "cell", "merged", "merged − all pixels", "last round", "last − all pixels"]
@@ -210,7 +211,7 @@ def results_table(plan: Plan, results: list[CellResult]) -> str:
         if len(grid) > 4:
             grid = [grid[0], grid[-1]]
         for r in [*grid, *(r for r in rs if r.cell.kind != "grid")]:
-            last = r.cell.kind != "tta"
+            last = r.cell.kind not in ROUND0_KINDS
             rows.append(
                 [
                     gid,

@@ -22,6 +22,7 @@ from reseg.config import DataConfig
 from reseg.errors import ResegError
 from reseg.pipeline import parent_tags, run_pipeline, steps
 from reseg.report import collect
+from reseg.study import refine as refine_factor
 from reseg.study import tilecm
 from reseg.study.plan import Group, Job, Plan, config_of, marker
 from reseg.study.resample import resample_scenes
@@ -60,7 +61,7 @@ def _share_data(g: Group, root: Path) -> None:
 
 def run_r0(plan: Plan, job: Job) -> None:
     """Round 0 of a group and validation fold (train, score, evaluate, per-tile confusions),
-    then the group's TTA baseline on that fold."""
+    then the group's TTA baseline and refine cells on that fold."""
     g = plan.group(job.params["group"])
     fold = job.params["fold"]
     cfg = config_of(g.config, g.id)
@@ -86,6 +87,11 @@ def run_r0(plan: Plan, job: Job) -> None:
     )
     if job.params.get("tta_cell"):
         run_tta(plan, job.params["tta_cell"], fold, job.fingerprint)
+    if job.params.get("refine_cells"):
+        cells = {plan.cell(c).x: Path(plan.cell(c).root) for c in job.params["refine_cells"]}
+        refine_factor.run_refine(
+            steps.Context(cfg, root, tuple(plan.beam_args)), fold, cells, tiles.num_classes
+        )
 
 
 def run_tta(plan: Plan, cell_id: str, fold: int, key: str) -> None:
