@@ -1,0 +1,108 @@
+"""Refinement as a study factor, measured alone: round 0 with and without tuned CRF / SLIC.
+
+Plans a study (`reseg study`'s plan, with `baselines.refine` on) and runs only the
+jobs the refine cells need: the data of each resolution and round 0 of each group
+and fold, which tunes CRF and SLIC on the validation fold (k + 1) mod K and
+evaluates them on fold k (`reseg.study.refine`). The selection cells are not run.
+Prints, per group and method, round 0's mIoU, the tuned refinement's mIoU (mean over
+folds), their paired difference with the study's 95% tile-bootstrap interval, and in
+how many folds the tuned setting beat no refinement on validation (what prediction
+applies by default); writes bench/results/refine_factor_<study>.json.
+
+    python bench/refine_factor.py examples/study_demo_landsat.yaml --profile quick --root runs/refine-landsat
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("study", type=Path)
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--root", type=Path, required=True)
+    args = ap.parse_args(argv)
+
+    import logging
+
+    from reseg import artifacts, layout, quiet
+    from reseg.study.config import load_study
+    from reseg.study.plan import build_plan, is_done
+    from reseg.study.results import collect
+    from reseg.study.worker import run_job
+
+    quiet.configure(False)
+    logging.getLogger().setLevel(logging.INFO)
+    study, base = load_study(args.study, args.profile)
+    study = study.model_copy(
+        update={"baselines": study.baselines.model_copy(update={"refine": True})}
+    )
+    root = args.root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(root / "study.json", study.model_dump(mode="json"))
+    plan = build_plan(study, base, root)
+    plan.save()
+    started = time.time()
+    for job in plan.jobs:
+        if job.kind in ("data", "r0") and not is_done(root, job):
+            run_job(root, job.id)
+    wall = time.time() - started
+
+    rows = []
+    for r in collect(plan):
+        if r.cell.kind != "refine":
+            continue
+        beat, gains = 0, []
+        for k in plan.folds:
+            rec = artifacts.RefineTuning.load(layout.refine_dir(r.group.root, k)).record
+            t = rec["methods"][r.cell.x]
+            beat += bool(t["better"])
+            gains.append(t["gain"])
+        rows.append(
+            {
+                "group": r.group.id,
+                "resolution": r.group.resolution,
+                "method": r.cell.x,
+                "r0": r.over_folds("r0")[:2],
+                "refined": r.over_folds("merged")[:2],
+                "delta_tiles": r.d_merged.as_dict(),
+                "delta_folds": r.d_merged_folds.as_dict(),
+                "validation_gain": gains,
+                "beat_on_validation": beat,
+                "folds": len(plan.folds),
+            }
+        )
+    out = REPO / "bench" / "results" / f"refine_factor_{study.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {"study": study.name, "profile": args.profile, "wall_s": wall, "rows": rows}, indent=2
+        )
+    )
+    print(f"\n{study.name} ({args.profile or 'default'}), folds {plan.folds}")
+    print(
+        f"{'group':<14} {'refine':<6} {'round 0':>7} {'refined':>7} {'Δ [95% CI]':>26} {'applied':>8}"
+    )
+    for row in rows:
+        d = row["delta_tiles"]
+        iv = "–" if d["mean"] is None else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+        print(
+            f"{row['group']:<14} {row['method']:<6} {row['r0'][0]:7.3f} {row['refined'][0]:7.3f} "
+            f"{iv:>26} {row['beat_on_validation']:>4}/{row['folds']}"
+        )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
