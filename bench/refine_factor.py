@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from reseg import artifacts, layout, quiet
+    from reseg.pipeline import steps
     from reseg.study.config import load_study
-    from reseg.study.plan import build_plan, is_done
+    from reseg.study.plan import build_plan, config_of, is_done
+    from reseg.study.refine import run_refine
     from reseg.study.results import collect
     from reseg.study.worker import run_job
 
@@ -56,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     for job in plan.jobs:
         if job.kind in ("data", "r0") and not is_done(root, job):
             run_job(root, job.id)
+    # the tuning again on round 0 (skipped when current): a finished study root picks up a
+    # change of the tuning code or grid without retraining round 0
+    for job in plan.jobs:
+        if job.kind == "r0":
+            g = plan.group(job.params["group"])
+            cells = {plan.cell(c).x: Path(plan.cell(c).root) for c in job.params["refine_cells"]}
+            ctx = steps.Context(config_of(g.config, g.id), Path(g.root))
+            run_refine(ctx, job.params["fold"], cells, len(plan.class_names))
     wall = time.time() - started
 
     rows = []

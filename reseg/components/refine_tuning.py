@@ -13,9 +13,11 @@ pixels counted, each scene pixel once, as the evaluator counts them.
 
 For every setting of the grid (`predict.tune`: every combination of the listed
 values, the other parameters from `predict.crf` / `predict.slic`), the validation
-confusion gives its mIoU; the best setting of each method is the one of highest
-mIoU (the first listed on ties), and it *beats* no refinement when its mIoU is
-strictly higher. Then no refinement and the best setting of each method are
+confusion gives its mIoU over the classes present in the validation labels
+(`CRITERION`); the best setting of each method is the one of highest mIoU (the first
+listed on ties), and it *beats* no refinement when its mIoU is higher and the lower
+end of the one-sided `predict.tune.confidence` interval of the gain (validation tiles
+resampled, paired) is above 0. Then no refinement and the best setting of each method are
 evaluated on fold k's pixels: the held-out figures, with per-tile confusions for
 the study's bootstrap. Lengths given in pixels are recorded in metres when the
 tiles are georeferenced (one pixel size), so prediction applies the same ground
@@ -50,10 +52,15 @@ from reseg.tfrecords_schema import Tile, read_tiles
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 1
+CODE_VERSION = 3
 TUNED = ("crf", "slic")
 """The refinements that are tuned."""
-SUMMARY = ("mean_iou", "overall_accuracy", "kappa")
+CRITERION = "miou_labelled"
+SUMMARY = ("miou_labelled", "mean_iou", "overall_accuracy", "kappa")
+"""`miou_labelled`, the criterion: mean IoU over the classes present in the labels of the
+pixels counted, the same classes for every setting. (`mean_iou`, as `reseg.metrics`, averages
+over the classes in labels *or* predictions, so a refinement that wipes out a class the
+labels do not have would gain by dropping its IoU of 0 from the average.)"""
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,8 @@ def _core_cm(t: Tile, probs: np.ndarray, c: int) -> np.ndarray:
 
 def _summary(cm: np.ndarray, class_names: Sequence[str], per_class: bool = False) -> dict:
     m = scores(cm, list(class_names))
+    labelled = miou(cm, cm.sum(1) > 0)
+    m["miou_labelled"] = None if np.isnan(labelled) else float(labelled)
     out = {k: m[k] for k in SUMMARY}
     out["pixels"] = m["pixels"]
     if per_class:
@@ -203,6 +212,7 @@ def tune(
             )
         none_tiles = np.stack(none_cms)  # (n, C, C)
         none_val = _summary(none_tiles.sum(0), class_names)
+        labelled = none_tiles.sum((0, 2)) > 0  # the classes in the validation labels
         sizes = {v for v in pixel_sizes.values()}
         pixel_m = sizes.pop() if len(sizes) == 1 else None
         methods: dict[str, Any] = {}
@@ -211,10 +221,10 @@ def tune(
             tried = [
                 {"setting": s, **_summary(tiles_m[i].sum(0), class_names)} for i, s in enumerate(g)
             ]
-            best = max(range(len(g)), key=lambda i: _key(tried[i]["mean_iou"]))
-            gain = _key(tried[best]["mean_iou"]) - _key(none_val["mean_iou"])
+            best = max(range(len(g)), key=lambda i: _key(tried[i][CRITERION]))
+            gain = _key(tried[best][CRITERION]) - _key(none_val[CRITERION])
             low = gain_lower_bound(
-                none_tiles, tiles_m[best], pcfg.tune.confidence, pcfg.tune.bootstrap
+                none_tiles, tiles_m[best], pcfg.tune.confidence, pcfg.tune.bootstrap, labelled
             )
             methods[m] = {
                 "tried": tried,
@@ -274,33 +284,40 @@ def tune(
     return tuning
 
 
-def miou(cms: np.ndarray) -> np.ndarray:
+def miou(cms: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
     """mIoU of each confusion matrix of (..., C, C): the mean IoU over the classes present in
-    labels or predictions (as `reseg.metrics.scores`); NaN where no class is."""
+    labels or predictions (as `reseg.metrics.scores`), or only over `classes` ((C,) bool)
+    where they are present; NaN where no class is."""
     tp = np.diagonal(cms, axis1=-2, axis2=-1).astype(np.float64)
     union = cms.sum(-1) + cms.sum(-2) - tp
     iou = np.divide(tp, union, out=np.full(tp.shape, np.nan), where=union > 0)
-    present = union > 0
+    present = (union > 0) if classes is None else (union > 0) & classes
     n = present.sum(-1)
     total = np.where(present, iou, 0.0).sum(-1)
     return np.divide(total, n, out=np.full(n.shape, np.nan), where=n > 0)
 
 
 def gain_lower_bound(
-    base: np.ndarray, other: np.ndarray, level: float, samples: int, seed: int = 0
+    base: np.ndarray,
+    other: np.ndarray,
+    level: float,
+    samples: int,
+    classes: np.ndarray | None = None,
+    seed: int = 0,
 ) -> float:
     """Lower end of the one-sided `level` percentile interval of mIoU(other) - mIoU(base),
     tiles resampled with replacement (paired: the same tiles for both).
 
     Args:
         base, other: (n, C, C) per-tile confusions of the same n tiles.
+        classes: (C,) bool, the classes averaged (default those present, as `miou`).
     """
     n = len(base)
     rng = np.random.default_rng(seed)
     w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(samples)])
     a = np.einsum("sn,nij->sij", w, base)
     b = np.einsum("sn,nij->sij", w, other)
-    d = miou(b) - miou(a)
+    d = miou(b, classes) - miou(a, classes)
     d = d[~np.isnan(d)]
     return float(np.quantile(d, 1 - level)) if len(d) else float("-inf")
 
@@ -329,15 +346,17 @@ def table(record: dict[str, Any]) -> str:
     none = record["none"]
     lines = [
         f"refinement tuned for fold {k}'s models on the validation pixels of fold {v} "
-        f"({record['validation_tiles']} tiles); no refinement: mIoU {_f(none['validation']['mean_iou'])}",
+        f"({record['validation_tiles']} tiles); no refinement: mIoU {_f(none['validation'][CRITERION])} "
+        "(mIoU: over the classes in the labels; mIoU*: in labels or predictions)",
     ]
     for m, t in record["methods"].items():
-        lines.append(f"  {m:<5} {'setting':<52} {'mIoU':>6} {'OA':>6}")
+        lines.append(f"  {m:<5} {'setting':<52} {'mIoU':>6} {'mIoU*':>6} {'OA':>6}")
         for row in t["tried"]:
             s = ", ".join(f"{a}={b}" for a, b in row["setting"].items())
             mark = " *" if row["setting"] == t["best_setting"] else ""
             lines.append(
-                f"        {s:<52} {_f(row['mean_iou'])} {_f(row['overall_accuracy'])}{mark}"
+                f"        {s:<52} {_f(row[CRITERION])} {_f(row['mean_iou'])} "
+                f"{_f(row['overall_accuracy'])}{mark}"
             )
         verdict = "beats" if t["better"] else "does not beat"
         lines.append(
@@ -346,8 +365,14 @@ def table(record: dict[str, Any]) -> str:
         )
     lines.append(
         f"  held out (fold {k}, {record['evaluation_tiles']} tiles): mIoU none "
-        f"{_f(none['evaluation']['mean_iou'])}"
-        + "".join(f", {m} {_f(t['evaluation']['mean_iou'])}" for m, t in record["methods"].items())
+        f"{_f(none['evaluation'][CRITERION])}"
+        + "".join(f", {m} {_f(t['evaluation'][CRITERION])}" for m, t in record["methods"].items())
+        + " (mIoU* "
+        + f"{_f(none['evaluation']['mean_iou']).strip()}"
+        + "".join(
+            f", {_f(t['evaluation']['mean_iou']).strip()}" for t in record["methods"].values()
+        )
+        + ")"
     )
     return "\n".join(lines)
 
@@ -400,7 +425,7 @@ def apply_tuning(
         return pcfg, f"refine {method}: {t.path} holds no tuning of {method}; as configured"
     rec = t.record
     where = f"validation pixels of fold {rec['validation_fold']} ({t.path})"
-    best, none = m["validation"]["mean_iou"], rec["none"]["validation"]["mean_iou"]
+    best, none = m["validation"][CRITERION], rec["none"]["validation"][CRITERION]
     if not m["better"] and pcfg.tune.only_if_better:
         return pcfg.model_copy(update={"refine": "none"}), (
             f"refine {method} NOT applied: its best setting does not beat no refinement on the "
