@@ -7,7 +7,8 @@ evaluates them on fold k (`reseg.study.refine`). The selection cells are not run
 Prints, per group and method, round 0's mIoU, the tuned refinement's mIoU (mean over
 folds), their paired difference with the study's 95% tile-bootstrap interval, and in
 how many folds the tuned setting beat no refinement on validation (what prediction
-applies by default); writes bench/results/refine_factor_<study>.json.
+applies by default), and the held-out mIoU over the classes in the labels (mIoU_l, the
+tuning's criterion) without and with refinement; writes bench/results/refine_factor_<study>.json.
 
     python bench/refine_factor.py examples/study_demo_landsat.yaml --profile quick --root runs/refine-landsat
 """
@@ -72,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in collect(plan):
         if r.cell.kind != "refine":
             continue
-        beat, gains = 0, []
+        beat, gains, lab_none, lab_ref = 0, [], [], []
         for k in plan.folds:
             rec = artifacts.RefineTuning.load(layout.refine_dir(r.group.root, k)).record
             t = rec["methods"][r.cell.x]
             beat += bool(t["better"])
             gains.append(t["gain"])
+            lab_none.append(rec["none"]["evaluation"]["miou_labelled"])
+            lab_ref.append(t["evaluation"]["miou_labelled"])
         rows.append(
             {
                 "group": r.group.id,
@@ -88,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                 "delta_tiles": r.d_merged.as_dict(),
                 "delta_folds": r.d_merged_folds.as_dict(),
                 "validation_gain": gains,
+                "held_out_labelled_classes": {
+                    "none": sum(lab_none) / len(lab_none),
+                    "refined": sum(lab_ref) / len(lab_ref),
+                },
                 "beat_on_validation": beat,
                 "folds": len(plan.folds),
             }
@@ -101,14 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\n{study.name} ({args.profile or 'default'}), folds {plan.folds}")
     print(
-        f"{'group':<14} {'refine':<6} {'round 0':>7} {'refined':>7} {'Δ [95% CI]':>26} {'applied':>8}"
+        f"{'group':<14} {'refine':<6} {'round 0':>7} {'refined':>7} {'Δ [95% CI]':>26} "
+        f"{'applied':>8} {'r0 mIoU_l':>9} {'ref mIoU_l':>10}"
     )
     for row in rows:
         d = row["delta_tiles"]
         iv = "–" if d["mean"] is None else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
         print(
             f"{row['group']:<14} {row['method']:<6} {row['r0'][0]:7.3f} {row['refined'][0]:7.3f} "
-            f"{iv:>26} {row['beat_on_validation']:>4}/{row['folds']}"
+            f"{iv:>26} {row['beat_on_validation']:>4}/{row['folds']} "
+            f"{row['held_out_labelled_classes']['none']:9.3f} "
+            f"{row['held_out_labelled_classes']['refined']:10.3f}"
         )
     print(f"wrote {out}")
     return 0
