@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             g = plan.group(job.params["group"])
             cells = {plan.cell(c).x: Path(plan.cell(c).root) for c in job.params["refine_cells"]}
             ctx = steps.Context(config_of(g.config, g.id), Path(g.root))
-            run_refine(ctx, job.params["fold"], cells, len(plan.class_names))
+            run_refine(ctx, job.params["fold"], cells)
     wall = time.time() - started
 
     rows = []

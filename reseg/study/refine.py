@@ -53,7 +53,7 @@ def predict_key(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: p.get(k) for k in ("crf", "slic", "tune", "rgb_bands")}
 
 
-def run_refine(ctx: steps.Context, fold: int, cells: dict[str, Path], num_classes: int) -> None:
+def run_refine(ctx: steps.Context, fold: int, cells: dict[str, Path]) -> None:
     """Tune CRF and SLIC on round 0 of `fold` (root `ctx.root`, the group's) and write each
     cell's held-out metrics and per-tile confusions. `cells`: method -> cell root."""
     tuning = steps.tune_refine(ctx, fold, source="r0")

@@ -89,9 +89,7 @@ def run_r0(plan: Plan, job: Job) -> None:
         run_tta(plan, job.params["tta_cell"], fold, job.fingerprint)
     if job.params.get("refine_cells"):
         cells = {plan.cell(c).x: Path(plan.cell(c).root) for c in job.params["refine_cells"]}
-        refine_factor.run_refine(
-            steps.Context(cfg, root, tuple(plan.beam_args)), fold, cells, tiles.num_classes
-        )
+        refine_factor.run_refine(steps.Context(cfg, root, tuple(plan.beam_args)), fold, cells)
 
 
 def run_tta(plan: Plan, cell_id: str, fold: int, key: str) -> None:

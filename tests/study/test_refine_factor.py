@@ -72,7 +72,7 @@ def test_refine_cells_are_compared_with_round_zero_like_every_cell(demo_rounds, 
     )
     cfg = config_of(g.config, g.id)
     cells = {c.x: Path(c.root) for c in plan.cells if c.kind == "refine"}
-    run_refine(steps.Context(cfg, groot), 0, cells, len(plan.class_names))
+    run_refine(steps.Context(cfg, groot), 0, cells)
 
     tuning = artifacts.RefineTuning.load(layout.refine_dir(groot, 0))
     assert tuning.record["source"]["label"] == "r0" and tuning.record["validation_fold"] == 1
