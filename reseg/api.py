@@ -32,6 +32,7 @@ from reseg.artifacts import (
     Metrics,
     Model,
     Predictions,
+    RefineTuning,
     Scores,
     Selection,
     Stats,
@@ -103,6 +104,10 @@ class Pipeline:
 
     def merge(self, fold: int = 0) -> Merged:
         return steps.merge(self.context, fold)
+
+    def tune_refine(self, fold: int = 0, source: str | None = None) -> RefineTuning:
+        """CRF and SLIC tuned on the validation pixels of `fold`'s models (`reseg tune-refine`)."""
+        return steps.tune_refine(self.context, fold, source)
 
     def export(self) -> Export:
         return steps.export(self.context)

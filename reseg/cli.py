@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "merge": ("merge", "merge the per-pixel probabilities of all rounds"),
     "evaluate": ("evaluate", "OA, IoU/F1 per class, mIoU, kappa, confusion on the validation fold"),
+    "tune-refine": (
+        "tune_refine",
+        "tune CRF and SLIC refinement on the validation pixels of each fold's models",
+    ),
     "export": ("export", "export a SavedModel for TF Serving"),
     "predict": ("predict", "segment whole scenes into georeferenced class and confidence GeoTIFFs"),
     "serve-predict": ("serve_predict", "segment a scene through a TF Serving endpoint"),

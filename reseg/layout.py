@@ -81,6 +81,15 @@ def merged_eval_dir(root: str | Path, fold: int | None) -> Path:
     return merged_dir(root, fold) / EVAL
 
 
+def refine_root(root: str | Path) -> Path:
+    return Path(root) / "refine"
+
+
+def refine_dir(root: str | Path, fold: int | None) -> Path:
+    """`refine/fold<k>`: the refinements tuned on the validation pixels of fold k's models."""
+    return refine_root(root) / fold_name(fold)
+
+
 def export_dir(root: str | Path, model_name: str) -> Path:
     return Path(root) / "export" / model_name
 
@@ -119,6 +128,8 @@ SELECTION_JSON = "selection.json"
 SCORE_HIST_JSON = "score_hist.json"
 SCORE_HIST_PNG = "score_hist.png"
 METHODS_JSON = "methods.json"
+REFINE_JSON = "refine.json"
+REFINE_TILES_NPZ = "tiles.npz"
 SHARD_GLOB = "part-*.tfrecord.gz"
 CLASS_PIXELS_PNG = "class_pixels.png"
 CURVES_PNG = "curves.png"

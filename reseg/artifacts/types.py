@@ -271,6 +271,28 @@ class Merged(Artifact):
 
 
 @dataclass(frozen=True)
+class RefineTuning(Artifact):
+    """`<root>/refine/<fold>`: CRF and SLIC tuned on a fold's validation pixels.
+
+    `record` is `refine.json`: the settings tried with their validation metrics, the
+    best setting of each method, whether it beat no refinement, and the held-out
+    metrics of no refinement and of each best setting; `tiles.npz` holds the held-out
+    per-tile confusions (`keys`, and `none`, `crf`, `slic`: (n, C, C)).
+    """
+
+    record: dict[str, Any] = field(repr=False, compare=False)
+
+    def method(self, name: str) -> dict[str, Any] | None:
+        """The tuning of `crf` or `slic`, or None when it was not tuned."""
+        return self.record.get("methods", {}).get(name)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RefineTuning:
+        path = Path(path)
+        return cls(path, read_manifest(path), _json(path / layout.REFINE_JSON))
+
+
+@dataclass(frozen=True)
 class Export(Artifact):
     """`export/<name>/<version>/`: a validated SavedModel in TF Serving's layout."""
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from reseg.components.predictor import predict_scene, unique_ids
 from reseg.components.predictor.labels import VECTOR_SUFFIXES
+from reseg.components.refine_tuning import apply_tuning, find_tuning
 from reseg.config import PredictConfig, VectorLabels, load_config
 from reseg.errors import ConfigError
 from reseg.pipeline import steps
@@ -76,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--refine", choices=["none", "crf", "slic"], help="refinement of the probabilities"
+    )
+    g.add_argument(
+        "--tuning",
+        type=Path,
+        help="with --refine: a tuning folder (<root>/refine/fold<k>, `reseg tune-refine`) whose "
+        "setting to use; default the tuning of --model when it is a pipeline model that has one",
     )
     g.add_argument(
         "--confidence", choices=["uint8", "float32"], help="confidence encoding (default uint8)"
@@ -215,6 +222,10 @@ def run(args: argparse.Namespace) -> int:
         )
     cfg = load_config(args.config) if args.config is not None else None
     pcfg = _predict_config(args, cfg.predict if cfg else None)
+    if pcfg.refine != "none":
+        tuned, said = apply_tuning(pcfg, args.tuning or find_tuning(args.model))
+        (log.warning if tuned.refine != pcfg.refine else log.info)("%s", said)
+        pcfg = tuned
     backend = load_backend(args.model)
     data = cfg.data if cfg else None
     labels = _label_sources(args, backend.info, data)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from reseg.config.base import Section
 
@@ -21,27 +22,150 @@ D4 = (
 """Names of the eight D4 transforms (rotations counter-clockwise; flip = left-right mirror first)."""
 
 
+LENGTH_PATTERN = r"^\s*[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?\s*(px|m)\s*$"
+Length = Annotated[
+    float | Annotated[str, StringConstraints(pattern=LENGTH_PATTERN)],
+    Field(
+        description=(
+            "A length on the ground: `90 m` (metres, converted with the scene's pixel size; "
+            "needs a georeferenced scene), `3 px` or a plain number (pixels)."
+        )
+    ),
+]
+"""A spatial parameter: a number or `N px` is pixels, `N m` is metres on the ground."""
+
+
+def parse_length(value: float | str) -> tuple[float, str]:
+    """A `Length` as (value, unit), unit `px` or `m`.
+
+    >>> parse_length(3), parse_length("90 m"), parse_length("2.5px")
+    ((3.0, 'px'), (90.0, 'm'), (2.5, 'px'))
+    """
+    if isinstance(value, int | float):
+        return float(value), "px"
+    m = re.match(LENGTH_PATTERN, value)
+    if m is None:
+        raise ValueError(f"a length is `N m`, `N px` or a number of pixels, received {value!r}")
+    return float(value[: m.start(1)]), m.group(1)
+
+
+def _positive(v: float | str) -> float | str:
+    if parse_length(v)[0] <= 0:
+        raise ValueError(f"a length must be positive, received {v!r}")
+    return v
+
+
 class CrfConfig(Section):
-    """DenseCRF (pydensecrf2) parameters; the pairwise terms follow Krähenbühl and Koltun (2011)."""
+    """DenseCRF (pydensecrf2) parameters; the pairwise terms follow Krähenbühl and Koltun (2011).
+
+    Spatial stds are lengths (`N m` on the ground, `N px` or a number of pixels); the
+    colour std is in units of the bands' standard deviation (the model's statistics), so
+    one setting means the same on uint8 photographs and uint16 reflectances.
+    """
 
     iterations: int = Field(5, ge=1, le=50, description="Mean-field iterations.")
-    gaussian_sxy: float = Field(3.0, gt=0, description="Smoothness kernel: spatial std, pixels.")
-    gaussian_compat: float = Field(3.0, ge=0, description="Smoothness kernel: weight.")
-    bilateral_sxy: float = Field(80.0, gt=0, description="Appearance kernel: spatial std, pixels.")
-    bilateral_srgb: float = Field(
-        13.0, gt=0, description="Appearance kernel: colour std (uint8 units)."
+    gaussian_sxy: Length = Field(1.0, description="Smoothness kernel: spatial std (length).")
+    gaussian_compat: float = Field(1.0, ge=0, description="Smoothness kernel: weight.")
+    bilateral_sxy: Length = Field(10.0, description="Appearance kernel: spatial std (length).")
+    bilateral_sstd: float = Field(
+        0.5,
+        gt=0,
+        description="Appearance kernel: colour std, in standard deviations of the bands.",
     )
-    bilateral_compat: float = Field(10.0, ge=0, description="Appearance kernel: weight.")
+    bilateral_compat: float = Field(3.0, ge=0, description="Appearance kernel: weight.")
+
+    _lengths = field_validator("gaussian_sxy", "bilateral_sxy")(_positive)
 
 
 class SlicConfig(Section):
-    """SLIC superpixels (scikit-image) computed per tile; probabilities averaged per superpixel."""
+    """SLIC superpixels (scikit-image) on the three `rgb_bands` standardised by the model's
+    statistics; probabilities averaged per superpixel."""
 
-    n_segments: int = Field(400, ge=2, description="Approximate number of superpixels per tile.")
-    compactness: float = Field(
-        10.0, gt=0, description="Colour vs. space trade-off (higher = squarer)."
+    size: Length = Field(
+        10.0, description="Side of a superpixel (length): n_segments = tile area / size^2."
     )
-    sigma: float = Field(1.0, ge=0, description="Gaussian smoothing before segmenting, pixels.")
+    compactness: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "Colour vs. space trade-off, in standard deviations of the bands: a colour "
+            "difference of `compactness` weighs as much as a distance of one `size` "
+            "(higher = squarer)."
+        ),
+    )
+    sigma: Length = Field(
+        0.5, description="Gaussian smoothing before segmenting (length); 0 = none."
+    )
+
+    _size = field_validator("size")(_positive)
+
+    @field_validator("sigma")
+    @classmethod
+    def _non_negative(cls, v: float | str) -> float | str:
+        if parse_length(v)[0] < 0:
+            raise ValueError(f"sigma must be >= 0, received {v!r}")
+        return v
+
+
+class CrfGrid(Section):
+    """The CRF settings `reseg tune-refine` tries: every combination, the rest from `predict.crf`."""
+
+    bilateral_sxy: list[Length] = Field(
+        [3.0, 10.0, 30.0], min_length=1, description="Appearance kernel spatial stds (lengths)."
+    )
+    bilateral_sstd: list[float] = Field(
+        [0.25, 1.0], min_length=1, description="Appearance kernel colour stds (band stds)."
+    )
+    bilateral_compat: list[float] = Field(
+        [1.0, 4.0], min_length=1, description="Appearance kernel weights."
+    )
+
+    @field_validator("bilateral_sxy")
+    @classmethod
+    def _lengths(cls, v: list[float | str]) -> list[float | str]:
+        return [_positive(x) for x in v]
+
+
+class SlicGrid(Section):
+    """The SLIC settings `reseg tune-refine` tries: every combination, the rest from `predict.slic`."""
+
+    size: list[Length] = Field(
+        [3.0, 6.0, 12.0], min_length=1, description="Superpixel sides (lengths)."
+    )
+    compactness: list[float] = Field(
+        [0.1, 1.0], min_length=1, description="Compactness values (band stds)."
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _lengths(cls, v: list[float | str]) -> list[float | str]:
+        return [_positive(x) for x in v]
+
+
+class TuneConfig(Section):
+    """Tuning of the refinements on the validation pixels (`reseg tune-refine`)."""
+
+    crf: CrfGrid = CrfGrid()
+    slic: SlicGrid = SlicGrid()
+    only_if_better: bool = Field(
+        True,
+        description=(
+            "Prediction applies a tuned refinement only when its best setting beat no "
+            "refinement (mIoU) on the validation pixels; otherwise it predicts without "
+            "refinement and says so."
+        ),
+    )
+    confidence: float = Field(
+        0.9,
+        ge=0.5,
+        lt=1.0,
+        description=(
+            "A refinement beats no refinement when its validation mIoU is higher and the "
+            "lower end of the one-sided interval at this level of the paired gain (bootstrap "
+            "over validation tiles) is above 0, so a gain within the tiles' noise does not count."
+        ),
+    )
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of that interval.")
 
 
 class PredictConfig(Section):
@@ -82,6 +206,13 @@ class PredictConfig(Section):
     )
     crf: CrfConfig = CrfConfig()
     slic: SlicConfig = SlicConfig()
+    tune: TuneConfig = Field(
+        TuneConfig(),
+        description=(
+            "The grid `reseg tune-refine` searches on the validation pixels; prediction with "
+            "`refine` uses the tuned setting of the model's fold when there is one."
+        ),
+    )
     rgb_bands: list[int] | None = Field(
         None,
         description=(

@@ -32,6 +32,7 @@ STEPS: dict[str, Callable[[step_fns.Context], Any]] = {
     "tile": step_fns.tile,
     "stats": step_fns.stats,
     "rounds": _rounds,
+    "refine": step_fns.refine,
     "export": step_fns.export,
     "predict": step_fns.predict,
     "report": step_fns.report,

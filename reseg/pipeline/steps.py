@@ -26,6 +26,7 @@ early stopping, equal merge weights, no stopping rule (one warning line).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,15 +39,18 @@ from reseg.artifacts import (
     Merged,
     Metrics,
     Model,
+    ModelInfo,
     Predictions,
+    RefineTuning,
     Scores,
     Selection,
     Stats,
     TileSet,
 )
-from reseg.components import evaluator, merger, scorer, selector, statistics, tiling
+from reseg.components import evaluator, merger, refine_tuning, scorer, selector, statistics, tiling
 from reseg.components import trainer as trainer_mod
 from reseg.components.exporter import export as export_component
+from reseg.components.exporter.sources import resolve as resolve_source
 from reseg.components.predictor.root import predict_root
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError
@@ -362,6 +366,58 @@ def _log_round(
 
 
 # --- after the rounds -----------------------------------------------------------------------
+
+
+def refinement_members(path: Path) -> tuple[list[refine_tuning.Member], str, ModelInfo]:
+    """The scores behind a model directory (a round's model, or merged rounds' members as
+    `merged.json` lists them), how they combine, and the models' ModelInfo."""
+    spec_path = path / layout.MERGED_JSON
+    if spec_path.exists():
+        spec = json.loads(spec_path.read_text())
+        models = [(path / m["model"]).resolve() for m in spec["members"]]
+        weights = [float(m.get("weight", 1.0)) for m in spec["members"]]
+        method = spec["method"]
+    else:
+        models, weights, method = [path], [1.0], "mean"
+    members = []
+    for model, w in zip(models, weights, strict=True):
+        d = model.parent / layout.SCORES
+        if not _published(d):
+            raise ArtifactError(f"{d}: the scores of {model} are not published; score it first")
+        members.append(refine_tuning.Member(Scores.load(d), w))
+    return members, method, ModelInfo.load(models[0])
+
+
+def tune_refine(ctx: Context, fold: Fold, source: str | int | None = None) -> RefineTuning:
+    """CRF and SLIC tuned on the validation pixels of `fold`'s models (`source`, default
+    `export.source`): `refine/<fold>` (see `reseg.components.refine_tuning`)."""
+    if fold is None:
+        raise ConfigError(
+            f"tune-refine: the models trained on every tile ({layout.FULL}) have no validation "
+            "pixels; name a fold k"
+        )
+    label, _, path = resolve_source(ctx.cfg, ctx.root, source or ctx.cfg.export.source, fold)
+    members, method, info = refinement_members(path)
+    return refine_tuning.tune(
+        members,
+        method,
+        info,
+        fold,
+        ctx.tiles().folds,
+        ctx.cfg.predict,
+        layout.refine_dir(ctx.root, fold),
+        ctx.class_names,
+        {"label": label, "fold": fold, "path": str(path.resolve())},
+    )
+
+
+def refine(ctx: Context) -> list[RefineTuning]:
+    """`reseg run`'s refine step: with `predict.refine` crf or slic, tune both on every fold of
+    `rounds.folds` (the predict step then uses the export fold's tuning); else nothing."""
+    if ctx.cfg.predict.refine == "none":
+        log.info("predict.refine is none: no refinement to tune")
+        return []
+    return [tune_refine(ctx, k) for k in ctx.folds() if k is not None]
 
 
 def export(ctx: Context, source: str | int | None = None, fold: Fold | str = "default") -> Export:

@@ -137,6 +137,11 @@ def selections(study: StudyConfig, base_sel: dict[str, Any]) -> list[tuple[str, 
     return out
 
 
+ROUND0_KINDS = ("tta", "refine")
+"""Cells made from round 0's model alone (no rounds, no last round): their result stands in
+the `merged` column."""
+
+
 def cell_label(kind: str, sel: dict, x: Any) -> str:
     """A cell's setting in words, for tables."""
     if kind == "all_pixels":

@@ -147,6 +147,13 @@ class BaselinesConfig(Section):
             "predictions, at most 8)."
         ),
     )
+    refine: bool = Field(
+        False,
+        description=(
+            "Round 0 with DenseCRF and with SLIC, each tuned on the validation fold "
+            "(`predict.tune`'s grid; reseg.study.refine)."
+        ),
+    )
 
 
 class BootstrapConfig(Section):

@@ -36,6 +36,7 @@ from reseg.config import Config, parse_config
 from reseg.config.predict import D4
 from reseg.errors import ConfigError
 from reseg.models.registry import output_stride
+from reseg.study import refine as refine_factor
 from reseg.study.cells import cell_label, group_config, selections
 from reseg.study.config import ModelSpec, StudyConfig, deep_merge
 
@@ -54,7 +55,7 @@ class Group:
 
 @dataclass
 class Cell:
-    """One rounds setting of a group. `kind`: grid, all_pixels, bottom, cbst or tta."""
+    """One rounds setting of a group. `kind`: grid, all_pixels, bottom, cbst, tta or refine."""
 
     id: str
     group: str
@@ -191,11 +192,23 @@ def build_plan(
                         tta=list(D4[:n]),
                     )
                 )
-            # round 0 of each seed and fold, and the TTA baseline with its model in the same process
+            r0_extra: dict[str, Any] = {}
+            if study.baselines.refine:
+                specs = refine_factor.cell_specs(gid, root)
+                cells += [
+                    Cell(s["id"], gid, s["kind"], s["label"], "", "", s["x"], s["root"], None)
+                    for s in specs
+                ]
+                r0_extra = {
+                    "refine_cells": [s["id"] for s in specs],
+                    "refine": refine_factor.predict_key(raw),
+                }
+            # round 0 of each seed and fold, and the TTA baseline and refine cells with its
+            # model in the same process
             r0_jobs = {s: [f"r0.{gid}.seed{s}.fold{k_}" for k_ in folds] for s in study.seeds}
             for s in study.seeds:
                 for k_, jid in zip(folds, r0_jobs[s], strict=True):
-                    params = {"group": gid, "seed": s, "fold": k_, "tta_cell": tta_cell}
+                    params = {"group": gid, "seed": s, "fold": k_, "tta_cell": tta_cell, **r0_extra}
                     jobs.append(Job(jid, "r0", [data_job], params))
             seen: dict[str, Cell] = {}
             for kind, short, sel, x in selections(study, base_sel):

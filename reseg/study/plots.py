@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg.study.cells import ROUND0_KINDS
 from reseg.study.results import CellResult
 
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
@@ -42,7 +43,7 @@ def _err(iv) -> tuple[float, float]:
 def rounds_plot(results: Sequence[CellResult], rounds: int, path: Path, title: str) -> Path | None:
     """mIoU per round: mean over (seed, fold) runs with its seeds x folds interval as a band,
     merged at the right (interval bar); TTA of round 0 dashed with its band."""
-    rows = [r for r in results if r.cell.kind != "tta"]
+    rows = [r for r in results if r.cell.kind not in ROUND0_KINDS]
     if not rows:
         return None
     plt = _plt()
@@ -66,7 +67,7 @@ def rounds_plot(results: Sequence[CellResult], rounds: int, path: Path, title: s
             x = rounds + 1 + 0.03 * (i - len(rows) / 2)
             lo, hi = _err(iv)
             ax.errorbar([x], [iv.mean], yerr=[[lo], [hi]], marker="s", color=color, capsize=2)
-    for r in (x for x in results if x.cell.kind == "tta"):
+    for r in (x for x in results if x.cell.kind in ROUND0_KINDS):
         iv = r.interval("merged")
         if iv.mean is not None:
             ax.axhline(iv.mean, ls="--", lw=1, color="#444444", label=_short(r))
@@ -124,7 +125,9 @@ def forest_plot(results: Sequence[CellResult], path: Path, title: str) -> Path |
 
 def three_way_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None:
     """Bars per cell: round 0, last round, merged (mean over runs, seeds x folds interval)."""
-    rows = [r for r in results if r.cell.kind != "tta" and r.over_runs("r0")[0] is not None]
+    rows = [
+        r for r in results if r.cell.kind not in ROUND0_KINDS and r.over_runs("r0")[0] is not None
+    ]
     if not rows:
         return None
     plt = _plt()
@@ -198,7 +201,7 @@ def x_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None
 def hist_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | None:
     """Per class, the round-0 score histogram and each cell's last selection's (density), of
     the first (seed, fold) run: distributions, not an effect."""
-    rows = [r for r in results if r.cell.kind != "tta" and r.runs]
+    rows = [r for r in results if r.cell.kind not in ROUND0_KINDS and r.runs]
     first = [(r, next(iter(r.runs.values()))) for r in rows]
     first = [(r, f) for r, f in first if 0 in f.hist]
     if not first:
@@ -253,7 +256,7 @@ def jaccard_plot(results: Sequence[CellResult], rounds: int, path: Path, title: 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=100)
     drawn = False
-    for i, r in enumerate(x for x in results if x.cell.kind != "tta"):
+    for i, r in enumerate(x for x in results if x.cell.kind not in ROUND0_KINDS):
         pts = []
         for k in range(1, rounds + 1):
             vals = [f.jaccard.get(k) for f in r.runs.values() if f.jaccard.get(k) is not None]

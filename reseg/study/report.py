@@ -16,6 +16,7 @@ from pathlib import Path
 from reseg import artifacts
 from reseg.report import to_html
 from reseg.study import plots
+from reseg.study.cells import ROUND0_KINDS
 from reseg.study.plan import Plan
 from reseg.study.results import collect, to_json
 from reseg.study.tables import (
@@ -132,7 +133,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
             md += [f"![x {gid}]({p.name})", ""]
     md += ["## Merged vs last round vs round 0", ""]
     rows = []
-    for r in (x for x in results if x.cell.kind != "tta"):
+    for r in (x for x in results if x.cell.kind not in ROUND0_KINDS):
         vals = {w: r.over_runs(w)[0] for w in ("r0", "last", "merged")}
         known = {k: v for k, v in vals.items() if v is not None}
         best = max(known, key=known.get) if known else "–"
@@ -153,7 +154,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         "",
     ]
     rows = []
-    for r in (x for x in results if x.cell.kind != "tta"):
+    for r in (x for x in results if x.cell.kind not in ROUND0_KINDS):
         j = []
         for k in range(1, plan.rounds + 1):
             vals = [f.jaccard.get(k) for f in r.runs.values() if f.jaccard.get(k) is not None]

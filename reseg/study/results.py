@@ -19,7 +19,7 @@ import numpy as np
 
 from reseg import layout
 from reseg.study import stats, tilecm
-from reseg.study.cells import seed_root
+from reseg.study.cells import ROUND0_KINDS, seed_root
 from reseg.study.plan import Cell, Group, Plan
 
 
@@ -137,7 +137,7 @@ def _fold_data(plan: Plan, cell: Cell, group: Group, seed: int, fold: int) -> Fo
     fd.rounds[0] = (r0 or {}).get("mean_iou")
     fd.rounds_pc[0] = _pc(r0)
     root = seed_root(cell.root, seed)
-    if cell.kind == "tta":
+    if cell.kind in ROUND0_KINDS:
         m = _json(root / layout.fold_name(fold) / "eval" / layout.METRICS_JSON)
         fd.merged, fd.merged_pc = (m or {}).get("mean_iou"), _pc(m)
         return fd
@@ -183,7 +183,7 @@ def compare(results: list[CellResult], b: dict[str, Any]) -> None:
     """Fill every result's `comparisons` (`COMPARISONS`) with seeds x folds intervals."""
     for i, r in enumerate(results):
         for key, _, what, other, other_what in COMPARISONS:
-            if r.cell.kind == "tta" and key != "vs_r0":
+            if r.cell.kind in ROUND0_KINDS and key != "vs_r0":
                 continue
             if other == "self":
                 base = r
@@ -208,7 +208,7 @@ def collect(plan: Plan) -> list[CellResult]:
         res = CellResult(cell, group, data, b)
         seed = b["seed"] + i
         for what in ("merged", "last"):
-            if cell.kind == "tta" and what == "last":
+            if cell.kind in ROUND0_KINDS and what == "last":
                 continue
             pairs = []
             for s, k in runs:

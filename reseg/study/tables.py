@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reseg.study import stats
+from reseg.study.cells import ROUND0_KINDS
 from reseg.study.plan import Plan
 from reseg.study.results import COMPARISONS, CellResult, seed_spread
 
@@ -61,7 +62,7 @@ def summary_rows(results: Sequence[CellResult]) -> list[list[str]]:
                 _kind(r),
                 r.cell.label,
                 _ms(r.over_runs("r0")),
-                _ms(r.over_runs("last")) if r.cell.kind != "tta" else "–",
+                _ms(r.over_runs("last")) if r.cell.kind not in ROUND0_KINDS else "–",
                 _ms(r.over_runs("merged")),
                 _iv(_cmp(r, "vs_r0")),
                 _iv(_cmp(r, "last_vs_r0")),
@@ -148,7 +149,7 @@ def baselines_section(plan: Plan, results: list[CellResult]) -> list[str]:
     ]
     rows = []
     for gid, rs in _groups(plan, results):
-        for r in (x for x in rs if x.cell.kind != "tta"):
+        for r in (x for x in rs if x.cell.kind not in ROUND0_KINDS):
             rows.append(
                 [
                     gid,
@@ -293,7 +294,7 @@ def results_table(plan: Plan, results: list[CellResult]) -> str:
         if len(grid) > 4:
             grid = [grid[0], grid[-1]]
         for r in [*grid, *(r for r in rs if r.cell.kind != "grid")]:
-            last = r.cell.kind != "tta"
+            last = r.cell.kind not in ROUND0_KINDS
             d = _cmp(r, "vs_r0")
             rows.append(
                 [

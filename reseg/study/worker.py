@@ -22,6 +22,7 @@ from reseg.config import DataConfig
 from reseg.errors import ResegError
 from reseg.pipeline import parent_tags, run_pipeline, steps
 from reseg.report import collect
+from reseg.study import refine as refine_factor
 from reseg.study import tilecm
 from reseg.study.cells import seed_root, seeded
 from reseg.study.plan import Group, Job, Plan, config_of, marker
@@ -61,7 +62,7 @@ def _share_data(g: Group, root: Path) -> None:
 
 def run_r0(plan: Plan, job: Job) -> None:
     """Round 0 of a group, seed and evaluation fold (train, score, evaluate, per-tile
-    confusions), then the group's TTA baseline on that seed and fold."""
+    confusions), then the group's TTA baseline and refine cells on that seed and fold."""
     g = plan.group(job.params["group"])
     fold, seed = job.params["fold"], job.params["seed"]
     cfg = config_of(seeded(g.config, seed), g.id)
@@ -88,6 +89,11 @@ def run_r0(plan: Plan, job: Job) -> None:
     )
     if job.params.get("tta_cell"):
         run_tta(plan, job.params["tta_cell"], seed, fold, job.fingerprint)
+    if job.params.get("refine_cells"):
+        cells = {
+            plan.cell(c).x: seed_root(plan.cell(c).root, seed) for c in job.params["refine_cells"]
+        }
+        refine_factor.run_refine(steps.Context(cfg, root, tuple(plan.beam_args)), fold, cells)
 
 
 def run_tta(plan: Plan, cell_id: str, seed: int, fold: int, key: str) -> None:

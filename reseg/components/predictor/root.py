@@ -29,6 +29,7 @@ from typing import Any
 from reseg import artifacts, layout
 from reseg.components.exporter.sources import DEFAULT, resolve
 from reseg.components.predictor.scene import predict_scene
+from reseg.components.refine_tuning import apply_tuning, find_tuning
 from reseg.config import Config
 from reseg.serving import load_backend
 
@@ -52,6 +53,10 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Pr
     """Predict every scene of `cfg.data` into `<root>/predictions/`, outputs named by scene id."""
     root = Path(root)
     label, fold, model_path = resolve(cfg, root, cfg.export.source, DEFAULT)
+    pcfg, said = apply_tuning(cfg.predict, find_tuning(model_path))
+    if said:
+        (log.warning if pcfg.refine != cfg.predict.refine else log.info)("%s", said)
+    cfg = cfg.model_copy(update={"predict": pcfg})
     fp = artifacts.fingerprint(
         "predict",
         _model_key(root, model_path),

@@ -30,7 +30,7 @@ from reseg.artifacts import ModelInfo
 from reseg.components.predictor.labels import LabelReader, label_data_config
 from reseg.components.predictor.outputs import SceneOutputs
 from reseg.components.predictor.reader import ImageReader, SceneImage, open_scene
-from reseg.components.predictor.refine import refine_tile, rgb_indexes
+from reseg.components.predictor.refine import Refiner, ground_pixel_size
 from reseg.components.predictor.sliding import Blender, SlidingPlan
 from reseg.config import DataConfig, PredictConfig, VectorLabels
 from reseg.errors import ConfigError
@@ -321,7 +321,14 @@ def _slide(
     to_model, to_writer = _Pipe(cfg.prefetch, failed), _Pipe(cfg.prefetch, failed)
     env = cfg.gdal_env
     cm = np.zeros((c, c), np.int64)
-    idx = rgb_indexes(info, cfg.rgb_bands) if cfg.refine != "none" else (0, 0, 0)
+    refiner = Refiner.make(
+        cfg.refine,
+        info,
+        cfg.rgb_bands,
+        cfg.crf,
+        cfg.slic,
+        ground_pixel_size(scene.crs, scene.transform),
+    )
 
     def read() -> None:
         with rasterio.Env(**env):
@@ -342,9 +349,7 @@ def _slide(
             while (item := to_writer.get()) is not _END:
                 batch, probs = item
                 for k, (i, j) in enumerate(batch.keys):
-                    p = refine_tile(
-                        cfg.refine, probs[k], batch.tiles[k], info, idx, cfg.crf, cfg.slic
-                    )
+                    p = refiner(probs[k], batch.tiles[k])
                     for block in blender.add(i, j, p):
                         valid = batch.valid[k][block.local]
                         cls = outputs.write(
