@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from reseg import layout
+from reseg import layout, storage
 from reseg.config import Config
 
 log = logging.getLogger(__name__)
@@ -189,8 +189,9 @@ def _ended(run: Run) -> Iterator[Run]:
         run.end("FINISHED")
 
 
-def resolve_uri(cfg: Config, root: str | Path) -> str:
-    """`tracking.uri`, or the default sqlite store of the pipeline root."""
+def resolve_uri(cfg: Config, root: str | Path) -> str | None:
+    """`tracking.uri`, or the default sqlite store of a local pipeline root (None for a root
+    on object storage: no local file to hold the store)."""
     return cfg.tracking.uri or layout.tracking_uri(root)
 
 
@@ -247,9 +248,21 @@ def open_run(
     _quiet()
 
     uri = resolve_uri(cfg, root)
+    if uri is None:
+        log.warning(
+            "%s: a root on object storage has no local MLflow store; not tracking this run "
+            "(set tracking.uri to a tracking server, whose artifact store can be in the same "
+            "bucket)",
+            root,
+        )
+        yield NULL_RUN
+        return
     client = MlflowClient(tracking_uri=uri)
     local = uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
-    artifacts = (Path(root).resolve() / "mlartifacts").as_uri() if local else None
+    artifacts = None
+    if local:  # a local store keeps its artifacts in the root (a bucket's root: the bucket)
+        here = storage.path(root) / "mlartifacts"
+        artifacts = str(here) if storage.is_remote(here) else Path(here).resolve().as_uri()
     exp_id = _experiment_id(client, cfg.tracking.experiment or cfg.name, artifacts)
     run_id = None
     if resume_key is not None:

@@ -1,15 +1,14 @@
 """`reseg report ROOT`: report.md and report.html of a pipeline root."""
 
 import argparse
-from pathlib import Path
 
-from reseg import layout
+from reseg import layout, storage
 from reseg.errors import ArtifactError
 from reseg.report import collect, round_table, write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", type=Path, metavar="ROOT", help="pipeline root")
+    parser.add_argument("root", type=storage.path, metavar="ROOT", help="pipeline root")
 
 
 def run(args: argparse.Namespace) -> int:
