@@ -85,6 +85,34 @@ def path(x: str | os.PathLike) -> AnyPath:
     return UPath(str(x), use_listings_cache=False)
 
 
+def argument(x: str) -> AnyPath | str:
+    """argparse `type` of a location: `path(x)`, or the text itself for an unsupported scheme
+    (refused with one line by the command, inside its error handling, not by argparse)."""
+    try:
+        return path(x)
+    except InputError:
+        return x
+
+
+_CLIENT_MODULES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "fsspec", "aiohttp")
+
+
+def client_error(e: BaseException, where: str | os.PathLike | None) -> ResegError | None:
+    """The one-line error of an exception an object store's client raised (looking through
+    causes), or None when it is not one."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        x = stack.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if type(x).__module__.split(".")[0] in _CLIENT_MODULES:
+            return remote_error(x, where or "object store")
+        stack += [x.__cause__, x.__context__]
+    return None
+
+
 def uri(p: str | os.PathLike) -> str:
     """The string GDAL, TensorFlow or a log line gets: a local path or `scheme://bucket/key`."""
     return str(p)
@@ -295,11 +323,9 @@ def check_output(root: AnyPath) -> None:
     p = path(root)
     bucket = p.path.split("/", 1)[0]
     try:
-        if not p.fs.exists(bucket):
-            raise OutputError(f"{root}: bucket '{bucket}' does not exist")
         p.fs.ls(bucket, refresh=True)
-    except ResegError:
-        raise
+    except FileNotFoundError:
+        raise OutputError(f"{root}: bucket '{bucket}' does not exist") from None
     except Exception as e:  # the clients raise their own types; named by `remote_error`
         raise remote_error(e, root) from None
 

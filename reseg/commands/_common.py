@@ -27,7 +27,7 @@ def add_config_and_root(parser: argparse.ArgumentParser, beam: bool = False) -> 
     parser.add_argument(
         "--root",
         required=True,
-        type=storage.path,
+        type=storage.argument,
         help="pipeline root: a local folder, s3://bucket/prefix or gs://bucket/prefix",
     )
     if beam:

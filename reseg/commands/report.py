@@ -8,7 +8,7 @@ from reseg.report import collect, round_table, write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", type=storage.path, metavar="ROOT", help="pipeline root")
+    parser.add_argument("root", type=storage.argument, metavar="ROOT", help="pipeline root")
 
 
 def run(args: argparse.Namespace) -> int:

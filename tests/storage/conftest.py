@@ -4,6 +4,7 @@ STORAGE_EMULATOR_HOST), as a user's would."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -29,6 +30,7 @@ def s3_endpoint():
     """moto's S3 API server on 127.0.0.1, with the AWS variables a user would set for MinIO."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
