@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reseg import layout
+from reseg import layout, storage
 
 
 @dataclass
@@ -173,7 +173,7 @@ def plot_miou(view: FoldView, path: Path) -> Path | None:
     ax.set_title(f"mIoU per round, {view.fold}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    storage.save_figure(fig, path)
     plt.close(fig)
     return path
 

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import io
 import os
+import posixpath
 import shutil
 import tempfile
 import threading
@@ -118,6 +119,22 @@ def uri(p: str | os.PathLike) -> str:
     return str(p)
 
 
+def relpath(p: AnyPath, start: AnyPath) -> str:
+    """`p` relative to folder `start` ('/'-separated; both local, or in the same bucket)."""
+    if not is_remote(p):
+        return os.path.relpath(p, start)
+    return posixpath.relpath(path(p).path, path(start).path)
+
+
+def join(folder: AnyPath, rel: str) -> AnyPath:
+    """Folder `folder` joined with relative path `rel`, with `..` resolved on object storage."""
+    folder = path(folder)
+    if not is_remote(folder):
+        return folder / rel
+    sch = scheme(folder)
+    return path(f"{sch}://" + posixpath.normpath(posixpath.join(folder.path, rel)))
+
+
 def gdal_path(p: str | os.PathLike) -> str:
     """The path GDAL opens: `/vsis3/bucket/key` or `/vsigs/bucket/key` for URIs (after
     `configure_gdal`), the local path otherwise."""
@@ -193,6 +210,13 @@ def atomic_write(p: AnyPath, mode: str = "wb") -> Iterator[IO]:
     os.replace(part, p)
 
 
+def save_figure(fig: Any, p: AnyPath) -> None:
+    """`fig.savefig` (matplotlib) to a local path or an object, in the format of its suffix."""
+    p = path(p)
+    with atomic_write(p, "wb") as fh:
+        fig.savefig(fh, format=p.suffix.lstrip(".") or "png")
+
+
 def replace(src: AnyPath, dst: AnyPath) -> None:
     """Move a file (or a folder of files) to `dst`, replacing it: `os.replace` on a disk;
     on object storage a server-side copy of each object, then the source is deleted."""
@@ -255,13 +279,21 @@ def local_copy(p: AnyPath, key: str = "") -> Path:
     """A local file with the content of `p` (itself when local).
 
     Objects are downloaded into the shard cache (`$RESEG_CACHE_DIR`, default
-    `~/.cache/reseg`) under a name from their URI and `key` (the fingerprint of the
-    artifact holding them: a republished artifact gets new names). The cache is kept
+    `~/.cache/reseg`) under a name from their URI and `key` (default the object's ETag or
+    generation and size: a rewritten object is fetched again). The cache is kept
     under `RESEG_CACHE_BYTES` (default 20 GiB) by evicting the least recently used files.
     """
     p = path(p)
     if not is_remote(p):
         return p
+    if not key:
+        try:  # the object's version: a rewritten object gets a new cache entry
+            info = p.fs.info(p.path)
+        except Exception as e:
+            raise client_error(e, p) or remote_error(e, p) from None
+        key = str(info.get("ETag") or info.get("generation") or info.get("mtime")) + str(
+            info.get("size")
+        )
     tag = hashlib.sha256(f"{p}|{key}".encode()).hexdigest()[:16]
     local = cache_dir() / "objects" / f"{tag}-{p.name}"
     if local.exists():
@@ -275,11 +307,42 @@ def local_copy(p: AnyPath, key: str = "") -> Path:
         os.replace(tmp, local)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    _evict(local.parent, keep=local)
+    _evict(local.parent, keep={local})
     return local
 
 
-def _evict(folder: Path, keep: Path) -> None:
+def local_copies(files: list[AnyPath]) -> list[Path]:
+    """`local_copy` of each file, all kept in the cache together (TensorFlow reads them over a
+    whole training). Raises `OutputError` when they alone exceed the cache's size bound."""
+    if not any(is_remote(f) for f in files):
+        return [Path(f) for f in files]
+    out: list[Path] = []
+    for f in files:
+        out.append(local_copy(f))
+        _evict(cache_dir() / "objects", keep=set(out))
+    need = sum(p.stat().st_size for p in out if p.exists())
+    if need > cache_bytes():
+        raise OutputError(
+            f"{cache_dir()}: the {len(out)} tile files need {need / 2**30:.1f} GiB, more than "
+            f"the cache bound RESEG_CACHE_BYTES={cache_bytes()}; raise it"
+        )
+    return out
+
+
+def fetch(p: AnyPath, folder: str | os.PathLike) -> Path:
+    """Download file or folder `p` into local `folder`, keeping its name; returns the copy."""
+    p = path(p)
+    dest = Path(folder) / p.name
+    if not is_remote(p):
+        return Path(p)
+    if p.is_dir():
+        p.fs.get(p.path.rstrip("/") + "/", str(dest) + "/", recursive=True)
+    else:
+        p.fs.get_file(p.path, str(dest))
+    return dest
+
+
+def _evict(folder: Path, keep: set[Path]) -> None:
     """Delete the least recently used cache files until the cache is under its bound."""
     with _CACHE_LOCK:
         files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
@@ -289,9 +352,19 @@ def _evict(folder: Path, keep: Path) -> None:
         for f in sorted(files, key=lambda f: stats[f].st_atime):
             if total <= bound:
                 break
-            if f != keep:
+            if f not in keep:
                 f.unlink(missing_ok=True)
                 total -= stats[f].st_size
+
+
+def local_stage(final: AnyPath, fp: str) -> Path:
+    """A local folder to stage object-store artifact `final` in, for writers that need files
+    (Keras, TensorFlow checkpoints): kept across crashes on this machine, so a rerun here
+    resumes."""
+    tag = hashlib.sha256(str(final).encode()).hexdigest()[:16]
+    d = cache_dir() / "staging" / f"{tag}-{path(final).name}.tmp-{fp[:12]}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def upload(local: str | os.PathLike, dst: AnyPath) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,12 +140,14 @@ class Run:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload one file into the run's artifacts (under `artifact_path`)."""
         if self.enabled:
-            self._client.log_artifact(self.run_id, str(path), artifact_path)
+            with _local(path) as local:
+                self._client.log_artifact(self.run_id, str(local), artifact_path)
 
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
         """Upload a directory's files into the run's artifacts (under `artifact_path`)."""
         if self.enabled:
-            self._client.log_artifacts(self.run_id, str(directory), artifact_path)
+            with _local(directory) as local:
+                self._client.log_artifacts(self.run_id, str(local), artifact_path)
 
     @contextmanager
     def nested(self, run_name: str, tags: Mapping[str, Any] | None = None) -> Iterator[Run]:
@@ -187,6 +190,17 @@ def _ended(run: Run) -> Iterator[Run]:
         raise
     else:
         run.end("FINISHED")
+
+
+@contextmanager
+def _local(p: str | Path) -> Iterator[Path]:
+    """`p`, or a temporary local copy of it when it is on object storage (MLflow uploads
+    local files)."""
+    if not storage.is_remote(p):
+        yield Path(p)
+        return
+    with tempfile.TemporaryDirectory(prefix="reseg-mlflow-") as d:
+        yield storage.fetch(p, d)
 
 
 def resolve_uri(cfg: Config, root: str | Path) -> str | None:

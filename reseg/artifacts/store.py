@@ -69,9 +69,15 @@ def is_current(path: str | Path, fp: str) -> bool:
         return False
 
 
-def staging_dir(final: str | Path, fp: str) -> Path:
-    """The staging directory of `final` for fingerprint `fp` (created; kept if it exists)."""
+def staging_dir(final: str | Path, fp: str, local: bool = False) -> Path:
+    """The staging directory of `final` for fingerprint `fp` (created; kept if it exists).
+
+    `local`: the writer needs a local folder (Keras, TF checkpoints); for an artifact on
+    object storage that is a folder of the local cache (`storage.local_stage`), uploaded
+    when the artifact is published."""
     final = storage.path(final)
+    if local and storage.is_remote(final):
+        return storage.local_stage(final, fp)
     tmp = final.with_name(f"{final.name}.tmp-{fp[:12]}")
     storage.mkdir(tmp)
     return tmp
@@ -174,17 +180,20 @@ class Stage:
 
 
 @contextmanager
-def stage(final: str | Path, fp: str, step: str, config_json: str | None = None) -> Iterator[Stage]:
+def stage(
+    final: str | Path, fp: str, step: str, config_json: str | None = None, local: bool = False
+) -> Iterator[Stage]:
     """Stage an artifact and publish it when the block ends normally.
 
     On an error of the inputs (`ResegError`) the staging directory is removed, so
     nothing half-written stays; on an error of the place written to (a full disk, a
     permission: `PLACE_ERRORS`) and on any other exception (a crash, Ctrl-C) it is kept
     for the rerun to resume from. The manifest is written last, with `fingerprint`, `step` and
-    `seconds` added to what the block put in `Stage.manifest`.
+    `seconds` added to what the block put in `Stage.manifest`. With `local`, `Stage.dir` is a
+    local folder even for an artifact on object storage (`staging_dir`).
     """
     final = storage.path(final)
-    st = Stage(final, staging_dir(final, fp), fp, step, config_json=config_json)
+    st = Stage(final, staging_dir(final, fp, local), fp, step, config_json=config_json)
     try:
         yield st
     except PLACE_ERRORS:
@@ -198,4 +207,9 @@ def stage(final: str | Path, fp: str, step: str, config_json: str | None = None)
         "seconds": round(time.time() - st.started, 3),
         **st.manifest,
     }
-    publish(st.dir, final, manifest, st.config_json)
+    tmp = st.dir
+    if storage.is_remote(final) and not storage.is_remote(tmp):  # a local stage: upload it
+        tmp = staging_dir(final, fp)
+        storage.upload(st.dir, tmp)
+        shutil.rmtree(st.dir, ignore_errors=True)
+    publish(tmp, final, manifest, st.config_json)

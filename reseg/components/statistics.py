@@ -288,8 +288,7 @@ def _plot_classes(stats: dict, tiles: artifacts.TileSet, path: Path) -> None:
     ax.legend(fontsize=7)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
-    with storage.atomic_write(path) as fh:
-        fig.savefig(fh, format="png")
+    storage.save_figure(fig, path)
     plt.close(fig)
 
 
