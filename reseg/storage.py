@@ -275,13 +275,14 @@ def cache_bytes() -> int:
     return int(os.environ.get("RESEG_CACHE_BYTES", CACHE_BYTES))
 
 
-def local_copy(p: AnyPath, key: str = "") -> Path:
+def local_copy(p: AnyPath, key: str = "", keep: frozenset[Path] = frozenset()) -> Path:
     """A local file with the content of `p` (itself when local).
 
     Objects are downloaded into the shard cache (`$RESEG_CACHE_DIR`, default
     `~/.cache/reseg`) under a name from their URI and `key` (default the object's ETag or
     generation and size: a rewritten object is fetched again). The cache is kept
-    under `RESEG_CACHE_BYTES` (default 20 GiB) by evicting the least recently used files.
+    under `RESEG_CACHE_BYTES` (default 20 GiB) by evicting the least recently used files
+    (never those in `keep`).
     """
     p = path(p)
     if not is_remote(p):
@@ -307,7 +308,7 @@ def local_copy(p: AnyPath, key: str = "") -> Path:
         os.replace(tmp, local)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    _evict(local.parent, keep={local})
+    _evict(local.parent, keep={local, *keep})
     return local
 
 
@@ -318,8 +319,7 @@ def local_copies(files: list[AnyPath]) -> list[Path]:
         return [Path(f) for f in files]
     out: list[Path] = []
     for f in files:
-        out.append(local_copy(f))
-        _evict(cache_dir() / "objects", keep=set(out))
+        out.append(local_copy(f, keep=frozenset(out)))
     need = sum(p.stat().st_size for p in out if p.exists())
     if need > cache_bytes():
         raise OutputError(
