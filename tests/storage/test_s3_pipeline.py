@@ -73,7 +73,13 @@ def test_nothing_is_written_locally_but_the_cache(s3_run):
     assert not list((cache / "staging").iterdir())  # models and selections were uploaded
     names = storage.files_under(root)
     assert not [n for n in names if ".tmp-" in n]  # nothing staged is left in the bucket
-    for d in ("tiles", "stats", "rounds/r0/fold0/model", "rounds/r1/fold0/selection", "merged/fold0"):
+    for d in (
+        "tiles",
+        "stats",
+        "rounds/r0/fold0/model",
+        "rounds/r1/fold0/selection",
+        "merged/fold0",
+    ):
         assert f"{d}/{layout.MANIFEST}" in names, d
 
 
@@ -96,17 +102,16 @@ def test_metrics_equal_the_local_run(s3_run, demo_rounds):
     """Deterministic training: the same weights, so the same confusion matrices."""
     root = s3_run[0]
     local_root = demo_rounds[0]
-    pairs = [
-        (layout.eval_dir(root, r, 0), layout.eval_dir(local_root, r, 0)) for r in (0, 1)
-    ] + [(layout.merged_eval_dir(root, 0), layout.merged_eval_dir(local_root, 0))]
+    pairs = [(layout.eval_dir(root, r, 0), layout.eval_dir(local_root, r, 0)) for r in (0, 1)] + [
+        (layout.merged_eval_dir(root, 0), layout.merged_eval_dir(local_root, 0))
+    ]
     for remote, local in pairs:
         got = read_json(remote / layout.METRICS_JSON)
         ref = json.loads((local / layout.METRICS_JSON).read_text())
         assert got["confusion"] == ref["confusion"], remote
         assert got["mean_iou"] == pytest.approx(ref["mean_iou"], abs=0, nan_ok=True), remote
     digests = [
-        read_json(layout.model_dir(root, r, 0) / layout.MANIFEST)["weights_digest"]
-        for r in (0, 1)
+        read_json(layout.model_dir(root, r, 0) / layout.MANIFEST)["weights_digest"] for r in (0, 1)
     ]
     assert digests == [
         artifacts.read_manifest(layout.model_dir(local_root, r, 0))["weights_digest"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from reseg import artifacts, layout, storage
-from reseg.errors import InputError
+from reseg.errors import ArtifactError, InputError
 
 
 class Crash(Exception):
@@ -68,7 +68,7 @@ def test_a_crash_while_publishing_leaves_nothing_trusted(s3_bucket, monkeypatch)
         (st.dir / "b.txt").write_text("new b")
     assert not storage.path(f"{final}/{layout.MANIFEST}").exists()
     assert not artifacts.is_current(final, "old") and not artifacts.is_current(final, "new")
-    with pytest.raises(Exception):
+    with pytest.raises(ArtifactError, match="no manifest.json"):
         artifacts.read_manifest(final)
     monkeypatch.setattr(fs, "copy", copy)
     with artifacts.stage(final, "new", "test") as st:
