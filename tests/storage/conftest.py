@@ -51,6 +51,37 @@ def s3_endpoint():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def gcs_endpoint():
+    """gcp-storage-emulator on 127.0.0.1, found through STORAGE_EMULATOR_HOST (Google's own
+    setting: gcsfs and google-cloud-storage read it; reseg gives it to GDAL)."""
+    from gcp_storage_emulator.server import create_server
+
+    for name in ("gcsfs", "gcp_storage_emulator", "google"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # "no default credentials" per call
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    yield os.environ["STORAGE_EMULATOR_HOST"]
+    if saved is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = saved
+    server.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_endpoint) -> str:
+    """A new, empty bucket: `gs://<name>`."""
+    from reseg import storage
+
+    name = f"reseg-{uuid.uuid4().hex[:12]}"
+    storage.path(f"gs://{name}").fs.mkdir(name)
+    return f"gs://{name}"
+
+
 @pytest.fixture
 def s3_bucket(s3_endpoint) -> str:
     """A new, empty bucket: `s3://<name>`."""
