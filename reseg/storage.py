@@ -114,11 +114,6 @@ def client_error(e: BaseException, where: str | os.PathLike | None) -> ResegErro
     return None
 
 
-def uri(p: str | os.PathLike) -> str:
-    """The string GDAL, TensorFlow or a log line gets: a local path or `scheme://bucket/key`."""
-    return str(p)
-
-
 def relpath(p: AnyPath, start: AnyPath) -> str:
     """`p` relative to folder `start` ('/'-separated; both local, or in the same bucket)."""
     if not is_remote(p):
