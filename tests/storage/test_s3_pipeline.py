@@ -127,3 +127,17 @@ def test_a_rerun_trusts_what_is_in_the_bucket(s3_run, capsys):
     }
     assert main(["run", str(cfg_file), "--root", root, "--steps", "tile,stats,rounds"]) == 0
     assert {d: read_bytes(d / layout.MANIFEST) for d in before} == before
+
+
+def test_report_of_a_bucket_root(s3_run, demo_rounds, capsys):
+    from reseg.report import collect, round_table
+
+    root = s3_run[0]
+    assert main(["report", root]) == 0
+    md = storage.path(f"{root}/report/report.md").read_text()
+    assert "## Validation fold0" in md
+    assert "../rounds/r1/fold0/eval/confusion.png" in md  # links relative inside the bucket
+    assert storage.path(f"{root}/report/report.html").exists()
+    assert storage.path(f"{root}/report/miou_fold0.png").exists()
+    remote, local = collect(root), collect(demo_rounds[0])
+    assert [round_table(v) for v in remote] == [round_table(v) for v in local]
