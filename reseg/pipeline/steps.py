@@ -75,9 +75,9 @@ class Context:
         return parse_folds(text, k, default, allow_full=allow_full)
 
 
-LOCAL_ONLY = ("export", "predict")
-"""Steps that do not write to object storage yet (TF Serving's versioned folders, COGs): with
-a root in a bucket they are refused before anything runs."""
+LOCAL_ONLY = ("predict",)
+"""Steps that do not write to object storage yet (the prediction COGs): with a root in a
+bucket they are refused before anything runs."""
 
 
 def local_root_only(root: Path, step: str) -> None:
@@ -85,7 +85,7 @@ def local_root_only(root: Path, step: str) -> None:
     if step in LOCAL_ONLY and storage.is_remote(root):
         raise ConfigError(
             f"{root}: `{step}` does not write to object storage yet; run "
-            f"`--steps tile,stats,rounds,report` on the bucket, then {step} with a local --root "
+            f"`--steps tile,stats,rounds,export,report` on the bucket, then {step} with a local --root "
             "holding a copy of it"
         )
 

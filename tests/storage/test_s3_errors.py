@@ -96,5 +96,5 @@ def test_steps_that_do_not_write_to_buckets_yet_are_refused_first(
     bucket, image, labels = scene_in_bucket
     code, err = run(tmp_path, capsys, image, labels, f"{bucket}/root", command="run")
     assert code != 0
-    assert f"{bucket}/root" in err and "`export` does not write to object storage yet" in err
+    assert f"{bucket}/root" in err and "`predict` does not write to object storage yet" in err
     assert storage.files_under(f"{bucket}/root") == []
