@@ -27,6 +27,11 @@ REQUIRES = [
     "pydensecrf2==1.1",
     "tensorflow-serving-api==2.21.0",
     "requests==2.34.2",
+    # object storage (reseg/storage.py): one path type over fsspec; GDAL reads rasters itself
+    "universal_pathlib==0.3.10",
+    "fsspec==2026.9.0",
+    "s3fs==2026.9.0",
+    "gcsfs==2026.10.1",
 ]
 
 EXTRAS = {
@@ -38,6 +43,8 @@ EXTRAS = {
         "ruff==0.17.6",
         "import-linter==2.17",  # the layer contract (pyproject.toml), run by tests/test_layers.py
         "jsonschema==4.26.0",  # tests: the example configs validate against `reseg schema`
+        "moto[server,s3]==5.2.5",  # tests/storage: an S3 API server on loopback
+        "gcp-storage-emulator==2026.7.19",  # tests/storage: a GCS emulator on loopback
     ],
     # torch is only for the side-by-side model benchmark (bench/models.py).
     "bench": ["torch==2.13.0"],

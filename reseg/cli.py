@@ -16,7 +16,7 @@ import importlib.util
 import logging
 import sys
 
-from reseg import __version__, quiet
+from reseg import __version__, quiet, storage
 from reseg.errors import ResegError, user_error
 
 log = logging.getLogger("reseg")
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except ResegError as e:
         return _report(args, e)
     except Exception as e:
-        err = user_error(e, fallback=getattr(args, "root", None) or getattr(args, "out", None))
+        where = getattr(args, "root", None) or getattr(args, "out", None)
+        err = user_error(e, fallback=where) or storage.client_error(e, where)
         if err is None:
             raise  # a bug: keep the traceback
         return _report(args, err)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reseg import storage
+
 
 def tiles_dir(root: str | Path) -> Path:
-    return Path(root) / "tiles"
+    return storage.path(root) / "tiles"
 
 
 def stats_dir(root: str | Path) -> Path:
-    return Path(root) / "stats"
+    return storage.path(root) / "stats"
 
 
 MODEL = "model"
@@ -36,11 +38,11 @@ def fold_name(fold: int | None) -> str:
 
 
 def rounds_root(root: str | Path) -> Path:
-    return Path(root) / "rounds"
+    return storage.path(root) / "rounds"
 
 
 def merged_root(root: str | Path) -> Path:
-    return Path(root) / "merged"
+    return storage.path(root) / "merged"
 
 
 def round_dir(root: str | Path, r: int, fold: int | None) -> Path:
@@ -91,24 +93,27 @@ def refine_dir(root: str | Path, fold: int | None) -> Path:
 
 
 def export_dir(root: str | Path, model_name: str) -> Path:
-    return Path(root) / "export" / model_name
+    return storage.path(root) / "export" / model_name
 
 
 def predictions_dir(root: str | Path) -> Path:
-    return Path(root) / "predictions"
+    return storage.path(root) / "predictions"
 
 
 def report_dir(root: str | Path) -> Path:
-    return Path(root) / "report"
+    return storage.path(root) / "report"
 
 
 def config_file(root: str | Path) -> Path:
     """The resolved config of the last pipeline run in a root."""
-    return Path(root) / CONFIG_JSON
+    return storage.path(root) / CONFIG_JSON
 
 
-def tracking_uri(root: str | Path) -> str:
-    """Default MLflow tracking store of a pipeline root."""
+def tracking_uri(root: str | Path) -> str | None:
+    """Default MLflow tracking store of a pipeline root; None for a root on object storage
+    (sqlite needs a local file: there `tracking.uri` names a tracking server)."""
+    if storage.is_remote(root):
+        return None
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 

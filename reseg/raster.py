@@ -21,6 +21,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window as RioWindow
 
+from reseg import storage
 from reseg.config import IGNORE, DataConfig, SceneSpec
 from reseg.errors import InputError, check_readable
 from reseg.tfrecords_schema import IMAGE_DTYPES
@@ -67,7 +68,10 @@ class SceneInfo:
 
 
 def fingerprint_file(path: str | Path) -> str:
-    """Cheap content fingerprint: size, mtime and SHA-256 of the first and last MiB."""
+    """Cheap content fingerprint: size, mtime and SHA-256 of the first and last MiB (on object
+    storage: size, ETag or generation, and the same bytes)."""
+    if storage.is_remote(path):
+        return _fingerprint_object(str(path))
     p = Path(path)
     st = p.stat()
     h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
@@ -79,13 +83,28 @@ def fingerprint_file(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _fingerprint_object(uri: str) -> str:
+    p = storage.path(uri)
+    try:
+        info = p.fs.info(p.path)
+        size = int(info.get("size") or 0)
+        version = info.get("ETag") or info.get("etag") or info.get("generation") or ""
+        h = hashlib.sha256(f"{size}:{version}".encode())
+        h.update(p.fs.cat_file(p.path, start=0, end=min(size, 1 << 20)))
+        if size > 2 << 20:
+            h.update(p.fs.cat_file(p.path, start=size - (1 << 20), end=size))
+    except Exception as e:  # the object store's client raises its own types
+        raise storage.remote_error(e, uri) from None
+    return h.hexdigest()[:16]
+
+
 def scene_files(spec: SceneSpec) -> list[str]:
     """Every file a scene is read from (for fingerprints)."""
     files = [spec.image]
     if spec.labels:
         files.append(spec.labels)
     if spec.vector:
-        stem = Path(spec.vector.path)
+        stem = storage.path(spec.vector.path)
         files.append(str(stem))
         if stem.suffix.lower() == ".shp":  # attributes and projection live beside the .shp
             files += [
@@ -95,11 +114,14 @@ def scene_files(spec: SceneSpec) -> list[str]:
 
 
 def _open(path: str, what: str):
-    check_readable(path, what)
+    if storage.is_remote(path):
+        storage.check_input(path, f"{what} file")
+    else:
+        check_readable(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
+            return rasterio.open(storage.gdal_path(path))
     except RasterioError as e:
         raise InputError(f"{path}: cannot open {what} raster: {e}") from None
 
@@ -216,10 +238,10 @@ def _inspect_vector(spec: SceneSpec, img, img_georef: bool) -> LabelSource:
 
     vec = spec.vector
     assert vec is not None
-    if not Path(vec.path).exists():
+    if not storage.path(vec.path).exists():
         raise InputError(f"{vec.path}: label vector file not found")
     try:
-        with fiona.open(vec.path, layer=vec.layer, encoding=vec.encoding) as src:
+        with fiona.open(storage.gdal_path(vec.path), layer=vec.layer, encoding=vec.encoding) as src:
             n = len(src)
             props = src.schema["properties"]
     except Exception as e:
@@ -319,12 +341,12 @@ class SceneReader:
         self.mapper = LabelMapper(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._img = rasterio.open(info.image)
+            self._img = rasterio.open(storage.gdal_path(info.image))
             self._lab = None
             self._vrt = None
             self._shapes = None
             if info.labels.kind == "raster":
-                self._lab = rasterio.open(info.labels.path)
+                self._lab = rasterio.open(storage.gdal_path(info.labels.path))
                 if info.labels.warp:
                     self._vrt = WarpedVRT(
                         self._lab,
@@ -427,7 +449,9 @@ class VectorShapes:
         self.unknown: set = set()
         self.repaired: list = []
         boxes = []
-        with fiona.open(spec.path, layer=spec.layer, encoding=spec.encoding) as src:
+        with fiona.open(
+            storage.gdal_path(spec.path), layer=spec.layer, encoding=spec.encoding
+        ) as src:
             src_crs = src.crs
             for feat in src:
                 if feat.geometry is None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from reseg import layout
+from reseg import layout, storage
 
 
 @dataclass
@@ -42,7 +42,7 @@ def _json(path: Path) -> dict | None:
 
 def collect(root: str | Path) -> list[FoldView]:
     """Every fold of a root with the rounds found on disk, in order."""
-    root = Path(root)
+    root = storage.path(root)
     folds: dict[str, FoldView] = {}
     rounds_dir = layout.rounds_root(root)
     for rdir in sorted(
@@ -223,18 +223,19 @@ def plot_miou(view: FoldView, path: Path) -> Path | None:
     ax.set_title(f"mIoU per round, evaluation {view.fold} (one run)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    storage.save_figure(fig, path)
     plt.close(fig)
     return path
 
 
 def write_report(root: str | Path) -> Path:
     """`<root>/report/report.md` and `report.html` with tables and pictures; returns the md path."""
-    root = Path(root)
+    root = storage.path(root)
     out = layout.report_dir(root)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(out)
     views = collect(root)
-    md = [f"# reseg report: {root.resolve().name}", ""]
+    name = root.name if storage.is_remote(root) else root.resolve().name
+    md = [f"# reseg report: {name}", ""]
     cfg = _json(layout.config_file(root))
     if cfg:
         sel = cfg.get("rounds", {}).get("selection", {})
@@ -280,9 +281,7 @@ def write_report(root: str | Path) -> Path:
 
 
 def _rel(path: Path, start: Path) -> str:
-    import os
-
-    return os.path.relpath(path, start)
+    return storage.relpath(path, start)
 
 
 def to_html(md: str, title: str) -> str:

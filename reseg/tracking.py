@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from reseg import layout
+from reseg import layout, storage
 from reseg.config import Config
 
 log = logging.getLogger(__name__)
@@ -139,12 +140,14 @@ class Run:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload one file into the run's artifacts (under `artifact_path`)."""
         if self.enabled:
-            self._client.log_artifact(self.run_id, str(path), artifact_path)
+            with _local(path) as local:
+                self._client.log_artifact(self.run_id, str(local), artifact_path)
 
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
         """Upload a directory's files into the run's artifacts (under `artifact_path`)."""
         if self.enabled:
-            self._client.log_artifacts(self.run_id, str(directory), artifact_path)
+            with _local(directory) as local:
+                self._client.log_artifacts(self.run_id, str(local), artifact_path)
 
     @contextmanager
     def nested(self, run_name: str, tags: Mapping[str, Any] | None = None) -> Iterator[Run]:
@@ -189,8 +192,20 @@ def _ended(run: Run) -> Iterator[Run]:
         run.end("FINISHED")
 
 
-def resolve_uri(cfg: Config, root: str | Path) -> str:
-    """`tracking.uri`, or the default sqlite store of the pipeline root."""
+@contextmanager
+def _local(p: str | Path) -> Iterator[Path]:
+    """`p`, or a temporary local copy of it when it is on object storage (MLflow uploads
+    local files)."""
+    if not storage.is_remote(p):
+        yield Path(p)
+        return
+    with tempfile.TemporaryDirectory(prefix="reseg-mlflow-") as d:
+        yield storage.fetch(p, d)
+
+
+def resolve_uri(cfg: Config, root: str | Path) -> str | None:
+    """`tracking.uri`, or the default sqlite store of a local pipeline root (None for a root
+    on object storage: no local file to hold the store)."""
     return cfg.tracking.uri or layout.tracking_uri(root)
 
 
@@ -247,9 +262,21 @@ def open_run(
     _quiet()
 
     uri = resolve_uri(cfg, root)
+    if uri is None:
+        log.warning(
+            "%s: a root on object storage has no local MLflow store; not tracking this run "
+            "(set tracking.uri to a tracking server, whose artifact store can be in the same "
+            "bucket)",
+            root,
+        )
+        yield NULL_RUN
+        return
     client = MlflowClient(tracking_uri=uri)
     local = uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
-    artifacts = (Path(root).resolve() / "mlartifacts").as_uri() if local else None
+    artifacts = None
+    if local:  # a local store keeps its artifacts in the root (a bucket's root: the bucket)
+        here = storage.path(root) / "mlartifacts"
+        artifacts = str(here) if storage.is_remote(here) else Path(here).resolve().as_uri()
     exp_id = _experiment_id(client, cfg.tracking.experiment or cfg.name, artifacts)
     run_id = None
     if resume_key is not None:

@@ -1,11 +1,19 @@
-"""Artifact directories: staged in `<dir>.tmp-<fingerprint>`, published by rename.
+"""Artifact directories: staged in `<dir>.tmp-<fingerprint>`, published with the manifest last.
 
 Every component writes one directory, through `stage()`: it works in a staging
 directory next to the final one, named after the fingerprint of its inputs and
 parameters, so a rerun after a crash finds the same staging directory and can keep
-what is complete there. Publishing writes `manifest.json` last (and the resolved
-config) and renames the staging directory into place: readers never see a partial
-artifact. A step is skipped when the published manifest has the same fingerprint.
+what is complete there. A step is skipped when the published manifest has the same
+fingerprint; a reader trusts a directory only when its `manifest.json` is there and
+complete.
+
+Publishing on a local disk writes `manifest.json` (and the resolved config) into the
+staging directory and renames it into place: readers never see a partial artifact.
+Object storage has no rename, so there publishing (1) deletes the old manifest, so
+readers stop trusting the old version, (2) deletes the old files, (3) copies the staged
+files server side, (4) writes the manifest (one object, whole or absent), and (5)
+deletes the staging folder. A crash anywhere in between leaves no manifest, so nothing a
+reader trusts, and the staging folder, so the rerun resumes.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from reseg import layout
+from reseg import layout, storage
 from reseg.errors import PLACE_ERRORS, ArtifactError, ResegError
 
 log = logging.getLogger(__name__)
@@ -41,7 +49,7 @@ def fingerprint(*parts: Any) -> str:
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of a published artifact directory."""
-    p = Path(path) / MANIFEST
+    p = storage.path(path) / MANIFEST
     try:
         m = json.loads(p.read_text())
     except FileNotFoundError:
@@ -61,23 +69,34 @@ def is_current(path: str | Path, fp: str) -> bool:
         return False
 
 
-def staging_dir(final: str | Path, fp: str) -> Path:
-    """The staging directory of `final` for fingerprint `fp` (created; kept if it exists)."""
-    final = Path(final)
+def staging_dir(final: str | Path, fp: str, local: bool = False) -> Path:
+    """The staging directory of `final` for fingerprint `fp` (created; kept if it exists).
+
+    `local`: the writer needs a local folder (Keras, TF checkpoints); for an artifact on
+    object storage that is a folder of the local cache (`storage.local_stage`), uploaded
+    when the artifact is published."""
+    final = storage.path(final)
+    if local and storage.is_remote(final):
+        return storage.local_stage(final, fp)
     tmp = final.with_name(f"{final.name}.tmp-{fp[:12]}")
-    tmp.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(tmp)
     return tmp
 
 
 def discard(tmp: str | Path) -> None:
     """Remove a staging directory (after a user error: nothing half-written stays)."""
-    shutil.rmtree(tmp, ignore_errors=True)
+    if storage.is_remote(tmp):
+        storage.rmtree(tmp)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish(
     tmp: str | Path, final: str | Path, manifest: dict[str, Any], config_json: str | None = None
 ) -> Path:
     """Write the manifest into `tmp` and move it to `final`, replacing an older version."""
+    if storage.is_remote(final):
+        return _publish_remote(storage.path(tmp), storage.path(final), manifest, config_json)
     tmp, final = Path(tmp), Path(final)
     if config_json is not None:
         (tmp / CONFIG).write_text(config_json)
@@ -97,12 +116,30 @@ def publish(
     return final
 
 
+def _publish_remote(tmp, final, manifest: dict[str, Any], config_json: str | None):
+    """Publish on object storage, where nothing renames: the manifest goes last (module doc)."""
+    if config_json is not None:
+        (tmp / CONFIG).write_text(config_json)
+    manifest = {"published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **manifest}
+    storage.rmtree(final / MANIFEST)  # from here on no reader trusts the old version
+    storage.rmtree(final)
+    names = [n for n in storage.files_under(tmp) if n != MANIFEST]
+    fs = tmp.fs
+    for name in names:
+        fs.copy(f"{tmp.path}/{name}", f"{final.path}/{name}")
+    write_json(final / MANIFEST, manifest)
+    storage.rmtree(tmp)
+    for stale in final.parent.glob(f"{final.name}.tmp-*"):
+        storage.rmtree(stale)
+    log.info("published %s", final)
+    return final
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    part = path.with_name(path.name + ".partial")
-    part.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
-    os.replace(part, path)
+    """Write JSON atomically (temporary file and rename; one object on object storage)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+    with storage.atomic_write(path, "w") as fh:
+        fh.write(text)
 
 
 def _json_default(o: Any) -> Any:
@@ -114,7 +151,7 @@ def _json_default(o: Any) -> Any:
         return float(o)
     if isinstance(o, np.ndarray):
         return o.tolist()
-    if isinstance(o, Path):
+    if isinstance(o, Path) or type(o).__module__.startswith("upath"):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
@@ -143,17 +180,20 @@ class Stage:
 
 
 @contextmanager
-def stage(final: str | Path, fp: str, step: str, config_json: str | None = None) -> Iterator[Stage]:
+def stage(
+    final: str | Path, fp: str, step: str, config_json: str | None = None, local: bool = False
+) -> Iterator[Stage]:
     """Stage an artifact and publish it when the block ends normally.
 
     On an error of the inputs (`ResegError`) the staging directory is removed, so
     nothing half-written stays; on an error of the place written to (a full disk, a
     permission: `PLACE_ERRORS`) and on any other exception (a crash, Ctrl-C) it is kept
     for the rerun to resume from. The manifest is written last, with `fingerprint`, `step` and
-    `seconds` added to what the block put in `Stage.manifest`.
+    `seconds` added to what the block put in `Stage.manifest`. With `local`, `Stage.dir` is a
+    local folder even for an artifact on object storage (`staging_dir`).
     """
-    final = Path(final)
-    st = Stage(final, staging_dir(final, fp), fp, step, config_json=config_json)
+    final = storage.path(final)
+    st = Stage(final, staging_dir(final, fp, local), fp, step, config_json=config_json)
     try:
         yield st
     except PLACE_ERRORS:
@@ -167,4 +207,9 @@ def stage(final: str | Path, fp: str, step: str, config_json: str | None = None)
         "seconds": round(time.time() - st.started, 3),
         **st.manifest,
     }
-    publish(st.dir, final, manifest, st.config_json)
+    tmp = st.dir
+    if storage.is_remote(final) and not storage.is_remote(tmp):  # a local stage: upload it
+        tmp = staging_dir(final, fp)
+        storage.upload(st.dir, tmp)
+        shutil.rmtree(st.dir, ignore_errors=True)
+    publish(tmp, final, manifest, st.config_json)

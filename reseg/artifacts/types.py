@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reseg import layout
+from reseg import layout, storage
 from reseg.artifacts.store import read_manifest, write_json
 from reseg.errors import ArtifactError
 
@@ -51,7 +51,7 @@ class Artifact:
 
     @classmethod
     def load(cls, path: str | Path):
-        path = Path(path)
+        path = storage.path(path)
         return cls(path, read_manifest(path))
 
 
@@ -74,7 +74,7 @@ class TileSet:
 
     @classmethod
     def load(cls, path: str | Path) -> TileSet:
-        path = Path(path)
+        path = storage.path(path)
         m = read_manifest(path)
         return cls(
             path=path,
@@ -123,7 +123,7 @@ class Stats:
 
     @classmethod
     def load(cls, path: str | Path) -> Stats:
-        path = Path(path)
+        path = storage.path(path)
         m = read_manifest(path)
         s = _json(path / layout.STATS_JSON)
         return cls(
@@ -158,11 +158,11 @@ class ModelInfo:
     """Label raster value (as text) to class id (255 = ignore), for evaluating against label rasters."""
 
     def save(self, directory: str | Path) -> None:
-        write_json(Path(directory) / layout.MODEL_JSON, asdict(self))
+        write_json(storage.path(directory) / layout.MODEL_JSON, asdict(self))
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelInfo:
-        p = Path(directory) / layout.MODEL_JSON
+        p = storage.path(directory) / layout.MODEL_JSON
         try:
             d = json.loads(p.read_text())
         except FileNotFoundError:
@@ -187,7 +187,7 @@ class Model(Artifact):
 
     @classmethod
     def load(cls, path: str | Path) -> Model:
-        path = Path(path)
+        path = storage.path(path)
         return cls(path, read_manifest(path), ModelInfo.load(path))
 
 
@@ -199,7 +199,7 @@ class Scores(Artifact):
 
     @classmethod
     def load(cls, path: str | Path) -> Scores:
-        path = Path(path)
+        path = storage.path(path)
         m = read_manifest(path)
         return cls(path, m, tuple(path / f for f in m["files"]))
 
@@ -228,7 +228,7 @@ class Metrics(Artifact):
 
     @classmethod
     def load(cls, path: str | Path) -> Metrics:
-        path = Path(path)
+        path = storage.path(path)
         return cls(path, read_manifest(path), _json(path / layout.METRICS_JSON))
 
 
@@ -241,7 +241,7 @@ class Selection(Artifact):
 
     @classmethod
     def load(cls, path: str | Path) -> Selection:
-        path = Path(path)
+        path = storage.path(path)
         m = read_manifest(path)
         return cls(
             path, m, _json(path / layout.SELECTION_JSON), tuple(path / f for f in m["files"])
@@ -258,7 +258,7 @@ class Merged(Artifact):
 
     @classmethod
     def load(cls, path: str | Path) -> Merged:
-        path = Path(path)
+        path = storage.path(path)
         m = read_manifest(path)
         scores = Scores.load(path / layout.SCORES)
         return cls(

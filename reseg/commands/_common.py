@@ -8,8 +8,8 @@ checked: a user error leaves no `--root` behind.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from reseg import storage
 from reseg.config import Config, load_config
 from reseg.errors import ConfigError
 from reseg.layout import FULL
@@ -25,7 +25,10 @@ FOLD_HELP = (
 def add_config_and_root(parser: argparse.ArgumentParser, beam: bool = False) -> None:
     parser.add_argument("config", metavar="CONFIG", help="YAML configuration file")
     parser.add_argument(
-        "--root", required=True, type=Path, help="pipeline root directory (artifacts)"
+        "--root",
+        required=True,
+        type=storage.argument,
+        help="pipeline root: a local folder, s3://bucket/prefix or gs://bucket/prefix",
     )
     if beam:
         parser.add_argument(

@@ -1,18 +1,20 @@
 """`reseg report ROOT`: report.md and report.html of a pipeline root."""
 
 import argparse
-from pathlib import Path
 
-from reseg import layout
+from reseg import layout, storage
 from reseg.errors import ArtifactError
+from reseg.pipeline.steps import local_root_only
 from reseg.report import collect, convention, round_table, write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", type=Path, metavar="ROOT", help="pipeline root")
+    parser.add_argument("root", type=storage.argument, metavar="ROOT", help="pipeline root")
 
 
 def run(args: argparse.Namespace) -> int:
+    storage.check_uri(args.root)
+    local_root_only(args.root, "report")
     if not layout.tiles_dir(args.root).exists():
         raise ArtifactError(f"{args.root}: not a pipeline root (no tiles/)")
     md = write_report(args.root)

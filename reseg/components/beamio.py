@@ -16,6 +16,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
+from reseg import storage
 from reseg.tfrecords_schema import TFRecordShardWriter
 from reseg.tfrecords_schema.schema import iter_records
 
@@ -26,7 +27,7 @@ class _WriteBatch(beam.DoFn):
 
     def process(self, records: list[bytes]) -> Iterator[tuple[str, int]]:
         name = f"{self.prefix}-{hashlib.sha1(records[0]).hexdigest()[:16]}.tfrecord.gz"
-        with TFRecordShardWriter(Path(self.directory) / name) as w:
+        with TFRecordShardWriter(storage.path(self.directory) / name) as w:
             for r in records:
                 w.write(r)
         yield name, len(records)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.metrics import confusion
 from reseg.metrics import scores as metric_values
 from reseg.tfrecords_schema import read_tiles
@@ -110,7 +110,7 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
     ax.set_ylabel("true")
     ax.set_title(f"confusion (row-normalised) {title}".strip(), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    storage.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -132,5 +132,5 @@ def plot_per_class(metrics: dict[str, Any], path: Path, title: str = "") -> None
     ax.legend(fontsize=7)
     ax.set_title(f"per class {title}; mIoU {_fmt(metrics['mean_iou'])}".strip(), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    storage.save_figure(fig, path)
     plt.close(fig)

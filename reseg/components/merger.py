@@ -14,20 +14,19 @@ directory usable as `reseg predict --model <root>/merged/fold<k>`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.components.beamio import WriteShards
 from reseg.inference import METHODS, combine
 from reseg.metrics import confusion, scores
 from reseg.tfrecords_schema import decode, encode
+from reseg.tfrecords_schema.schema import iter_records
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ def merge(
     The whole folder is one artifact: `scores/` (with a manifest of its own, so it reads
     like a round's scores) and `merged.json` are staged together and published at once.
     """
-    out = Path(out)
+    out = storage.path(out)
     fps = [s.fingerprint for s in round_scores]
     fp = artifacts.fingerprint(
         "merge",
@@ -126,7 +125,7 @@ def merge(
             "method": method,
             "members": [
                 {
-                    "model": os.path.relpath(m.path, out),
+                    "model": storage.relpath(m.path, out),
                     "weight": float(w) if method == "weighted" else 1.0,
                 }
                 for m, w in zip(round_models, weights, strict=True)
@@ -155,7 +154,7 @@ def _merge(
             keyed[r] = (
                 p
                 | f"Files{r}" >> beam.Create([str(f) for f in sc.files])
-                | f"Read{r}" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
+                | f"Read{r}" >> beam.FlatMap(iter_records)  # local or object store
                 | f"Key{r}" >> beam.ParDo(KeyByTile(fold))
             )
         results = (
@@ -173,7 +172,10 @@ def _merge(
     methods = {}
     for m in METHODS:
         path = out / f"_cm_{m}.npy"
-        cm = np.load(path) if path.exists() else np.zeros((c, c), np.int64)
+        cm = np.zeros((c, c), np.int64)
+        if path.exists():
+            with path.open("rb") as fh:
+                cm = np.load(fh)
         path.unlink(missing_ok=True)
         methods[m] = scores(cm, class_names)
     return methods, sorted(f.name for f in out.glob(layout.SHARD_GLOB))
@@ -185,7 +187,8 @@ class _SaveCm(beam.DoFn):
 
     def process(self, item):
         method, cm = item
-        np.save(Path(self.directory) / f"_cm_{method}.npy", cm)
+        with storage.atomic_write(storage.path(self.directory) / f"_cm_{method}.npy") as fh:
+            np.save(fh, cm)
 
 
 def method_metrics(merged_dir: str | Path) -> dict:

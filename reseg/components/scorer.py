@@ -15,16 +15,16 @@ from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.components.beamio import WriteShards, count_records
 from reseg.components.trainer.inputs import files_fingerprint
 from reseg.config import Config
 from reseg.inference import KerasBackend, predict_tta
 from reseg.inference.precision import resolve as resolve_precision
 from reseg.tfrecords_schema import decode, encode
+from reseg.tfrecords_schema.schema import iter_records
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def score(
         "score",
         CODE_VERSION,
         model.fingerprint,
-        files_fingerprint([Path(f) for f in tile_files]),  # names alone miss re-made tiles
+        files_fingerprint([storage.path(f) for f in tile_files]),  # names alone miss re-made tiles
         round_,
         list(tta),
         *([] if precision == "float32" else [precision]),
@@ -130,7 +130,8 @@ def score(
             _ = (
                 p
                 | "Files" >> beam.Create([str(f) for f in tile_files])
-                | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
+                | "Spread" >> beam.Reshuffle()
+                | "Read" >> beam.FlatMap(iter_records)  # local or object store (reseg.storage)
                 | "Score" >> ScoreTiles(str(model.path), round_, batch_size, tuple(tta), precision)
                 | "Write" >> WriteShards(st.dir)
             )

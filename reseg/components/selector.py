@@ -47,7 +47,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window as RioWindow
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.config.data import IGNORE
 from reseg.config.rounds import SelectionConfig
 from reseg.folds import held_folds
@@ -206,7 +206,7 @@ def select(
     if artifacts.is_current(out, fp):
         log.info("selection is current (%s); skipping", out)
         return artifacts.Selection.load(out)
-    with artifacts.stage(out, fp, "select") as st:
+    with artifacts.stage(out, fp, "select", local=True) as st:  # rasters written by window
         st.manifest.update(_select(scores, tiles, st.dir, cfg, fold, selection_index, previous))
     return artifacts.Selection.load(out)
 
@@ -283,7 +283,10 @@ def _select(
     union = np.zeros(C, np.int64)
     srcs = {s["id"]: _open_selection_raster(tmp / f"{s['id']}.tif", s, tiles) for s in scenes}
     prev = (
-        {s["id"]: rasterio.open(Path(previous) / f"{s['id']}.tif") for s in scenes}
+        {
+            s["id"]: rasterio.open(storage.gdal_path(storage.path(previous) / f"{s['id']}.tif"))
+            for s in scenes
+        }
         if previous
         else None
     )
@@ -460,7 +463,7 @@ def plot_histograms(hist: dict, report: dict, path: Path) -> None:
         f"{report['score']} score per class (shaded: selected, {report['direction']})", fontsize=9
     )
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.1, top=0.85, wspace=0.3, hspace=0.6)
-    fig.savefig(path)
+    storage.save_figure(fig, path)
     plt.close(fig)
 
 

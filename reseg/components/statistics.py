@@ -29,9 +29,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.config import IGNORE, Config
 from reseg.tfrecords_schema import decode
+from reseg.tfrecords_schema.schema import iter_records
 
 log = logging.getLogger(__name__)
 
@@ -180,19 +181,19 @@ class _Save(beam.DoFn):
             arrays = {k: np.asarray(v) for k, v in value.items()}
         else:
             arrays = {f"band{b}": np.asarray(h) for b, h in enumerate(value or [])}
-        with open(self.path, "wb") as fh:
+        with storage.atomic_write(self.path, "wb") as fh:
             np.savez(fh, **arrays)
 
 
 def _load_moments(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
+    with storage.path(path).open("rb") as fh, np.load(fh, allow_pickle=False) as z:
         m = {k: z[k] for k in z.files}
     m["n"] = int(m["n"])
     return m
 
 
 def _load_hists(path: Path) -> list[np.ndarray] | None:
-    with np.load(path, allow_pickle=False) as z:
+    with storage.path(path).open("rb") as fh, np.load(fh, allow_pickle=False) as z:
         return [z[f"band{b}"] for b in range(len(z.files))] or None
 
 
@@ -221,9 +222,12 @@ def _compute(
     args = [*cfg.beam.args, *beam_args]
     log.info("statistics of %d tile files with Beam", len(tiles.files))
     with beam.Pipeline(options=PipelineOptions(args)) as p:
-        records = p | "Read" >> beam.io.ReadFromTFRecord(
-            str(tiles.path / "part-*.tfrecord.gz"),
-            compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+        # one element per shard, read through reseg's storage layer (local or object store)
+        records = (
+            p
+            | "Files" >> beam.Create([str(f) for f in tiles.files])
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.FlatMap(iter_records)
         )
         moments = records | "Moments" >> beam.CombineGlobally(
             Moments(tiles.bands, tiles.num_classes, tiles.folds)
@@ -284,9 +288,9 @@ def _plot_classes(stats: dict, tiles: artifacts.TileSet, path: Path) -> None:
     ax.legend(fontsize=7)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
-    fig.savefig(path)
+    storage.save_figure(fig, path)
     plt.close(fig)
 
 
 def load_stats_json(path: str | Path) -> dict:
-    return json.loads((Path(path) / layout.STATS_JSON).read_text())
+    return json.loads((storage.path(path) / layout.STATS_JSON).read_text())

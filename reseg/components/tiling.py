@@ -32,7 +32,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.config import IGNORE, Config, DataConfig, TilingConfig
 from reseg.errors import (
     InputError,
@@ -101,7 +101,7 @@ def write_shard(ctx: ShardContext, shard: Shard) -> dict:
     t = ctx.tiling
     grid = TileGrid(info.height, info.width, t.tile_size, t.overlap)
     table = ctx.tables[shard.scene]
-    out = Path(ctx.out)
+    out = storage.path(ctx.out)
     summary = _summary(ctx, shard)
     unknown: set = set()
     with (
@@ -217,8 +217,8 @@ _UNRECORDED: list[ResegError] = []
 
 def _record(out: str, shard: Shard, e: ResegError) -> None:
     try:
-        err_dir = Path(out) / "errors"
-        err_dir.mkdir(exist_ok=True)
+        err_dir = storage.path(out) / "errors"
+        storage.mkdir(err_dir)
         record = {"shard": shard.name, "error": str(e), "kind": type(e).__name__}
         artifacts.write_json(err_dir / f"{shard.name}.json", record)
     except OSError:
@@ -280,7 +280,7 @@ def plan(cfg: Config) -> tuple[list[SceneInfo], list[TileGrid], list[np.ndarray]
 
 def tiles_fingerprint(cfg: Config) -> str:
     files = [f for s in cfg.data.scenes for f in scene_files(s)]
-    missing = [f for f in files if not Path(f).exists()]
+    missing = [f for f in files if not storage.path(f).exists()]
     if missing:
         raise InputError(f"{missing[0]}: file not found")
     return artifacts.fingerprint(
@@ -336,7 +336,7 @@ def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> di
         )
         need = _raw_bytes(cfg, infos, grids, todo)
         with (
-            expect_write(tmp, need, "the tiles (uncompressed)"),
+            expect_write(str(tmp), need, "the tiles (uncompressed)"),
             _Progress(tmp, len(shards), len(shards) - len(todo)),
             beam.Pipeline(options=PipelineOptions(args)) as p,
         ):

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
+from reseg import storage
 from reseg.config.base import Section
 from reseg.config.data import IGNORE, ClassSpec, DataConfig, SceneSpec, VectorLabels
 from reseg.config.sections import (
@@ -104,11 +105,14 @@ def _expand(text: str) -> str:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    """Make scene paths absolute, relative to the config file's folder."""
+    """Make scene paths absolute, relative to the config file's folder (URIs stay as they are)."""
 
     def fix(p: Any) -> Any:
         if not isinstance(p, str):
             return p
+        if storage.is_remote(_expand(p)):
+            storage.check_uri(_expand(p))
+            return _expand(p)
         path = Path(os.path.expanduser(_expand(p)))
         return str(path if path.is_absolute() else (base / path).resolve())
 

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 import reseg.models  # noqa: F401  (registers reseg's layers for deserialisation)
-from reseg import layout
+from reseg import layout, storage
 from reseg.artifacts import ModelInfo
 from reseg.errors import ArtifactError
 from reseg.inference.precision import resolve as resolve_precision
@@ -106,14 +106,15 @@ class KerasBackend:
     def __init__(
         self, model_dir: str | Path, jit_compile: bool = False, precision: str = "float32"
     ):
-        model_dir = Path(model_dir)
+        model_dir = storage.path(model_dir)
         self.path = model_dir
         self.info = ModelInfo.load(model_dir)
         path = model_dir / layout.MODEL_KERAS
         if not path.exists():
             raise ArtifactError(f"{model_dir}: no {layout.MODEL_KERAS} beside {layout.MODEL_JSON}")
         try:
-            model = keras.models.load_model(path, safe_mode=True, compile=False)
+            local = storage.local_copy(path)  # Keras reads local files only
+            model = keras.models.load_model(local, safe_mode=True, compile=False)
         except Exception as e:  # a corrupt or foreign file; keras raises many kinds
             raise ArtifactError(f"{path}: cannot load the Keras model: {e}") from None
         self.model = with_precision(model, "float32")  # a model saved under a mixed policy

@@ -24,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from reseg import layout
+from reseg import layout, storage
 from reseg.errors import ArtifactError
 from reseg.inference.backends import KerasBackend
 
@@ -96,14 +97,14 @@ class EnsembleBackend:
     def __init__(
         self, merged_dir: str | Path, jit_compile: bool = False, precision: str = "float32"
     ):
-        merged_dir = Path(merged_dir)
+        merged_dir = storage.path(merged_dir)
         spec_path = merged_dir / layout.MERGED_JSON
         try:
             spec = json.loads(spec_path.read_text())
             self.method = spec["method"]
             members = spec["members"]
             self.weights = [float(m.get("weight", 1.0)) for m in members]
-            paths = [Path(m["model"]) for m in members]
+            paths = [str(m["model"]) for m in members]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ArtifactError(
                 f"{spec_path}: not a valid merged.json ({type(e).__name__}: {e})"
@@ -113,7 +114,12 @@ class EnsembleBackend:
                 f"{spec_path}: method must be one of {METHODS} with at least one member; "
                 f"received method={self.method!r}, {len(members)} members"
             )
-        paths = [p if p.is_absolute() else merged_dir / p for p in paths]
+        paths = [
+            storage.path(p)
+            if storage.is_remote(p) or os.path.isabs(p)
+            else storage.join(merged_dir, p)
+            for p in paths
+        ]
         self.path = merged_dir
         self.members = [KerasBackend(p, jit_compile, precision) for p in paths]
         first = self.members[0].info

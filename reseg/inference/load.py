@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reseg import layout
+from reseg import layout, storage
 from reseg.errors import ArtifactError
 from reseg.inference.backends import Backend, KerasBackend, is_keras_model_dir
 from reseg.inference.ensemble import EnsembleBackend
@@ -19,7 +19,7 @@ def load_backend(
     Exported SavedModels are recognised by `reseg.serving.load_backend`, which falls
     back to this function for everything else.
     """
-    path = Path(path)
+    path = storage.path(path)
     if path.is_file() and path.name in (layout.MODEL_KERAS, layout.MODEL_JSON, layout.MERGED_JSON):
         path = path.parent
     if not path.exists():

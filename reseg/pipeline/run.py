@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reseg import artifacts, layout, tracking
+from reseg import artifacts, layout, storage, tracking
 from reseg.components.tiling import plan as plan_tiles
 from reseg.config import Config
 from reseg.errors import ConfigError, check_output_folder
@@ -62,14 +62,20 @@ def step_names(steps: Sequence[str] | None) -> list[str]:
 
 
 def check_root(root: Path) -> None:
-    """A root that cannot be a folder is a user error, raised before anything is written."""
-    check_output_folder(root)
+    """A root that cannot be a folder is a user error, raised before anything is written; so
+    is a root in a bucket that does not exist, cannot be reached or refuses the credentials."""
+    if storage.is_remote(root):
+        storage.check_output(root)
+    else:
+        check_output_folder(root)
 
 
 def check_inputs(cfg: Config, root: Path, names: Sequence[str]) -> None:
     """Check what the first step reads before anything is created (no root, run or config
     left behind by a user error): the scenes when tiling runs, else the tiles."""
     check_root(root)
+    for name in names:
+        step_fns.local_root_only(root, name)
     if "tile" in names:
         plan_tiles(cfg)  # every scene's header, labels and polygons
     else:
@@ -83,12 +89,14 @@ def run_pipeline(
     steps: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run the named steps (default all) in order; return each step's result by name."""
-    root = Path(root)
+    storage.check_uri(root)
+    root = storage.path(root)
     names = step_names(steps)
     check_inputs(cfg, root, names)
-    root.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(root)
     layout.config_file(root).write_text(cfg.to_json())
-    key = artifacts.fingerprint("pipeline", cfg.model_dump(mode="json"), str(root.resolve()))
+    where = str(root) if storage.is_remote(root) else str(root.resolve())
+    key = artifacts.fingerprint("pipeline", cfg.model_dump(mode="json"), where)
     tags = {"reseg.step": "pipeline", **parent_tags()}
     results: dict[str, Any] = {}
     with tracking.open_run(

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from reseg import storage
 from reseg.artifacts import MANIFEST, ModelInfo
 from reseg.errors import ArtifactError
 from reseg.inference import Backend, check_batch
@@ -107,7 +108,7 @@ def load_backend(
     `precision` applies to in-process Keras models; an export runs in the precision it
     was exported in (`SavedModelBackend.exported_precision`).
     """
-    path = Path(path)
+    path = storage.path(path)
     if path.is_file() and path.name == tfs.SAVED_MODEL:
         path = path.parent
     if path.is_dir() and ((path / tfs.SAVED_MODEL).exists() or tfs.versions(path)):

@@ -13,12 +13,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from reseg import storage
 from reseg.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
 def versions(base: str | Path) -> list[int]:
     """The published version numbers under a model base path, ascending."""
-    base = Path(base)
+    base = storage.path(base)
     if not base.is_dir():
         return []
     return sorted(
@@ -41,14 +43,14 @@ def versions(base: str | Path) -> list[int]:
 
 def used_versions(base: str | Path) -> list[int]:
     """Every numeric folder name, published or not (a number once used is not reused)."""
-    base = Path(base)
+    base = storage.path(base)
     return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit()) if base.is_dir() else []
 
 
 def version_dir(base: str | Path, version: int) -> Path:
     if version < 1:
         raise ValueError(f"Argument `version` must be >= 1. Received: version={version}")
-    return Path(base) / str(version)
+    return storage.path(base) / str(version)
 
 
 def publish_version(staged: str | Path, base: str | Path, version: int) -> tuple[Path, int]:
@@ -57,9 +59,16 @@ def publish_version(staged: str | Path, base: str | Path, version: int) -> tuple
     The rename is atomic and never replaces a published version: when another
     export took `version` meanwhile, the next number is tried.
 
+    On object storage (no rename) the local staged folder is uploaded to the first unused
+    number, `saved_model.pb` after the variables and assets (TF Serving loads a version
+    once it sees that file) and `manifest.json` last (reseg's readers trust a version only
+    with it); two exports racing for a number are not told apart there.
+
     Returns:
         The published folder and its version number.
     """
+    if storage.is_remote(base):
+        return _upload_version(Path(staged), storage.path(base), version)
     staged, base = Path(staged), Path(base)
     while True:
         final = version_dir(base, version)
@@ -78,6 +87,19 @@ def publish_version(staged: str | Path, base: str | Path, version: int) -> tuple
             raise
         log.info("published %s", final)
         return final, version
+
+
+def _upload_version(staged: Path, base, version: int) -> tuple[Path, int]:
+    used = used_versions(base)
+    version = max(version, used[-1] + 1 if used else 1)
+    final = version_dir(base, version)
+    files = sorted(p for p in staged.rglob("*") if p.is_file())
+    last = {SAVED_MODEL: 1, "manifest.json": 2}
+    for f in sorted(files, key=lambda p: (last.get(str(p.relative_to(staged)), 0), str(p))):
+        storage.upload(f, final / f.relative_to(staged).as_posix())
+    shutil.rmtree(staged, ignore_errors=True)
+    log.info("published %s", final)
+    return final, version
 
 
 def warmup_path(version: str | Path) -> Path:

@@ -27,7 +27,6 @@ the overlap margin of a tile of another fold.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -36,6 +35,7 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
+from reseg import storage
 from reseg.errors import SchemaError
 
 SCHEMA_VERSION = 1
@@ -209,15 +209,16 @@ def _masked_crc(data: bytes) -> int:
 
 
 class TFRecordShardWriter:
-    """Writes one gzip TFRecord shard to `path + '.partial'` and renames it on `close`.
+    """Writes one gzip TFRecord shard to `path + '.partial'` and renames it on `close`; on
+    object storage the shard is put as one object on `close` (`storage.atomic_write`).
 
     The gzip header carries no name and mtime 0, so equal records give equal bytes.
     """
 
     def __init__(self, path: str | Path, compresslevel: int = 6):
-        self.path = Path(path)
-        self._partial = self.path.with_name(self.path.name + ".partial")
-        self._raw = open(self._partial, "wb")
+        self.path = storage.path(path)
+        self._target = storage.atomic_write(self.path, "wb")
+        self._raw = self._target.__enter__()
         self._gz = gzip.GzipFile(
             filename="", mode="wb", fileobj=self._raw, compresslevel=compresslevel, mtime=0
         )
@@ -235,15 +236,16 @@ class TFRecordShardWriter:
 
     def close(self) -> None:
         self._gz.close()
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
-        os.replace(self._partial, self.path)
+        self._target.__exit__(None, None, None)
 
     def abort(self) -> None:
         self._gz.close()
-        self._raw.close()
-        self._partial.unlink(missing_ok=True)
+        err = OSError("shard aborted")
+        try:
+            self._target.__exit__(OSError, err, None)
+        except OSError as e:
+            if e is not err:
+                raise
 
     def __enter__(self) -> TFRecordShardWriter:
         return self
@@ -257,8 +259,8 @@ class TFRecordShardWriter:
 
 def iter_records(path: str | Path) -> Iterator[bytes]:
     """Records of a gzip TFRecord file, with length and data checksums verified."""
-    path = Path(path)
-    with gzip.open(path, "rb") as fh:
+    path = storage.path(path)
+    with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as fh:
         while True:
             header = fh.read(12)
             if not header:
@@ -279,7 +281,7 @@ def iter_records(path: str | Path) -> Iterator[bytes]:
 
 def read_tiles(paths: str | Path | list[str] | list[Path]) -> Iterator[Tile]:
     """Decode every tile of one or more gzip TFRecord files, in file order."""
-    if isinstance(paths, (str, Path)):
+    if isinstance(paths, (str, Path)) or storage.is_remote(paths):
         paths = [paths]  # type: ignore[list-item]
     for p in paths:
         for i, rec in enumerate(iter_records(p)):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reseg import artifacts
+from reseg import artifacts, storage
 from reseg import layout as root_layout
 from reseg import tracking as tracking_mod
 from reseg.artifacts import ModelInfo
@@ -75,7 +75,7 @@ def export(
         ArtifactError: the source is missing, or the export failed its validation.
         ConfigError: bad source or fold.
     """
-    root = Path(root)
+    root = storage.path(root)
     ecfg = cfg.export
     label, k, path = sources.resolve(cfg, root, ecfg.source if source is None else source, fold)
     base = root_layout.export_dir(root, ecfg.model_name)
@@ -145,8 +145,13 @@ def _make(
     validation are the float32 Keras models' (`src.backend`).
     """
     ecfg = cfg.export
-    base.mkdir(parents=True, exist_ok=True)
-    staged = base / f".staging-{fp[:12]}"  # hidden: TF Serving serves numeric folders only
+    storage.mkdir(base)
+    # hidden: TF Serving serves numeric folders only; SavedModels are written to local files,
+    # so an export into a bucket is staged in the local cache and uploaded
+    if storage.is_remote(base):
+        staged = storage.local_stage(base, fp)
+    else:
+        staged = base / f".staging-{fp[:12]}"
     shutil.rmtree(staged, ignore_errors=True)  # a crashed export's leftovers
     t0 = time.perf_counter()
     try:
@@ -257,7 +262,7 @@ def _track(run: tracking_mod.Run, cfg: Config, final: Path, manifest: dict) -> N
 def export_info(version_dir: str | Path) -> dict:
     """The manifest of an export version with its ModelInfo (for the CLI and reports)."""
 
-    version_dir = Path(version_dir)
+    version_dir = storage.path(version_dir)
     return {
         **artifacts.read_manifest(version_dir),
         "info": asdict(ModelInfo.load(version_dir / tfs.ASSETS_EXTRA)),

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.artifacts import ModelInfo
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError
@@ -75,7 +75,7 @@ def resolve(
     `fold`: k, None (the models trained on every tile, `full`) or `DEFAULT`
     (`export.fold`, else the first of `rounds.folds`).
     """
-    root = Path(root)
+    root = storage.path(root)
     k = _default_fold(cfg, root) if fold == DEFAULT else fold
     if isinstance(k, str):
         raise ConfigError(f"export fold must be a fold number or {layout.FULL!r}; received {k!r}")
@@ -111,7 +111,7 @@ def _model_fingerprint(model_dir: Path) -> str:
         return fp
     h = hashlib.sha256()
     for name in (layout.MODEL_KERAS, layout.MODEL_JSON):
-        with open(model_dir / name, "rb") as f:
+        with (model_dir / name).open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
@@ -137,7 +137,9 @@ def load(label: str, fold: int | None, path: Path) -> Source:
         [(_model_fingerprint(b.path), asdict(b.info)) for b in kb],
         asdict(backend.info),
     )
-    return Source(label, fold, Path(path), backend, members, method, weights, backend.info, fp)
+    return Source(
+        label, fold, storage.path(path), backend, members, method, weights, backend.info, fp
+    )
 
 
 def in_precision(members: tuple[Member, ...], precision: str) -> tuple[Member, ...]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.artifacts import ModelInfo
 from reseg.errors import ArtifactError
 from reseg.serving import contract as c
@@ -95,7 +95,7 @@ def warmup_requests(
     root: str | Path, info: ModelInfo, backend, n: int
 ) -> tuple[list[WarmupRequest], dict[str, np.ndarray], str]:
     """The requests, the expected probabilities by `request<i>`, and where the tiles came from."""
-    got = _real_tiles(Path(root), info, n)
+    got = _real_tiles(storage.path(root), info, n)
     origin = "tiles"
     if got is None:
         got, origin = _synthetic_tiles(info, n), "synthetic"

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg import tracking as tracking_mod
 from reseg.artifacts import ModelInfo, Stats, TileSet
 from reseg.components.trainer import data as data_mod
@@ -106,7 +106,7 @@ def train(
     Returns:
         The published model directory (also on non-chief workers, which publish nothing).
     """
-    root = Path(root)
+    root = storage.path(root)
     tiles = TileSet.load(layout.tiles_dir(root))
     stats = Stats.load(layout.stats_dir(root))
     if fold is not None and not 0 <= fold < tiles.folds:
@@ -119,7 +119,7 @@ def train(
             "re-run `reseg tile`"
         )
     files = inputs.tile_files(tile_files, tiles)
-    init = Path(init_model) if init_model is not None else None
+    init = storage.path(init_model) if init_model is not None else None
     fp = artifacts.fingerprint(
         "train",
         CODE_VERSION,
@@ -271,7 +271,9 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
             "train.precision mixed_float16 on a CPU: TF emulates float16 convolution gradients "
             "(about 100x slower than float32 measured); mixed_bfloat16 is the CPU's choice"
         )
-    checkpoints = artifacts.staging_dir(job.final, job.fingerprint) / "checkpoints"
+    # Keras and TF checkpoints write local files: for a root on object storage the model is
+    # staged in the local cache and uploaded when published
+    checkpoints = artifacts.staging_dir(job.final, job.fingerprint, local=True) / "checkpoints"
     with _workspace(job, cluster) as st:
         work = st.dir
         with cluster.strategy.scope():
@@ -377,7 +379,9 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
 def _workspace(job: _Job, cluster: Cluster) -> Iterator[artifacts.Stage]:
     """The chief stages the model directory (published at the end); other workers get scratch."""
     if cluster.is_chief:
-        with artifacts.stage(job.final, job.fingerprint, "train", job.cfg.to_json()) as st:
+        with artifacts.stage(
+            job.final, job.fingerprint, "train", job.cfg.to_json(), local=True
+        ) as st:
             yield st
         return
     scratch = Path(tempfile.mkdtemp(prefix=f"reseg-{cluster.task_type}{cluster.task_id}-"))

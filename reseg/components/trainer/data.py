@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg import storage
 from reseg.components.trainer.augment import JointAugment
 from reseg.config.data import IGNORE
 from reseg.config.train import AugmentConfig
@@ -72,6 +73,7 @@ def _records(
         ds = tf.data.TFRecordDataset(name, compression_type="GZIP")
         return ds if shard is None else ds.shard(*shard)
 
+    files = storage.local_copies(list(files))  # TF has no s3://: shards staged in the cache
     names = tf.data.Dataset.from_tensor_slices([str(f) for f in files])
     if shuffle:
         names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)

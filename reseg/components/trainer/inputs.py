@@ -17,7 +17,7 @@ from typing import Any
 import keras
 
 import reseg.models as models  # also registers the custom layers of the registry's models
-from reseg import artifacts
+from reseg import artifacts, storage
 from reseg.artifacts import ModelInfo, TileSet
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError, InputError
@@ -33,7 +33,7 @@ def tile_files(given: Sequence[str | Path] | None, tiles: TileSet) -> tuple[Path
     if not given:
         return tiles.files
     out: list[Path] = []
-    for p in map(Path, given):
+    for p in map(storage.path, given):
         if p.is_dir():
             found = sorted(p.glob("*.tfrecord.gz"))
             if not found:
@@ -85,7 +85,7 @@ def init_info(init_model: Path | None) -> ModelInfo | None:
 
 def load_init(init_model: Path, bands: int, num_classes: int):
     path = model_file(init_model)
-    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    model = keras.models.load_model(storage.local_copy(path), safe_mode=True, compile=False)
     shape_in, shape_out = model.inputs[0].shape, model.outputs[0].shape
     if shape_in[-1] != bands or shape_out[-1] != num_classes:
         raise InputError(

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reseg import storage
+
 
 def plot_history(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Write `loss`/`val_loss` and `miou`/`val_miou` against `epoch` into a PNG at `path`."""
@@ -40,6 +42,6 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | Path, title: str
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
+    path = storage.path(path)
+    storage.save_figure(fig, path)
     return path
