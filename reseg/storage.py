@@ -142,9 +142,6 @@ def gdal_path(p: str | os.PathLike) -> str:
     return f"/vsi{sch}/{s.split('://', 1)[1]}"
 
 
-_GDAL_DONE = False
-
-
 def configure_gdal() -> None:
     """Give GDAL the endpoint the Python clients use, from the same standard settings.
 
@@ -153,11 +150,10 @@ def configure_gdal() -> None:
     (FALSE: path-style, as MinIO and Ceph need); `STORAGE_EMULATOR_HOST` becomes
     `CPL_GS_ENDPOINT` with unsigned requests (the emulator has no credentials). Values
     the user set for GDAL are kept. Region and credentials GDAL reads itself from the
-    same AWS variables, profiles and Google credentials.
+    same AWS variables, profiles and Google credentials. Done on every open (a few
+    dictionary lookups), so an endpoint set after the first open, e.g. a second
+    store, is seen too.
     """
-    global _GDAL_DONE
-    if _GDAL_DONE:
-        return
     env = os.environ
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
@@ -171,7 +167,6 @@ def configure_gdal() -> None:
         env.setdefault("CPL_GS_ENDPOINT", base.rstrip("/") + "/")
         env.setdefault("GS_NO_SIGN_REQUEST", "YES")
     env.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
-    _GDAL_DONE = True
 
 
 # --- writing without rename ---------------------------------------------------------------

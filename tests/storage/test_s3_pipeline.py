@@ -135,7 +135,7 @@ def test_report_of_a_bucket_root(s3_run, demo_rounds, capsys):
     root = s3_run[0]
     assert main(["report", root]) == 0
     md = storage.path(f"{root}/report/report.md").read_text()
-    assert "## Validation fold0" in md
+    assert "## Evaluation fold0" in md
     assert "../rounds/r1/fold0/eval/confusion.png" in md  # links relative inside the bucket
     assert storage.path(f"{root}/report/report.html").exists()
     assert storage.path(f"{root}/report/miou_fold0.png").exists()
