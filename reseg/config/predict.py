@@ -115,6 +115,26 @@ class PredictConfig(Section):
     gdal_cache_mb: int = Field(
         16, ge=1, description="GDAL block cache while predicting (process-wide while it runs), MiB."
     )
+    beam: bool = Field(
+        False,
+        description=(
+            "Run prediction as a Beam job (the `beam` section's options and the CLI's `-- "
+            "BEAM_OPTIONS`): elements are scenes, scenes larger than `block_size` are split into "
+            "blocks of whole tiles predicted on different workers and assembled into one COG; "
+            "the outputs equal those of the sequential prediction."
+        ),
+    )
+    block_size: int = Field(
+        8192,
+        ge=64,
+        description=(
+            "Beam prediction: a scene whose height or width exceeds this many pixels is split into "
+            "blocks of about this side, made of whole tiles (floor(block_size / tile stride) tiles "
+            "a side). A block below or right of another also predicts that block's last tile row "
+            "or column (its blend needs them): at 8192 px and 1024-px tiles, at most 1.27x the "
+            "model work of the sequential prediction."
+        ),
+    )
     jit_compile: bool | None = Field(
         None, description="XLA-compile the model; default on when a scene has 64 batches or more."
     )

@@ -50,6 +50,14 @@ class PreviewCanvas:
         self.image[r[0] : r[-1] + 1, c[0] : c[-1] + 1] = sub
         self.classes[r[0] : r[-1] + 1, c[0] : c[-1] + 1] = classes[lr[:, None], lc[None, :]]
 
+    def span(self, window: Window) -> tuple[slice, slice]:
+        """The preview rows and columns whose sampled scene pixels lie in `window`."""
+        r = np.flatnonzero((self.rows >= window.row_off) & (self.rows < window.row_end))
+        c = np.flatnonzero((self.cols >= window.col_off) & (self.cols < window.col_end))
+        if not r.size or not c.size:
+            return slice(0, 0), slice(0, 0)
+        return slice(int(r[0]), int(r[-1]) + 1), slice(int(c[0]), int(c[-1]) + 1)
+
     def render(self, class_colors: tuple[str, ...] | list[str]) -> np.ndarray:
         """(h, w, 3) uint8: the stretched picture with the class colours laid over."""
         valid = self.classes != NODATA

@@ -288,14 +288,20 @@ def predict_scene(
     return ScenePrediction(scene.id, paths, metrics, timing)
 
 
+def plan_scene(info: ModelInfo, scene: SceneImage, cfg: PredictConfig) -> SlidingPlan:
+    """The scene's tiles (`resolve_geometry`, then `SlidingPlan.make`)."""
+    tile, overlap = resolve_geometry(cfg, info)
+    return SlidingPlan.make(
+        scene.height, scene.width, tile, overlap, info.output_stride, cfg.shrink_tiles
+    )
+
+
 def prepare(backend: Backend, scene: SceneImage, cfg: PredictConfig) -> SlidingPlan:
     """The scene's tile plan; sets the backend's precision and XLA for it (both decided by
     the whole scene, so that a scene predicted block by block runs the very same model)."""
     info = backend.info
-    tile, overlap = resolve_geometry(cfg, info)
-    plan = SlidingPlan.make(
-        scene.height, scene.width, tile, overlap, info.output_stride, cfg.shrink_tiles
-    )
+    plan = plan_scene(info, scene, cfg)
+    overlap = plan.rows.overlap
     n_batches = math.ceil(plan.num_tiles / cfg.batch_size)
     if hasattr(backend, "precision"):  # before XLA: bfloat16 on a CPU runs without it
         backend.precision = cfg.precision

@@ -200,13 +200,14 @@ class TileBlock:
         return Window(y0, x0, y1 - y0, x1 - x0)
 
 
-def split_blocks(plan: SlidingPlan, tiles_per_side: int) -> list[TileBlock]:
-    """Blocks of at most `tiles_per_side` x `tiles_per_side` tiles covering the plan, row-major."""
-    k = max(1, tiles_per_side)
+def split_blocks(plan: SlidingPlan, rows: int, cols: int | None = None) -> list[TileBlock]:
+    """Blocks of at most `rows` x `cols` (default `rows`) tiles covering the plan, row-major."""
+    kr = max(1, rows)
+    kc = max(1, rows if cols is None else cols)
     return [
-        TileBlock(i, min(i + k, plan.rows.n), j, min(j + k, plan.cols.n))
-        for i in range(0, plan.rows.n, k)
-        for j in range(0, plan.cols.n, k)
+        TileBlock(i, min(i + kr, plan.rows.n), j, min(j + kc, plan.cols.n))
+        for i in range(0, plan.rows.n, kr)
+        for j in range(0, plan.cols.n, kc)
     ]
 
 
