@@ -6,6 +6,10 @@
 - `reseg predict --config CONFIG --root DIR`: the pipeline's `predict` step, every
   scene of the config with the exported model's source, into `<root>/predictions/`,
   named by scene id.
+
+With `--beam` (or `predict.beam: true`) either form runs as a Beam job over scenes and
+blocks (`reseg.components.predictor.job`); Beam options follow `--`, after the
+config's `beam.args`: `reseg predict --model M a.tif b.tif --out D --beam -- --runner=...`.
 """
 
 from __future__ import annotations
@@ -104,6 +108,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
     )
+    g.add_argument(
+        "--beam",
+        action="store_true",
+        default=None,
+        help="run as a Beam job over scenes and blocks (Beam options after `--`)",
+    )
+    g.add_argument(
+        "--block-size",
+        type=int,
+        help="with --beam: split scenes larger than this many pixels a side into blocks (default 8192)",
+    )
+    parser.set_defaults(beam_args=[])  # `-- BEAM_OPTIONS` (reseg.cli moves them here)
 
 
 def _predict_config(args: argparse.Namespace, base):
@@ -122,6 +138,8 @@ def _predict_config(args: argparse.Namespace, base):
             "jit_compile",
             "precision",
             "progress",
+            "beam",
+            "block_size",
         )
         if getattr(args, k) is not None
     }
@@ -199,7 +217,7 @@ def _pipeline_step(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     check_root(args.root)
     cfg = cfg.model_copy(update={"predict": _predict_config(args, cfg.predict)})
-    preds = steps.predict(steps.Context(cfg, args.root))
+    preds = steps.predict(steps.Context(cfg, args.root, tuple(args.beam_args)))
     for e in preds.scenes:
         print(f"{e['scene']}: " + ", ".join(str(preds.path / p) for p in e["outputs"].values()))
     return 0
@@ -215,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
         )
     cfg = load_config(args.config) if args.config is not None else None
     pcfg = _predict_config(args, cfg.predict if cfg else None)
+    if pcfg.beam:
+        return _beam(args, cfg, pcfg)
+    if args.beam_args:
+        raise ConfigError("Beam options after `--` need --beam (or predict.beam: true)")
     backend = load_backend(args.model)
     data = cfg.data if cfg else None
     labels = _label_sources(args, backend.info, data)
@@ -223,6 +245,35 @@ def run(args: argparse.Namespace) -> int:
         result = predict_scene(
             backend, scene, args.out, pcfg, labels[k] if labels else None, data, ids[k]
         )
+        print(
+            f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
+            file=sys.stderr,
+        )
+        if result.metrics is not None:
+            _print_metrics(result.scene, result.metrics)
+    return 0
+
+
+def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
+    from reseg.components.predictor.job import predict_beam
+    from reseg.config import BeamConfig
+
+    data = cfg.data if cfg else None
+    info = load_backend(args.model).info
+    labels = _label_sources(args, info, data)
+    base = (cfg.beam if cfg else BeamConfig()).args
+    results = predict_beam(
+        args.model,
+        args.scenes,
+        args.out,
+        pcfg,
+        labels,
+        data,
+        unique_ids(args.scenes),
+        [*base, *args.beam_args],
+        info=info,
+    )
+    for result in results:
         print(
             f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
             file=sys.stderr,

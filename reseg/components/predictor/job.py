@@ -119,6 +119,7 @@ def predict_beam(
     data: DataConfig | None = None,
     scene_ids: Sequence[str] | None = None,
     beam_args: Sequence[str] = (),
+    info: ModelInfo | None = None,
 ) -> list[ScenePrediction]:
     """`predictor.predict` as a Beam job (module docstring); returns what it wrote per scene.
 
@@ -128,6 +129,7 @@ def predict_beam(
         out_dir: the outputs' folder, shared by the workers.
         cfg: the predict section (`block_size` splits large scenes).
         beam_args: Beam pipeline options (runner, workers, ...).
+        info: the model's ModelInfo when the caller has loaded it already.
 
     Returns:
         Per scene: the output paths, the metrics when labelled, and `wall_s` of the whole job.
@@ -141,7 +143,7 @@ def predict_beam(
     if len(set(ids)) != len(ids):
         raise ConfigError(f"scene ids must be distinct: {ids}")
     t0 = time.perf_counter()
-    info = load_backend(model).info  # checks the model here, before a worker starts
+    info = info or load_backend(model).info  # checks the model here, before a worker starts
     out = Path(out_dir)
     scenes = []
     for k, image in enumerate(images):  # every input checked before anything is written

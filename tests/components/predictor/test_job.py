@@ -17,6 +17,7 @@ import rasterio
 from PIL import Image
 from rio_cogeo.cogeo import cog_validate
 
+from reseg.cli import main
 from reseg.components.predictor import job, predict_scene
 from reseg.components.predictor.blocks import (
     BLOCK_JSON,
@@ -141,3 +142,19 @@ def test_bad_input_fails_before_the_job_and_writes_nothing(cnn_dir, tmp_path):
     with pytest.raises(InputError, match="3 bands"):
         predict_beam(cnn_dir, [bad], out, CFG, beam_args=IN_MEMORY)
     assert not out.exists()
+
+
+def test_reseg_predict_beam_takes_beam_options_after_the_scenes(
+    cnn_dir, scenes, sequential, tmp_path, capsys
+):
+    big, _, _ = scenes
+    out = tmp_path / "cli"
+    opts = ["--tile-size", "64", "--overlap", "16", "--batch-size", "2", "--probabilities"]
+    argv = ["predict", "--model", str(cnn_dir), str(big), "--out", str(out), *opts]
+    assert main([*argv, "--", "--direct_running_mode=in_memory"]) == 2
+    assert "need --beam" in capsys.readouterr().err and not out.exists()
+    argv += ["--block-size", "128", "--no-progress", "--beam"]
+    assert main([*argv, "--", "--direct_running_mode=in_memory", "--direct_num_workers=1"]) == 0
+    for key in RASTERS:
+        got = _read(out / sequential[0].outputs[key].name)[0]
+        np.testing.assert_array_equal(got, _read(sequential[0].outputs[key])[0], err_msg=key)
