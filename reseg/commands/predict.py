@@ -73,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("prediction (override the config's predict section)")
     g.add_argument("--tile-size", type=int, help="tile side in pixels (default by model)")
     g.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default 32)")
-    g.add_argument("--batch-size", type=int, help="tiles per model call (default 2)")
+    g.add_argument(
+        "--batch-size", type=int, help="tiles per model call at the full tile size (default 1)"
+    )
     g.add_argument(
         "--tta",
         help="test-time augmentation: none, d4, or a comma list such as identity,rot90,flip",
@@ -98,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="jit_compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="XLA-compile the model (default: on for scenes of 64 batches or more)",
+        help="XLA-compile the model (default off)",
     )
     g.add_argument(
         "--precision",

@@ -143,9 +143,7 @@ class BlockOutputs:
             idx = rgb_indexes(info, cfg.rgb_bands)
             self.preview = PreviewCanvas(scene.height, scene.width, cfg.preview_size, idx)
 
-    def write(
-        self, window: Window, probs: np.ndarray, valid: np.ndarray, image: np.ndarray
-    ) -> np.ndarray:
+    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """As `SceneOutputs.write`, at `window` (scene pixels) inside the block's window."""
         encoded = encode(probs, valid, self.cfg)
         local = window.relative_to(self.window)
@@ -154,7 +152,7 @@ class BlockOutputs:
             a = encoded[key]
             ds.write(a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0), window=rio_win)
         if self.preview is not None:
-            self.preview.add(window, image, encoded["classes"])
+            self.preview.add_classes(window, encoded["classes"])
         return encoded["classes"]
 
     def close(self) -> None:

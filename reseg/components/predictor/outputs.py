@@ -181,21 +181,19 @@ class SceneOutputs:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path, "w", **profile)
 
-    def write(
-        self, window: Window, probs: np.ndarray, valid: np.ndarray, image: np.ndarray
-    ) -> np.ndarray:
-        """Write a finished block; returns its class ids (h, w) uint8.
+    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Write a finished block; returns its class ids (h, w) uint8. (The preview's image
+        samples come from the reader: `self.preview.add_image`.)
 
         Args:
             window: the block in scene pixels.
             probs: (h, w, C) float32 blended probabilities.
             valid: (h, w) uint8, 0 where the input is nodata.
-            image: (h, w, bands) raw pixels of the block (for the preview).
         """
         encoded = encode(probs, valid, self.cfg)
         self.write_encoded(window, encoded)
         if self.preview is not None:
-            self.preview.add(window, image, encoded["classes"])
+            self.preview.add_classes(window, encoded["classes"])
         return encoded["classes"]
 
     def write_encoded(self, window: Window, encoded: dict[str, np.ndarray]) -> None:

@@ -13,6 +13,7 @@ the O-row blending band. Disk reads and writes overlap with inference.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -29,6 +30,7 @@ import rasterio
 from reseg.artifacts import ModelInfo
 from reseg.components.predictor.labels import LabelReader, label_data_config
 from reseg.components.predictor.outputs import SceneOutputs
+from reseg.components.predictor.preview import PreviewCanvas
 from reseg.components.predictor.reader import ImageReader, SceneImage, open_scene
 from reseg.components.predictor.refine import refine_tile, rgb_indexes
 from reseg.components.predictor.sliding import Blender, SlidingPlan, TileBlock
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 
 GLOBAL_CONTEXT = ("psp", "deeplab")
 """Architectures whose output depends on the tile size through global pooling."""
-JIT_MIN_BATCHES = 64
 _END = object()
 
 
@@ -60,7 +61,7 @@ class ScenePrediction:
 @dataclass
 class _Batch:
     keys: list[tuple[int, int]]
-    tiles: np.ndarray  # (B, T_r, T_c, bands) scene dtype
+    tiles: np.ndarray | None  # (B, T_r, T_c, bands) scene dtype; None once the model has them
     valid: np.ndarray  # (B, T_r, T_c) uint8
 
 
@@ -141,10 +142,16 @@ class _Pipe:
 
 
 def _batches(
-    plan: SlidingPlan, scene: SceneImage, cfg: PredictConfig, block: TileBlock
+    plan: SlidingPlan,
+    scene: SceneImage,
+    cfg: PredictConfig,
+    block: TileBlock,
+    preview: PreviewCanvas | None = None,
 ) -> Iterator[_Batch]:
-    """The tiles of `block.tiles()` in row-major order, read chunk by chunk, grouped into batches."""
+    """The tiles of `block.tiles()` in row-major order, read chunk by chunk, grouped into
+    batches; `preview` gets its image samples from the chunks as they are read."""
     itemsize = np.dtype(scene.dtype).itemsize
+    batch = batch_tiles(plan, cfg)
     chunks = _chunks(plan, len(scene.bands), itemsize, cfg.chunk_mb, (block.first_col, block.j1))
     tr, tc, sc = plan.rows.tile, plan.cols.tile, plan.cols.stride
     keys: list[tuple[int, int]] = []
@@ -154,13 +161,17 @@ def _batches(
         for i in range(block.first_row, block.i1):
             for j0, j1 in chunks:
                 w0 = plan.window(i, j0)
-                img, ok = rd.read(Window(w0.row_off, w0.col_off, tr, (j1 - j0 - 1) * sc + tc))
+                win = Window(w0.row_off, w0.col_off, tr, (j1 - j0 - 1) * sc + tc)
+                img, ok = rd.read(win)
+                if preview is not None:
+                    inside = win.intersection(Window(0, 0, scene.height, scene.width))
+                    preview.add_image(inside, img[inside.relative_to(win)])
                 for j in range(j0, j1):
                     off = (j - j0) * sc
                     keys.append((i, j))
                     tiles.append(img[:, off : off + tc])
                     valid.append(ok[:, off : off + tc])
-                    if len(keys) == cfg.batch_size:
+                    if len(keys) == batch:
                         yield _Batch(keys, np.stack(tiles), np.stack(valid))
                         keys, tiles, valid = [], [], []
     if keys:
@@ -196,9 +207,9 @@ _MALLOC_SET = False
 class BlockSink(Protocol):
     """Where `_slide` writes finished blocks (`SceneOutputs`, or one block's files)."""
 
-    def write(
-        self, window: Window, probs: np.ndarray, valid: np.ndarray, image: np.ndarray
-    ) -> np.ndarray: ...
+    preview: PreviewCanvas | None
+
+    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray) -> np.ndarray: ...
 
 
 def _run_thread(
@@ -291,9 +302,23 @@ def predict_scene(
 def plan_scene(info: ModelInfo, scene: SceneImage, cfg: PredictConfig) -> SlidingPlan:
     """The scene's tiles (`resolve_geometry`, then `SlidingPlan.make`)."""
     tile, overlap = resolve_geometry(cfg, info)
-    return SlidingPlan.make(
+    plan = SlidingPlan.make(
         scene.height, scene.width, tile, overlap, info.output_stride, cfg.shrink_tiles
     )
+    return dataclasses.replace(plan, nominal=tile)
+
+
+def batch_tiles(plan: SlidingPlan, cfg: PredictConfig) -> int:
+    """Tiles per model call: `cfg.batch_size` tiles of the configured size (`plan.nominal`),
+    counted in pixels, so that shrunk tiles fill the same batch:
+
+        B = max(batch_size, floor(batch_size * T^2 / (T_r * T_c)))
+
+    The pixels in flight (queues, model, blending) then depend on the config, not on the
+    scene's size.
+    """
+    t = plan.nominal or plan.rows.tile
+    return max(cfg.batch_size, (cfg.batch_size * t * t) // (plan.rows.tile * plan.cols.tile))
 
 
 def prepare(backend: Backend, scene: SceneImage, cfg: PredictConfig) -> SlidingPlan:
@@ -302,7 +327,7 @@ def prepare(backend: Backend, scene: SceneImage, cfg: PredictConfig) -> SlidingP
     info = backend.info
     plan = plan_scene(info, scene, cfg)
     overlap = plan.rows.overlap
-    n_batches = math.ceil(plan.num_tiles / cfg.batch_size)
+    n_batches = math.ceil(plan.num_tiles / batch_tiles(plan, cfg))
     if hasattr(backend, "precision"):  # before XLA: bfloat16 on a CPU runs without it
         backend.precision = cfg.precision
     elif cfg.precision != "float32":
@@ -313,9 +338,7 @@ def prepare(backend: Backend, scene: SceneImage, cfg: PredictConfig) -> SlidingP
             getattr(backend, "exported_precision", "unknown"),
         )
     if hasattr(backend, "jit_compile"):
-        backend.jit_compile = (
-            cfg.jit_compile if cfg.jit_compile is not None else n_batches >= JIT_MIN_BATCHES
-        )
+        backend.jit_compile = bool(cfg.jit_compile)
     log.info(
         "%s: %dx%d px, %d tiles of %dx%d (overlap %d), %d batches, tta %s, refine %s, %s",
         scene.id,
@@ -355,7 +378,7 @@ def _slide(
 
     def read() -> None:
         with rasterio.Env(**env):
-            for batch in _batches(plan, scene, cfg, block):
+            for batch in _batches(plan, scene, cfg, block, outputs.preview):
                 to_model.put(batch)
                 if failed.is_set():
                     return
@@ -376,14 +399,12 @@ def _slide(
             while (item := to_writer.get()) is not _END:
                 batch, probs = item
                 for k, (i, j) in enumerate(batch.keys):
-                    p = refine_tile(
-                        cfg.refine, probs[k], batch.tiles[k], info, idx, cfg.crf, cfg.slic
-                    )
+                    p = probs[k]
+                    if cfg.refine != "none":
+                        p = refine_tile(cfg.refine, p, batch.tiles[k], info, idx, cfg.crf, cfg.slic)
                     for part in blender.add(i, j, p):
                         valid = batch.valid[k][part.local]
-                        cls = outputs.write(
-                            part.window, part.probs, valid, batch.tiles[k][part.local]
-                        )
+                        cls = outputs.write(part.window, part.probs, valid)
                         if label_reader is not None:
                             cm[...] += confusion(label_reader.read(part.window), cls, c, mask=valid)
                     bar.update(1)
@@ -396,6 +417,8 @@ def _slide(
             t = time.perf_counter()
             probs = predict_tta(backend, batch.tiles, batch.valid, cfg.transforms)
             model_s += time.perf_counter() - t
+            if cfg.refine == "none":
+                batch.tiles = None  # the writer needs them only to refine: free them now
             to_writer.put((batch, probs))
         to_writer.put(_END)
     except BaseException as e:

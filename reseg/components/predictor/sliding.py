@@ -29,6 +29,9 @@ four weights in a corner, (sum_r)(sum_c), too). The blended probability is
 scene as soon as no later tile touches it; it holds only one band of O rows
 across the scene (the overlap with the next tile row) and one O-column band
 of the current tile, so memory does not grow with the number of tile rows.
+The band is updated in place: tile (i, j) reads band columns [x, x + T) (the
+tile row above) and then writes [x, x + S) (its own bottom rows; to x + T for the
+last column), and tile (i, j + 1) reads only from x + S + O on.
 
 Blocks (`TileBlock`): a rectangle of whole tiles, rows [i0, i1) x columns [j0, j1).
 Tile (i, j) emits the pixels [start(i), start(i) + S) x [start(j), start(j) + S)
@@ -111,6 +114,8 @@ class SlidingPlan:
 
     rows: AxisPlan
     cols: AxisPlan
+    nominal: int | None = None
+    """The tile side asked for, before shrinking (None: not known)."""
 
     @classmethod
     def make(
@@ -235,8 +240,7 @@ class Blender:
         b = self.block
         # padded coordinates: column x is scene x - c.pad - c.start(first_col) + c.start(0)
         width = (b.j1 - b.first_col) * c.stride + c.overlap
-        self._top = np.zeros((r.overlap, width, num_classes + 1), np.float32)
-        self._bottom = np.zeros_like(self._top)
+        self._band = np.zeros((r.overlap, width, num_classes + 1), np.float32)
         self._right = np.zeros((r.tile, c.overlap, num_classes + 1), np.float32)
         self._next = (b.first_row, b.first_col)
 
@@ -262,16 +266,14 @@ class Blender:
             acc[:, :o_c] += self._right
         if i > b.first_row and o_r:
             skip = o_c if not first_col else 0  # that part of the top band came with the right band
-            acc[:o_r, skip:] += self._top[:, x0 + skip : x0 + tc]
+            acc[:o_r, skip:] += self._band[:, x0 + skip : x0 + tc]
         last_col = j == b.j1 - 1
         if o_c:
             self._right = acc[:, tc - o_c :].copy()
         if o_r:
             end = tc if last_col else cp.stride
-            self._bottom[:, x0 : x0 + end] = acc[tr - o_r :, :end]
+            self._band[:, x0 : x0 + end] = acc[tr - o_r :, :end]
         self._next = (i, j + 1) if not last_col else (i + 1, b.first_col)
-        if last_col:
-            self._top, self._bottom = self._bottom, self._top
         if i < b.i0 or j < b.j0:
             return []  # the extra row or column: its own pixels belong to another block
         h = tr if i == rp.n - 1 else rp.stride
