@@ -117,7 +117,14 @@ def block_name(block: TileBlock) -> str:
 class BlockOutputs:
     """One block's raw rasters (its window only) and its preview samples; `_slide` writes here."""
 
-    def __init__(self, scene: SceneImage, window: Window, directory: Path, info, cfg):
+    def __init__(
+        self,
+        scene: SceneImage,
+        window: Window,
+        directory: Path,
+        info: ModelInfo,
+        cfg: PredictConfig,
+    ):
         self.window, self.dir, self.cfg = window, directory, cfg
         self.dir.mkdir(parents=True, exist_ok=True)
         self._raw = {}
