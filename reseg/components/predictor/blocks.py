@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -213,6 +214,7 @@ def predict_block(
         "window": [window.row_off, window.col_off, window.height, window.width],
         "confusion": None if label_reader is None else cm.tolist(),
         "tiles": block.num_processed(),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
         "wall_s": time.perf_counter() - t0,
         **timing,
     }
@@ -259,6 +261,7 @@ def assemble(
     shutil.rmtree(staging, ignore_errors=True)
     stats = {
         "blocks": len(blocks),
+        "workers": sorted({r.get("worker", "?") for r in records}),
         "tiles": sum(r["tiles"] for r in records),
         "model_s": sum(r["model_s"] for r in records),
         "blocks_wall_s": sum(r["wall_s"] for r in records),

@@ -106,7 +106,13 @@ class Assemble(beam.DoFn):
         _, _, stats = assemble(
             self.info, scene, cfg, blocks, task.staging, self.out_dir, task.labels is not None
         )
-        log.info("%s: assembled %d blocks (%.1f s)", scene_id, stats["blocks"], stats["assemble_s"])
+        log.info(
+            "%s: assembled %d blocks predicted by %s (%.1f s)",
+            scene_id,
+            stats["blocks"],
+            ", ".join(stats["workers"]),
+            stats["assemble_s"],
+        )
         yield scene_id
 
 
