@@ -77,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     head = argv[: argv.index(command)] if command else argv
     quiet.configure(any(a in ("-v", "--verbose") for a in head))
     parser = build_parser(with_commands=command)
+    tail = None
+    if "--" in argv and _takes_beam_options(parser, command):
+        # `... -- BEAM_OPTIONS`: split first, so that a command whose SCENE... is optional
+        # (predict --root) does not take the options for scenes
+        argv, tail = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args, extra = parser.parse_known_args(argv)
+    if tail is not None:
+        args.beam_args = [*(args.beam_args or []), *tail]
     if extra[:1] == ["--"] and hasattr(args, "beam_args"):
         # `CONFIG --root R -- BEAM_OPTIONS`: argparse gave the positional its empty list at
         # CONFIG already and left what follows `--` over
@@ -103,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"reseg {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _takes_beam_options(parser: argparse.ArgumentParser, command: str | None) -> bool:
+    """Whether `command` takes Beam options after `--` (its parser has a `beam_args`)."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    p = sub.choices.get(command) if sub is not None and command else None
+    return p is not None and (
+        p.get_default("beam_args") is not None or any(a.dest == "beam_args" for a in p._actions)
+    )
 
 
 def _report(args: argparse.Namespace, e: ResegError) -> int:

@@ -6,6 +6,10 @@
 - `reseg predict --config CONFIG --root DIR`: the pipeline's `predict` step, every
   scene of the config with the exported model's source, into `<root>/predictions/`,
   named by scene id.
+
+With `--beam` (or `predict.beam: true`) either form runs as a Beam job over scenes and
+blocks (`reseg.components.predictor.job`); Beam options follow `--`, after the
+config's `beam.args`: `reseg predict --model M a.tif b.tif --out D --beam -- --runner=...`.
 """
 
 from __future__ import annotations
@@ -70,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("prediction (override the config's predict section)")
     g.add_argument("--tile-size", type=int, help="tile side in pixels (default by model)")
     g.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default 32)")
-    g.add_argument("--batch-size", type=int, help="tiles per model call (default 2)")
+    g.add_argument(
+        "--batch-size", type=int, help="tiles per model call at the full tile size (default 1)"
+    )
     g.add_argument(
         "--tta",
         help="test-time augmentation: none, d4, or a comma list such as identity,rot90,flip",
@@ -101,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="jit_compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="XLA-compile the model (default: on for scenes of 64 batches or more)",
+        help="XLA-compile the model (default off)",
     )
     g.add_argument(
         "--precision",
@@ -111,6 +117,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
     )
+    g.add_argument(
+        "--beam",
+        action="store_true",
+        default=None,
+        help="run as a Beam job over scenes and blocks (Beam options after `--`)",
+    )
+    g.add_argument(
+        "--block-size",
+        type=int,
+        help="with --beam: split scenes larger than this many pixels a side into blocks (default 8192)",
+    )
+    parser.set_defaults(beam_args=[])  # `-- BEAM_OPTIONS` (reseg.cli moves them here)
 
 
 def _predict_config(args: argparse.Namespace, base):
@@ -129,6 +147,8 @@ def _predict_config(args: argparse.Namespace, base):
             "jit_compile",
             "precision",
             "progress",
+            "beam",
+            "block_size",
         )
         if getattr(args, k) is not None
     }
@@ -206,7 +226,7 @@ def _pipeline_step(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     check_root(args.root)
     cfg = cfg.model_copy(update={"predict": _predict_config(args, cfg.predict)})
-    preds = steps.predict(steps.Context(cfg, args.root))
+    preds = steps.predict(steps.Context(cfg, args.root, tuple(args.beam_args)))
     for e in preds.scenes:
         print(f"{e['scene']}: " + ", ".join(str(preds.path / p) for p in e["outputs"].values()))
     return 0
@@ -226,6 +246,10 @@ def run(args: argparse.Namespace) -> int:
         tuned, said = apply_tuning(pcfg, args.tuning or find_tuning(args.model))
         (log.warning if tuned.refine != pcfg.refine else log.info)("%s", said)
         pcfg = tuned
+    if pcfg.beam:
+        return _beam(args, cfg, pcfg)
+    if args.beam_args:
+        raise ConfigError("Beam options after `--` need --beam (or predict.beam: true)")
     backend = load_backend(args.model)
     data = cfg.data if cfg else None
     labels = _label_sources(args, backend.info, data)
@@ -234,6 +258,35 @@ def run(args: argparse.Namespace) -> int:
         result = predict_scene(
             backend, scene, args.out, pcfg, labels[k] if labels else None, data, ids[k]
         )
+        print(
+            f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
+            file=sys.stderr,
+        )
+        if result.metrics is not None:
+            _print_metrics(result.scene, result.metrics)
+    return 0
+
+
+def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
+    from reseg.components.predictor.job import predict_beam
+    from reseg.config import BeamConfig
+
+    data = cfg.data if cfg else None
+    info = load_backend(args.model).info
+    labels = _label_sources(args, info, data)
+    base = (cfg.beam if cfg else BeamConfig()).args
+    results = predict_beam(
+        args.model,
+        args.scenes,
+        args.out,
+        pcfg,
+        labels,
+        data,
+        unique_ids(args.scenes),
+        [*base, *args.beam_args],
+        info=info,
+    )
+    for result in results:
         print(
             f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
             file=sys.stderr,

@@ -196,7 +196,16 @@ class PredictConfig(Section):
             "Off: every tile has the full size, so the model's memory does not depend on the scene."
         ),
     )
-    batch_size: int = Field(2, ge=1, le=1024, description="Tiles per model call.")
+    batch_size: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description=(
+            "Tiles per model call, counted at the full tile size: tiles shrunk to fit a small "
+            "scene are batched up to as many pixels, so the memory in flight does not depend on "
+            "the scene."
+        ),
+    )
     tta: Literal["none", "d4"] | list[str] = Field(
         "none",
         description=f"Test-time augmentation: none, d4 (all eight) or a subset of {list(D4)}.",
@@ -240,14 +249,44 @@ class PredictConfig(Section):
         None, description="Image nodata; default the file's, then the model's."
     )
     prefetch: int = Field(
-        2, ge=1, le=64, description="Batches queued between reader, model and writer."
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Batches queued between reader and model and between model and writer. One keeps "
+            "the model busy when reading and writing a batch take less time than predicting it."
+        ),
     )
     chunk_mb: int = Field(16, ge=1, description="Largest block of image pixels read at once, MiB.")
     gdal_cache_mb: int = Field(
         16, ge=1, description="GDAL block cache while predicting (process-wide while it runs), MiB."
     )
+    beam: bool = Field(
+        False,
+        description=(
+            "Run prediction as a Beam job (the `beam` section's options and the CLI's `-- "
+            "BEAM_OPTIONS`): elements are scenes, scenes larger than `block_size` are split into "
+            "blocks of whole tiles predicted on different workers and assembled into one COG; "
+            "the outputs equal those of the sequential prediction."
+        ),
+    )
+    block_size: int = Field(
+        8192,
+        ge=64,
+        description=(
+            "Beam prediction: a scene whose height or width exceeds this many pixels is split into "
+            "blocks of about this side, made of whole tiles (floor(block_size / tile stride) tiles "
+            "a side). A block below or right of another also predicts that block's last tile row "
+            "or column (its blend needs them): at 8192 px and 1024-px tiles, at most 1.27x the "
+            "model work of the sequential prediction."
+        ),
+    )
     jit_compile: bool | None = Field(
-        None, description="XLA-compile the model; default on when a scene has 64 batches or more."
+        None,
+        description=(
+            "XLA-compile the model. Default (null) off: for the U-Net on a CPU it was no faster "
+            "than oneDNN here (bench/predict.py), and its buffers take 50-100 MB more memory."
+        ),
     )
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "float32",

@@ -449,7 +449,7 @@ def export(ctx: Context, source: str | int | None = None, fold: Fold | str = "de
 def predict(ctx: Context) -> Predictions:
     """Every scene of the config, whole, with the exported model's source: `<root>/predictions`."""
     local_root_only(ctx.root, "predict")
-    return predict_root(ctx.cfg, ctx.root, ctx.run)
+    return predict_root(ctx.cfg, ctx.root, ctx.run, ctx.beam_args)
 
 
 def report(ctx: Context) -> Path:

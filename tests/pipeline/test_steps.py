@@ -122,6 +122,42 @@ def test_prediction_outputs_are_named_by_scene_id(demo_rounds, landsat, tmp_path
     assert not (out / "image.tif").exists()
 
 
+def test_the_predict_step_as_a_beam_job_publishes_what_the_sequential_step_does(
+    demo_rounds, tmp_path
+):
+    """`reseg predict --config --root --beam`: the demo scene in blocks of 2 x 2 tiles of
+    128 px, on the DirectRunner; same fingerprint, same rasters as without --beam."""
+    ref_root, cfg, _ = demo_rounds
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    opts = ["--tile-size", "128", "--no-preview"]
+    published = {}
+    for name, extra in (
+        ("seq", []),
+        ("beam", ["--beam", "--block-size", "200", "--", "--direct_running_mode=in_memory"]),
+    ):
+        root = tmp_path / name
+        root.mkdir()
+        for d in ("tiles", "stats", "rounds", "merged"):
+            (root / d).symlink_to(ref_root / d, target_is_directory=True)
+        _cli("predict", "--config", cfg_file, "--root", root, *opts, *extra)
+        published[name] = artifacts.Predictions.load(layout.predictions_dir(root))
+    seq, beam = published["seq"], published["beam"]
+    assert seq.fingerprint == beam.fingerprint
+    assert [e["scene"] for e in beam.scenes] == [e["scene"] for e in seq.scenes]
+    for e in seq.scenes:
+        for key in ("classes", "confidence"):
+            with (
+                rasterio.open(seq.outputs(e["scene"])[key]) as a,
+                rasterio.open(beam.outputs(e["scene"])[key]) as b,
+            ):
+                assert a.width > 400, "several blocks of 200 px"
+                np.testing.assert_array_equal(a.read(), b.read())
+        m = json.loads((beam.path / e["outputs"]["metrics"]).read_text())
+        assert m["mean_iou"] == e["mean_iou"]
+    assert not [p.name for p in beam.path.iterdir() if p.name.startswith(".")]
+
+
 def test_unique_ids_and_the_fold_parser():
     assert unique_ids(["/x/a/image.tif", "/x/b/image.tif"]) == ["a_image", "b_image"]
     assert unique_ids(["/x/a/one.tif", "/x/b/two.tif"]) == ["one", "two"]

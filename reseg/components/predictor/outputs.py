@@ -82,6 +82,36 @@ def qml(info: ModelInfo) -> str:
     )
 
 
+def encode(probs: np.ndarray, valid: np.ndarray, cfg: PredictConfig) -> dict[str, np.ndarray]:
+    """The pixel values of the outputs of blended probabilities (h, w, C) float32.
+
+    Returns `classes` (h, w) uint8, `confidence` (h, w) in `cfg.confidence`'s encoding and,
+    with `cfg.probabilities`, `probabilities` (h, w, C) float32 (module docstring).
+    """
+    ok = valid.astype(bool)
+    out = {"classes": np.where(ok, probs.argmax(axis=-1), CLASS_NODATA).astype(np.uint8)}
+    conf = probs.max(axis=-1)
+    if cfg.confidence == "uint8":
+        out["confidence"] = np.where(ok, np.clip(np.rint(conf * 255), 1, 255), 0).astype(np.uint8)
+    else:
+        out["confidence"] = np.where(ok, conf, PROB_NODATA).astype(np.float32)
+    if cfg.probabilities:
+        out["probabilities"] = np.where(ok[..., None], probs, PROB_NODATA).astype(np.float32)
+    return out
+
+
+def output_spec(cfg: PredictConfig, num_classes: int) -> dict[str, tuple[str, int, float]]:
+    """Output key -> (dtype, bands, nodata) of the rasters `cfg` asks for."""
+    conf_f32 = cfg.confidence == "float32"
+    spec = {
+        "classes": ("uint8", 1, CLASS_NODATA),
+        "confidence": ("float32" if conf_f32 else "uint8", 1, PROB_NODATA if conf_f32 else 0),
+    }
+    if cfg.probabilities:
+        spec["probabilities"] = ("float32", num_classes, PROB_NODATA)
+    return spec
+
+
 class SceneOutputs:
     """Writes one scene's outputs block by block, then publishes them together."""
 
@@ -95,13 +125,7 @@ class SceneOutputs:
         }
         if cfg.probabilities:
             self.names["probabilities"] = f"{scene.id}.probs.tif"
-        c = len(info.class_names)
-        conf_f32 = cfg.confidence == "float32"
-        self._spec = {
-            "classes": ("uint8", 1, CLASS_NODATA),
-            "confidence": ("float32" if conf_f32 else "uint8", 1, PROB_NODATA if conf_f32 else 0),
-            "probabilities": ("float32", c, PROB_NODATA),
-        }
+        self._spec = output_spec(cfg, len(info.class_names))
         for stale in self.out_dir.glob(f".{scene.id}.tmp-*"):
             log.info("%s: removing %s, left by a run that did not finish", scene.id, stale)
             shutil.rmtree(stale, ignore_errors=True)
@@ -157,33 +181,27 @@ class SceneOutputs:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path, "w", **profile)
 
-    def write(
-        self, window: Window, probs: np.ndarray, valid: np.ndarray, image: np.ndarray
-    ) -> np.ndarray:
-        """Write a finished block; returns its class ids (h, w) uint8.
+    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Write a finished block; returns its class ids (h, w) uint8. (The preview's image
+        samples come from the reader: `self.preview.add_image`.)
 
         Args:
             window: the block in scene pixels.
             probs: (h, w, C) float32 blended probabilities.
             valid: (h, w) uint8, 0 where the input is nodata.
-            image: (h, w, bands) raw pixels of the block (for the preview).
         """
-        ok = valid.astype(bool)
-        cls = np.where(ok, probs.argmax(axis=-1), CLASS_NODATA).astype(np.uint8)
-        conf = probs.max(axis=-1)
-        if self.cfg.confidence == "uint8":
-            conf = np.where(ok, np.clip(np.rint(conf * 255), 1, 255), 0).astype(np.uint8)
-        else:
-            conf = np.where(ok, conf, PROB_NODATA).astype(np.float32)
-        rio_win = RioWindow(window.col_off, window.row_off, window.width, window.height)
-        self._raw["classes"].write(cls, 1, window=rio_win)
-        self._raw["confidence"].write(conf, 1, window=rio_win)
-        if "probabilities" in self._raw:
-            p = np.where(ok[..., None], probs, PROB_NODATA).astype(np.float32)
-            self._raw["probabilities"].write(np.moveaxis(p, -1, 0), window=rio_win)
+        encoded = encode(probs, valid, self.cfg)
+        self.write_encoded(window, encoded)
         if self.preview is not None:
-            self.preview.add(window, image, cls)
-        return cls
+            self.preview.add_classes(window, encoded["classes"])
+        return encoded["classes"]
+
+    def write_encoded(self, window: Window, encoded: dict[str, np.ndarray]) -> None:
+        """Write the arrays of `encode` (band-last) at `window` of the scene."""
+        rio_win = RioWindow(window.col_off, window.row_off, window.width, window.height)
+        for key, ds in self._raw.items():
+            a = encoded[key]
+            ds.write(a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0), window=rio_win)
 
     def finish(self, metrics: dict | None = None) -> dict[str, Path]:
         """Close the raw files, make the COGs, preview and sidecars; move all into place."""

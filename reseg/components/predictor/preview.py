@@ -1,5 +1,8 @@
 """The preview PNG, sampled block by block while the scene is predicted (no second read).
 
+The image's samples come from the windows the reader reads (`add_image`), the classes'
+from the finished blocks (`add_classes`), so no raw pixels wait for the model.
+
 Preview pixel (r, c) of a preview of h x w shows scene pixel
 (floor((r + 1/2) H / h), floor((c + 1/2) W / w)) (nearest-neighbour sampling),
 h x w = the scene scaled so that its longest side is at most `size`. Each band of
@@ -41,14 +44,34 @@ class PreviewCanvas:
 
     def add(self, window: Window, image: np.ndarray, classes: np.ndarray) -> None:
         """Sample a finished block: image (h, w, bands) raw, classes (h, w) uint8 (255 nodata)."""
+        self.add_image(window, image)
+        self.add_classes(window, classes)
+
+    def _samples(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        r = np.flatnonzero((self.rows >= window.row_off) & (self.rows < window.row_end))
+        c = np.flatnonzero((self.cols >= window.col_off) & (self.cols < window.col_end))
+        return r, c, self.rows[r] - window.row_off, self.cols[c] - window.col_off
+
+    def add_image(self, window: Window, image: np.ndarray) -> None:
+        """Sample image pixels (h, w, bands) raw of `window` (inside the scene)."""
+        r, c, lr, lc = self._samples(window)
+        if r.size and c.size:
+            sub = image[lr[:, None], lc[None, :]][..., self.bands]
+            self.image[r[0] : r[-1] + 1, c[0] : c[-1] + 1] = sub
+
+    def add_classes(self, window: Window, classes: np.ndarray) -> None:
+        """Sample class ids (h, w) uint8 (255 nodata) of `window`."""
+        r, c, lr, lc = self._samples(window)
+        if r.size and c.size:
+            self.classes[r[0] : r[-1] + 1, c[0] : c[-1] + 1] = classes[lr[:, None], lc[None, :]]
+
+    def span(self, window: Window) -> tuple[slice, slice]:
+        """The preview rows and columns whose sampled scene pixels lie in `window`."""
         r = np.flatnonzero((self.rows >= window.row_off) & (self.rows < window.row_end))
         c = np.flatnonzero((self.cols >= window.col_off) & (self.cols < window.col_end))
         if not r.size or not c.size:
-            return
-        lr, lc = self.rows[r] - window.row_off, self.cols[c] - window.col_off
-        sub = image[lr[:, None], lc[None, :]][..., self.bands]
-        self.image[r[0] : r[-1] + 1, c[0] : c[-1] + 1] = sub
-        self.classes[r[0] : r[-1] + 1, c[0] : c[-1] + 1] = classes[lr[:, None], lc[None, :]]
+            return slice(0, 0), slice(0, 0)
+        return slice(int(r[0]), int(r[-1]) + 1), slice(int(c[0]), int(c[-1]) + 1)
 
     def render(self, class_colors: tuple[str, ...] | list[str]) -> np.ndarray:
         """(h, w, 3) uint8: the stretched picture with the class colours laid over."""

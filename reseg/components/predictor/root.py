@@ -23,11 +23,14 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from reseg import artifacts, layout
 from reseg.components.exporter.sources import DEFAULT, resolve
+from reseg.components.predictor.blocks import EXECUTION_ONLY
+from reseg.components.predictor.job import predict_beam
 from reseg.components.predictor.scene import predict_scene
 from reseg.components.refine_tuning import apply_tuning, find_tuning
 from reseg.config import Config
@@ -49,8 +52,15 @@ def _model_key(root: Path, path: Path) -> str:
     return artifacts.fingerprint(os.path.relpath(path, root), parts)
 
 
-def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Predictions:
-    """Predict every scene of `cfg.data` into `<root>/predictions/`, outputs named by scene id."""
+def predict_root(
+    cfg: Config, root: str | Path, run: Any = None, beam_args: Sequence[str] = ()
+) -> artifacts.Predictions:
+    """Predict every scene of `cfg.data` into `<root>/predictions/`, outputs named by scene id.
+
+    With `predict.beam`, the scenes not yet predicted go through one Beam job
+    (`predictor.job`) with the `beam` section's options and `beam_args`; the outputs, and
+    so the fingerprint, are the same either way.
+    """
     root = Path(root)
     label, fold, model_path = resolve(cfg, root, cfg.export.source, DEFAULT)
     pcfg, said = apply_tuning(cfg.predict, find_tuning(model_path))
@@ -60,7 +70,7 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Pr
     fp = artifacts.fingerprint(
         "predict",
         _model_key(root, model_path),
-        cfg.predict.model_dump(mode="json"),
+        cfg.predict.model_dump(mode="json", exclude=EXECUTION_ONLY | {"block_size"}),
         cfg.data.model_dump(mode="json"),
     )
     final = layout.predictions_dir(root)
@@ -68,7 +78,7 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Pr
         log.info("predictions up to date: %s", final)
         return artifacts.Predictions.load(final)
     with artifacts.stage(final, fp, "predict", cfg.to_json()) as st:
-        written = _predict_scenes(cfg, model_path, st.dir)
+        written = _predict_scenes(cfg, model_path, st.dir, [*cfg.beam.args, *beam_args])
         st.manifest.update(
             model={"source": label, "fold": fold, "path": str(model_path)},
             scenes=written,
@@ -84,17 +94,36 @@ def predict_root(cfg: Config, root: str | Path, run: Any = None) -> artifacts.Pr
     return artifacts.Predictions.load(final)
 
 
-def _predict_scenes(cfg: Config, model_path: Path, tmp: Path) -> list[dict[str, Any]]:
+def _predict_scenes(
+    cfg: Config, model_path: Path, tmp: Path, beam_args: Sequence[str]
+) -> list[dict[str, Any]]:
     """Every scene into staging directory `tmp` (scenes done before a crash are kept)."""
     backend = None
     written: list[dict[str, Any]] = []
+    todo = []
     for scene in cfg.data.scenes:
-        sid = scene.scene_id
-        done = tmp / f".{sid}.done.json"
+        done = tmp / f".{scene.scene_id}.done.json"
         if done.exists():
             written.append(json.loads(done.read_text()))
-            log.info("%s: already predicted in %s", sid, tmp)
-            continue
+            log.info("%s: already predicted in %s", scene.scene_id, tmp)
+        else:
+            todo.append(scene)
+    if cfg.predict.beam and todo:
+        results = predict_beam(
+            model_path,
+            [s.image for s in todo],
+            tmp,
+            cfg.predict,
+            [s.vector or s.labels for s in todo],
+            cfg.data,
+            [s.scene_id for s in todo],
+            beam_args,
+        )
+        for scene, res in zip(todo, results, strict=True):
+            written.append(_record(tmp, scene, res))
+        todo = []
+    for scene in todo:
+        sid = scene.scene_id
         if backend is None:
             backend = load_backend(model_path)
         res = predict_scene(
@@ -106,18 +135,24 @@ def _predict_scenes(cfg: Config, model_path: Path, tmp: Path) -> list[dict[str, 
             cfg.data,
             scene_id=sid,
         )
-        entry = {
-            "scene": res.scene,
-            "image": str(scene.image),
-            "outputs": {k: p.name for k, p in res.outputs.items()},
-            "mean_iou": None if res.metrics is None else res.metrics["mean_iou"],
-            "overall_accuracy": None if res.metrics is None else res.metrics["overall_accuracy"],
-            "wall_s": res.stats.get("wall_s"),
-        }
-        artifacts.write_json(done, entry)
-        written.append(entry)
+        written.append(_record(tmp, scene, res))
     for p in tmp.glob(".*.done.json"):
         p.unlink()
-    for p in tmp.glob(".*.tmp-*"):  # a scene's staging: never published
-        shutil.rmtree(p, ignore_errors=True)
+    for pattern in (".*.tmp-*", ".*.blocks-*"):  # a scene's staging: never published
+        for p in tmp.glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
     return written
+
+
+def _record(tmp: Path, scene, res) -> dict[str, Any]:
+    """A predicted scene's entry in the manifest, kept in `.<scene>.done.json` until published."""
+    entry = {
+        "scene": res.scene,
+        "image": str(scene.image),
+        "outputs": {k: p.name for k, p in res.outputs.items()},
+        "mean_iou": None if res.metrics is None else res.metrics["mean_iou"],
+        "overall_accuracy": None if res.metrics is None else res.metrics["overall_accuracy"],
+        "wall_s": res.stats.get("wall_s"),
+    }
+    artifacts.write_json(tmp / f".{res.scene}.done.json", entry)
+    return entry

@@ -13,6 +13,7 @@ the O-row blending band. Disk reads and writes overlap with inference.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -29,9 +30,10 @@ import rasterio
 from reseg.artifacts import ModelInfo
 from reseg.components.predictor.labels import LabelReader, label_data_config
 from reseg.components.predictor.outputs import SceneOutputs
+from reseg.components.predictor.preview import PreviewCanvas
 from reseg.components.predictor.reader import ImageReader, SceneImage, open_scene
 from reseg.components.predictor.refine import Refiner, ground_pixel_size
-from reseg.components.predictor.sliding import Blender, SlidingPlan
+from reseg.components.predictor.sliding import Blender, SlidingPlan, TileBlock
 from reseg.config import DataConfig, PredictConfig, VectorLabels
 from reseg.errors import ConfigError
 from reseg.inference import Backend, predict_tta
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 
 GLOBAL_CONTEXT = ("psp", "deeplab")
 """Architectures whose output depends on the tile size through global pooling."""
-JIT_MIN_BATCHES = 64
 _END = object()
 
 
@@ -60,7 +61,7 @@ class ScenePrediction:
 @dataclass
 class _Batch:
     keys: list[tuple[int, int]]
-    tiles: np.ndarray  # (B, T_r, T_c, bands) scene dtype
+    tiles: np.ndarray | None  # (B, T_r, T_c, bands) scene dtype; None once the model has them
     valid: np.ndarray  # (B, T_r, T_c) uint8
 
 
@@ -97,12 +98,15 @@ def resolve_geometry(cfg: PredictConfig, info: ModelInfo) -> tuple[int, int]:
     return tile, overlap
 
 
-def _chunks(plan: SlidingPlan, bands: int, itemsize: int, chunk_mb: int) -> list[tuple[int, int]]:
-    """Column ranges [j0, j1) of tiles read at once, at most `chunk_mb` of pixels each."""
+def _chunks(
+    plan: SlidingPlan, bands: int, itemsize: int, chunk_mb: int, cols: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """Column ranges [j0, j1) of tiles within `cols` read at once, at most `chunk_mb` of pixels each."""
     c = plan.cols
+    first, end = cols
     per_tile = plan.rows.tile * c.stride * bands * itemsize
-    k = max(1, min(c.n, (chunk_mb << 20) // max(per_tile, 1)))
-    return [(j0, min(c.n, j0 + k)) for j0 in range(0, c.n, k)]
+    k = max(1, min(end - first, (chunk_mb << 20) // max(per_tile, 1)))
+    return [(j0, min(end, j0 + k)) for j0 in range(first, end, k)]
 
 
 class _Pipe:
@@ -137,25 +141,37 @@ class _Pipe:
             self.get_wait_s += time.perf_counter() - t0
 
 
-def _batches(plan: SlidingPlan, scene: SceneImage, cfg: PredictConfig) -> Iterator[_Batch]:
-    """Tiles in row-major order, read chunk by chunk, grouped into batches."""
+def _batches(
+    plan: SlidingPlan,
+    scene: SceneImage,
+    cfg: PredictConfig,
+    block: TileBlock,
+    preview: PreviewCanvas | None = None,
+) -> Iterator[_Batch]:
+    """The tiles of `block.tiles()` in row-major order, read chunk by chunk, grouped into
+    batches; `preview` gets its image samples from the chunks as they are read."""
     itemsize = np.dtype(scene.dtype).itemsize
-    chunks = _chunks(plan, len(scene.bands), itemsize, cfg.chunk_mb)
+    batch = batch_tiles(plan, cfg)
+    chunks = _chunks(plan, len(scene.bands), itemsize, cfg.chunk_mb, (block.first_col, block.j1))
     tr, tc, sc = plan.rows.tile, plan.cols.tile, plan.cols.stride
     keys: list[tuple[int, int]] = []
     tiles: list[np.ndarray] = []
     valid: list[np.ndarray] = []
     with ImageReader(scene) as rd:
-        for i in range(plan.rows.n):
+        for i in range(block.first_row, block.i1):
             for j0, j1 in chunks:
                 w0 = plan.window(i, j0)
-                img, ok = rd.read(Window(w0.row_off, w0.col_off, tr, (j1 - j0 - 1) * sc + tc))
+                win = Window(w0.row_off, w0.col_off, tr, (j1 - j0 - 1) * sc + tc)
+                img, ok = rd.read(win)
+                if preview is not None:
+                    inside = win.intersection(Window(0, 0, scene.height, scene.width))
+                    preview.add_image(inside, img[inside.relative_to(win)])
                 for j in range(j0, j1):
                     off = (j - j0) * sc
                     keys.append((i, j))
                     tiles.append(img[:, off : off + tc])
                     valid.append(ok[:, off : off + tc])
-                    if len(keys) == cfg.batch_size:
+                    if len(keys) == batch:
                         yield _Batch(keys, np.stack(tiles), np.stack(valid))
                         keys, tiles, valid = [], [], []
     if keys:
@@ -186,6 +202,14 @@ def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
 
 
 _MALLOC_SET = False
+
+
+class BlockSink(Protocol):
+    """Where `_slide` writes finished blocks (`SceneOutputs`, or one block's files)."""
+
+    preview: PreviewCanvas | None
+
+    def write(self, window: Window, probs: np.ndarray, valid: np.ndarray) -> np.ndarray: ...
 
 
 def _run_thread(
@@ -236,41 +260,11 @@ def predict_scene(
     info = backend.info
     t_start, cpu_start = time.perf_counter(), time.process_time()
     scene = open_scene(image, info, cfg.nodata, scene_id)
-    tile, overlap = resolve_geometry(cfg, info)
-    plan = SlidingPlan.make(
-        scene.height, scene.width, tile, overlap, info.output_stride, cfg.shrink_tiles
-    )
-    n_batches = math.ceil(plan.num_tiles / cfg.batch_size)
-    if hasattr(backend, "precision"):  # before XLA: bfloat16 on a CPU runs without it
-        backend.precision = cfg.precision
-    elif cfg.precision != "float32":
-        log.warning(
-            "predict.precision %s does not apply to %s, which runs in its own precision (%s)",
-            cfg.precision,
-            getattr(backend, "path", type(backend).__name__),
-            getattr(backend, "exported_precision", "unknown"),
-        )
-    if hasattr(backend, "jit_compile"):
-        backend.jit_compile = (
-            cfg.jit_compile if cfg.jit_compile is not None else n_batches >= JIT_MIN_BATCHES
-        )
+    plan = prepare(backend, scene, cfg)
     label_reader = None
     if labels is not None:
         spec, dcfg = label_data_config(image, labels, info, scene.nodata, data)
         label_reader = LabelReader(spec, dcfg)
-    log.info(
-        "%s: %dx%d px, %d tiles of %dx%d (overlap %d), %d batches, tta %s, refine %s, %s",
-        scene.id,
-        scene.height,
-        scene.width,
-        plan.num_tiles,
-        *plan.tile_shape,
-        overlap,
-        n_batches,
-        "+".join(cfg.transforms),
-        cfg.refine,
-        getattr(backend, "precision", getattr(backend, "exported_precision", "float32")),
-    )
     outputs = SceneOutputs(scene, out_dir, info, cfg)
     try:
         cm, timing = _slide(backend, scene, plan, cfg, outputs, label_reader)
@@ -305,15 +299,74 @@ def predict_scene(
     return ScenePrediction(scene.id, paths, metrics, timing)
 
 
+def plan_scene(info: ModelInfo, scene: SceneImage, cfg: PredictConfig) -> SlidingPlan:
+    """The scene's tiles (`resolve_geometry`, then `SlidingPlan.make`)."""
+    tile, overlap = resolve_geometry(cfg, info)
+    plan = SlidingPlan.make(
+        scene.height, scene.width, tile, overlap, info.output_stride, cfg.shrink_tiles
+    )
+    return dataclasses.replace(plan, nominal=tile)
+
+
+def batch_tiles(plan: SlidingPlan, cfg: PredictConfig) -> int:
+    """Tiles per model call: `cfg.batch_size` tiles of the configured size (`plan.nominal`),
+    counted in pixels, so that shrunk tiles fill the same batch:
+
+        B = max(batch_size, floor(batch_size * T^2 / (T_r * T_c)))
+
+    The pixels in flight (queues, model, blending) then depend on the config, not on the
+    scene's size.
+    """
+    t = plan.nominal or plan.rows.tile
+    return max(cfg.batch_size, (cfg.batch_size * t * t) // (plan.rows.tile * plan.cols.tile))
+
+
+def prepare(backend: Backend, scene: SceneImage, cfg: PredictConfig) -> SlidingPlan:
+    """The scene's tile plan; sets the backend's precision and XLA for it (both decided by
+    the whole scene, so that a scene predicted block by block runs the very same model)."""
+    info = backend.info
+    plan = plan_scene(info, scene, cfg)
+    overlap = plan.rows.overlap
+    n_batches = math.ceil(plan.num_tiles / batch_tiles(plan, cfg))
+    if hasattr(backend, "precision"):  # before XLA: bfloat16 on a CPU runs without it
+        backend.precision = cfg.precision
+    elif cfg.precision != "float32":
+        log.warning(
+            "predict.precision %s does not apply to %s, which runs in its own precision (%s)",
+            cfg.precision,
+            getattr(backend, "path", type(backend).__name__),
+            getattr(backend, "exported_precision", "unknown"),
+        )
+    if hasattr(backend, "jit_compile"):
+        backend.jit_compile = bool(cfg.jit_compile)
+    log.info(
+        "%s: %dx%d px, %d tiles of %dx%d (overlap %d), %d batches, tta %s, refine %s, %s",
+        scene.id,
+        scene.height,
+        scene.width,
+        plan.num_tiles,
+        *plan.tile_shape,
+        overlap,
+        n_batches,
+        "+".join(cfg.transforms),
+        cfg.refine,
+        getattr(backend, "precision", getattr(backend, "exported_precision", "float32")),
+    )
+    return plan
+
+
 def _slide(
     backend: Backend,
     scene: SceneImage,
     plan: SlidingPlan,
     cfg: PredictConfig,
-    outputs: SceneOutputs,
+    outputs: BlockSink,
     label_reader: LabelReader | None,
+    block: TileBlock | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Run the three stages of the module docstring; return the confusion matrix and timings."""
+    """Run the three stages of the module docstring over the tiles of `block` (default the
+    whole scene); return the confusion matrix and timings."""
+    block = block or TileBlock.whole(plan)
     info = backend.info
     c = len(info.class_names)
     failed = threading.Event()
@@ -332,7 +385,7 @@ def _slide(
 
     def read() -> None:
         with rasterio.Env(**env):
-            for batch in _batches(plan, scene, cfg):
+            for batch in _batches(plan, scene, cfg, block, outputs.preview):
                 to_model.put(batch)
                 if failed.is_set():
                     return
@@ -341,24 +394,24 @@ def _slide(
     def write() -> None:
         from tqdm import tqdm
 
-        blender = Blender(plan, c)
+        blender = Blender(plan, c, block)
         bar = tqdm(
-            total=plan.num_tiles, desc=scene.id, unit="tile", disable=not cfg.progress, leave=False
+            total=block.num_processed(),
+            desc=scene.id,
+            unit="tile",
+            disable=not cfg.progress,
+            leave=False,
         )
         with rasterio.Env(**env), bar:
             while (item := to_writer.get()) is not _END:
                 batch, probs = item
                 for k, (i, j) in enumerate(batch.keys):
-                    p = refiner(probs[k], batch.tiles[k])
-                    for block in blender.add(i, j, p):
-                        valid = batch.valid[k][block.local]
-                        cls = outputs.write(
-                            block.window, block.probs, valid, batch.tiles[k][block.local]
-                        )
+                    p = probs[k] if refiner.method == "none" else refiner(probs[k], batch.tiles[k])
+                    for part in blender.add(i, j, p):
+                        valid = batch.valid[k][part.local]
+                        cls = outputs.write(part.window, part.probs, valid)
                         if label_reader is not None:
-                            cm[...] += confusion(
-                                label_reader.read(block.window), cls, c, mask=valid
-                            )
+                            cm[...] += confusion(label_reader.read(part.window), cls, c, mask=valid)
                     bar.update(1)
 
     t0 = time.perf_counter()
@@ -369,6 +422,8 @@ def _slide(
             t = time.perf_counter()
             probs = predict_tta(backend, batch.tiles, batch.valid, cfg.transforms)
             model_s += time.perf_counter() - t
+            if cfg.refine == "none":
+                batch.tiles = None  # the writer needs them only to refine: free them now
             to_writer.put((batch, probs))
         to_writer.put(_END)
     except BaseException as e:

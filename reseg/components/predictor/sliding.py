@@ -29,6 +29,19 @@ four weights in a corner, (sum_r)(sum_c), too). The blended probability is
 scene as soon as no later tile touches it; it holds only one band of O rows
 across the scene (the overlap with the next tile row) and one O-column band
 of the current tile, so memory does not grow with the number of tile rows.
+The band is updated in place: tile (i, j) reads band columns [x, x + T) (the
+tile row above) and then writes [x, x + S) (its own bottom rows; to x + T for the
+last column), and tile (i, j + 1) reads only from x + S + O on.
+
+Blocks (`TileBlock`): a rectangle of whole tiles, rows [i0, i1) x columns [j0, j1).
+Tile (i, j) emits the pixels [start(i), start(i) + S) x [start(j), start(j) + S)
+(to the scene's end for the last tile), and only tiles (i-1..i, j-1..j) touch
+them (O <= T / 2). A `Blender` given a block therefore also takes the tile row
+i0 - 1 and column j0 - 1 (where they exist) and emits only the block's own tiles:
+every pixel it emits is summed from the same tiles, with the same float32
+operations in the same order, as in the whole-scene pass, so block by block the
+result equals the whole-scene blend bit for bit. The price is one extra tile row
+and column per block that does not touch the scene's top or left edge.
 """
 
 from __future__ import annotations
@@ -101,6 +114,8 @@ class SlidingPlan:
 
     rows: AxisPlan
     cols: AxisPlan
+    nominal: int | None = None
+    """The tile side asked for, before shrinking (None: not known)."""
 
     @classmethod
     def make(
@@ -145,6 +160,62 @@ class SlidingPlan:
         return self.num_tiles * self.rows.tile * self.cols.tile
 
 
+@dataclass(frozen=True)
+class TileBlock:
+    """Tiles rows [i0, i1) x columns [j0, j1) of a plan, predicted and emitted together."""
+
+    i0: int
+    i1: int
+    j0: int
+    j1: int
+
+    @classmethod
+    def whole(cls, plan: SlidingPlan) -> TileBlock:
+        return cls(0, plan.rows.n, 0, plan.cols.n)
+
+    @property
+    def first_row(self) -> int:
+        """First tile row processed: the block's, and the row above it (module docstring)."""
+        return max(0, self.i0 - 1)
+
+    @property
+    def first_col(self) -> int:
+        return max(0, self.j0 - 1)
+
+    def tiles(self) -> Iterator[tuple[int, int]]:
+        """The tiles processed, row-major: the block's and the extra row and column."""
+        for i in range(self.first_row, self.i1):
+            for j in range(self.first_col, self.j1):
+                yield i, j
+
+    def num_processed(self) -> int:
+        return (self.i1 - self.first_row) * (self.j1 - self.first_col)
+
+    def window(self, plan: SlidingPlan) -> Window:
+        """The scene pixels the block emits (its tiles' own pixels, inside the scene)."""
+        r, c = plan.rows, plan.cols
+
+        def span(ax: AxisPlan, a: int, b: int) -> tuple[int, int]:
+            lo = max(0, ax.start(a))
+            hi = ax.length if b == ax.n else ax.start(b)
+            return lo, hi
+
+        y0, y1 = span(r, self.i0, self.i1)
+        x0, x1 = span(c, self.j0, self.j1)
+        return Window(y0, x0, y1 - y0, x1 - x0)
+
+
+def split_blocks(plan: SlidingPlan, rows: int, cols: int | None = None) -> list[TileBlock]:
+    """Blocks of at most `rows` x `cols` (default `rows`) tiles covering the plan, row-major."""
+    kr = max(1, rows)
+    kc = max(1, rows if cols is None else cols)
+    return [
+        TileBlock(i, min(i + kr, plan.rows.n), j, min(j + kc, plan.cols.n))
+        for i in range(0, plan.rows.n, kr)
+        for j in range(0, plan.cols.n, kc)
+    ]
+
+
 @dataclass
 class Block:
     """A finished part of the scene: `window` in scene pixels, `local` its slices in tile (i, j)."""
@@ -155,18 +226,23 @@ class Block:
 
 
 class Blender:
-    """Streams tiles in row-major order into finished, blended scene blocks (module docstring)."""
+    """Streams tiles in row-major order into finished, blended scene blocks (module docstring).
 
-    def __init__(self, plan: SlidingPlan, num_classes: int):
+    With `block`, it takes the tiles of `block.tiles()` and emits the block's pixels only.
+    """
+
+    def __init__(self, plan: SlidingPlan, num_classes: int, block: TileBlock | None = None):
         self.plan = plan
         self.c = num_classes
+        self.block = block or TileBlock.whole(plan)
         self.w2 = plan.weight()
         r, c = plan.rows, plan.cols
-        width = c.n * c.stride + c.overlap  # padded coordinates: column x is scene x - c.pad
-        self._top = np.zeros((r.overlap, width, num_classes + 1), np.float32)
-        self._bottom = np.zeros_like(self._top)
+        b = self.block
+        # padded coordinates: column x is scene x - c.pad - c.start(first_col) + c.start(0)
+        width = (b.j1 - b.first_col) * c.stride + c.overlap
+        self._band = np.zeros((r.overlap, width, num_classes + 1), np.float32)
         self._right = np.zeros((r.tile, c.overlap, num_classes + 1), np.float32)
-        self._next = (0, 0)
+        self._next = (b.first_row, b.first_col)
 
     def add(self, i: int, j: int, probs: np.ndarray) -> list[Block]:
         """Add tile (i, j)'s probabilities (T_r, T_c, C); return the blocks it finishes."""
@@ -175,6 +251,7 @@ class Blender:
                 f"tiles must come in row-major order: expected {self._next}, received {(i, j)}"
             )
         rp, cp = self.plan.rows, self.plan.cols
+        b = self.block
         tr, tc, o_r, o_c = rp.tile, cp.tile, rp.overlap, cp.overlap
         if probs.shape != (tr, tc, self.c):
             raise ValueError(
@@ -183,23 +260,24 @@ class Blender:
         acc = np.empty((tr, tc, self.c + 1), np.float32)
         np.multiply(probs, self.w2[..., None], out=acc[..., : self.c])
         acc[..., self.c] = self.w2
-        x0 = j * cp.stride
-        if j > 0 and o_c:
+        x0 = (j - b.first_col) * cp.stride
+        first_col = j == b.first_col
+        if not first_col and o_c:
             acc[:, :o_c] += self._right
-        if i > 0 and o_r:
-            skip = o_c if j > 0 else 0  # that part of the top band came with the right band
-            acc[:o_r, skip:] += self._top[:, x0 + skip : x0 + tc]
-        last_row, last_col = i == rp.n - 1, j == cp.n - 1
+        if i > b.first_row and o_r:
+            skip = o_c if not first_col else 0  # that part of the top band came with the right band
+            acc[:o_r, skip:] += self._band[:, x0 + skip : x0 + tc]
+        last_col = j == b.j1 - 1
         if o_c:
             self._right = acc[:, tc - o_c :].copy()
         if o_r:
             end = tc if last_col else cp.stride
-            self._bottom[:, x0 : x0 + end] = acc[tr - o_r :, :end]
-        h = tr if last_row else rp.stride
-        w = tc if last_col else cp.stride
-        self._next = (i, j + 1) if not last_col else (i + 1, 0)
-        if last_col:
-            self._top, self._bottom = self._bottom, self._top
+            self._band[:, x0 : x0 + end] = acc[tr - o_r :, :end]
+        self._next = (i, j + 1) if not last_col else (i + 1, b.first_col)
+        if i < b.i0 or j < b.j0:
+            return []  # the extra row or column: its own pixels belong to another block
+        h = tr if i == rp.n - 1 else rp.stride
+        w = tc if j == cp.n - 1 else cp.stride
         return self._emit(i, j, acc, h, w)
 
     def _emit(self, i: int, j: int, acc: np.ndarray, h: int, w: int) -> list[Block]:

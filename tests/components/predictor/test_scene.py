@@ -257,3 +257,24 @@ def test_preview_is_sampled_block_by_block():
     assert out.shape == (31, 40, 3) and out.dtype == np.uint8
     # no overlay where there is no class: the stretched picture only
     assert out[0].std() > 0 and (out[-1][canvas.classes[-1] == 0][:, 0] >= int(0.45 * 255)).all()
+
+
+def test_batches_are_counted_in_pixels_of_the_full_tile_size():
+    import dataclasses
+
+    from reseg.components.predictor.scene import batch_tiles
+    from reseg.components.predictor.sliding import SlidingPlan
+
+    def plan(size, shrink=True):
+        return dataclasses.replace(SlidingPlan.make(size, size, 1024, 32, 1, shrink), nominal=1024)
+
+    small, big = plan(2000), plan(32000)
+    assert small.tile_shape == (699, 699) and big.tile_shape == (1002, 1002)
+    one, two = PredictConfig(batch_size=1), PredictConfig(batch_size=2)
+    # 1024^2 / 699^2 = 2.15 tiles of the small scene hold the pixels of one full tile
+    assert (batch_tiles(small, one), batch_tiles(small, two)) == (2, 4)
+    assert (batch_tiles(big, one), batch_tiles(big, two)) == (1, 2)
+    assert batch_tiles(plan(2000, shrink=False), two) == 2
+    for p, cfg in ((small, one), (small, two), (big, one), (big, two)):
+        px = batch_tiles(p, cfg) * p.rows.tile * p.cols.tile
+        assert px <= cfg.batch_size * 1024**2 < px + p.rows.tile * p.cols.tile

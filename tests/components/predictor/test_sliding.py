@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reseg.components.predictor.sliding import Blender, SlidingPlan, plan_axis, taper
+from reseg.components.predictor.sliding import (
+    Blender,
+    SlidingPlan,
+    plan_axis,
+    split_blocks,
+    taper,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -102,9 +108,9 @@ def test_blender_streams_exactly_the_full_canvas_blend(
 def test_blender_memory_does_not_depend_on_the_scene_height():
     short = Blender(SlidingPlan.make(200, 1000, 64, 16), 5)
     tall = Blender(SlidingPlan.make(20000, 1000, 64, 16), 5)
-    size = lambda b: b._top.nbytes + b._bottom.nbytes + b._right.nbytes + b.w2.nbytes  # noqa: E731
-    # two 16-row bands across the (padded) width, one 16-column band, the 64 x 64 weight
-    bound = (2 * 16 * 1100 * 6 + 64 * 16 * 6 + 64 * 64) * 4
+    size = lambda b: b._band.nbytes + b._right.nbytes + b.w2.nbytes  # noqa: E731
+    # one 16-row band across the (padded) width, one 16-column band, the 64 x 64 weight
+    bound = (16 * 1100 * 6 + 64 * 16 * 6 + 64 * 64) * 4
     assert size(short) <= bound and size(tall) <= bound
 
 
@@ -113,3 +119,48 @@ def test_blender_refuses_tiles_out_of_order():
     b = Blender(plan, 2)
     with pytest.raises(ValueError, match="row-major"):
         b.add(0, 1, np.zeros((*plan.tile_shape, 2), np.float32))
+
+
+def _blend(plan: SlidingPlan, tiles: dict, c: int, blocks) -> tuple[np.ndarray, np.ndarray]:
+    """Scene canvas of blended probabilities and how often each pixel was emitted."""
+    out = np.full((plan.rows.length, plan.cols.length, c), np.nan, np.float32)
+    seen = np.zeros(out.shape[:2], int)
+    for block in blocks:
+        blender = Blender(plan, c, block)
+        win = None if block is None else block.window(plan)
+        for ij in plan if block is None else block.tiles():
+            for part in blender.add(*ij, tiles[ij]):
+                w = part.window
+                if win is not None:
+                    assert w.intersection(win) == w, "a block emits only its own window"
+                sl = (slice(w.row_off, w.row_end), slice(w.col_off, w.col_end))
+                out[sl] = part.probs
+                seen[sl] += 1
+    return out, seen
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(1, 300),
+    width=st.integers(1, 300),
+    tile=st.sampled_from([16, 24, 40, 64]),
+    half_overlap=st.integers(0, 8),
+    per_side=st.integers(1, 4),
+    seed=st.integers(0, 1000),
+)
+def test_blocks_blend_bit_for_bit_as_the_whole_scene(
+    height, width, tile, half_overlap, per_side, seed
+):
+    overlap = 2 * half_overlap
+    if 2 * overlap > tile:
+        return
+    c = 3
+    plan = SlidingPlan.make(height, width, tile, overlap, multiple=8)
+    rng = np.random.default_rng(seed)
+    tiles = {ij: rng.dirichlet(np.ones(c), plan.tile_shape).astype(np.float32) for ij in plan}
+    whole, _ = _blend(plan, tiles, c, [None])
+    blocks = split_blocks(plan, per_side)
+    assert sum((b.i1 - b.i0) * (b.j1 - b.j0) for b in blocks) == plan.num_tiles
+    parts, seen = _blend(plan, tiles, c, blocks)
+    assert (seen == 1).all(), "the blocks' windows tile the scene"
+    np.testing.assert_array_equal(parts, whole)
