@@ -410,6 +410,10 @@ def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> di
     manifest = _manifest(cfg, infos, grids, shards, summaries, fp, time.time() - started)
     tileset_files = [f"{s.name}.tfrecord.gz" for s in shards]
     manifest["files"] = tileset_files
+    manifest["scene_files"] = {
+        info.id: [f"{s.name}.tfrecord.gz" for s in shards if s.scene == n]
+        for n, info in enumerate(infos)
+    }
     return manifest
 
 

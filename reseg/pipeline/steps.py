@@ -122,6 +122,8 @@ def train(
     cfg = round_config(ctx.cfg, r)
     if r > 0 and tile_files is None:
         tile_files = list(_previous_round_tiles(ctx, r - 1, fold))
+    if r == 0 and tile_files is None:
+        tile_files = labelled_tile_files(ctx)
     if r > 0 and init_model is None and cfg.rounds.init == "finetune":
         init_model = _model(ctx, r - 1, fold).path
     return trainer_mod.train(
@@ -133,6 +135,17 @@ def train(
         init_model=init_model,
         tracking=run,
     )
+
+
+def labelled_tile_files(ctx: Context) -> list[Path] | None:
+    """Round 0's tiles when some scenes are unlabelled or target: the files of the scenes with
+    role labelled (the others hold no training label); None (the whole tile set) otherwise."""
+    tiles = ctx.tiles()
+    scenes = tiles.manifest["scenes"]
+    if all(s.get("role", "labelled") == "labelled" for s in scenes):
+        return None
+    by_scene = tiles.manifest["scene_files"]
+    return [tiles.path / f for s in scenes if s["role"] == "labelled" for f in by_scene[s["id"]]]
 
 
 def score(ctx: Context, r: int, fold: Fold) -> Scores:

@@ -30,6 +30,7 @@ from reseg.study.tables import (
     summary_rows,
     verdict_section,
 )
+from reseg.study.target import target_section
 
 SECTIONS = (
     "Summary",
@@ -191,6 +192,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
     p = plots.forest_plot(results, out / "paired_differences.png", "paired difference to round 0")
     if p:
         md += [f"![paired differences]({p.name})", ""]
+    md += target_section(plan, results)
     md += verdict_section(results)
     text = "\n".join(md)
     (out / "report.md").write_text(text)

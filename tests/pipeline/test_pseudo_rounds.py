@@ -98,6 +98,9 @@ def test_round_one_trains_on_the_pseudo_labels_of_round_zero(two_roots):
     assert [r.selection for r in fold.rounds] == [None, None]
     p0, p1 = (PseudoLabels.load(layout.pseudo_dir(root, r, 0)) for r in (0, 1))
     model = Model.load(layout.model_dir(root, 1, 0))
+    # round 0 trains on the labelled scene's tiles only (the others hold no training label)
+    r0_files = Model.load(layout.model_dir(root, 0, 0)).manifest["inputs"]["files"]
+    assert r0_files and all("/part-a-" in f for f in r0_files)
     assert all(str(p0.path) in f for f in model.manifest["inputs"]["files"])
     # CBST schedule: 20% after round 0, 25% after round 1
     assert {v["percent"] for v in p0.report["per_class"].values()} == {20}

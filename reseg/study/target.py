@@ -1,0 +1,190 @@
+"""Target pixels in the study: source only (round 0) against every cell's rounds.
+
+A study whose base config has target pixels (scenes with role target, or `target_blocks`)
+evaluates every round on them (`reseg.components.target`). For a cell and fold k:
+
+    d_k = target mIoU_k(cell) - target mIoU_k(round 0)
+
+on the same target pixels, predicted by the cell's last round (or its merge) and by the
+group's round 0, which saw no target label and no pseudo-label: *source only*. The
+interval is the paired, fold-stratified tile bootstrap of `stats.tile_interval`, over the
+target tiles (whose labels no model trained on). As for the validation intervals, it
+does not include the variation between training runs.
+
+Pseudo-label cells (`kind` pseudo, pseudo_cbst) are compared with source only and with
+the labelled-pixel cells (the grid and the labelled-pixel baselines), which also run on
+these scenes but train on labelled pixels only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from reseg import artifacts, layout
+from reseg.study import stats, tilecm
+from reseg.study.plan import Plan
+from reseg.study.results import CellResult
+
+PSEUDO_KINDS = ("pseudo", "pseudo_cbst")
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _miou(path: Path) -> float | None:
+    return (_json(path / layout.METRICS_JSON) or {}).get("mean_iou")
+
+
+def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
+    """One record per cell with target figures (empty when the study has no target pixels).
+
+    Keys: `cell`, `group`, `kind`, `label`, `r0`, `last`, `merged` ((mean, sd, n) over
+    folds), `pseudo_accuracy` (mean over folds of the accuracy of the pseudo-labels the
+    last round trained on, None for other cells), `d_last`, `d_merged` (Interval dicts).
+    """
+    b = plan.study["bootstrap"]
+    rows = []
+    for i, r in enumerate(results):
+        if r.cell.kind == "tta":
+            continue
+        g, root = Path(r.group.root), Path(r.cell.root)
+        vals: dict[str, list] = {"r0": [], "last": [], "merged": [], "acc": []}
+        pairs: dict[str, list] = {"last": [], "merged": []}
+        for k, f in r.folds.items():
+            vals["r0"].append(_miou(layout.target_eval_dir(g, 0, k)))
+            if f.last_round is not None:
+                vals["last"].append(_miou(layout.target_eval_dir(root, f.last_round, k)))
+                if f.last_round > 0:
+                    p = _json(layout.pseudo_dir(root, f.last_round - 1, k) / layout.PSEUDO_JSON)
+                    vals["acc"].append((p or {}).get("accuracy"))
+            vals["merged"].append(_miou(layout.merged_target_dir(root, k)))
+            a = tilecm.load(g / "study" / f"r0_target_fold{k}.npz")
+            for what in pairs:
+                c = tilecm.load(root / "study" / f"{what}_target_fold{k}.npz")
+                if a is not None and c is not None:
+                    pairs[what].append(tilecm.aligned(a, c))
+        if not any(v is not None for v in vals["r0"]):
+            continue
+        acc = stats.mean_sd(vals["acc"])[0]
+        rows.append(
+            {
+                "cell": r.cell.id,
+                "group": r.cell.group,
+                "kind": r.cell.kind,
+                "label": r.cell.label,
+                "r0": stats.mean_sd(vals["r0"]),
+                "last": stats.mean_sd(vals["last"]),
+                "merged": stats.mean_sd(vals["merged"]),
+                "pseudo_accuracy": acc if r.cell.kind in PSEUDO_KINDS else None,
+                **{
+                    f"d_{w}": stats.tile_interval(
+                        pairs[w], b["samples"], b["level"], b["seed"] + 1000 + i
+                    ).as_dict()
+                    for w in pairs
+                },
+            }
+        )
+    return rows
+
+
+def _f(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _ms(t) -> str:
+    m, sd, _ = t
+    return "–" if m is None else (_f(m) if sd is None else f"{m:.3f} ± {sd:.3f}")
+
+
+def _iv(d: dict) -> str:
+    if d["mean"] is None:
+        return "–"
+    if d["low"] is None:
+        return f"{d['mean']:+.3f}"
+    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def _best(rows: list[dict], kinds) -> dict | None:
+    """The row of `kinds` with the highest mean target difference (last round)."""
+    cand = [r for r in rows if (r["kind"] in kinds) and r["d_last"]["mean"] is not None]
+    return max(cand, key=lambda r: r["d_last"]["mean"]) if cand else None
+
+
+def verdict(rows: list[dict]) -> list[str]:
+    """Per group, in words: do pseudo-label rounds raise target mIoU, against source only and
+    against the labelled-pixel rounds, and by how much (interval over target tiles)."""
+    out = []
+    for gid in dict.fromkeys(r["group"] for r in rows):
+        rs = [r for r in rows if r["group"] == gid]
+        p = _best(rs, PSEUDO_KINDS)
+        lab = _best(rs, [k for k in {r["kind"] for r in rs} if k not in PSEUDO_KINDS])
+        if p is None:
+            continue
+        d = p["d_last"]
+        sure = d["low"] is not None and (d["low"] > 0 or d["high"] < 0)
+        word = (
+            ("help" if d["mean"] > 0 else "hurt")
+            if sure
+            else "make no difference we can tell from round 0"
+        )
+        line = (
+            f"- **{gid}**: pseudo-label rounds {word} on the target pixels: best cell "
+            f"{p['label']} changes target mIoU by {_iv(d)} (last round; merged {_iv(p['d_merged'])}) "
+            f"from source only {_f(p['r0'][0])}"
+        )
+        if lab is not None:
+            line += f"; the best labelled-pixel cell ({lab['label']}) by {_iv(lab['d_last'])}"
+        out.append(line + ".")
+    return out
+
+
+def target_section(plan: Plan, results: list[CellResult]) -> list[str]:
+    """Markdown: target mIoU per cell against source only, and the verdict; [] without targets.
+
+    Also writes `report/target.json` (the rows).
+    """
+    rows = target_rows(plan, results)
+    if not rows:
+        return []
+    artifacts.write_json(Path(plan.root) / "report" / "target.json", rows)
+    head = [
+        "cell",
+        "target mIoU r0 (source only)",
+        "last round",
+        "merged",
+        "d last vs r0 [CI tiles]",
+        "d merged vs r0 [CI tiles]",
+        "pseudo-label accuracy",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [
+            r["cell"],
+            _ms(r["r0"]),
+            _ms(r["last"]),
+            _ms(r["merged"]),
+            _iv(r["d_last"]),
+            _iv(r["d_merged"]),
+            _f(r["pseudo_accuracy"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [
+        "## Target pixels: pseudo-label rounds against source only",
+        "",
+        "Target mIoU (mean ± sd over folds) on pixels whose labels train and select nothing. "
+        "Round 0 is source only. d: paired difference to round 0 on the same target "
+        "pixels, with a bootstrap interval over target tiles within each fold. Pseudo-label "
+        "accuracy: share of the pseudo-labels the last round trained on that match the target "
+        "label (where one exists).",
+        "",
+        *lines,
+        "",
+        *verdict(rows),
+        "",
+    ]
