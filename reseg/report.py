@@ -303,6 +303,7 @@ def pseudo_rows(root: str | Path, view: FoldView) -> list[dict[str, Any]]:
     `jaccard` (mean over classes). Empty when the fold has neither.
     """
     rows = []
+    names = _class_names(view)  # class order (pseudo.json's keys are sorted)
     for r in view.rounds:
         d = r["dir"]
         t = _json(d / layout.TARGET / layout.METRICS_JSON) or {}
@@ -320,7 +321,7 @@ def pseudo_rows(root: str | Path, view: FoldView) -> list[dict[str, Any]]:
                 "pseudo_percent": next((v["percent"] for v in pc.values()), None),
                 "pseudo_accuracy": None if p is None else p["accuracy"],
                 "pool_accuracy": None if p is None else p["pool_accuracy"],
-                **{f"precision {n}": v["precision"] for n, v in pc.items()},
+                **{f"precision {n}": pc.get(n, {}).get("precision") for n in names or pc},
                 "jaccard": float(np.mean(jac)) if jac else None,
             }
         )

@@ -24,6 +24,12 @@ def run(args: argparse.Namespace) -> int:
         )
         for name, pc in m.per_class.items():
             print(f"  {name:>16}: IoU {_f(pc['iou'])}  F1 {_f(pc['f1'])}  support {pc['support']}")
+        t = steps.evaluate_target(ctx, r, k)  # None without target pixels
+        if t is not None:
+            print(
+                f"{title} target: mIoU {_f(t.mean_iou)}  OA {_f(t.overall_accuracy)}  "
+                f"kappa {_f(t.kappa)}  ({t.path})"
+            )
     return 0
 
 

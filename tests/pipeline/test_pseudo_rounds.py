@@ -133,3 +133,16 @@ def test_report_and_mlflow_show_target_and_pseudo_label_figures(two_roots):
     assert json.loads((layout.tiles_dir(root) / layout.MANIFEST).read_text())["counts"][
         "target_class_pixels"
     ]
+
+
+def test_step_commands_print_the_pseudo_labels_and_target_metrics(two_roots, capsys):
+    from reseg.cli import main
+
+    root, _, _ = two_roots["same"]
+    config = str(layout.config_file(root))  # the resolved config (JSON is YAML)
+    assert main(["select", config, "--root", str(root), "--round", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"pseudo-labels: {layout.pseudo_dir(root, 1, 0)}" in out and "precision" in out
+    assert main(["evaluate", config, "--root", str(root), "--round", "merged"]) == 0
+    out = capsys.readouterr().out
+    assert "merged fold0 target: mIoU" in out
