@@ -16,6 +16,8 @@ from reseg.config import parse_config
 from reseg.pipeline import run_pipeline
 from tests.rasters import config_dict, scene, write_raster
 
+pytestmark = pytest.mark.slow  # two whole pipelines (tile, stats, two rounds, report)
+
 C = 3
 
 
