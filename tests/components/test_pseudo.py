@@ -288,3 +288,29 @@ def test_role_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="run past the scene's"):
         tile(cfg, tmp_path / "root")
     assert not (tmp_path / "root" / layout.tiles_dir("").name).exists()
+
+
+def test_target_evaluation_counts_every_target_pixel_once(roles_tiles, tmp_path):
+    from reseg.components.target import evaluate_target
+    from reseg.study.tilecm import target_tile_confusions
+
+    ts, files = roles_tiles
+    scores = write_scores(ts, tmp_path / "scores", seed=6)
+    m = evaluate_target(scores, tmp_path / "target", [f"c{i}" for i in range(C)])
+    # by hand: every scene pixel from the tile whose core owns it
+    cm = np.zeros((C, C), np.int64)
+    src = {s: read(files[s][1]) for s in "ac"}
+    for t in read_tiles(list(scores.files)):
+        if t.scene == "b":
+            continue
+        r, c, h, w = t.core
+        pred = t.probs.argmax(-1)
+        truth = src[t.scene][r : r + h, c : c + w]
+        roles = t.roles()[r - t.row : r - t.row + h, c - t.col : c - t.col + w]
+        p = pred[r - t.row : r - t.row + h, c - t.col : c - t.col + w]
+        np.add.at(cm, (truth[roles == ROLE_TARGET], p[roles == ROLE_TARGET]), 1)
+    # scene c whole, and a's block (0, 1): cores 0-1 down ([0, 26)), 2-3 across ([26, 52))
+    assert m.values["confusion"] == cm.tolist() and m.values["pixels"] == 45 * 52 + 26 * 26
+    keys, cms = target_tile_confusions(scores.path, C)
+    np.testing.assert_array_equal(cms.sum(0), cm)
+    assert len(keys) == len(set(keys.tolist()))
