@@ -74,3 +74,37 @@ def test_the_verdict_says_help_hurt_or_no_difference_with_the_interval():
     assert "hurt" in verdict(rows)[0]
     rows[0] = _row("pseudo", "pseudo 20%", 0.01, -0.02, 0.03)
     assert "no difference" in verdict(rows)[0]
+
+
+def test_pseudo_minus_labelled_is_paired_over_target_tiles(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from reseg.study import tilecm
+    from reseg.study.target import paired
+
+    rng = np.random.default_rng(0)
+    keys = np.array([f"t/{i}/0" for i in range(40)])
+    truth = rng.integers(0, 3, (40, 200))
+    worse = np.where(rng.random((40, 200)) < 0.5, truth, (truth + 1) % 3)
+    better = np.where(rng.random((40, 200)) < 0.8, truth, (truth + 1) % 3)
+
+    def cms(pred):
+        out = np.zeros((40, 3, 3), np.int64)
+        for i in range(40):
+            np.add.at(out[i], (truth[i], pred[i]), 1)
+        return out
+
+    rows = {}
+    for name, pred in (("lab", worse), ("pseudo", better)):
+        root = tmp_path / name
+        for k in (0, 1):
+            tilecm.save(root / "study" / f"last_target_fold{k}.npz", keys, cms(pred))
+        rows[name] = {"root": str(root)}
+    plan = SimpleNamespace(
+        folds=[0, 1], study={"bootstrap": {"samples": 500, "level": 0.95, "seed": 0}}
+    )
+    d = paired(plan, rows["lab"], rows["pseudo"])
+    assert d["mean"] > 0.2 and d["low"] > 0 and d["n"] == 80
+    assert paired(plan, rows["pseudo"], rows["lab"])["high"] < 0
