@@ -365,7 +365,8 @@ def pseudo_section(root: Path, view: FoldView, out: Path) -> list[str]:
         "",
         "Target mIoU: every target pixel (labels used for nothing else). Accuracy and "
         "precision of the pseudo-labels: over the selected pixels that have a target label; "
-        "pool accuracy: the argmax over every candidate pixel, unselected.",
+        "pool accuracy: the argmax over every candidate pixel, unselected. The merged row "
+        "covers the target pixels of the evaluation fold's tiles only (what the merger joins).",
         "",
         *lines,
         "",

@@ -189,7 +189,7 @@ def target_section(plan: Plan, results: list[CellResult]) -> list[str]:
         "cell",
         "target mIoU r0 (source only)",
         "last round",
-        "merged",
+        "merged (fold-k tiles)",
         "d last vs r0 [CI tiles]",
         "d merged vs r0 [CI tiles]",
         "pseudo-label accuracy",
@@ -213,7 +213,9 @@ def target_section(plan: Plan, results: list[CellResult]) -> list[str]:
         "Round 0 is source only. d: paired difference to round 0 on the same target "
         "pixels, with a bootstrap interval over target tiles within each fold. Pseudo-label "
         "accuracy: share of the pseudo-labels the last round trained on that match the target "
-        "label (where one exists).",
+        "label (where one exists). The merger joins the evaluation fold's tiles only, so the "
+        "merged figures cover the target pixels of those tiles (d merged is paired with round 0 "
+        "on the same tiles); round 0 and the last round cover every target pixel.",
         "",
         *lines,
         "",
