@@ -148,3 +148,17 @@ def test_step_commands_print_the_pseudo_labels_and_target_metrics(two_roots, cap
     assert main(["evaluate", config, "--root", str(root), "--round", "merged"]) == 0
     out = capsys.readouterr().out
     assert "merged fold0 target: mIoU" in out
+
+
+def test_the_python_api_reads_the_same_artifacts(two_roots):
+    import reseg
+
+    root, cfg, results = two_roots["same"]
+    p = reseg.Pipeline(cfg, root)
+    assert (
+        p.pseudo(round=0, fold=0).fingerprint == results["rounds"][0].rounds[0].pseudo.fingerprint
+    )
+    assert (
+        p.evaluate_target(round=1, fold=0).mean_iou
+        == results["rounds"][0].rounds[1].target.mean_iou
+    )
