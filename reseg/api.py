@@ -32,6 +32,7 @@ from reseg.artifacts import (
     Metrics,
     Model,
     Predictions,
+    PseudoLabels,
     RefineTuning,
     Scores,
     Selection,
@@ -101,6 +102,14 @@ class Pipeline:
 
     def select(self, round: int = 0, fold: Fold = 0) -> Selection:
         return steps.select(self.context, round, fold)
+
+    def pseudo(self, round: int = 0, fold: Fold = 0) -> PseudoLabels:
+        """Round `round`'s pseudo-labels (`rounds.pseudo`): what round + 1 trains on."""
+        return steps.pseudo(self.context, round, fold)
+
+    def evaluate_target(self, round: int | str = 0, fold: Fold = 0) -> Metrics | None:
+        """Metrics on the target pixels (None when the scenes have none)."""
+        return steps.evaluate_target(self.context, round, fold)
 
     def merge(self, fold: int = 0) -> Merged:
         return steps.merge(self.context, fold)

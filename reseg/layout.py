@@ -23,6 +23,8 @@ SCORES = "scores"
 EVAL = "eval"
 VALIDATION = "val"
 SELECTION = "selection"
+PSEUDO = "pseudo"
+TARGET = "target"
 """The parts of a round's folder (`rounds/r<r>/<fold>/<part>`); merged rounds have scores and eval.
 
 `eval` holds the metrics on the evaluation fold k (reported, nothing else), `val` those on
@@ -69,6 +71,20 @@ def eval_dir(root: str | Path, r: int, fold: int | None) -> Path:
 def val_dir(root: str | Path, r: int, fold: int | None) -> Path:
     """Round r's metrics on the validation fold of evaluation fold `fold`."""
     return round_dir(root, r, fold) / VALIDATION
+
+
+def pseudo_dir(root: str | Path, r: int, fold: int | None) -> Path:
+    """Round r's pseudo-labels (rasters, next round's tiles): `rounds/r<r>/<fold>/pseudo`."""
+    return round_dir(root, r, fold) / PSEUDO
+
+
+def target_eval_dir(root: str | Path, r: int, fold: int | None) -> Path:
+    """Round r's metrics on the target pixels: `rounds/r<r>/<fold>/target`."""
+    return round_dir(root, r, fold) / TARGET
+
+
+def merged_target_dir(root: str | Path, fold: int | None) -> Path:
+    return merged_dir(root, fold) / TARGET
 
 
 def merged_dir(root: str | Path, fold: int | None) -> Path:
@@ -130,6 +146,7 @@ METRICS_JSON = "metrics.json"
 CONFUSION_PNG = "confusion.png"
 PER_CLASS_PNG = "per_class.png"
 SELECTION_JSON = "selection.json"
+PSEUDO_JSON = "pseudo.json"
 SCORE_HIST_JSON = "score_hist.json"
 SCORE_HIST_PNG = "score_hist.png"
 METHODS_JSON = "methods.json"

@@ -245,11 +245,23 @@ def write_report(root: str | Path) -> Path:
             f"`{sel.get('weighting')}`, rounds start by `{cfg['rounds']['init']}`.",
             "",
         ]
+        ps = cfg["rounds"].get("pseudo")
+        if ps:
+            x = ps["grow"] and "{start}% + {step}% a round, at most {max}%".format(**ps["grow"])
+            md += [
+                f"Pseudo-label rounds (replace the selection above): per predicted class the top "
+                f"{x or str(ps['percent']) + '%'} of the unlabelled and target pixels by "
+                f"`{ps['score']}`"
+                + (f", score >= {ps['floor']}" if ps["floor"] is not None else "")
+                + f", weight {ps['weight']:g}.",
+                "",
+            ]
     stats = layout.stats_dir(root) / layout.CLASS_PIXELS_PNG
     if stats.exists():
         md += ["## Data", "", f"![class pixels per fold]({_rel(stats, out)})", ""]
     for v in views:
         md += [f"## Evaluation {v.fold}", "", round_table(v), "", convention(v), ""]
+        md += pseudo_section(root, v, out)
         png = plot_miou(v, out / f"miou_{v.fold}.png")
         if png:
             md += [f"![mIoU per round]({png.name})", ""]
@@ -325,3 +337,103 @@ def to_html(md: str, title: str) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
     )
+
+
+# --- pseudo-label rounds and target scenes (issue 19) -----------------------------------
+
+
+def pseudo_rows(root: str | Path, view: FoldView) -> list[dict[str, Any]]:
+    """Per round of one fold: target metrics and the pseudo-labels' counts and precision.
+
+    Keys: `round` (`r<r>` or `merged`), `target_mean_iou`, `target_overall_accuracy`,
+    `pseudo_selected`, `pseudo_percent` (x of that selection), `pseudo_accuracy` (share of
+    the selected pixels with a target label whose pseudo-label is right), `pool_accuracy`
+    (the same over every pool pixel: what selection gains), `precision <class>`,
+    `jaccard` (mean over classes). Empty when the fold has neither.
+    """
+    rows = []
+    names = _class_names(view)  # class order (pseudo.json's keys are sorted)
+    for r in view.rounds:
+        d = r["dir"]
+        t = _json(d / layout.TARGET / layout.METRICS_JSON) or {}
+        p = _json(d / layout.PSEUDO / layout.PSEUDO_JSON)
+        if not t and not p:
+            continue
+        pc = (p or {}).get("per_class", {})
+        jac = [v["jaccard_previous"] for v in pc.values() if v["jaccard_previous"] is not None]
+        rows.append(
+            {
+                "round": f"r{r['round']}",
+                "target_mean_iou": t.get("mean_iou"),
+                "target_overall_accuracy": t.get("overall_accuracy"),
+                "pseudo_selected": None if p is None else p["selected"],
+                "pseudo_percent": next((v["percent"] for v in pc.values()), None),
+                "pseudo_accuracy": None if p is None else p["accuracy"],
+                "pool_accuracy": None if p is None else p["pool_accuracy"],
+                **{f"precision {n}": pc.get(n, {}).get("precision") for n in names or pc},
+                "jaccard": float(np.mean(jac)) if jac else None,
+            }
+        )
+    merged = _json(layout.merged_root(root) / view.fold / layout.TARGET / layout.METRICS_JSON)
+    if rows and merged:
+        rows.append(
+            {
+                "round": f"merged {view.merge_method or ''}".strip(),
+                "target_mean_iou": merged.get("mean_iou"),
+                "target_overall_accuracy": merged.get("overall_accuracy"),
+            }
+        )
+    return rows
+
+
+def pseudo_section(root: Path, view: FoldView, out: Path) -> list[str]:
+    """Markdown: the target and pseudo-label table of one fold, and its pictures."""
+    rows = pseudo_rows(root, view)
+    if not rows:
+        return []
+    classes = [k[len("precision ") :] for k in rows[0] if k.startswith("precision ")]
+    head = ["round", "target mIoU", "target OA", "pseudo-labels", "x %", "their accuracy"]
+    head += ["pool accuracy", *[f"precision {c}" for c in classes], "Jaccard vs prev."]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        n = row.get("pseudo_selected")
+        cells = [
+            row["round"],
+            _f(row["target_mean_iou"]),
+            _f(row["target_overall_accuracy"]),
+            "–" if n is None else str(n),
+            "–" if row.get("pseudo_percent") is None else f"{row['pseudo_percent']:g}",
+            _f(row.get("pseudo_accuracy")),
+            _f(row.get("pool_accuracy")),
+            *[_f(row.get(f"precision {c}")) for c in classes],
+            _f(row.get("jaccard")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    md = [
+        f"### Target pixels and pseudo-labels, {view.fold}",
+        "",
+        "Target mIoU: every target pixel (labels used for nothing else). Accuracy and "
+        "precision of the pseudo-labels: over the selected pixels that have a target label; "
+        "pool accuracy: the argmax over every candidate pixel, unselected. The merged row "
+        "covers the target pixels of the evaluation fold's tiles only (what the merger joins).",
+        "",
+        *lines,
+        "",
+    ]
+    for r in view.rounds:
+        d = r["dir"]
+        pics = [
+            p
+            for p in (
+                d / layout.TARGET / layout.CONFUSION_PNG,
+                d / layout.PSEUDO / layout.SCORE_HIST_PNG,
+            )
+            if p.exists()
+        ]
+        if pics:
+            md += [
+                f"Round {r['round']}: "
+                + " ".join(f"![{p.parent.name} {p.stem}]({_rel(p, out)})" for p in pics),
+                "",
+            ]
+    return md

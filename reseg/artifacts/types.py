@@ -249,6 +249,20 @@ class Selection(Artifact):
 
 
 @dataclass(frozen=True)
+class PseudoLabels(Artifact):
+    """`pseudo/`: pseudo-label rasters per scene, the next round's training tiles, `pseudo.json`."""
+
+    report: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    files: tuple[Path, ...] = ()
+
+    @classmethod
+    def load(cls, path: str | Path) -> PseudoLabels:
+        path = Path(path)
+        m = read_manifest(path)
+        return cls(path, m, _json(path / layout.PSEUDO_JSON), tuple(path / f for f in m["files"]))
+
+
+@dataclass(frozen=True)
 class Merged(Artifact):
     """`merged/<fold>/`: `merged.json` (method, member models, weights) and `scores/`."""
 

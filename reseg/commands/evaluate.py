@@ -35,6 +35,12 @@ def run(args: argparse.Namespace) -> int:
             v = steps.validate(ctx, int(r), k)
             if v is not None:
                 print(f"  validation fold {v.values['fold']}: mIoU {_f(v.mean_iou)}  ({v.path})")
+        t = steps.evaluate_target(ctx, r, k)  # None without target pixels
+        if t is not None:
+            print(
+                f"{title} target: mIoU {_f(t.mean_iou)}  OA {_f(t.overall_accuracy)}  "
+                f"kappa {_f(t.kappa)}  ({t.path})"
+            )
     return 0
 
 

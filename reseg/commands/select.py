@@ -1,4 +1,5 @@
-"""`reseg select CONFIG --root DIR [--round r] [--fold F]`: next round's weights from round r's scores."""
+"""`reseg select CONFIG --root DIR [--round r] [--fold F]`: next round's weights from round r's scores
+(or, with `rounds.pseudo`, round r's pseudo-labels)."""
 
 import argparse
 
@@ -15,6 +16,14 @@ def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     r = round_of(args)
     for k in ctx.folds(args.fold):
+        if ctx.cfg.rounds.pseudo is not None:  # pseudo-label rounds select on unlabelled pixels
+            lab = steps.pseudo(ctx, r, k)
+            rep = lab.report
+            print(f"pseudo-labels: {lab.path} ({rep['selected']} pixels)")
+            for name, pc in rep["per_class"].items():
+                prec = "" if pc["precision"] is None else f"  precision {pc['precision']:.3f}"
+                print(f"  {name:>16}: {pc['selected']:>8} of {pc['pixels']:>8}{prec}")
+            continue
         sel = steps.select(ctx, r, k)
         rep = sel.report
         print(f"selection: {sel.path} ({rep['selected']} pixels)")

@@ -33,8 +33,9 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts, layout, storage
-from reseg.config import IGNORE, Config, DataConfig, TilingConfig
+from reseg.config import IGNORE, Config, DataConfig, SceneSpec, TilingConfig
 from reseg.errors import (
+    ConfigError,
     InputError,
     IOFailure,
     ResegError,
@@ -51,6 +52,7 @@ from reseg.raster import (
     scene_files,
 )
 from reseg.tfrecords_schema import SCHEMA_VERSION, TFRecordShardWriter, Tile, encode
+from reseg.tfrecords_schema.schema import ROLE_LABELLED, ROLE_TARGET, ROLE_UNLABELLED
 from reseg.windows import TileGrid, Window, assign_folds, block_table, fold_map, scene_blocks
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class ShardContext:
     tiling: TilingConfig
     tables: tuple[np.ndarray, ...]  # block -> fold table of each scene
     out: str
+    roles: tuple[np.ndarray | None, ...] = ()  # block -> role table; None: every pixel labelled
 
 
 def _summary(ctx: ShardContext, shard: Shard) -> dict:
@@ -89,6 +92,7 @@ def _summary(ctx: ShardContext, shard: Shard) -> dict:
         "dropped": 0,
         "tiles_per_fold": [0] * k,
         "class_pixels_per_fold": [[0] * c for _ in range(k)],
+        "target_class_pixels": [0] * c,
         "valid_core_pixels": 0,
         "nan_pixels": 0,
         "unknown_labels": [],
@@ -101,6 +105,7 @@ def write_shard(ctx: ShardContext, shard: Shard) -> dict:
     t = ctx.tiling
     grid = TileGrid(info.height, info.width, t.tile_size, t.overlap)
     table = ctx.tables[shard.scene]
+    roles = ctx.roles[shard.scene] if ctx.roles else None
     out = storage.path(ctx.out)
     summary = _summary(ctx, shard)
     unknown: set = set()
@@ -119,7 +124,9 @@ def write_shard(ctx: ShardContext, shard: Shard) -> dict:
                 summary["nan_pixels"] += _core_nan(chunk, grid, i, j0, j1, outer)
                 unknown |= chunk.unknown_labels
                 for j in range(j0, j1):
-                    _emit(grid.spec(i, j), outer, chunk, info, grid, table, t, writer, summary)
+                    _emit(
+                        grid.spec(i, j), outer, chunk, info, grid, table, t, writer, summary, roles
+                    )
     summary["unknown_labels"] = sorted(unknown, key=str)
     artifacts.write_json(out / f"{shard.name}.json", summary)
     return summary
@@ -147,6 +154,7 @@ def _emit(
     t: TilingConfig,
     writer,
     summary,
+    roles: np.ndarray | None = None,
 ) -> None:
     sl = spec.window.relative_to(outer)
     valid = chunk.valid[sl]
@@ -157,6 +165,20 @@ def _emit(
         return
     label = chunk.label[sl]
     fmap = fold_map(grid, spec.window, table, t.block_cells)
+    role_map = target = None
+    if roles is not None:
+        # the labels of unlabelled and target pixels never enter `label/raw`
+        role_map = fold_map(grid, spec.window, roles, t.block_cells)
+        if (roles == ROLE_TARGET).any():
+            target = np.where(role_map == ROLE_TARGET, label, IGNORE).astype(np.uint8)
+            tc = target[core_sl]
+            for k, v in enumerate(
+                np.bincount(
+                    tc[tc != IGNORE], minlength=len(summary["target_class_pixels"])
+                ).tolist()
+            ):
+                summary["target_class_pixels"][k] += v
+        label = np.where(role_map == ROLE_LABELLED, label, IGNORE).astype(np.uint8)
     fold = int(table[spec.cell[0] // t.block_cells, spec.cell[1] // t.block_cells])
     a, b, c, d, e, f = _affine(info.transform)
     x0 = c + a * spec.window.col_off + b * spec.window.row_off
@@ -173,6 +195,8 @@ def _emit(
         fold=fold,
         crs=info.crs,
         transform=(x0, a, b, y0, d, e),
+        role_map=role_map,
+        target=target,
     )
     writer.write(encode(tile))
     summary["tiles"] += 1
@@ -265,10 +289,13 @@ def plan(cfg: Config) -> tuple[list[SceneInfo], list[TileGrid], list[np.ndarray]
     check_consistent(infos)
     t = cfg.tiling
     grids = [TileGrid(s.height, s.width, t.tile_size, t.overlap) for s in infos]
-    blocks = [
-        b for s, g in zip(infos, grids, strict=True) for b in scene_blocks(s.id, g, t.block_cells)
-    ]
-    folds = assign_folds(blocks, t.folds, t.seed)
+    roles = role_tables(cfg, grids)
+    labelled, other = [], []
+    for s, g, rt in zip(infos, grids, roles, strict=True):
+        for b in scene_blocks(s.id, g, t.block_cells):
+            (labelled if rt is None or rt[b[1], b[2]] == ROLE_LABELLED else other).append(b)
+    # labelled blocks are dealt to folds among themselves, so each fold keeps its share of them
+    folds = {**assign_folds(labelled, t.folds, t.seed), **assign_folds(other, t.folds, t.seed)}
     tables = [block_table(folds, s.id, g, t.block_cells) for s, g in zip(infos, grids, strict=True)]
     shards = [
         Shard(n, r0, min(g.rows, r0 + t.shard_rows), f"part-{s.id}-{r0 // t.shard_rows:05d}")
@@ -276,6 +303,40 @@ def plan(cfg: Config) -> tuple[list[SceneInfo], list[TileGrid], list[np.ndarray]
         for r0 in range(0, g.rows, t.shard_rows)
     ]
     return infos, grids, tables, shards
+
+
+def role_table(spec: SceneSpec, grid: TileGrid, block_cells: int) -> np.ndarray | None:
+    """(blocks down, blocks across) uint8 role of each fold block; None if all labelled."""
+    if not spec.pseudo_source:
+        return None
+    n_bi = (grid.rows - 1) // block_cells + 1
+    n_bj = (grid.cols - 1) // block_cells + 1
+    if spec.role != "labelled":
+        fill = ROLE_UNLABELLED if spec.role == "unlabelled" else ROLE_TARGET
+        return np.full((n_bi, n_bj), fill, np.uint8)
+    region = spec.target_blocks
+    assert region is not None
+    if region.rows[1] > n_bi or region.cols[1] > n_bj:
+        raise ConfigError(
+            f"data.scenes ({spec.scene_id}).target_blocks: rows {list(region.rows)}, cols "
+            f"{list(region.cols)} run past the scene's {n_bi} x {n_bj} fold blocks"
+        )
+    table = np.full((n_bi, n_bj), ROLE_LABELLED, np.uint8)
+    table[region.rows[0] : region.rows[1], region.cols[0] : region.cols[1]] = ROLE_TARGET
+    if (table == ROLE_TARGET).all():
+        raise ConfigError(
+            f"data.scenes ({spec.scene_id}).target_blocks covers the whole scene; "
+            "give the scene role target instead"
+        )
+    return table
+
+
+def role_tables(cfg: Config, grids: Sequence[TileGrid]) -> list[np.ndarray | None]:
+    """The `role_table` of every scene of `cfg.data`, in order."""
+    return [
+        role_table(s, g, cfg.tiling.block_cells)
+        for s, g in zip(cfg.data.scenes, grids, strict=True)
+    ]
 
 
 def tiles_fingerprint(cfg: Config) -> str:
@@ -329,7 +390,8 @@ def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> di
         )
     started = time.time()
     if todo:
-        ctx = ShardContext(tuple(infos), cfg.data, cfg.tiling, tuple(tables), str(tmp))
+        roles = tuple(role_tables(cfg, grids))
+        ctx = ShardContext(tuple(infos), cfg.data, cfg.tiling, tuple(tables), str(tmp), roles=roles)
         args = [*cfg.beam.args, *beam_args]
         log.info(
             "tiling %d scenes: %d shards with Beam (%s)", len(infos), len(todo), " ".join(args)
@@ -348,6 +410,10 @@ def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> di
     manifest = _manifest(cfg, infos, grids, shards, summaries, fp, time.time() - started)
     tileset_files = [f"{s.name}.tfrecord.gz" for s in shards]
     manifest["files"] = tileset_files
+    manifest["scene_files"] = {
+        info.id: [f"{s.name}.tfrecord.gz" for s in shards if s.scene == n]
+        for n, info in enumerate(infos)
+    }
     return manifest
 
 
@@ -368,7 +434,7 @@ def _manifest(cfg: Config, infos, grids, shards, summaries, fp: str, seconds: fl
     for s in summaries:
         by_scene[s["scene"]].append(s)
     scenes = []
-    for info, grid in zip(infos, grids, strict=True):
+    for info, grid, spec in zip(infos, grids, data.scenes, strict=True):
         ss = by_scene[info.id]
         unknown = sorted({v for s in ss for v in s["unknown_labels"]}, key=str)
         nan = sum(s["nan_pixels"] for s in ss)
@@ -402,6 +468,10 @@ def _manifest(cfg: Config, infos, grids, shards, summaries, fp: str, seconds: fl
                 "valid_pixels": valid,
                 "nan_pixels": nan,
                 "unknown_labels": unknown,
+                "role": spec.role,
+                "target_blocks": (
+                    None if spec.target_blocks is None else spec.target_blocks.model_dump()
+                ),
             }
         )
     k, c = t.folds, data.num_classes
@@ -427,6 +497,9 @@ def _manifest(cfg: Config, infos, grids, shards, summaries, fp: str, seconds: fl
             "dropped": sum(s["dropped"] for s in summaries),
             "tiles_per_fold": np.sum([s["tiles_per_fold"] for s in summaries], axis=0).tolist(),
             "class_pixels_per_fold": per_fold.tolist(),
+            "target_class_pixels": np.sum(
+                [s.get("target_class_pixels", [0] * c) for s in summaries], axis=0
+            ).tolist(),
         },
         "seconds": round(seconds, 3),
     }

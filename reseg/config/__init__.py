@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from reseg import storage
 from reseg.config.base import Section
@@ -66,6 +66,15 @@ class Config(Section):
     predict: PredictConfig = PredictConfig()
     export: ExportConfig = ExportConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _pseudo_needs_a_pool(self) -> Config:
+        if self.rounds.pseudo is not None and not self.data.has_pseudo_source:
+            raise ValueError(
+                "rounds.pseudo needs pixels without training labels: a scene with role "
+                "unlabelled or target, or `target_blocks` in a labelled scene"
+            )
+        return self
 
     def to_json(self) -> str:
         """The resolved config, as written into every artifact directory."""

@@ -61,6 +61,26 @@ class VectorLabels(Section):
         return self
 
 
+ROLES = ("labelled", "unlabelled", "target")
+"""Scene roles: labelled (trains, selects, validates), unlabelled (image only: scored each
+round, a source of pseudo-labels, never evaluated), target (labels for evaluation only)."""
+
+
+class BlockRegion(Section):
+    """A rectangle of fold blocks of a scene, half-open: blocks rows[0] <= bi < rows[1] and
+    cols[0] <= bj < cols[1]. A block is `tiling.block_cells` x `block_cells` tile cores."""
+
+    rows: tuple[int, int] = Field(description="[first, end) block row.")
+    cols: tuple[int, int] = Field(description="[first, end) block column.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BlockRegion:
+        for name, (a, b) in (("rows", self.rows), ("cols", self.cols)):
+            if not 0 <= a < b:
+                raise ValueError(f"{name} must satisfy 0 <= first < end, received {[a, b]}")
+        return self
+
+
 class SceneSpec(Section):
     """One scene: a multi-band image and its labels (a raster or polygons), or no labels."""
 
@@ -70,12 +90,42 @@ class SceneSpec(Section):
     image: str = Field(description="Image raster (GeoTIFF, or a non-georeferenced PNG/TIFF).")
     labels: str | None = Field(None, description="Label raster.")
     vector: VectorLabels | None = Field(None, description="Label polygons.")
+    role: Literal["labelled", "unlabelled", "target"] = Field(
+        "labelled",
+        description=(
+            "labelled: labels train, select and validate; unlabelled: image only, scored every "
+            "round and a source of pseudo-labels (rounds.pseudo), never evaluated; target: "
+            "labels used only to evaluate (target metrics, pseudo-label precision), never to "
+            "train or select; its image is a source of pseudo-labels."
+        ),
+    )
+    target_blocks: BlockRegion | None = Field(
+        None,
+        description=(
+            "A region of a labelled scene declared target, in fold blocks: its labels become "
+            "evaluation-only as those of a target scene."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_label_source(self) -> SceneSpec:
         if self.labels is not None and self.vector is not None:
             raise ValueError("`labels` and `vector` exclude each other")
+        has_labels = self.labels is not None or self.vector is not None
+        if self.role == "unlabelled" and has_labels:
+            raise ValueError("a scene with role unlabelled takes no `labels` or `vector`")
+        if self.role == "target" and not has_labels:
+            raise ValueError("a scene with role target needs `labels` or `vector`")
+        if self.target_blocks is not None and self.role != "labelled":
+            raise ValueError("`target_blocks` marks a region of a labelled scene as target")
+        if self.target_blocks is not None and not has_labels:
+            raise ValueError("`target_blocks` needs the scene's `labels` or `vector`")
         return self
+
+    @property
+    def pseudo_source(self) -> bool:
+        """Whether some of the scene's pixels are unlabelled or target (pseudo-label pool)."""
+        return self.role != "labelled" or self.target_blocks is not None
 
     @property
     def scene_id(self) -> str:
@@ -134,7 +184,18 @@ class DataConfig(Section):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"scene ids must be unique; repeated: {dup}")
+        if not any(s.role == "labelled" for s in self.scenes):
+            raise ValueError("at least one scene needs role labelled (the source of training)")
         return self
+
+    @property
+    def has_target(self) -> bool:
+        """Whether any pixels are target (evaluation-only labels)."""
+        return any(s.role == "target" or s.target_blocks is not None for s in self.scenes)
+
+    @property
+    def has_pseudo_source(self) -> bool:
+        return any(s.pseudo_source for s in self.scenes)
 
     def scenes_by_id(self) -> dict[str, SceneSpec]:
         return {s.scene_id: s for s in self.scenes}

@@ -104,6 +104,55 @@ class SelectionConfig(Section):
         return [float(self.percent)] * num_classes
 
 
+class PseudoConfig(Section):
+    """Pseudo-labels: per predicted class, the most confident x% of the unlabelled and target
+    pixels (of the training folds) become labels of the next round.
+
+    For class c with N_c pool pixels predicted as c, the m_c = round(x_c N_c / 100) highest
+    scores are selected (x fixed, or CBST's x_s = min(start + s step, max) for the s-th
+    selection); with a `floor`, only those whose score is also >= floor. The next round
+    trains on every labelled pixel (weight 1) plus the pseudo-labelled pixels (weight
+    `weight`); `rounds.selection` is not used.
+    """
+
+    score: Literal["max_prob", "margin", "entropy"] = Field(
+        "max_prob",
+        description="Confidence of the predicted class (no true class exists for these pixels).",
+    )
+    percent: float | list[float] = Field(
+        20.0, description="x: one percentage for every class, or one per class."
+    )
+    grow: GrowConfig | None = Field(
+        None, description="x growing per round (CBST: start 20, step 5, max 50); replaces percent."
+    )
+    floor: float | None = Field(
+        None, ge=0, le=1, description="Only pixels whose score is >= floor (after the x% cut)."
+    )
+    weight: float = Field(1.0, gt=0, description="Loss weight of a pseudo-labelled pixel.")
+
+    @field_validator("percent")
+    @classmethod
+    def _percent_range(cls, v: float | list[float]) -> float | list[float]:
+        values = v if isinstance(v, list) else [v]
+        if not values or any(not 0 <= x <= 100 for x in values):
+            raise ValueError(f"percentages must be within 0..100, received {v}")
+        return v
+
+    def percent_for(self, selection_index: int, num_classes: int) -> list[float]:
+        """x_c of every class for the s-th selection (after round s)."""
+        if self.grow is not None:
+            g = self.grow
+            return [min(g.start + selection_index * g.step, g.max)] * num_classes
+        if isinstance(self.percent, list):
+            if len(self.percent) != num_classes:
+                raise ValueError(
+                    f"rounds.pseudo.percent has {len(self.percent)} values but there are "
+                    f"{num_classes} classes"
+                )
+            return list(self.percent)
+        return [float(self.percent)] * num_classes
+
+
 class RoundsConfig(Section):
     """How many rounds, on which folds, and how rounds are chained and merged."""
 
@@ -123,6 +172,13 @@ class RoundsConfig(Section):
         description="Stop early when a round does not raise the validation fold's mIoU over the previous.",
     )
     selection: SelectionConfig = SelectionConfig()
+    pseudo: PseudoConfig | None = Field(
+        None,
+        description=(
+            "Pseudo-label rounds: round r + 1 trains on the labelled pixels plus round r's "
+            "pseudo-labels of the unlabelled and target scenes (replaces `selection`)."
+        ),
+    )
     score_precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "float32",
         description=(

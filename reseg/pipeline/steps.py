@@ -13,6 +13,9 @@ Round r of fold k (`train`, `score`, `evaluate`, `select`):
 - round r >= 1 trains on round r - 1's selection (tiles with per-pixel weights),
   fine-tuning round r - 1's model (`rounds.init: finetune`) or from scratch, for
   `rounds.epochs` epochs (default `train.epochs`);
+- with `rounds.pseudo`, round r >= 1 trains instead on every labelled pixel plus round
+  r - 1's pseudo-labels of the unlabelled and target pixels (`pseudo`), and each round
+  is also evaluated on the target pixels (`evaluate_target`) when there are any;
 - `merge` combines the published rounds 0..R of fold k, weighting each by its
   mIoU on the validation fold (`rounds.merge: weighted`), and evaluates the merge.
 
@@ -41,6 +44,7 @@ from reseg.artifacts import (
     Model,
     ModelInfo,
     Predictions,
+    PseudoLabels,
     RefineTuning,
     Scores,
     Selection,
@@ -48,6 +52,8 @@ from reseg.artifacts import (
     TileSet,
 )
 from reseg.components import evaluator, merger, refine_tuning, scorer, selector, statistics, tiling
+from reseg.components import pseudo as pseudo_mod
+from reseg.components import target as target_mod
 from reseg.components import trainer as trainer_mod
 from reseg.components.exporter import export as export_component
 from reseg.components.exporter.sources import resolve as resolve_source
@@ -141,7 +147,9 @@ def train(
         raise ConfigError(f"round must be >= 0, received {r}")
     cfg = round_config(ctx.cfg, r)
     if r > 0 and tile_files is None:
-        tile_files = list(_selection(ctx, r - 1, fold).files)
+        tile_files = list(_previous_round_tiles(ctx, r - 1, fold))
+    if r == 0 and tile_files is None:
+        tile_files = labelled_tile_files(ctx)
     if r > 0 and init_model is None and cfg.rounds.init == "finetune":
         init_model = _model(ctx, r - 1, fold).path
     return trainer_mod.train(
@@ -153,6 +161,17 @@ def train(
         init_model=init_model,
         tracking=run,
     )
+
+
+def labelled_tile_files(ctx: Context) -> list[Path] | None:
+    """Round 0's tiles when some scenes are unlabelled or target: the files of the scenes with
+    role labelled (the others hold no training label); None (the whole tile set) otherwise."""
+    tiles = ctx.tiles()
+    scenes = tiles.manifest["scenes"]
+    if all(s.get("role", "labelled") == "labelled" for s in scenes):
+        return None
+    by_scene = tiles.manifest["scene_files"]
+    return [tiles.path / f for s in scenes if s["role"] == "labelled" for f in by_scene[s["id"]]]
 
 
 def score(ctx: Context, r: int, fold: Fold) -> Scores:
@@ -222,6 +241,43 @@ def select(ctx: Context, r: int, fold: Fold) -> Selection:
     )
 
 
+def pseudo(ctx: Context, r: int, fold: Fold) -> PseudoLabels:
+    """Round r's pseudo-labels (rasters, round r + 1's tiles): `rounds/r<r>/<fold>/pseudo`."""
+    cfg = ctx.cfg.rounds.pseudo
+    if cfg is None:
+        raise ConfigError("pseudo: the config has no rounds.pseudo section")
+    prev_dir = layout.pseudo_dir(ctx.root, r - 1, fold)
+    previous = PseudoLabels.load(prev_dir) if r > 0 and _published(prev_dir) else None
+    return pseudo_mod.pseudo_label(
+        _scores(ctx, r, fold),
+        ctx.tiles(),
+        layout.pseudo_dir(ctx.root, r, fold),
+        cfg,
+        fold,
+        r,
+        previous=previous,
+    )
+
+
+def has_target(ctx: Context) -> bool:
+    """Whether the tiles hold target pixels (labels for evaluation only)."""
+    return any(ctx.tiles().manifest["counts"].get("target_class_pixels", []))
+
+
+def evaluate_target(ctx: Context, r: int | str, fold: Fold) -> Metrics | None:
+    """Metrics of round r (or `merged`) on the target pixels: `.../target`; None without any."""
+    if not has_target(ctx):
+        return None
+    if r == MERGED:
+        scores, out = _merged(ctx, fold).scores, layout.merged_target_dir(ctx.root, fold)
+        title = f"merged ({ctx.cfg.rounds.merge}) {layout.fold_name(fold)} target"
+    else:
+        scores, out = _scores(ctx, int(r), fold), layout.target_eval_dir(ctx.root, int(r), fold)
+        title = f"round {r} {layout.fold_name(fold)} target"
+    assert scores is not None
+    return target_mod.evaluate_target(scores, out, ctx.class_names, title=title)
+
+
 def score_tta(ctx: Context, fold: Fold, transforms: Sequence[str], out: Path) -> Metrics:
     """Round 0's model of `fold` with test-time augmentation, scored into `out/scores` and
     evaluated into `out/eval` (the study's baseline at the compute of a merge)."""
@@ -285,6 +341,7 @@ def merge(ctx: Context, fold: Fold, rounds: Sequence[int] | None = None) -> Merg
         [*ctx.cfg.beam.args, *ctx.beam_args],
     )
     evaluate(ctx, MERGED, fold)
+    evaluate_target(ctx, MERGED, fold)
     return merged
 
 
@@ -295,9 +352,11 @@ class RoundResult:
     model: Model
     scores: Scores
     metrics: Metrics | None
-    selection: Selection
+    selection: Selection | None
     validation: Metrics | None = None
     """Metrics on the validation fold (None for `full` and with K < 3)."""
+    pseudo: PseudoLabels | None = None
+    target: Metrics | None = None
 
 
 @dataclass
@@ -306,6 +365,7 @@ class FoldResult:
     rounds: list[RoundResult] = field(default_factory=list)
     merged: Metrics | None = None
     merged_methods: dict[str, Any] | None = None
+    merged_target: Metrics | None = None
 
 
 def rounds(ctx: Context, fold: Fold) -> FoldResult:
@@ -322,11 +382,26 @@ def rounds(ctx: Context, fold: Fold) -> FoldResult:
             scores = score(ctx, r, fold)
             metrics = evaluate(ctx, r, fold) if fold is not None else None
             validation = validate(ctx, r, fold) if fold is not None else None
-            selection = select(ctx, r, fold)
+            target = evaluate_target(ctx, r, fold)
+            if ctx.cfg.rounds.pseudo is not None:
+                selection, labels = None, pseudo(ctx, r, fold)
+            else:
+                selection, labels = select(ctx, r, fold), None
             result.rounds.append(
-                RoundResult(r, fold, model, scores, metrics, selection, validation)
+                RoundResult(
+                    r,
+                    fold,
+                    model,
+                    scores,
+                    metrics,
+                    selection,
+                    validation,
+                    pseudo=labels,
+                    target=target,
+                )
             )
             _log_round(rr, metrics, validation, selection)
+            _log_pseudo(rr, target, labels)
         if _no_gain(ctx.cfg, result):
             log.info(
                 "round %d did not raise the validation fold's mIoU; stopping "
@@ -338,6 +413,7 @@ def rounds(ctx: Context, fold: Fold) -> FoldResult:
         merged = merge(ctx, fold, [rr.round for rr in result.rounds])
         result.merged = Metrics.load(layout.merged_eval_dir(ctx.root, fold))
         result.merged_methods = merged.methods
+        result.merged_target = evaluate_target(ctx, MERGED, fold)
     return result
 
 
@@ -354,7 +430,7 @@ def _log_round(
     run: tracking.Run,
     metrics: Metrics | None,
     validation: Metrics | None,
-    selection: Selection,
+    selection: Selection | None,
 ) -> None:
     """MLflow metrics of a round: `eval_*` on the evaluation fold, `val_*` on the validation fold."""
     if not run.enabled:
@@ -368,7 +444,7 @@ def _log_round(
             flat[f"{prefix}_{k}"] = v.get(k)
         for cname, pc in m.per_class.items():
             flat[f"{prefix}_iou_{cname}"] = pc["iou"]
-    for cname, pc in selection.report["per_class"].items():
+    for cname, pc in (selection.report["per_class"] if selection else {}).items():
         flat[f"selected_{cname}"] = pc["selected"]
         flat[f"jaccard_{cname}"] = pc["jaccard_previous"]
     run.log_metrics(flat)
@@ -377,7 +453,33 @@ def _log_round(
             if (metrics.path / f).exists():
                 run.log_artifact(metrics.path / f, "eval")
     for f in (layout.SCORE_HIST_PNG, layout.SCORE_HIST_JSON, layout.SELECTION_JSON):
-        run.log_artifact(selection.path / f, "selection")
+        if selection is not None:
+            run.log_artifact(selection.path / f, "selection")
+
+
+def _log_pseudo(run: tracking.Run, target: Metrics | None, labels: PseudoLabels | None) -> None:
+    """Target metrics and pseudo-label counts, Jaccard and precision of one round."""
+    if not run.enabled or (target is None and labels is None):
+        return
+    flat: dict[str, Any] = {}
+    if target is not None:
+        v = target.values
+        flat = {f"target_{k}": v.get(k) for k in ("mean_iou", "overall_accuracy", "kappa")}
+        for cname, pc in target.per_class.items():
+            flat[f"target_iou_{cname}"] = pc["iou"]
+        for f in (layout.CONFUSION_PNG, layout.PER_CLASS_PNG, layout.METRICS_JSON):
+            run.log_artifact(target.path / f, "target")
+    if labels is not None:
+        rep = labels.report
+        flat["pseudo_selected"] = rep["selected"]
+        flat["pseudo_accuracy"] = rep["accuracy"]
+        for cname, pc in rep["per_class"].items():
+            flat[f"pseudo_selected_{cname}"] = pc["selected"]
+            flat[f"pseudo_jaccard_{cname}"] = pc["jaccard_previous"]
+            flat[f"pseudo_precision_{cname}"] = pc["precision"]
+        for f in (layout.SCORE_HIST_PNG, layout.SCORE_HIST_JSON, layout.PSEUDO_JSON):
+            run.log_artifact(labels.path / f, "pseudo")
+    run.log_metrics(flat)
 
 
 # --- after the rounds -----------------------------------------------------------------------
@@ -490,6 +592,20 @@ def _selection(ctx: Context, r: int, fold: Fold) -> Selection:
             f"round {r + 1} trains on it"
         )
     return Selection.load(d)
+
+
+def _previous_round_tiles(ctx: Context, r: int, fold: Fold) -> tuple[Path, ...]:
+    """What round r + 1 trains on: round r's pseudo-label tiles (`rounds.pseudo`) or its
+    selection's weighted tiles."""
+    if ctx.cfg.rounds.pseudo is None:
+        return _selection(ctx, r, fold).files
+    d = layout.pseudo_dir(ctx.root, r, fold)
+    if not _published(d):
+        raise ArtifactError(
+            f"{d}: round {r} of {layout.fold_name(fold)} has no pseudo-labels yet; "
+            f"round {r + 1} trains on them"
+        )
+    return PseudoLabels.load(d).files
 
 
 def _merged(ctx: Context, fold: Fold) -> Merged:

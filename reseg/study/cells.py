@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reseg import artifacts, layout
+from reseg.config.rounds import GrowConfig
 from reseg.study.config import ModelSpec, StudyConfig
 from reseg.study.resample import scaled_tiling
 
@@ -142,8 +143,36 @@ ROUND0_KINDS = ("tta", "refine")
 the `merged` column."""
 
 
+def pseudo_cells(study: StudyConfig) -> list[tuple[str, str, dict, Any]]:
+    """(kind, short id, `rounds.pseudo` mapping, x) of the pseudo-label cells of a group."""
+    p = study.pseudo
+    if p is None:
+        return []
+    common = {"score": p.score, "floor": p.floor, "weight": p.weight, "grow": None}
+    out = [
+        ("pseudo", f"pseudo{_xs(x)}", {**common, "percent": float(x)}, float(x)) for x in p.percent
+    ]
+    if p.cbst:
+        c = study.baselines.cbst or GrowConfig(start=20, step=5, max=50)
+        grow = c.model_dump()
+        x = f"{c.start:g}+{c.step:g}/round<={c.max:g}"
+        out.append(
+            (
+                "pseudo_cbst",
+                f"pseudo_cbst{c.start:g}-{c.step:g}-{c.max:g}",
+                {**common, "grow": grow},
+                x,
+            )
+        )
+    return out
+
+
 def cell_label(kind: str, sel: dict, x: Any) -> str:
     """A cell's setting in words, for tables."""
+    if kind == "pseudo":
+        return f"pseudo-labels top {_x_label(x)}, {sel['score']}"
+    if kind == "pseudo_cbst":
+        return f"pseudo-labels CBST {x}%, {sel['score']}"
     if kind == "all_pixels":
         return "all pixels (more training)"
     if kind == "cbst":

@@ -156,6 +156,30 @@ class BaselinesConfig(Section):
     )
 
 
+class PseudoStudyConfig(Section):
+    """Pseudo-label cells (issue 19): the base config needs unlabelled or target pixels.
+
+    Cells: one per fixed x of `percent`, and one with class-balanced self-training's
+    growing x (`baselines.cbst`'s schedule, default 20% + 5% a round, at most 50%).
+    Their baselines are round 0 (source only) and the labelled-pixel cells of the grid.
+    """
+
+    percent: list[float] = Field(
+        default_factory=lambda: [20.0], description="Fixed x of the pseudo-label cells."
+    )
+    cbst: bool = Field(True, description="Add a cell with CBST's growing x.")
+    score: Literal["max_prob", "margin", "entropy"] = Field("max_prob")
+    floor: float | None = Field(None, ge=0, le=1, description="Minimum score of a pseudo-label.")
+    weight: float = Field(1.0, gt=0, description="Loss weight of a pseudo-labelled pixel.")
+
+    @field_validator("percent")
+    @classmethod
+    def _percent_range(cls, v: list[float]) -> list[float]:
+        if any(not 0 < x <= 100 for x in v):
+            raise ValueError(f"x must be within (0, 100], received {v}")
+        return v
+
+
 class BootstrapConfig(Section):
     samples: int = Field(2000, ge=100, description="Bootstrap resamples.")
     seed: int = Field(0)
@@ -207,6 +231,13 @@ class StudyConfig(Section):
         ),
     )
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    pseudo: PseudoStudyConfig | None = Field(
+        None,
+        description=(
+            "Pseudo-label cells on the unlabelled and target pixels of the base config; "
+            "null = none."
+        ),
+    )
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] | None = Field(
         None,
         description=(

@@ -37,7 +37,7 @@ from reseg.config.predict import D4
 from reseg.errors import ConfigError
 from reseg.models.registry import output_stride
 from reseg.study import refine as refine_factor
-from reseg.study.cells import cell_label, group_config, selections
+from reseg.study.cells import cell_label, group_config, pseudo_cells, selections
 from reseg.study.config import ModelSpec, StudyConfig, deep_merge
 
 PLAN_VERSION = 2
@@ -211,10 +211,13 @@ def build_plan(
                     params = {"group": gid, "seed": s, "fold": k_, "tta_cell": tta_cell, **r0_extra}
                     jobs.append(Job(jid, "r0", [data_job], params))
             seen: dict[str, Cell] = {}
-            for kind, short, sel, x in selections(study, base_sel):
+            settings = [(*c, None) for c in selections(study, base_sel)]
+            settings += [(k, s, base_sel, x, p) for k, s, p, x in pseudo_cells(study)]
+            for kind, short, sel, x, pseudo in settings:
                 cid = f"{gid}.{short}"
                 craw = deep_merge(raw, {"name": cid, "rounds": {"selection": sel}})
                 craw["rounds"]["selection"] = sel
+                craw["rounds"]["pseudo"] = pseudo
                 ccfg = _validated(craw, cid)
                 key = artifacts.fingerprint(ccfg.section_json("rounds"))
                 if key in seen:
@@ -224,9 +227,9 @@ def build_plan(
                     cid,
                     gid,
                     kind,
-                    cell_label(kind, sel, x),
-                    sel["score"],
-                    sel["direction"],
+                    cell_label(kind, pseudo or sel, x),
+                    (pseudo or sel)["score"],
+                    "top" if pseudo else sel["direction"],
                     x,
                     str(root / "cells" / cid),
                     craw,

@@ -33,6 +33,7 @@ from reseg.study.tables import (
     summary_rows,
     verdict_section,
 )
+from reseg.study.target import target_section
 
 SECTIONS = (
     "Summary",
@@ -219,6 +220,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         ],
         rows,
     )
+    md += target_section(plan, results)
     md += verdict_section(plan, results)
     text = "\n".join(md)
     (out / "report.md").write_text(text)

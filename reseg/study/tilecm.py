@@ -39,6 +39,29 @@ def tile_confusions(
     return np.array(keys, dtype=str), cms.astype(np.int64)
 
 
+def target_tile_confusions(
+    scores_dir: str | Path, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Core confusion against the target labels (`target/raw`) of every tile that has some.
+
+    Returns (keys, cms) as `tile_confusions`; empty when the tiles hold no target pixels.
+    """
+    out: dict[str, np.ndarray] = {}
+    for t in read_tiles(score_files(scores_dir)):
+        if t.target is None:
+            continue
+        rs, cs = t.core_slice()
+        target = t.target[rs, cs]
+        if (target == 255).all():
+            continue
+        if t.probs is None:
+            raise ValueError(f"tile {t.key} of {scores_dir} carries no scores")
+        out[t.key] = out.get(t.key, 0) + confusion(target, t.probs[rs, cs].argmax(-1), num_classes)
+    keys = sorted(out)
+    cms = np.stack([out[k] for k in keys]) if keys else np.zeros((0, num_classes, num_classes))
+    return np.array(keys, dtype=str), cms.astype(np.int64)
+
+
 def save(path: str | Path, keys: np.ndarray, cms: np.ndarray) -> Path:
     """Write keys and confusions to `path` (.npz) atomically."""
     import os

@@ -83,10 +83,18 @@ def run_r0(plan: Plan, job: Job) -> None:
         scores = steps.score(ctx, 0, fold)
         metrics = steps.evaluate(ctx, 0, fold)
         run.log_metrics({"eval_mean_iou": metrics.mean_iou})
+        target = steps.evaluate_target(ctx, 0, fold)
+        if target is not None:  # source only: round 0 on the target pixels
+            run.log_metrics({"target_mean_iou": target.mean_iou})
     tilecm.save(
         root / "study" / f"r0_fold{fold}.npz",
         *tilecm.tile_confusions(scores, fold, tiles.num_classes),
     )
+    if target is not None:
+        tilecm.save(
+            root / "study" / f"r0_target_fold{fold}.npz",
+            *tilecm.target_tile_confusions(scores, tiles.num_classes),
+        )
     if job.params.get("tta_cell"):
         run_tta(plan, job.params["tta_cell"], seed, fold, job.fingerprint)
     if job.params.get("refine_cells"):
@@ -157,6 +165,15 @@ def run_cell(plan: Plan, job: Job) -> None:
             root / "study" / f"merged_fold{fold}.npz",
             *tilecm.tile_confusions(layout.merged_scores_dir(root, fold), fold, len(names)),
         )
+        if steps.has_target(steps.Context(cfg, root)):
+            for what, d in (
+                ("last", layout.scores_dir(root, last["round"], fold)),
+                ("merged", layout.merged_scores_dir(root, fold)),
+            ):
+                tilecm.save(
+                    root / "study" / f"{what}_target_fold{fold}.npz",
+                    *tilecm.target_tile_confusions(d, len(names)),
+                )
 
 
 RUNNERS = {"data": run_data, "r0": run_r0, "cell": run_cell}

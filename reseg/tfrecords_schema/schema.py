@@ -18,6 +18,12 @@
 | score/probs | bytes, optional | H x W x C float16 class probabilities |
 | score/round | int64, optional | round that wrote `score/probs` |
 | weight/raw | bytes, optional | H x W float16 per-pixel loss weight |
+| tile/role_map | bytes, optional | H x W uint8 role of each pixel: 0 labelled, 1 unlabelled, 2 target; 255 outside the scene (absent: every pixel labelled) |
+| target/raw | bytes, optional | H x W uint8 class ids of target pixels, 255 elsewhere: read by target evaluation only |
+
+Target and unlabelled pixels carry 255 in `label/raw`: training, statistics and
+selection read only `label/raw`, so a target label cannot reach them. The trainer's
+parser does not read the two optional maps; readers that ignore them stay correct.
 
 `tile/fold_map` is what makes folds leakage-free: training for validation fold k
 masks the labels of pixels whose owner core is in fold k, even when they lie in
@@ -60,6 +66,11 @@ K_TRANSFORM = "geo/transform"
 K_PROBS = "score/probs"
 K_ROUND = "score/round"
 K_WEIGHT = "weight/raw"
+K_ROLE_MAP = "tile/role_map"
+K_TARGET = "target/raw"
+
+ROLE_LABELLED, ROLE_UNLABELLED, ROLE_TARGET = 0, 1, 2
+"""Values of `tile/role_map` (`reseg.config.data.ROLES` in order)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,8 @@ class Tile:
     probs: np.ndarray | None = None
     score_round: int | None = None
     weight: np.ndarray | None = field(default=None)
+    role_map: np.ndarray | None = field(default=None)
+    target: np.ndarray | None = field(default=None)
 
     @property
     def key(self) -> str:
@@ -97,6 +110,12 @@ class Tile:
 
     def with_weight(self, weight: np.ndarray) -> Tile:
         return replace(self, weight=weight.astype(np.float16))
+
+    def roles(self) -> np.ndarray:
+        """(H, W) uint8 role of each pixel (`role_map`; every pixel labelled when absent)."""
+        if self.role_map is not None:
+            return self.role_map
+        return np.where(self.fold_map == 255, 255, ROLE_LABELLED).astype(np.uint8)
 
 
 def _example_pb2():
@@ -142,6 +161,16 @@ def encode(tile: Tile) -> bytes:
         if tile.weight.shape != (h, w):
             raise SchemaError(f"weight must be {(h, w)}, received {tile.weight.shape}")
         f[K_WEIGHT].bytes_list.value.append(tile.weight.astype("<f2").tobytes())
+    for key, name, arr in (
+        (K_ROLE_MAP, "role_map", tile.role_map),
+        (K_TARGET, "target", tile.target),
+    ):
+        if arr is not None:
+            if arr.shape != (h, w) or arr.dtype != np.uint8:
+                raise SchemaError(
+                    f"{name} must be uint8 {(h, w)}, received {arr.dtype} {arr.shape}"
+                )
+            f[key].bytes_list.value.append(np.ascontiguousarray(arr).tobytes())
     return ex.SerializeToString(deterministic=True)
 
 
@@ -182,6 +211,10 @@ def decode(record: bytes, source: str = "<record>") -> Tile:
     weight = (
         raw(K_WEIGHT, "<f2", (h, w)) if K_WEIGHT in f and f[K_WEIGHT].bytes_list.value else None
     )
+
+    def optional_u8(k: str) -> np.ndarray | None:
+        return raw(k, "uint8", (h, w)) if k in f and f[k].bytes_list.value else None
+
     return Tile(
         image=raw(K_IMAGE, dtype, (h, w, b)),
         label=raw(K_LABEL, "uint8", (h, w)),
@@ -197,6 +230,8 @@ def decode(record: bytes, source: str = "<record>") -> Tile:
         probs=probs,
         score_round=score_round,
         weight=weight,
+        role_map=optional_u8(K_ROLE_MAP),
+        target=optional_u8(K_TARGET),
     )
 
 

@@ -1,0 +1,110 @@
+"""Pseudo-label cells of a study and the verdict of its target section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reseg.config import parse_config
+from reseg.errors import ConfigError
+from reseg.study.config import load_study
+from reseg.study.plan import build_plan
+from reseg.study.target import verdict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "name", ["study_pseudo_landsat.yaml", "study_pseudo_loveda.yaml", "study_pseudo_sentinel2.yaml"]
+)
+def test_pseudo_cells_carry_rounds_pseudo_and_the_labelled_cells_do_not(name, tmp_path):
+    quick = build_plan(*load_study(REPO / "examples" / name, "quick"), tmp_path / "quick")
+    assert {c.kind for c in quick.cells} == {"grid", "cbst", "pseudo", "pseudo_cbst"}
+    assert quick.folds == [0, 1]
+    study, base = load_study(REPO / "examples" / name)
+    plan = build_plan(study, base, tmp_path / "root")
+    kinds = {c.kind for c in plan.cells}
+    assert {"grid", "cbst", "pseudo", "pseudo_cbst"} <= kinds
+    for c in plan.cells:
+        cfg = parse_config(c.config)
+        assert cfg.data.has_target  # every cell is evaluated on the target pixels
+        if c.kind == "pseudo_cbst":
+            assert cfg.rounds.pseudo.grow.model_dump() == {"start": 20, "step": 5, "max": 50}
+        elif c.kind == "pseudo":
+            assert cfg.rounds.pseudo.grow is None and cfg.rounds.pseudo.percent in (20, 50)
+        else:  # today's labelled-pixel rounds
+            assert cfg.rounds.pseudo is None
+    assert {c.x for c in plan.cells if c.kind == "pseudo"} == {20.0, 50.0}
+
+
+def test_a_pseudo_study_needs_pixels_without_labels(tmp_path):
+    doc = {"name": "s", "base": str(REPO / "examples" / "demo_landsat.yaml"), "pseudo": {}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    study, base = load_study(path)
+    with pytest.raises(ConfigError, match="rounds.pseudo needs pixels without training labels"):
+        build_plan(study, base, tmp_path / "root")
+
+
+def _row(kind, label, mean, low, high):
+    d = {"mean": mean, "low": low, "high": high, "n": 10}
+    return {
+        "group": "g",
+        "kind": kind,
+        "label": label,
+        "r0": (0.3, None, 2),
+        "d_last": d,
+        "d_merged": d,
+    }
+
+
+def test_the_verdict_says_help_hurt_or_no_difference_with_the_interval():
+    rows = [
+        _row("pseudo", "pseudo 20%", 0.04, 0.01, 0.07),
+        _row("pseudo_cbst", "pseudo CBST", 0.02, -0.01, 0.05),
+        _row("grid", "top 20%", 0.005, -0.01, 0.02),
+    ]
+    (line,) = verdict(rows)
+    assert "pseudo-label rounds help" in line and "pseudo 20%" in line
+    assert "+0.040 [+0.010, +0.070]" in line and "top 20%" in line
+    rows[0] = _row("pseudo", "pseudo 20%", -0.04, -0.07, -0.01)
+    rows[1] = _row("pseudo_cbst", "pseudo CBST", -0.05, -0.08, -0.02)
+    assert "hurt" in verdict(rows)[0]
+    rows[0] = _row("pseudo", "pseudo 20%", 0.01, -0.02, 0.03)
+    assert "no difference" in verdict(rows)[0]
+
+
+def test_pseudo_minus_labelled_is_paired_over_target_tiles(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from reseg.study import tilecm
+    from reseg.study.target import paired
+
+    rng = np.random.default_rng(0)
+    keys = np.array([f"t/{i}/0" for i in range(40)])
+    truth = rng.integers(0, 3, (40, 200))
+    worse = np.where(rng.random((40, 200)) < 0.5, truth, (truth + 1) % 3)
+    better = np.where(rng.random((40, 200)) < 0.8, truth, (truth + 1) % 3)
+
+    def cms(pred):
+        out = np.zeros((40, 3, 3), np.int64)
+        for i in range(40):
+            np.add.at(out[i], (truth[i], pred[i]), 1)
+        return out
+
+    rows = {}
+    for name, pred in (("lab", worse), ("pseudo", better)):
+        root = tmp_path / name
+        for k in (0, 1):
+            tilecm.save(root / "study" / f"last_target_fold{k}.npz", keys, cms(pred))
+        rows[name] = {"root": str(root)}
+    plan = SimpleNamespace(
+        folds=[0, 1], study={"bootstrap": {"samples": 500, "level": 0.95, "seed": 0}}
+    )
+    d = paired(plan, rows["lab"], rows["pseudo"])
+    assert d["mean"] > 0.2 and d["low"] > 0 and d["n"] == 80
+    assert paired(plan, rows["pseudo"], rows["lab"])["high"] < 0
