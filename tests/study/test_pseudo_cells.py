@@ -55,6 +55,8 @@ def _row(kind, label, mean, low, high):
         "kind": kind,
         "label": label,
         "r0": (0.3, None, 2),
+        "runs_last": d,
+        "runs_merged": d,
         "d_last": d,
         "d_merged": d,
     }
@@ -100,10 +102,10 @@ def test_pseudo_minus_labelled_is_paired_over_target_tiles(tmp_path):
     for name, pred in (("lab", worse), ("pseudo", better)):
         root = tmp_path / name
         for k in (0, 1):
-            tilecm.save(root / "study" / f"last_target_fold{k}.npz", keys, cms(pred))
+            tilecm.save(root / "seed0" / "study" / f"last_target_fold{k}.npz", keys, cms(pred))
         rows[name] = {"root": str(root)}
     plan = SimpleNamespace(
-        folds=[0, 1], study={"bootstrap": {"samples": 500, "level": 0.95, "seed": 0}}
+        seeds=[0], folds=[0, 1], study={"bootstrap": {"samples": 500, "level": 0.95, "seed": 0}}
     )
     d = paired(plan, rows["lab"], rows["pseudo"])
     assert d["mean"] > 0.2 and d["low"] > 0 and d["n"] == 80
