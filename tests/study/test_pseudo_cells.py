@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 )
 def test_pseudo_cells_carry_rounds_pseudo_and_the_labelled_cells_do_not(name, tmp_path):
     quick = build_plan(*load_study(REPO / "examples" / name, "quick"), tmp_path / "quick")
-    assert {c.kind for c in quick.cells} == {"grid", "cbst", "pseudo", "pseudo_cbst"}
-    assert quick.folds == [0, 1]
+    # quick: source only, today's labelled-pixel rounds, fixed x and CBST's schedule
+    assert {c.kind for c in quick.cells} == {"grid", "pseudo", "pseudo_cbst"}
+    assert quick.folds == [0, 1] and quick.seeds == [0, 1, 2]
     study, base = load_study(REPO / "examples" / name)
     plan = build_plan(study, base, tmp_path / "root")
     kinds = {c.kind for c in plan.cells}
