@@ -167,7 +167,7 @@ def labelled_tile_files(ctx: Context) -> list[Path] | None:
     """Round 0's tiles when some scenes are unlabelled or target: the files of the scenes with
     role labelled (the others hold no training label); None (the whole tile set) otherwise."""
     tiles = ctx.tiles()
-    scenes = tiles.manifest["scenes"]
+    scenes = tiles.manifest.get("scenes", [])  # tile sets written by hand may list none
     if all(s.get("role", "labelled") == "labelled" for s in scenes):
         return None
     by_scene = tiles.manifest["scene_files"]
