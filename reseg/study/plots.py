@@ -24,7 +24,7 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     _plt().close(fig)
     return path
 
@@ -78,8 +78,9 @@ def rounds_plot(results: Sequence[CellResult], rounds: int, path: Path, title: s
         return None
     ax.set_xticks([*xs, rounds + 1], [*(f"r{x}" for x in xs), "merged"])
     ax.set_ylabel("mIoU: mean over seeds and folds, band = interval")
+    ax.set_ylim(bottom=0)  # a zoomed axis makes differences within the bands look like effects
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
     return _save(fig, path)
 
 
@@ -119,7 +120,8 @@ def forest_plot(results: Sequence[CellResult], path: Path, title: str) -> Path |
     ax.invert_yaxis()
     ax.set_xlabel("Δ mIoU, mean over seeds and folds (bootstrap interval over seeds and folds)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    # outside the axes: inside, it covered the right ends of the bars
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     return _save(fig, path)
 
 
