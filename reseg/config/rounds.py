@@ -29,6 +29,24 @@ class GrowConfig(Section):
     max: float = Field(gt=0, le=100)
 
 
+def percent_for(
+    percent: float | list[float],
+    grow: GrowConfig | None,
+    selection_index: int,
+    num_classes: int,
+    key: str,
+) -> list[float]:
+    """x_c of every class for the s-th selection: the schedule `grow` (x = start + s * step,
+    at most max) when set, else `percent` (one value, or one per class; `key` names it)."""
+    if grow is not None:
+        return [min(grow.start + selection_index * grow.step, grow.max)] * num_classes
+    if isinstance(percent, list):
+        if len(percent) != num_classes:
+            raise ValueError(f"{key} has {len(percent)} values but there are {num_classes} classes")
+        return list(percent)
+    return [float(percent)] * num_classes
+
+
 class SelectionConfig(Section):
     """Which pixels of each class weigh in the next round."""
 
@@ -92,16 +110,9 @@ class SelectionConfig(Section):
 
     def percent_for(self, selection_index: int, num_classes: int) -> list[float]:
         """x_c of every class for the s-th selection (after round s)."""
-        if self.grow is not None:
-            g = self.grow
-            return [min(g.start + selection_index * g.step, g.max)] * num_classes
-        if isinstance(self.percent, list):
-            if len(self.percent) != num_classes:
-                raise ValueError(
-                    f"rounds.selection.percent has {len(self.percent)} values but there are {num_classes} classes"
-                )
-            return list(self.percent)
-        return [float(self.percent)] * num_classes
+        return percent_for(
+            self.percent, self.grow, selection_index, num_classes, "rounds.selection.percent"
+        )
 
 
 class PseudoConfig(Section):
@@ -140,17 +151,9 @@ class PseudoConfig(Section):
 
     def percent_for(self, selection_index: int, num_classes: int) -> list[float]:
         """x_c of every class for the s-th selection (after round s)."""
-        if self.grow is not None:
-            g = self.grow
-            return [min(g.start + selection_index * g.step, g.max)] * num_classes
-        if isinstance(self.percent, list):
-            if len(self.percent) != num_classes:
-                raise ValueError(
-                    f"rounds.pseudo.percent has {len(self.percent)} values but there are "
-                    f"{num_classes} classes"
-                )
-            return list(self.percent)
-        return [float(self.percent)] * num_classes
+        return percent_for(
+            self.percent, self.grow, selection_index, num_classes, "rounds.pseudo.percent"
+        )
 
 
 class RoundsConfig(Section):
