@@ -141,3 +141,43 @@ def test_report_of_a_bucket_root(s3_run, demo_rounds, capsys):
     assert storage.path(f"{root}/report/miou_fold0.png").exists()
     remote, local = collect(root), collect(demo_rounds[0])
     assert [round_table(v) for v in remote] == [round_table(v) for v in local]
+
+
+def test_the_predict_step_writes_into_the_bucket_root(s3_run, demo_rounds, tmp_path, monkeypatch):
+    """`--steps predict` on the bucket root: the published predictions equal the local run's
+    array for array, staged in the bucket with the manifest last, nothing written locally but
+    the cache; a rerun trusts them."""
+    import numpy as np
+    import rasterio
+
+    root, cfg_file, cache, _ = s3_run
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("RESEG_CACHE_DIR", str(cache))
+    assert main(["run", str(cfg_file), "--root", root, "--steps", "predict"]) == 0
+    assert [str(p.relative_to(work)) for p in work.rglob("*")] == []
+    assert not [p for p in (cache / "staging").rglob("*") if p.is_file()]
+    final = layout.predictions_dir(root)
+    remote = artifacts.Predictions.load(final)
+    local = artifacts.Predictions.load(layout.predictions_dir(demo_rounds[0]))
+    assert [e["outputs"] for e in remote.scenes] == [e["outputs"] for e in local.scenes]
+    names = storage.files_under(final)
+    assert not [n for n in names if n.startswith(".")], "scene staging and records removed"
+    assert not [n for n in storage.files_under(root) if "predictions.tmp-" in n]
+    for entry in local.scenes:
+        for name in entry["outputs"].values():
+            assert name in names
+            if name.endswith(".tif"):
+                with rasterio.open(storage.gdal_path(final / name)) as a:
+                    with rasterio.open(local.path / name) as b:
+                        np.testing.assert_array_equal(a.read(), b.read(), err_msg=name)
+                        assert (a.crs, a.transform) == (b.crs, b.transform)
+            elif name.endswith(".json"):
+                assert (
+                    read_json(final / name)["confusion"]
+                    == json.loads((local.path / name).read_text())["confusion"]
+                )
+    before = read_bytes(final / layout.MANIFEST)
+    assert main(["run", str(cfg_file), "--root", root, "--steps", "predict"]) == 0
+    assert read_bytes(final / layout.MANIFEST) == before
