@@ -1,7 +1,8 @@
 """The same against a GCS emulator (gcp-storage-emulator on loopback): scenes and root in a
-`gs://` bucket for tiling and statistics on Beam worker processes, publishing, bad
-inputs, and `reseg predict` from the bucket into it. Training, scoring and the rounds on `gs://` go through the same lines as on `s3://`
-(tests/storage/test_s3_pipeline.py) and are not run here again."""
+`gs://` bucket for tiling and statistics on Beam worker processes, publishing, bad inputs,
+and `reseg predict` from the bucket into it. Training, scoring and the rounds on `gs://` go
+through the same lines as on `s3://` (tests/storage/test_s3_pipeline.py) and are not run
+here again."""
 
 from __future__ import annotations
 

@@ -161,3 +161,27 @@ def test_bad_uris_give_one_line_and_write_nothing(inputs, no_local_writes, capsy
     assert "ftp://" in err and "unsupported" in err
     assert not storage.path(f"{bucket}/bad1").exists()
     no_local_writes()
+
+
+def test_a_crash_while_uploading_leaves_no_class_map(inputs, cnn, monkeypatch, no_local_writes):
+    """Killed after the other outputs were uploaded: no `<scene>.tif` (what a reader trusts);
+    an older class map is gone before the upload starts; the rerun writes the whole scene."""
+    bucket, image, labels, local = inputs
+    out = f"{bucket}/crash"
+    storage.path(f"{out}/scene.tif").write_bytes(b"an older class map")
+    real = storage.upload
+
+    def upload(src, dst):
+        if str(dst).endswith("/scene.tif"):
+            raise KeyboardInterrupt  # the process dies before the class map is put
+        real(src, dst)
+
+    monkeypatch.setattr(storage, "upload", upload)
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(cnn, image, out, CFG, labels=labels)
+    names = storage.files_under(out)
+    assert "scene.tif" not in names and "scene.confidence.tif" in names
+    monkeypatch.setattr(storage, "upload", real)
+    predict_scene(cnn, image, out, CFG, labels=labels)
+    no_local_writes()
+    _assert_same_as_local(out, local)

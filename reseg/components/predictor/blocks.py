@@ -302,7 +302,9 @@ def assemble(
 
 def _copy_block(outputs: SceneOutputs, d: Path, window: Window) -> None:
     """A block's rasters into the scene's, COPY_ROWS x COPY_COLS pixels at a time."""
-    sources = {key: rasterio.open(storage.gdal_path(d / f"{key}.tif")) for key in outputs.names}
+    with warnings.catch_warnings():  # a block's rasters carry no georeferencing
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        sources = {k: rasterio.open(storage.gdal_path(d / f"{k}.tif")) for k in outputs.names}
     try:
         for r in range(0, window.height, COPY_ROWS):
             for c in range(0, window.width, COPY_COLS):
