@@ -181,3 +181,38 @@ def test_the_predict_step_writes_into_the_bucket_root(s3_run, demo_rounds, tmp_p
     before = read_bytes(final / layout.MANIFEST)
     assert main(["run", str(cfg_file), "--root", root, "--steps", "predict"]) == 0
     assert read_bytes(final / layout.MANIFEST) == before
+
+
+def test_the_predict_step_resumes_from_the_bucket(s3_run, tmp_path, monkeypatch):
+    """Killed after the scenes were staged, before publishing: the scenes stay in the bucket
+    with their records, and the rerun publishes them without predicting any scene again."""
+    from reseg.components.predictor import root as predict_root_module
+    from reseg.config import load_config
+
+    root, cfg_file, cache, _ = s3_run
+    monkeypatch.setenv("RESEG_CACHE_DIR", str(cache))
+    cfg = load_config(cfg_file)
+    cfg = cfg.model_copy(update={"predict": cfg.predict.model_copy(update={"preview": False})})
+    final = layout.predictions_dir(root)
+    with monkeypatch.context() as mp:
+
+        def killed(*a, **k):  # the clean-up that runs once every scene is staged
+            raise KeyboardInterrupt
+
+        mp.setattr(predict_root_module, "_top_names", killed)
+        with pytest.raises(KeyboardInterrupt):
+            predict_root_module.predict_root(cfg, root)
+    staged = [n for n in storage.files_under(storage.path(root)) if "predictions.tmp-" in n]
+    assert any(n.endswith(".done.json") for n in staged)
+    assert any(n.endswith(".confidence.tif") for n in staged)
+    if (final / layout.MANIFEST).exists():  # an earlier version (with previews) is still whole
+        assert read_json(final / layout.MANIFEST)["scenes"][0]["outputs"].get("preview")
+
+    def no_prediction(*a, **k):
+        raise AssertionError("a staged scene was predicted again")
+
+    monkeypatch.setattr(predict_root_module, "predict_scene", no_prediction)
+    preds = predict_root_module.predict_root(cfg, root)
+    assert "preview" not in preds.scenes[0]["outputs"]
+    assert not [n for n in storage.files_under(storage.path(root)) if "predictions.tmp-" in n]
+    assert not [n for n in storage.files_under(final) if n.startswith(".")]
