@@ -100,7 +100,7 @@ def merged_eval_dir(root: str | Path, fold: int | None) -> Path:
 
 
 def refine_root(root: str | Path) -> Path:
-    return Path(root) / "refine"
+    return storage.path(root) / "refine"
 
 
 def refine_dir(root: str | Path, fold: int | None) -> Path:

@@ -319,6 +319,49 @@ def local_copies(files: list[AnyPath]) -> list[Path]:
     return out
 
 
+def local_folder(p: AnyPath) -> Path:
+    """A local folder with the content of folder `p` (itself when local), for readers that
+    need a whole folder of files (TensorFlow's SavedModel loader).
+
+    Downloaded once into the cache (`$RESEG_CACHE_DIR/folders/`) under a name from the URI
+    and the objects' versions (ETag or generation, size): a rewritten folder is fetched
+    again, and every later call (another process or Beam worker on this machine) reuses
+    the copy. Kept outside the size-bounded shard cache.
+    """
+    p = path(p)
+    if not is_remote(p):
+        return p
+    base = p.path.rstrip("/") + "/"
+    try:
+        found = p.fs.find(base, detail=True)
+    except Exception as e:
+        raise client_error(e, p) or remote_error(e, p) from None
+    if not found:
+        raise InputError(f"{p}: folder not found")
+    versions = sorted(
+        (k[len(base) :], str(v.get("ETag") or v.get("generation") or v.get("mtime")), v.get("size"))
+        for k, v in found.items()
+    )
+    tag = hashlib.sha256(f"{p}|{versions}".encode()).hexdigest()[:16]
+    local = cache_dir() / "folders" / f"{tag}-{p.name}"
+    if local.is_dir():
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=local.parent, prefix=".part-"))
+    try:
+        for name, _, _ in versions:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            p.fs.get_file(base + name, str(tmp / name))
+        try:
+            os.replace(tmp, local)
+        except OSError:  # another process finished the same copy first
+            if not local.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return local
+
+
 def fetch(p: AnyPath, folder: str | os.PathLike) -> Path:
     """Download file or folder `p` into local `folder`, keeping its name; returns the copy."""
     p = path(p)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from reseg import storage
 from reseg.components.predictor import predict_scene, unique_ids
 from reseg.components.predictor.labels import VECTOR_SUFFIXES
 from reseg.components.refine_tuning import apply_tuning, find_tuning
@@ -36,17 +37,19 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        type=Path,
+        type=storage.argument,
         help="a round's model directory (model.keras + model.json), merged rounds (merged.json) "
         "or an exported SavedModel (export/<name>[/<version>])",
     )
     parser.add_argument(
-        "scenes", nargs="*", type=Path, metavar="SCENE", help="image rasters to segment"
+        "scenes", nargs="*", type=storage.argument, metavar="SCENE", help="image rasters to segment"
     )
-    parser.add_argument("--out", type=Path, help="output folder")
+    parser.add_argument(
+        "--out", type=storage.argument, help="output folder (a local path, s3:// or gs://)"
+    )
     parser.add_argument(
         "--root",
-        type=Path,
+        type=storage.argument,
         help="with --config and no --model: the pipeline's predict step into <root>/predictions",
     )
     parser.add_argument(
@@ -59,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labels",
         nargs="+",
-        type=Path,
+        type=storage.argument,
         metavar="LABELS",
         help="reference label raster or polygons, one per SCENE: whole-scene metrics into <scene>.metrics.json",
     )
@@ -170,8 +173,8 @@ def _label_sources(args: argparse.Namespace, info, data) -> list | None:
     if args.labels is None:
         if data is None:
             return None
-        by_image = {Path(s.image).resolve(): s for s in data.scenes}
-        found = [by_image.get(p.resolve()) for p in args.scenes]
+        by_image = {_key(s.image): s for s in data.scenes}
+        found = [by_image.get(_key(p)) for p in args.scenes]
         if not any(s is not None and (s.labels or s.vector) for s in found):
             return None
         return [None if s is None else (s.vector or s.labels) for s in found]
@@ -202,6 +205,11 @@ def _label_sources(args: argparse.Namespace, info, data) -> list | None:
         else:
             out.append(p)
     return out
+
+
+def _key(p) -> str:
+    """A scene's path as the config and the command line are compared: URIs as they are."""
+    return str(p) if storage.is_remote(p) else str(Path(p).resolve())
 
 
 def _print_metrics(scene: str, m: dict) -> None:
@@ -240,6 +248,9 @@ def run(args: argparse.Namespace) -> int:
             "give --model MODEL SCENE... --out DIR (or --config CONFIG --root DIR for the "
             "pipeline's predict step)"
         )
+    for x in [args.model, *args.scenes, *(args.labels or [])]:
+        storage.check_uri(x)
+    storage.check_output(args.out)
     cfg = load_config(args.config) if args.config is not None else None
     pcfg = _predict_config(args, cfg.predict if cfg else None)
     if pcfg.refine != "none":

@@ -4,7 +4,6 @@ import argparse
 
 from reseg import layout, storage
 from reseg.errors import ArtifactError
-from reseg.pipeline.steps import local_root_only
 from reseg.report import collect, convention, round_table, write_report
 
 
@@ -14,7 +13,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     storage.check_uri(args.root)
-    local_root_only(args.root, "report")
     if not layout.tiles_dir(args.root).exists():
         raise ArtifactError(f"{args.root}: not a pipeline root (no tiles/)")
     md = write_report(args.root)

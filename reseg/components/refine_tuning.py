@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.artifacts import ModelInfo
 from reseg.components.predictor.refine import Refiner, as_metres, ground_pixel_size, to_pixels
 from reseg.config import PredictConfig
@@ -384,7 +384,8 @@ def find_tuning(model: str | Path) -> Path | None:
     """The published tuning of a pipeline model: `<root>/refine/fold<k>` for merged rounds
     `<root>/merged/fold<k>` or a round's model `<root>/rounds/r<r>/fold<k>/model`, when it
     was tuned for that model (its recorded model path). None otherwise."""
-    p = Path(model).absolute()  # the root the path names, links not followed
+    remote = storage.is_remote(model)
+    p = storage.path(model) if remote else Path(model).absolute()  # links not followed
     if (p / layout.MERGED_JSON).exists() and p.parent.name == layout.merged_root("").name:
         root, fold_dir = p.parent.parent, p.name
     elif p.name == layout.MODEL and len(p.parents) >= 4:
@@ -397,6 +398,8 @@ def find_tuning(model: str | Path) -> Path | None:
     if not (d / layout.MANIFEST).exists():
         return None
     recorded = artifacts.RefineTuning.load(d).record.get("source", {}).get("path")
+    if remote:
+        return d if recorded and str(recorded).rstrip("/") == str(p).rstrip("/") else None
     return d if recorded and Path(recorded).resolve() == p.resolve() else None
 
 

@@ -74,8 +74,6 @@ def check_inputs(cfg: Config, root: Path, names: Sequence[str]) -> None:
     """Check what the first step reads before anything is created (no root, run or config
     left behind by a user error): the scenes when tiling runs, else the tiles."""
     check_root(root)
-    for name in names:
-        step_fns.local_root_only(root, name)
     if "tile" in names:
         plan_tiles(cfg)  # every scene's header, labels and polygons
     else:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reseg import layout, storage, tracking
+from reseg import layout, tracking
 from reseg.artifacts import (
     Export,
     Merged,
@@ -90,21 +90,6 @@ class Context:
         k = self.tiles().folds
         default = self.cfg.rounds.fold_list(k) if text is None else []
         return parse_folds(text, k, default, allow_full=allow_full)
-
-
-LOCAL_ONLY = ("predict",)
-"""Steps that do not write to object storage yet (the prediction COGs): with a root in a
-bucket they are refused before anything runs."""
-
-
-def local_root_only(root: Path, step: str) -> None:
-    """Refuse step `step` of `LOCAL_ONLY` on a root in a bucket, with one line."""
-    if step in LOCAL_ONLY and storage.is_remote(root):
-        raise ConfigError(
-            f"{root}: `{step}` does not write to object storage yet; run "
-            f"`--steps tile,stats,rounds,export,report` on the bucket, then {step} with a local --root "
-            "holding a copy of it"
-        )
 
 
 def round_config(cfg: Config, r: int) -> Config:
@@ -543,20 +528,17 @@ def export(ctx: Context, source: str | int | None = None, fold: Fold | str = "de
     `source`: `merged`, `last`, `r<k>` or k (default `export.source`); `fold`: k, None
     (`full`) or "default" (`export.fold`, else the first of `rounds.folds`).
     """
-    local_root_only(ctx.root, "export")
     parent = None if ctx.run is tracking.NULL_RUN else ctx.run  # None: a run of its own
     return export_component(ctx.cfg, ctx.root, source, fold, tracking=parent)
 
 
 def predict(ctx: Context) -> Predictions:
     """Every scene of the config, whole, with the exported model's source: `<root>/predictions`."""
-    local_root_only(ctx.root, "predict")
     return predict_root(ctx.cfg, ctx.root, ctx.run, ctx.beam_args)
 
 
 def report(ctx: Context) -> Path:
     """`report/report.md` and `report.html` of the root; returns the md path."""
-    local_root_only(ctx.root, "report")
     path = write_report(ctx.root)
     if ctx.run.enabled:
         ctx.run.log_artifacts(path.parent, "report")

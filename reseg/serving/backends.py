@@ -91,7 +91,7 @@ def exported_precision(version_dir: Path) -> str:
 
 def find_saved_model(path: str | Path) -> Path:
     """The version directory of an export: `path` itself, or its highest numeric subfolder."""
-    path = Path(path)
+    path = storage.path(path)
     if (path / tfs.SAVED_MODEL).exists():
         return path
     versions = tfs.versions(path)
@@ -112,5 +112,7 @@ def load_backend(
     if path.is_file() and path.name == tfs.SAVED_MODEL:
         path = path.parent
     if path.is_dir() and ((path / tfs.SAVED_MODEL).exists() or tfs.versions(path)):
+        if storage.is_remote(path):  # TensorFlow loads local folders only: one cached copy
+            return SavedModelBackend(storage.local_folder(find_saved_model(path)))
         return SavedModelBackend(path)
     return load_inprocess(path, jit_compile, precision)

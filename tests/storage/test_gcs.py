@@ -1,7 +1,8 @@
 """The same against a GCS emulator (gcp-storage-emulator on loopback): scenes and root in a
-`gs://` bucket for tiling and statistics on Beam worker processes, publishing, and bad
-inputs. Training, scoring and the rounds on `gs://` go through the same lines as on `s3://`
-(tests/storage/test_s3_pipeline.py) and are not run here again."""
+`gs://` bucket for tiling and statistics on Beam worker processes, publishing, bad inputs,
+and `reseg predict` from the bucket into it. Training, scoring and the rounds on `gs://` go
+through the same lines as on `s3://` (tests/storage/test_s3_pipeline.py) and are not run
+here again."""
 
 from __future__ import annotations
 
@@ -70,3 +71,27 @@ def test_bad_gcs_inputs_are_one_line(gcs_bucket, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "gs://reseg-no-such-bucket/root" in err and "does not exist" in err
     assert storage.files_under(f"{gcs_bucket}/root") == []
+
+
+def test_predict_from_a_gcs_bucket_into_it(gcs_bucket, cnn, cnn_dir, tmp_path, no_local_writes):
+    """`reseg predict` with model, scene and `--out` in a `gs://` bucket (GDAL's `/vsigs/`):
+    the class and confidence COGs equal the same prediction on a local disk."""
+    import numpy as np
+    import rasterio
+
+    from reseg.components.predictor import predict_scene
+    from tests.storage.test_s3_predict import CFG, OPTS
+
+    image, _ = scene(tmp_path, bands=4, seed=5)
+    storage.upload(image, f"{gcs_bucket}/in/scene.tif")
+    storage.upload(cnn_dir, f"{gcs_bucket}/models/cnn")
+    local = predict_scene(cnn, image, tmp_path / "local", CFG, scene_id="scene")
+    out = f"{gcs_bucket}/out"
+    argv = ["predict", "--model", f"{gcs_bucket}/models/cnn", f"{gcs_bucket}/in/scene.tif"]
+    assert main([*argv, "--out", out, *OPTS]) == 0
+    no_local_writes()
+    for key in ("classes", "confidence", "probabilities"):
+        with rasterio.open(storage.gdal_path(f"{out}/{local.outputs[key].name}")) as a:
+            with rasterio.open(local.outputs[key]) as b:
+                np.testing.assert_array_equal(a.read(), b.read(), err_msg=key)
+    assert storage.files_under(out) == sorted(p.name for p in local.outputs.values())

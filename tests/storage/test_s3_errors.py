@@ -88,13 +88,3 @@ def test_missing_credentials(scene_in_bucket, tmp_path, capsys, monkeypatch, fre
     code, err = run(tmp_path, capsys, image, labels, f"{bucket}/root")
     assert code != 0
     assert f"{bucket}/root" in err and "credentials" in err
-
-
-def test_steps_that_do_not_write_to_buckets_yet_are_refused_first(
-    scene_in_bucket, tmp_path, capsys
-):
-    bucket, image, labels = scene_in_bucket
-    code, err = run(tmp_path, capsys, image, labels, f"{bucket}/root", command="run")
-    assert code != 0
-    assert f"{bucket}/root" in err and "`predict` does not write to object storage yet" in err
-    assert storage.files_under(f"{bucket}/root") == []

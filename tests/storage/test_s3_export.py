@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import yaml
 
 from reseg import artifacts, layout, storage
@@ -40,3 +41,34 @@ def test_export_into_a_bucket_root(demo_rounds, s3_endpoint, tmp_path, monkeypat
 
     assert main(["export", str(cfg_file), "--root", root]) == 0  # the same models: no version 2
     assert tfs.versions(base) == [1]
+
+
+def test_predict_with_the_export_in_the_bucket(demo_rounds, landsat, s3_endpoint, tmp_path):
+    """`reseg predict --model s3://.../export/<name>`: the SavedModel is downloaded once into the
+    cache's folders and predicts what the same export does from a local copy."""
+    import numpy as np
+    import rasterio
+
+    local_root, cfg, _ = demo_rounds
+    bucket = f"s3://reseg-{uuid.uuid4().hex[:12]}"
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=bucket[5:])
+    export = layout.export_dir(local_root, cfg.export.model_name)
+    model = f"{bucket}/export/{cfg.export.model_name}"
+    storage.upload(export.resolve(), model)
+    image = str(landsat / "landsat_multiband.tif")
+    opts = ["--tile-size", "128", "--overlap", "16", "--no-progress", "--no-preview"]
+    cache = tmp_path / "cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESEG_CACHE_DIR", str(cache))
+        for _ in range(2):
+            assert main(["predict", "--model", model, image, "--out", f"{bucket}/p", *opts]) == 0
+    assert len(list((cache / "folders").iterdir())) == 1, "one copy, reused by the second run"
+    assert (
+        main(["predict", "--model", str(export), image, "--out", str(tmp_path / "p"), *opts]) == 0
+    )
+    for name in ("landsat_multiband.tif", "landsat_multiband.confidence.tif"):
+        with rasterio.open(storage.gdal_path(f"{bucket}/p/{name}")) as a:
+            with rasterio.open(tmp_path / "p" / name) as b:
+                np.testing.assert_array_equal(a.read(), b.read(), err_msg=name)

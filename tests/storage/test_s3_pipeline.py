@@ -141,3 +141,78 @@ def test_report_of_a_bucket_root(s3_run, demo_rounds, capsys):
     assert storage.path(f"{root}/report/miou_fold0.png").exists()
     remote, local = collect(root), collect(demo_rounds[0])
     assert [round_table(v) for v in remote] == [round_table(v) for v in local]
+
+
+def test_the_predict_step_writes_into_the_bucket_root(s3_run, demo_rounds, tmp_path, monkeypatch):
+    """`--steps predict` on the bucket root: the published predictions equal the local run's
+    array for array, staged in the bucket with the manifest last, nothing written locally but
+    the cache; a rerun trusts them."""
+    import numpy as np
+    import rasterio
+
+    root, cfg_file, cache, _ = s3_run
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("RESEG_CACHE_DIR", str(cache))
+    assert main(["run", str(cfg_file), "--root", root, "--steps", "predict"]) == 0
+    assert [str(p.relative_to(work)) for p in work.rglob("*")] == []
+    assert not [p for p in (cache / "staging").rglob("*") if p.is_file()]
+    final = layout.predictions_dir(root)
+    remote = artifacts.Predictions.load(final)
+    local = artifacts.Predictions.load(layout.predictions_dir(demo_rounds[0]))
+    assert [e["outputs"] for e in remote.scenes] == [e["outputs"] for e in local.scenes]
+    names = storage.files_under(final)
+    assert not [n for n in names if n.startswith(".")], "scene staging and records removed"
+    assert not [n for n in storage.files_under(root) if "predictions.tmp-" in n]
+    for entry in local.scenes:
+        for name in entry["outputs"].values():
+            assert name in names
+            if name.endswith(".tif"):
+                with rasterio.open(storage.gdal_path(final / name)) as a:
+                    with rasterio.open(local.path / name) as b:
+                        np.testing.assert_array_equal(a.read(), b.read(), err_msg=name)
+                        assert (a.crs, a.transform) == (b.crs, b.transform)
+            elif name.endswith(".json"):
+                assert (
+                    read_json(final / name)["confusion"]
+                    == json.loads((local.path / name).read_text())["confusion"]
+                )
+    before = read_bytes(final / layout.MANIFEST)
+    assert main(["run", str(cfg_file), "--root", root, "--steps", "predict"]) == 0
+    assert read_bytes(final / layout.MANIFEST) == before
+
+
+def test_the_predict_step_resumes_from_the_bucket(s3_run, tmp_path, monkeypatch):
+    """Killed after the scenes were staged, before publishing: the scenes stay in the bucket
+    with their records, and the rerun publishes them without predicting any scene again."""
+    from reseg.components.predictor import root as predict_root_module
+    from reseg.config import load_config
+
+    root, cfg_file, cache, _ = s3_run
+    monkeypatch.setenv("RESEG_CACHE_DIR", str(cache))
+    cfg = load_config(cfg_file)
+    cfg = cfg.model_copy(update={"predict": cfg.predict.model_copy(update={"preview": False})})
+    final = layout.predictions_dir(root)
+    with monkeypatch.context() as mp:
+
+        def killed(*a, **k):  # the clean-up that runs once every scene is staged
+            raise KeyboardInterrupt
+
+        mp.setattr(predict_root_module, "_top_names", killed)
+        with pytest.raises(KeyboardInterrupt):
+            predict_root_module.predict_root(cfg, root)
+    staged = [n for n in storage.files_under(storage.path(root)) if "predictions.tmp-" in n]
+    assert any(n.endswith(".done.json") for n in staged)
+    assert any(n.endswith(".confidence.tif") for n in staged)
+    if (final / layout.MANIFEST).exists():  # an earlier version (with previews) is still whole
+        assert read_json(final / layout.MANIFEST)["scenes"][0]["outputs"].get("preview")
+
+    def no_prediction(*a, **k):
+        raise AssertionError("a staged scene was predicted again")
+
+    monkeypatch.setattr(predict_root_module, "predict_scene", no_prediction)
+    preds = predict_root_module.predict_root(cfg, root)
+    assert "preview" not in preds.scenes[0]["outputs"]
+    assert not [n for n in storage.files_under(storage.path(root)) if "predictions.tmp-" in n]
+    assert not [n for n in storage.files_under(final) if n.startswith(".")]

@@ -18,12 +18,14 @@ predict section), one folder per block. A block is trusted only with its
 `block.json`, written after its rasters; a rerun skips the blocks that have one and
 predicts the rest. `assemble` writes the outputs through `SceneOutputs` (staged,
 then moved into place together) and removes the staging folder last. Every path
-goes through `staging_dir` and `Path` joins here, the one place to adapt for
-object storage.
+goes through `staging_dir` and the storage layer's paths: with the outputs in a bucket
+the blocks are staged in the bucket too (workers on other machines share them), each
+written in a local folder of the cache first and uploaded, `block.json` last.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
+from reseg import storage
 from reseg.artifacts import ModelInfo, fingerprint, write_json
 from reseg.components.predictor.labels import LabelReader, label_data_config
 from reseg.components.predictor.outputs import SceneOutputs, encode, output_spec
@@ -73,9 +76,25 @@ def plan_blocks(info: ModelInfo, scene: SceneImage, cfg: PredictConfig) -> list[
     )
 
 
+def file_stamp(p: str | Path) -> str:
+    """A file's version: its modification time on a disk, its ETag (or generation) and size on
+    object storage."""
+    if not storage.is_remote(p):
+        return str(os.stat(p).st_mtime_ns)
+    u = storage.path(p)
+    info = u.fs.info(u.path)
+    return f"{info.get('ETag') or info.get('generation') or info.get('mtime')}:{info.get('size')}"
+
+
 def model_stamp(model: str | Path) -> list:
-    """Names, sizes and modification times of a model's files: a retrained model at the same
-    path changes it (so blocks staged by the old one are not reused)."""
+    """Names, sizes and modification times (object versions in a bucket) of a model's files:
+    a retrained model at the same path changes it (so blocks staged by the old one are not
+    reused)."""
+    if storage.is_remote(model):
+        root = storage.path(model)
+        if root.is_file():
+            root = root.parent
+        return [[n, file_stamp(root / n)] for n in storage.files_under(root)]
     root = Path(model)
     if root.is_file():
         root = root.parent
@@ -96,19 +115,25 @@ def staging_dir(
     fp = fingerprint(
         "blocks",
         scene.path,
-        os.stat(scene.path).st_mtime_ns,
+        file_stamp(scene.path),
         model_stamp(model),
         cfg.model_dump(mode="json", exclude=EXECUTION_ONLY),
     )
-    return Path(out_dir) / f".{scene.id}.blocks-{fp[:12]}"
+    return storage.path(out_dir) / f".{scene.id}.blocks-{fp[:12]}"
 
 
 def remove_stale(out_dir: str | Path, scene_id: str, keep: Path) -> None:
     """Drop block staging folders of the scene other than `keep` (another model or config)."""
-    for stale in Path(out_dir).glob(f".{scene_id}.blocks-*"):
-        if stale != keep:
+    out = storage.path(out_dir)
+    if storage.is_remote(out):
+        names = {n.split("/", 1)[0] for n in storage.files_under(out)}
+        found = [out / n for n in sorted(names) if n.startswith(f".{scene_id}.blocks-")]
+    else:
+        found = list(out.glob(f".{scene_id}.blocks-*"))
+    for stale in found:
+        if str(stale) != str(keep):
             log.info("%s: removing %s, staged with another model or config", scene_id, stale)
-            shutil.rmtree(stale, ignore_errors=True)
+            storage.rmtree(stale)
 
 
 def block_name(block: TileBlock) -> str:
@@ -188,12 +213,13 @@ def predict_block(
 ) -> dict[str, Any]:
     """Predict one block into `staging/<block>/` unless it is there already; returns its record
     (window, confusion matrix or None, timings)."""
-    d = Path(staging) / block_name(block)
+    d = storage.path(staging) / block_name(block)
     if (d / BLOCK_JSON).exists():
         log.info("%s: block %s already predicted", scene.id, block_name(block))
         return json.loads((d / BLOCK_JSON).read_text())
-    if d.exists():
-        shutil.rmtree(d)  # a killed run's partial block
+    storage.rmtree(d)  # a killed run's partial block, if any
+    remote = storage.is_remote(d)
+    local = storage.local_stage(d, "block") if remote else d  # GDAL writes local files
     t0 = time.perf_counter()
     plan = prepare(backend, scene, cfg)
     info = backend.info
@@ -202,7 +228,7 @@ def predict_block(
         spec, dcfg = label_data_config(scene.path, labels, info, scene.nodata, data)
         label_reader = LabelReader(spec, dcfg)
     window = block.window(plan)
-    sink = BlockOutputs(scene, window, d, info, cfg)
+    sink = BlockOutputs(scene, window, local, info, cfg)
     try:
         cm, timing = _slide(backend, scene, plan, cfg, sink, label_reader, block)
     finally:
@@ -218,12 +244,16 @@ def predict_block(
         "wall_s": time.perf_counter() - t0,
         **timing,
     }
+    if remote:  # the rasters first, block.json (what a reader trusts) last
+        for name in sorted(os.listdir(local)):
+            storage.upload(local / name, d / name)
+        shutil.rmtree(local, ignore_errors=True)
     write_json(d / BLOCK_JSON, record)
     return record
 
 
 def _read_block(staging: Path, block: TileBlock) -> dict[str, Any]:
-    p = staging / block_name(block) / BLOCK_JSON
+    p = storage.path(staging) / block_name(block) / BLOCK_JSON
     try:
         return json.loads(p.read_text())
     except FileNotFoundError:
@@ -240,7 +270,7 @@ def assemble(
     labelled: bool = False,
 ) -> tuple[dict[str, Path], dict | None, dict[str, float]]:
     """The scene's outputs from its predicted blocks: (paths, metrics or None, timings)."""
-    staging = Path(staging)
+    staging = storage.path(staging)
     records = [_read_block(staging, b) for b in blocks]
     t0 = time.perf_counter()
     outputs = SceneOutputs(scene, out_dir, info, cfg)
@@ -258,7 +288,7 @@ def assemble(
     except BaseException:
         outputs.abort()
         raise
-    shutil.rmtree(staging, ignore_errors=True)
+    storage.rmtree(staging)
     stats = {
         "blocks": len(blocks),
         "workers": sorted({r.get("worker", "?") for r in records}),
@@ -272,7 +302,9 @@ def assemble(
 
 def _copy_block(outputs: SceneOutputs, d: Path, window: Window) -> None:
     """A block's rasters into the scene's, COPY_ROWS x COPY_COLS pixels at a time."""
-    sources = {key: rasterio.open(d / f"{key}.tif") for key in outputs.names}
+    with warnings.catch_warnings():  # a block's rasters carry no georeferencing
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        sources = {k: rasterio.open(storage.gdal_path(d / f"{k}.tif")) for k in outputs.names}
     try:
         for r in range(0, window.height, COPY_ROWS):
             for c in range(0, window.width, COPY_COLS):
@@ -291,7 +323,7 @@ def _copy_block(outputs: SceneOutputs, d: Path, window: Window) -> None:
         for src in sources.values():
             src.close()
     if outputs.preview is not None:
-        p = np.load(d / "preview.npz")
+        p = np.load(io.BytesIO((d / "preview.npz").read_bytes()))
         rs, cs = slice(*p["rows"]), slice(*p["cols"])
         outputs.preview.image[rs, cs] = p["image"]
         outputs.preview.classes[rs, cs] = p["classes"]

@@ -14,8 +14,11 @@
   outputs (`blocks.assemble`: the same files as `predict_scene`, equal to them pixel for
   pixel) and removes the staging folder.
 
-The workers and the launcher share `out_dir` and the images (a local disk here;
-the storage layer of issue 17 makes these URIs). Paths travel as strings.
+The workers and the launcher share `out_dir`, the images and the model: a local disk, or
+s3:// / gs:// URIs (the blocks are then staged in the bucket, under the output's hidden
+`.<scene>.blocks-*` prefix, so workers on other machines share them; each worker copies
+a model in a bucket into its local cache once, in `PredictBlock.setup`). Paths travel as
+strings.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from reseg import storage
 from reseg.artifacts import ModelInfo
 from reseg.components.predictor.blocks import (
     assemble,
@@ -150,7 +154,7 @@ def predict_beam(
         raise ConfigError(f"scene ids must be distinct: {ids}")
     t0 = time.perf_counter()
     info = info or load_backend(model).info  # checks the model here, before a worker starts
-    out = Path(out_dir)
+    out = storage.path(out_dir)
     scenes = []
     for k, image in enumerate(images):  # every input checked before anything is written
         scene = open_scene(image, info, cfg.nodata, ids[k])
@@ -159,7 +163,7 @@ def predict_beam(
             label_data_config(image, lab, info, scene.nodata, data)
             lab = lab if isinstance(lab, VectorLabels) else str(lab)
         scenes.append((scene, lab))
-    out.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(out)
     tasks: dict[str, SceneTask] = {}
     for scene, lab in scenes:
         staging = staging_dir(out, scene, model, cfg)
@@ -195,7 +199,7 @@ def _result(out: Path, task: SceneTask, cfg: PredictConfig, wall: float) -> Scen
         names["metrics"] = f"{sid}.metrics.json"
     paths = {k: out / n for k, n in names.items()}
     missing = [str(p) for p in paths.values() if not p.exists()]
-    if missing or Path(task.staging).exists():
+    if missing or storage.path(task.staging).exists():
         raise RuntimeError(f"the Beam prediction did not finish scene {sid} (missing {missing})")
     metrics = json.loads(paths["metrics"].read_text()) if "metrics" in paths else None
     return ScenePrediction(sid, paths, metrics, {"wall_s": wall, "beam": True})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg import storage
 from reseg.artifacts import ModelInfo
 from reseg.config import IGNORE, ClassSpec, DataConfig, SceneSpec, VectorLabels
 from reseg.errors import InputError
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 
 VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".fgb", ".kml")
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def _resolve(p: str | Path) -> str:
+    """An absolute local path, or a URI as it is."""
+    return str(p) if storage.is_remote(p) else str(Path(p).resolve())
 
 
 def _classes(info: ModelInfo) -> list[ClassSpec]:
@@ -53,7 +59,7 @@ def label_data_config(
         data: a config's data section: its classes must equal the model's; its label
             value map and vector specs are used.
     """
-    image = str(Path(image).resolve())
+    image = _resolve(image)
     if data is not None and [c.name for c in data.classes] != list(info.class_names):
         raise InputError(
             f"the config's classes {[c.name for c in data.classes]} differ from the model's {list(info.class_names)}"
@@ -61,12 +67,12 @@ def label_data_config(
     vector: VectorLabels | None = labels if isinstance(labels, VectorLabels) else None
     raster: str | None = None
     if vector is None:
-        path = str(Path(str(labels)).resolve())
-        if Path(path).suffix.lower() in VECTOR_SUFFIXES:
+        path = _resolve(labels)
+        if storage.path(path).suffix.lower() in VECTOR_SUFFIXES:
             listed = [
                 s
                 for s in (data.scenes if data else [])
-                if s.vector and Path(s.vector.path).resolve() == Path(path)
+                if s.vector and _resolve(s.vector.path) == path
             ]
             if not listed:
                 raise InputError(

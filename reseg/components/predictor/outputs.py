@@ -15,6 +15,10 @@
 - `<scene>.preview.png`: the image (three bands, 2-98 % stretch) with the
   class colours laid over at 45 % opacity, longest side `preview_size`.
 
+On object storage (`out_dir` an s3:// or gs:// URI) the same files are made in a local
+folder of the cache (`storage.local_stage`, one scene at a time) and uploaded when the
+scene is complete, the class map `<scene>.tif` last (`SceneOutputs._upload`).
+
 Everything is first written in a hidden staging folder `.<scene>.tmp-<fingerprint>`
 (a plain tiled GeoTIFF window by window, then `cog_translate`; the fingerprint is
 that of the image, the model and the predict section), and moved to its final
@@ -41,6 +45,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
+from reseg import storage
 from reseg.artifacts import ModelInfo, fingerprint, write_json
 from reseg.components.predictor.preview import PreviewCanvas, hex_rgb
 from reseg.components.predictor.reader import SceneImage
@@ -117,8 +122,13 @@ class SceneOutputs:
 
     def __init__(self, scene: SceneImage, out_dir: str | Path, info: ModelInfo, cfg: PredictConfig):
         self.scene, self.info, self.cfg = scene, info, cfg
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        fp = fingerprint(scene.path, info.architecture, info.class_names, cfg.model_dump())
+        self.final_dir = storage.path(out_dir)
+        if storage.is_remote(self.final_dir):  # written here, uploaded by `finish`
+            self.out_dir = storage.local_stage(self.final_dir / scene.id, fp)
+        else:
+            self.out_dir = Path(out_dir)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.names = {
             "classes": f"{scene.id}.tif",
             "confidence": f"{scene.id}.confidence.tif",
@@ -130,7 +140,6 @@ class SceneOutputs:
             log.info("%s: removing %s, left by a run that did not finish", scene.id, stale)
             shutil.rmtree(stale, ignore_errors=True)
         self._check_space()
-        fp = fingerprint(scene.path, info.architecture, info.class_names, cfg.model_dump())
         self.tmp = self.out_dir / f".{scene.id}.tmp-{fp[:12]}"
         self.tmp.mkdir()
         self._raw: dict[str, rasterio.io.DatasetWriter] = {}
@@ -257,7 +266,25 @@ class SceneOutputs:
             os.replace(path, target)
             final[key] = target
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if storage.is_remote(self.final_dir):
+            return self._upload(final)
         return final
+
+    def _upload(self, files: dict[str, Path]) -> dict[str, Path]:
+        """Upload the finished outputs to the object-store folder, the class map last.
+
+        The class map `<scene>.tif` is the file a reader trusts: an older one is deleted
+        first, and the new one is put only after every other output, so a crash leaves
+        no class map beside a partial set. The local folder is removed after.
+        """
+        order = [k for k in files if k != "classes"] + ["classes"]
+        storage.rmtree(self.final_dir / files["classes"].name)
+        out = {}
+        for key in order:
+            out[key] = self.final_dir / files[key].name
+            storage.upload(files[key], out[key])
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+        return {k: out[k] for k in files}
 
     @contextlib.contextmanager
     def _disk_full_as_error(self, raw: Path) -> Iterator[None]:
@@ -301,3 +328,5 @@ class SceneOutputs:
             except Exception:  # already closed or broken; it is being thrown away
                 pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if storage.is_remote(self.final_dir):
+            shutil.rmtree(self.out_dir, ignore_errors=True)

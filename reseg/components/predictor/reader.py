@@ -18,6 +18,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
+from reseg import storage
 from reseg.artifacts import ModelInfo
 from reseg.errors import InputError, check_readable
 from reseg.windows import Window
@@ -53,11 +54,14 @@ def open_scene(
         scene_id: the name of the scene's outputs; default the image's file name stem.
     """
     path = str(path)
-    check_readable(path, "image")
+    if storage.is_remote(path):  # s3:// or gs://: GDAL reads it through its cloud paths
+        storage.check_input(path, "image file")
+    else:
+        check_readable(path, "image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(path)
+            ds = rasterio.open(storage.gdal_path(path))
     except RasterioError as e:
         raise InputError(f"{path}: cannot open image raster: {e}") from None
     with ds:
@@ -90,7 +94,7 @@ def open_scene(
             nodata = ds.nodata if ds.nodata is not None else info.nodata
         return SceneImage(
             path=path,
-            id=scene_id or Path(path).stem,
+            id=scene_id or storage.path(path).stem,
             height=ds.height,
             width=ds.width,
             bands=bands,
@@ -109,7 +113,7 @@ class ImageReader:
         self.scene = scene
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._ds = rasterio.open(scene.path)
+            self._ds = rasterio.open(storage.gdal_path(scene.path))
 
     def close(self) -> None:
         self._ds.close()

@@ -11,7 +11,9 @@ on (all folds but the validation fold), so they are optimistic; the held-out
 figures are the rounds' `eval/metrics.json`.
 
 The folder is built in `predictions.tmp-<fingerprint>` and published with its
-`manifest.json` when every scene is written; a killed run keeps the scenes it
+`manifest.json` when every scene is written (on a root in a bucket the staging folder
+is in the bucket too, each scene made in a local folder of the cache and uploaded
+when complete: `SceneOutputs`); a killed run keeps the scenes it
 finished there (each scene's files are themselves published atomically) and a
 rerun predicts only the rest. A rerun with the same model and predict section
 returns the published folder untouched.
@@ -22,12 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.components.exporter.sources import DEFAULT, resolve
 from reseg.components.predictor.blocks import EXECUTION_ONLY
 from reseg.components.predictor.job import predict_beam
@@ -49,7 +50,7 @@ def _model_key(root: Path, path: Path) -> str:
         p = path / name
         if p.exists():
             parts.append(p.read_text())
-    return artifacts.fingerprint(os.path.relpath(path, root), parts)
+    return artifacts.fingerprint(storage.relpath(path, root), parts)
 
 
 def predict_root(
@@ -61,7 +62,7 @@ def predict_root(
     (`predictor.job`) with the `beam` section's options and `beam_args`; the outputs, and
     so the fingerprint, are the same either way.
     """
-    root = Path(root)
+    root = storage.path(root)
     label, fold, model_path = resolve(cfg, root, cfg.export.source, DEFAULT)
     pcfg, said = apply_tuning(cfg.predict, find_tuning(model_path))
     if said:
@@ -136,12 +137,18 @@ def _predict_scenes(
             scene_id=sid,
         )
         written.append(_record(tmp, scene, res))
-    for p in tmp.glob(".*.done.json"):
-        p.unlink()
-    for pattern in (".*.tmp-*", ".*.blocks-*"):  # a scene's staging: never published
-        for p in tmp.glob(pattern):
-            shutil.rmtree(p, ignore_errors=True)
+    for name in _top_names(tmp):  # scene records and stagings: never published
+        if name.endswith(".done.json") or ".tmp-" in name or ".blocks-" in name:
+            if name.startswith("."):
+                storage.rmtree(tmp / name)
     return written
+
+
+def _top_names(folder: Path) -> list[str]:
+    """Names of the files and folders directly in `folder` (hidden ones too)."""
+    if storage.is_remote(folder):
+        return sorted({n.split("/", 1)[0] for n in storage.files_under(folder)})
+    return sorted(os.listdir(folder))
 
 
 def _record(tmp: Path, scene, res) -> dict[str, Any]:

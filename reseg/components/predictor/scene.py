@@ -21,12 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import numpy as np
 import rasterio
 
+from reseg import storage
 from reseg.artifacts import ModelInfo
 from reseg.components.predictor.labels import LabelReader, label_data_config
 from reseg.components.predictor.outputs import SceneOutputs
@@ -475,7 +476,12 @@ def unique_ids(images: Sequence[str | Path]) -> list[str]:
     """Output names for images: the file name stem, prefixed by as many parent folders as it
     takes to tell images with the same file name apart (`a/image.tif`, `b/image.tif` ->
     `a_image`, `b_image`)."""
-    parts = [Path(p).resolve().with_suffix("").parts for p in images]
+    parts = [
+        PurePosixPath(str(p).split("://", 1)[1]).with_suffix("").parts  # bucket and key
+        if storage.is_remote(p)
+        else Path(p).resolve().with_suffix("").parts
+        for p in images
+    ]
     depth = 1
     while True:
         ids = ["_".join(p[-depth:]) for p in parts]
