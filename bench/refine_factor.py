@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, r in enumerate(collect(plan)):
         if r.cell.kind != "refine":
             continue
-        beat, gains, applied = 0, {}, {}
+        beat, gains, applied, deltas = 0, {}, {}, {}
         for s, k in runs:
             rec = artifacts.RefineTuning.load(
                 layout.refine_dir(seed_root(r.group.root, s), k)
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             f = r.runs[(s, k)]
             d = None if f.merged is None or f.r0 is None else f.merged - f.r0
             applied[(s, k)] = (d if t["better"] else 0.0) if d is not None else None
+            deltas[f"seed{s}.fold{k}"] = d
         as_applied = stats.seed_fold_interval(
             applied, b["samples"], b["level"], b["seed"] + 1000 + i, b.get("power", 0.8)
         )
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 "delta_seeds_folds": r.comparisons["vs_r0"].as_dict(),
                 "delta_tiles": r.d_merged.as_dict(),
                 "delta_as_applied": as_applied.as_dict(),
+                "delta_runs": deltas,
                 "validation_gain": gains,
                 "beat_on_validation": beat,
                 "runs": len(runs),
