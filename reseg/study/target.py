@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from reseg import artifacts, layout
+from reseg.metrics import scores
 from reseg.study import stats, tilecm
 from reseg.study.cells import ROUND0_KINDS, seed_root
 from reseg.study.plan import Plan
@@ -40,6 +41,18 @@ def _json(path: Path) -> Any:
 
 def _miou(path: Path) -> float | None:
     return (_json(path / layout.METRICS_JSON) or {}).get("mean_iou")
+
+
+def _same_tiles(a: tuple | None, c: tuple | None) -> float | None:
+    """mIoU of `c` minus mIoU of `a` (per-tile confusions) on the tiles both have, each over
+    the classes in those tiles' labels; None without both or without common tiles."""
+    if a is None or c is None:
+        return None
+    ca, cc = tilecm.aligned(a, c)
+    if not len(ca):
+        return None
+    ma, mc = scores(ca.sum(0))["mean_iou"], scores(cc.sum(0))["mean_iou"]
+    return None if ma is None or mc is None else mc - ma
 
 
 def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
@@ -73,11 +86,15 @@ def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
             a = tilecm.load(g / "study" / f"r0_target_fold{k}.npz")
             for what in pairs:
                 vals[what].append(got[what])
-                ok = got[what] is not None and r0 is not None
-                runs[what][(seed, k)] = got[what] - r0 if ok else None
                 c = tilecm.load(root / "study" / f"{what}_target_fold{k}.npz")
                 if a is not None and c is not None:
                     pairs[what].append(tilecm.aligned(a, c))
+                if what == "merged":
+                    # the merge covers fold k's tiles only: round 0 on those same tiles
+                    runs[what][(seed, k)] = _same_tiles(a, c)
+                else:
+                    ok = got[what] is not None and r0 is not None
+                    runs[what][(seed, k)] = got[what] - r0 if ok else None
         if not any(v is not None for v in vals["r0"]):
             continue
         acc = stats.mean_sd(vals["acc"])[0]
