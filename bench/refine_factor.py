@@ -1,15 +1,17 @@
 """Refinement as a study factor, measured alone: round 0 with and without tuned CRF / SLIC.
 
-Plans a study (`reseg study`'s plan, with `baselines.refine` on) and runs only the
-jobs the refine cells need: the data of each resolution and round 0 of each group
-and fold, which tunes CRF and SLIC on the validation fold (k + 1) mod K and
+Plans a study (`reseg study`'s plan, with `baselines.refine` on and the TTA baseline off)
+and runs only the jobs the refine cells need: the data of each resolution and round 0 of
+each group, seed and fold, which tunes CRF and SLIC on the validation fold (k + 1) mod K and
 evaluates them on fold k (`reseg.study.refine`). The selection cells are not run.
-Prints, per group and method, round 0's mIoU, the tuned refinement's mIoU (mean over
-folds), their paired difference with the study's 95% tile-bootstrap interval, and in
-how many folds the tuned setting beat no refinement on validation (what prediction
-applies by default), and the held-out mIoU over the classes in the labels (mIoU_l, the
-tuning's criterion) without refinement, with it, and as prediction applies it (refined in
-the folds where it beat no refinement on validation, plain elsewhere); writes bench/results/refine_factor_<study>.json.
+Prints, per group and method, round 0's mIoU and the tuned refinement's (mean over the
+(seed, fold) runs), their paired difference with the seeds x folds interval
+(`reseg.study.stats.seed_fold_interval`: folds resampled, seeds within folds; the primary
+interval) and the pooled tile-bootstrap interval (secondary), in how many (seed, fold) runs
+the tuned setting beat no refinement on validation (what prediction applies by default), and
+the difference as prediction applies it (refined in the runs where it beat no refinement on
+validation, round 0 elsewhere) with its seeds x folds interval; writes
+bench/results/refine_factor_<study>.json.
 
     python bench/refine_factor.py examples/study_demo_landsat.yaml --profile quick --root runs/refine-landsat
 """
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from reseg import artifacts, layout, quiet
     from reseg.pipeline import steps
+    from reseg.study import stats
+    from reseg.study.cells import seed_root, seeded
     from reseg.study.config import load_study
     from reseg.study.plan import build_plan, config_of, is_done
     from reseg.study.refine import run_refine
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.INFO)
     study, base = load_study(args.study, args.profile)
     study = study.model_copy(
-        update={"baselines": study.baselines.model_copy(update={"refine": True})}
+        update={"baselines": study.baselines.model_copy(update={"refine": True, "tta": False})}
     )
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -59,72 +63,96 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for job in plan.jobs:
         if job.kind in ("data", "r0") and not is_done(root, job):
+            t0 = time.time()
             run_job(root, job.id)
+            print(f"{job.id}: {time.time() - t0:.0f} s", flush=True)
     # the tuning again on round 0 (skipped when current): a finished study root picks up a
     # change of the tuning code or grid without retraining round 0
     for job in plan.jobs:
         if job.kind == "r0":
             g = plan.group(job.params["group"])
-            cells = {plan.cell(c).x: Path(plan.cell(c).root) for c in job.params["refine_cells"]}
-            ctx = steps.Context(config_of(g.config, g.id), Path(g.root))
+            seed = job.params["seed"]
+            cells = {
+                plan.cell(c).x: seed_root(plan.cell(c).root, seed)
+                for c in job.params["refine_cells"]
+            }
+            cfg = config_of(seeded(g.config, seed), g.id)
+            ctx = steps.Context(cfg, seed_root(g.root, seed), tuple(plan.beam_args))
             run_refine(ctx, job.params["fold"], cells)
     wall = time.time() - started
 
+    b = plan.study["bootstrap"]
+    runs = [(s, k) for s in plan.seeds for k in plan.folds]
     rows = []
-    for r in collect(plan):
+    for i, r in enumerate(collect(plan)):
         if r.cell.kind != "refine":
             continue
-        beat, gains, lab_none, lab_ref, lab_rule = 0, [], [], [], []
-        for k in plan.folds:
-            rec = artifacts.RefineTuning.load(layout.refine_dir(r.group.root, k)).record
+        beat, gains, applied, deltas = 0, {}, {}, {}
+        for s, k in runs:
+            rec = artifacts.RefineTuning.load(
+                layout.refine_dir(seed_root(r.group.root, s), k)
+            ).record
             t = rec["methods"][r.cell.x]
             beat += bool(t["better"])
-            gains.append(t["gain"])
-            lab_none.append(rec["none"]["evaluation"]["miou_labelled"])
-            lab_ref.append(t["evaluation"]["miou_labelled"])
-            lab_rule.append(lab_ref[-1] if t["better"] else lab_none[-1])
+            gains[f"seed{s}.fold{k}"] = t["gain"]
+            f = r.runs[(s, k)]
+            d = None if f.merged is None or f.r0 is None else f.merged - f.r0
+            applied[(s, k)] = (d if t["better"] else 0.0) if d is not None else None
+            deltas[f"seed{s}.fold{k}"] = d
+        as_applied = stats.seed_fold_interval(
+            applied, b["samples"], b["level"], b["seed"] + 1000 + i, b.get("power", 0.8)
+        )
         rows.append(
             {
                 "group": r.group.id,
                 "resolution": r.group.resolution,
                 "method": r.cell.x,
-                "r0": r.over_folds("r0")[:2],
-                "refined": r.over_folds("merged")[:2],
+                "r0": r.over_runs("r0")[:2],
+                "refined": r.over_runs("merged")[:2],
+                "delta_seeds_folds": r.comparisons["vs_r0"].as_dict(),
                 "delta_tiles": r.d_merged.as_dict(),
-                "delta_folds": r.d_merged_folds.as_dict(),
+                "delta_as_applied": as_applied.as_dict(),
+                "delta_runs": deltas,
                 "validation_gain": gains,
-                "held_out_labelled_classes": {
-                    "none": sum(lab_none) / len(lab_none),
-                    "refined": sum(lab_ref) / len(lab_ref),
-                    "as_applied": sum(lab_rule) / len(lab_rule),
-                },
                 "beat_on_validation": beat,
-                "folds": len(plan.folds),
+                "runs": len(runs),
             }
         )
     out = REPO / "bench" / "results" / f"refine_factor_{study.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
-            {"study": study.name, "profile": args.profile, "wall_s": wall, "rows": rows}, indent=2
+            {
+                "study": study.name,
+                "profile": args.profile,
+                "seeds": plan.seeds,
+                "folds": plan.folds,
+                "wall_s": wall,
+                "rows": rows,
+            },
+            indent=2,
         )
     )
-    print(f"\n{study.name} ({args.profile or 'default'}), folds {plan.folds}")
+
+    def iv(d: dict) -> str:
+        if d["mean"] is None:
+            return "–"
+        if d["low"] is None:
+            return f"{d['mean']:+.3f}"
+        return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+    print(f"\n{study.name} ({args.profile or 'default'}), seeds {plan.seeds}, folds {plan.folds}")
     print(
-        f"{'group':<14} {'refine':<6} {'round 0':>7} {'refined':>7} {'Δ [95% CI]':>26} "
-        f"{'applied':>8} {'r0 mIoU_l':>9} {'ref mIoU_l':>10} {'rule mIoU_l':>11}"
+        f"{'group':<14} {'refine':<6} {'round 0':>7} {'refined':>7} "
+        f"{'Δ seeds x folds':>26} {'Δ tiles':>26} {'applied':>8} {'Δ as applied':>26}"
     )
     for row in rows:
-        d = row["delta_tiles"]
-        iv = "–" if d["mean"] is None else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
         print(
             f"{row['group']:<14} {row['method']:<6} {row['r0'][0]:7.3f} {row['refined'][0]:7.3f} "
-            f"{iv:>26} {row['beat_on_validation']:>4}/{row['folds']} "
-            f"{row['held_out_labelled_classes']['none']:9.3f} "
-            f"{row['held_out_labelled_classes']['refined']:10.3f} "
-            f"{row['held_out_labelled_classes']['as_applied']:11.3f}"
+            f"{iv(row['delta_seeds_folds']):>26} {iv(row['delta_tiles']):>26} "
+            f"{row['beat_on_validation']:>4}/{row['runs']:<3} {iv(row['delta_as_applied']):>26}"
         )
-    print(f"wrote {out}")
+    print(f"wall {wall:.0f} s; wrote {out}")
     return 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from reseg import artifacts, layout
+from reseg.metrics import scores
 from reseg.study import stats, tilecm
 from reseg.study.cells import ROUND0_KINDS, seed_root
 from reseg.study.plan import Plan
@@ -40,6 +41,18 @@ def _json(path: Path) -> Any:
 
 def _miou(path: Path) -> float | None:
     return (_json(path / layout.METRICS_JSON) or {}).get("mean_iou")
+
+
+def _same_tiles(a: tuple | None, c: tuple | None) -> float | None:
+    """mIoU of `c` minus mIoU of `a` (per-tile confusions) on the tiles both have, each over
+    the classes in those tiles' labels; None without both or without common tiles."""
+    if a is None or c is None:
+        return None
+    ca, cc = tilecm.aligned(a, c)
+    if not len(ca):
+        return None
+    ma, mc = scores(ca.sum(0))["mean_iou"], scores(cc.sum(0))["mean_iou"]
+    return None if ma is None or mc is None else mc - ma
 
 
 def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
@@ -73,11 +86,15 @@ def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
             a = tilecm.load(g / "study" / f"r0_target_fold{k}.npz")
             for what in pairs:
                 vals[what].append(got[what])
-                ok = got[what] is not None and r0 is not None
-                runs[what][(seed, k)] = got[what] - r0 if ok else None
                 c = tilecm.load(root / "study" / f"{what}_target_fold{k}.npz")
                 if a is not None and c is not None:
                     pairs[what].append(tilecm.aligned(a, c))
+                if what == "merged":
+                    # the merge covers fold k's tiles only: round 0 on those same tiles
+                    runs[what][(seed, k)] = _same_tiles(a, c)
+                else:
+                    ok = got[what] is not None and r0 is not None
+                    runs[what][(seed, k)] = got[what] - r0 if ok else None
         if not any(v is not None for v in vals["r0"]):
             continue
         acc = stats.mean_sd(vals["acc"])[0]
@@ -157,9 +174,34 @@ def paired(plan: Plan, a: dict, b: dict, what: str = "last") -> dict:
     return stats.tile_interval(pairs, s["samples"], s["level"], s["seed"] + 2000).as_dict()
 
 
+def _last_target(root: Path, rounds: int, fold: int) -> float | None:
+    """Target mIoU of the last round (> 0) with target metrics under a cell's seed root."""
+    for r in range(rounds, 0, -1):
+        m = _miou(layout.target_eval_dir(root, r, fold))
+        if m is not None:
+            return m
+    return None
+
+
+def paired_runs(plan: Plan, a: dict, b: dict) -> dict:
+    """Target mIoU of cell row `b`'s last round minus cell row `a`'s, paired by (seed, fold)
+    run, with the seeds x folds interval of `stats.seed_fold_interval` (an Interval dict)."""
+    d: dict[tuple[int, int], float | None] = {}
+    for seed in plan.seeds:
+        for k in plan.folds:
+            va = _last_target(seed_root(a["root"], seed), plan.rounds, k)
+            vb = _last_target(seed_root(b["root"], seed), plan.rounds, k)
+            d[(seed, k)] = None if va is None or vb is None else vb - va
+    s = plan.study["bootstrap"]
+    return stats.seed_fold_interval(
+        d, s["samples"], s["level"], s["seed"] + 4000, s.get("power", 0.8)
+    ).as_dict()
+
+
 def verdict(rows: list[dict], plan: Plan | None = None) -> list[str]:
     """Per group, in words: do pseudo-label rounds raise target mIoU, against source only and
-    against the labelled-pixel rounds, and by how much (interval over target tiles).
+    against the labelled-pixel rounds, and by how much (seeds x folds intervals first, the
+    target-tile bootstrap second).
 
     The best cell of each kind is picked by its mean difference, so the comparison favours
     whichever kind has more cells; the intervals do not correct for that choice.
@@ -187,8 +229,11 @@ def verdict(rows: list[dict], plan: Plan | None = None) -> list[str]:
         if lab is not None:
             line += f"; the best labelled-pixel cell ({lab['label']}) by {_iv(lab['runs_last'])}"
             if plan is not None:
-                vs = paired(plan, lab, p)
-                line += f"; pseudo-labels minus labelled-pixel rounds: {_iv(vs)}, " + _words(vs)
+                vr, vs = paired_runs(plan, lab, p), paired(plan, lab, p)
+                line += (
+                    f"; pseudo-labels minus labelled-pixel rounds: {_iv(vr)} over seeds x folds "
+                    f"(target tiles {_iv(vs)}), " + _words(vr)
+                )
         out.append(line + ".")
     return out
 

@@ -111,3 +111,82 @@ def test_pseudo_minus_labelled_is_paired_over_target_tiles(tmp_path):
     d = paired(plan, rows["lab"], rows["pseudo"])
     assert d["mean"] > 0.2 and d["low"] > 0 and d["n"] == 80
     assert paired(plan, rows["pseudo"], rows["lab"])["high"] < 0
+
+
+def test_pseudo_minus_labelled_is_paired_over_seeds_and_folds_on_the_last_round(tmp_path):
+    """Each (seed, fold) run pairs the two cells' last-round target mIoU (a cell that stopped
+    early: its last round), and a run that lacks one side drops out."""
+    from types import SimpleNamespace
+
+    from reseg import artifacts, layout
+    from reseg.study.target import paired_runs
+
+    def put(cell, seed, r, k, miou):
+        d = layout.target_eval_dir(tmp_path / cell / f"seed{seed}", r, k)
+        d.mkdir(parents=True)
+        artifacts.write_json(d / layout.METRICS_JSON, {"mean_iou": miou})
+
+    for s in (0, 1, 2):
+        for k in (0, 1):
+            put("lab", s, 2, k, 0.50 + 0.01 * s + 0.02 * k)
+            v = 0.53 + 0.01 * s + 0.02 * k + 0.002 * s
+            if (s, k) == (2, 1):  # this run never ran for the pseudo cell
+                continue
+            if (s, k) == (1, 1):  # stopped after round 1
+                put("pseudo", s, 1, k, v)
+            else:
+                put("pseudo", s, 1, k, 0.10)  # an earlier round, not the last one
+                put("pseudo", s, 2, k, v)
+    plan = SimpleNamespace(
+        seeds=[0, 1, 2],
+        folds=[0, 1],
+        rounds=2,
+        study={"bootstrap": {"samples": 500, "level": 0.95, "seed": 0}},
+    )
+    rows = {n: {"root": str(tmp_path / n)} for n in ("lab", "pseudo")}
+    d = paired_runs(plan, rows["lab"], rows["pseudo"])
+    assert d["n"] == 5
+    # fold means: fold 0 = 0.03 + 0.002 (seeds 0, 1, 2), fold 1 = 0.03 + 0.001 (seeds 0, 1)
+    assert abs(d["mean"] - (0.032 + 0.031) / 2) < 1e-9
+    assert 0 < d["low"] <= d["mean"] <= d["high"]
+    assert paired_runs(plan, rows["pseudo"], rows["lab"])["high"] < 0
+
+
+def test_merged_target_difference_pairs_round_0_on_the_merged_tiles_only(tmp_path):
+    """The merge covers the evaluation fold's target tiles only: its seeds x folds difference
+    to round 0 is taken on those tiles, not against round 0 on every target pixel."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from reseg import artifacts, layout
+    from reseg.metrics import scores
+    from reseg.study import tilecm
+    from reseg.study.target import target_rows
+
+    good = np.array([[50, 0], [0, 50]], np.int64)
+    bad = np.array([[10, 40], [40, 10]], np.int64)
+    keys = np.array(["t/0", "t/1", "t/2", "t/3"])
+    r0_cms = np.stack([good, good, bad, bad])  # round 0: right on t/0, t/1 only
+    g, c = tmp_path / "g" / "seed0", tmp_path / "c" / "seed0"
+    tilecm.save(g / "study" / "r0_target_fold0.npz", keys, r0_cms)
+    d = layout.target_eval_dir(g, 0, 0)
+    d.mkdir(parents=True)
+    r0_all = scores(r0_cms.sum(0))["mean_iou"]
+    artifacts.write_json(d / layout.METRICS_JSON, {"mean_iou": r0_all})
+    # the merge: fold 0's tiles t/0 and t/1, as right as round 0 there
+    tilecm.save(c / "study" / "merged_target_fold0.npz", keys[:2], r0_cms[:2])
+    d = layout.merged_target_dir(c, 0)
+    d.mkdir(parents=True)
+    artifacts.write_json(d / layout.METRICS_JSON, {"mean_iou": 1.0})
+    cell = SimpleNamespace(kind="pseudo", id="g.p", root=str(tmp_path / "c"), group="g", label="p")
+    res = SimpleNamespace(
+        cell=cell,
+        group=SimpleNamespace(root=str(tmp_path / "g")),
+        runs={(0, 0): SimpleNamespace(last_round=None)},
+    )
+    plan = SimpleNamespace(study={"bootstrap": {"samples": 200, "level": 0.95, "seed": 0}})
+    (row,) = target_rows(plan, [res])
+    assert r0_all < 0.5 and row["merged"][0] == 1.0  # the unpaired figures differ by > 0.5
+    assert abs(row["runs_merged"]["mean"]) < 1e-12
+    assert abs(row["d_merged"]["mean"]) < 1e-12
