@@ -29,6 +29,14 @@ class GrowConfig(Section):
     max: float = Field(gt=0, le=100)
 
 
+def check_percent(v: float | list[float]) -> float | list[float]:
+    """x (or one x per class) within 0..100: the `percent` validator of selection and pseudo."""
+    values = v if isinstance(v, list) else [v]
+    if not values or any(not 0 <= x <= 100 for x in values):
+        raise ValueError(f"percentages must be within 0..100, received {v}")
+    return v
+
+
 def percent_for(
     percent: float | list[float],
     grow: GrowConfig | None,
@@ -86,13 +94,7 @@ class SelectionConfig(Section):
     )
     emphasis: float = Field(1.0, gt=0, description="lambda of `emphasis` weighting.")
 
-    @field_validator("percent")
-    @classmethod
-    def _percent_range(cls, v: float | list[float]) -> float | list[float]:
-        values = v if isinstance(v, list) else [v]
-        if not values or any(not 0 <= x <= 100 for x in values):
-            raise ValueError(f"percentages must be within 0..100, received {v}")
-        return v
+    _percent_range = field_validator("percent")(check_percent)
 
     @model_validator(mode="after")
     def _band_needs_limits(self) -> SelectionConfig:
@@ -141,13 +143,7 @@ class PseudoConfig(Section):
     )
     weight: float = Field(1.0, gt=0, description="Loss weight of a pseudo-labelled pixel.")
 
-    @field_validator("percent")
-    @classmethod
-    def _percent_range(cls, v: float | list[float]) -> float | list[float]:
-        values = v if isinstance(v, list) else [v]
-        if not values or any(not 0 <= x <= 100 for x in values):
-            raise ValueError(f"percentages must be within 0..100, received {v}")
-        return v
+    _percent_range = field_validator("percent")(check_percent)
 
     def percent_for(self, selection_index: int, num_classes: int) -> list[float]:
         """x_c of every class for the s-th selection (after round s)."""
