@@ -5,12 +5,11 @@ and runs only the jobs the refine cells need: the data of each resolution and ro
 each group, seed and fold, which tunes CRF and SLIC on the validation fold (k + 1) mod K and
 evaluates them on fold k (`reseg.study.refine`). The selection cells are not run.
 Prints, per group and method, round 0's mIoU and the tuned refinement's (mean over the
-(seed, fold) runs), their paired difference with the seeds x folds interval
-(`reseg.study.stats.seed_fold_interval`: folds resampled, seeds within folds; the primary
-interval) and the pooled tile-bootstrap interval (secondary), in how many (seed, fold) runs
+(seed, fold) runs), their paired difference with the seeds x folds t-interval and p
+(`reseg.study.stats.paired_comparison`; the primary view) and the pooled tile-bootstrap interval (secondary), in how many (seed, fold) runs
 the tuned setting beat no refinement on validation (what prediction applies by default), and
 the difference as prediction applies it (refined in the runs where it beat no refinement on
-validation, round 0 elsewhere) with its seeds x folds interval; writes
+validation, round 0 elsewhere) with its seeds x folds comparison; writes
 bench/results/refine_factor_<study>.json.
 
     python bench/refine_factor.py examples/study_demo_landsat.yaml --profile quick --root runs/refine-landsat
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     b = plan.study["bootstrap"]
     runs = [(s, k) for s in plan.seeds for k in plan.folds]
     rows = []
-    for i, r in enumerate(collect(plan)):
+    for r in collect(plan):
         if r.cell.kind != "refine":
             continue
         beat, gains, applied, deltas = 0, {}, {}, {}
@@ -99,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             d = None if f.merged is None or f.r0 is None else f.merged - f.r0
             applied[(s, k)] = (d if t["better"] else 0.0) if d is not None else None
             deltas[f"seed{s}.fold{k}"] = d
-        as_applied = stats.seed_fold_interval(
-            applied, b["samples"], b["level"], b["seed"] + 1000 + i, b.get("power", 0.8)
-        )
+        as_applied = stats.compare_runs(applied, plan.tiling_folds, b["level"], b.get("power", 0.8))
         rows.append(
             {
                 "group": r.group.id,

@@ -181,14 +181,26 @@ class PseudoStudyConfig(Section):
 
 
 class BootstrapConfig(Section):
-    samples: int = Field(2000, ge=100, description="Bootstrap resamples.")
-    seed: int = Field(0)
-    level: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+    """The study's statistics (`reseg.study.stats`). The name stays `bootstrap` for the
+    tile view's resampling; the verdicts come from the seeds x folds t-intervals."""
+
+    samples: int = Field(2000, ge=100, description="Tile-bootstrap resamples (secondary view).")
+    seed: int = Field(0, description="Seed of the tile bootstrap.")
+    level: float = Field(
+        0.95, gt=0.5, lt=1, description="Confidence level of the intervals; alpha = 1 - level."
+    )
     power: float = Field(
         0.8,
         gt=0.5,
         lt=1,
-        description="Power of the smallest detectable difference: MDE = (z_{1-a/2} + z_power) SE.",
+        description="Power of the smallest detectable difference (MDE), from Student's t.",
+    )
+    training_share: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Assumed share of a fold's effect made of its training folds' effects "
+        "(inflates the fold variance for models that share training folds; 0: independent).",
     )
 
 

@@ -97,6 +97,11 @@ class Plan:
     def group(self, gid: str) -> Group:
         return next(g for g in self.groups if g.id == gid)
 
+    @property
+    def tiling_folds(self) -> int | None:
+        """K = tiling.folds of the groups' configs (the folds the evaluation folds are of)."""
+        return self.groups[0].config["tiling"]["folds"] if self.groups else None
+
     def cell(self, cid: str) -> Cell:
         return next(c for c in self.cells if c.id == cid)
 

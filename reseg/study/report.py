@@ -4,7 +4,8 @@ Sections: summary table; the seed spread of round 0; mIoU per round (mean over
 (seed, fold) runs with its interval) per cell; per-class IoU; the best x per class,
 resolution and model; merged vs last round vs round 0; baselines (selection vs more
 training, merging vs averaging); score histograms and selection Jaccard; the
-comparisons over seeds and folds (intervals, SE, MDE; method in `reseg.study.stats`);
+comparisons over seeds and folds (t-intervals, p and Holm p, SE, df, MDE; method in
+`reseg.study.stats`);
 the per-tile view against round 0; where the rounds help, in words.
 """
 
@@ -33,7 +34,7 @@ from reseg.study.tables import (
     summary_rows,
     verdict_section,
 )
-from reseg.study.target import target_section
+from reseg.study.target import target_data, target_section
 
 SECTIONS = (
     "Summary",
@@ -71,6 +72,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
     out = root / "report"
     out.mkdir(parents=True, exist_ok=True)
     results = collect(plan)
+    target = target_data(plan, results)  # adjusts the cells' comparisons with the target ones
     s = plan.study
     done = sum(r.complete for r in results)
     md = [
@@ -101,7 +103,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         *seed_spread_section(plan, results),
         "## mIoU per round",
         "",
-        "mIoU per round, mean over (seed, fold) runs with its seeds × folds interval.",
+        "mIoU per round, mean over (seed, fold) runs with its seeds × folds t-interval.",
         "",
     ]
     head = ["cell", *[f"r{k}" for k in range(plan.rounds + 1)], "merged"]
@@ -220,7 +222,7 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         ],
         rows,
     )
-    md += target_section(plan, results)
+    md += target_section(plan, target)
     md += verdict_section(plan, results)
     text = "\n".join(md)
     (out / "report.md").write_text(text)

@@ -5,7 +5,9 @@ score_hist.json, the per-tile confusions of the study jobs) of every
 (seed, evaluation fold) run, so the report can be written for a finished or a
 partial study. `collect` also pairs each cell with round 0, the all-pixels
 baseline, the TTA of round 0 and its own last round run by run (`COMPARISONS`)
-and gives each comparison its seeds x folds interval (`reseg.study.stats`).
+and gives each comparison its seeds x folds t-interval, p-value and MDE
+(`reseg.study.stats.paired_comparison`), the p-values Holm-adjusted over the study's
+family of comparisons (`adjust`).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class CellResult:
     bootstrap: dict[str, Any] = field(default_factory=dict)
     d_merged: stats.Interval = stats.NONE  # tile view: merged − round 0
     d_last: stats.Interval = stats.NONE  # tile view: last round − round 0
-    comparisons: dict[str, stats.Interval] = field(default_factory=dict)  # seeds x folds
+    comparisons: dict[str, stats.Comparison] = field(default_factory=dict)  # seeds x folds
+    k_total: int | None = None  # tiling.folds (the overlap correction's fold scheme)
 
     @property
     def complete(self) -> bool:
@@ -92,12 +95,9 @@ class CellResult:
         """Mean, sd and count over (seed, fold) runs of `r0`, `last`, `merged` or `round` r."""
         return stats.mean_sd(list(self.values(what, r).values()))
 
-    def interval(self, what: str, r: int | None = None) -> stats.Interval:
-        """Mean over folds and seeds of a figure, with its seeds x folds bootstrap interval."""
-        b = self.bootstrap or {"samples": 1000, "level": 0.95, "seed": 0, "power": 0.8}
-        return stats.seed_fold_interval(
-            self.values(what, r), b["samples"], b["level"], b["seed"], b.get("power", 0.8)
-        )
+    def interval(self, what: str, r: int | None = None) -> stats.Comparison:
+        """Mean over folds and seeds of a figure, with its seeds x folds t-interval."""
+        return runs_comparison(self.values(what, r), self.k_total, self.bootstrap)
 
     def class_iou(self, what: str, name: str) -> float | None:
         """Mean over runs of class `name`'s IoU for `r0`, `last` or `merged`."""
@@ -179,9 +179,24 @@ def _paired(a: CellResult, what: str, b: CellResult, b_what: str) -> dict[Run, f
     return out
 
 
+def runs_comparison(
+    values: dict[Run, float | None], k_total: int | None, b: dict[str, Any] | None
+) -> stats.Comparison:
+    """`stats.compare_runs` with the study's `bootstrap` settings (level, power, share)."""
+    b = b or {}
+    return stats.compare_runs(
+        values,
+        k_total,
+        b.get("level", 0.95),
+        b.get("power", 0.8),
+        b.get("training_share", stats.TRAINING_SHARE),
+    )
+
+
 def compare(results: list[CellResult], b: dict[str, Any]) -> None:
-    """Fill every result's `comparisons` (`COMPARISONS`) with seeds x folds intervals."""
-    for i, r in enumerate(results):
+    """Fill every result's `comparisons` (`COMPARISONS`) with seeds x folds comparisons
+    (unadjusted: `adjust` corrects them as one family)."""
+    for r in results:
         for key, _, what, other, other_what in COMPARISONS:
             if r.cell.kind in ROUND0_KINDS and key != "vs_r0":
                 continue
@@ -191,10 +206,24 @@ def compare(results: list[CellResult], b: dict[str, Any]) -> None:
                 base = _baseline(results, r.cell.group, other)
                 if base is None or base is r:
                     continue
-            d = _paired(r, what, base, other_what)
-            r.comparisons[key] = stats.seed_fold_interval(
-                d, b["samples"], b["level"], b["seed"] + i, b.get("power", 0.8)
-            )
+            r.comparisons[key] = runs_comparison(_paired(r, what, base, other_what), r.k_total, b)
+
+
+def family(results: list[CellResult]) -> list[tuple[CellResult, str]]:
+    """The (cell, comparison key) pairs of the study's comparisons, in report order."""
+    return [(r, key) for r in results for key, *_ in COMPARISONS if key in r.comparisons]
+
+
+def adjust(results: list[CellResult], extra: list[stats.Comparison] = ()) -> list[stats.Comparison]:
+    """Holm-adjust every cell's comparisons and `extra` (the target section's) as one family.
+
+    Replaces the cells' comparisons in place; returns `extra` adjusted.
+    """
+    keys = family(results)
+    done = stats.adjust_family([r.comparisons[k] for r, k in keys] + list(extra))
+    for (r, k), c in zip(keys, done, strict=False):
+        r.comparisons[k] = c
+    return done[len(keys) :]
 
 
 def collect(plan: Plan) -> list[CellResult]:
@@ -205,7 +234,7 @@ def collect(plan: Plan) -> list[CellResult]:
     for i, cell in enumerate(plan.cells):
         group = plan.group(cell.group)
         data = {(s, k): _fold_data(plan, cell, group, s, k) for s, k in runs}
-        res = CellResult(cell, group, data, b)
+        res = CellResult(cell, group, data, b, k_total=plan.tiling_folds)
         seed = b["seed"] + i
         for what in ("merged", "last"):
             if cell.kind in ROUND0_KINDS and what == "last":
@@ -219,6 +248,7 @@ def collect(plan: Plan) -> list[CellResult]:
             setattr(res, f"d_{what}", stats.tile_interval(pairs, b["samples"], b["level"], seed))
         out.append(res)
     compare(out, b)
+    adjust(out)
     return out
 
 

@@ -1,8 +1,9 @@
 """Tables of the study report and of `results.md` (Markdown rows from `CellResult`s).
 
 mIoU figures are "mean ± sd over runs", a run being one (seed, evaluation fold);
-differences are "mean [low, high]" with the seeds x folds bootstrap interval of
-`reseg.study.stats` unless a table says "tiles".
+differences are "mean [low, high]" with the seeds x folds t-interval of
+`reseg.study.stats.paired_comparison` unless a table says "tiles"; verdicts follow the
+Holm-adjusted p over the study's family of comparisons.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _ms(t: tuple) -> str:
     return f"{m:.3f}" if sd is None else f"{m:.3f} ± {sd:.3f}"
 
 
-def _iv(iv: stats.Interval) -> str:
+def _iv(iv: stats.Interval | stats.Comparison) -> str:
     if iv.mean is None:
         return "–"
     if iv.low is None:
@@ -49,8 +50,27 @@ def _kind(r: CellResult) -> str:
     return k + (f" (= {', '.join(r.cell.aliases)})" if r.cell.aliases else "")
 
 
-def _cmp(r: CellResult, key: str) -> stats.Interval:
-    return r.comparisons.get(key, stats.NONE)
+def _cmp(r: CellResult, key: str) -> stats.Comparison:
+    return r.comparisons.get(key, stats.NO_RUNS)
+
+
+def _p(v: float | None) -> str:
+    return "–" if v is None else (f"{v:.2g}" if v >= 0.001 else "<0.001")
+
+
+def design_line(plan: Plan) -> str:
+    """The design in words: S seeds x K folds, and whether it can give verdicts."""
+    s, k = len(plan.seeds), len(plan.folds)
+    line = (
+        f"Design: {s} seed(s) × {k} evaluation fold(s) of K = {plan.tiling_folds} "
+        f"(tiling.folds), {s * k} paired runs per comparison."
+    )
+    if k < stats.MIN_FOLDS:
+        line += (
+            f" With fewer than {stats.MIN_FOLDS} evaluation folds the design cannot separate "
+            "fold variation from an effect: the comparisons below carry no verdict."
+        )
+    return line
 
 
 def summary_rows(results: Sequence[CellResult]) -> list[list[str]]:
@@ -184,29 +204,28 @@ def seed_spread_section(plan: Plan, results: list[CellResult]) -> list[str]:
 
 
 def comparisons_section(plan: Plan, results: list[CellResult]) -> list[str]:
-    """Every comparison of every cell: mean difference, interval, SE, MDE, runs, verdict."""
+    """Every comparison of every cell: mean difference, interval, p, Holm p, SE, df, MDE."""
     b = plan.study["bootstrap"]
     level, power = b["level"], b.get("power", 0.8)
-    factor = stats.mde_factor(level, power)
+    n = len(stats.adjust_family([c for r in results for c in r.comparisons.values()]))
     md = [
         "## Comparisons over seeds and folds",
         "",
+        design_line(plan),
+        "",
         f"Per (seed, fold) run, the paired difference d = mIoU(A) − mIoU(B) on the same "
-        f"evaluation pixels; Δ is its mean over folds and seeds, [low, high] the {100 * level:g}% "
-        "two-stage bootstrap interval (folds drawn with replacement, then each drawn fold's "
-        "seeds; deviations expanded by √(K/(K−1)) for K folds), SE the bootstrap standard "
-        f"error, and MDE = (z_(1−α/2) + z_power) · SE = {factor:.2f} · SE the smallest "
-        f"difference this design would detect with {100 * power:g}% power. An interval that "
-        "contains 0 with a large MDE means the design cannot tell, not that there is no effect.",
+        f"evaluation pixels; Δ is its mean over seeds and folds and [low, high] its "
+        f"{100 * level:g}% t-interval from a crossed seed × fold random-effects model (a seed "
+        "starts from the same weights in every fold, so its luck is shared across folds) with "
+        "Satterthwaite's degrees of freedom (df), the fold variance inflated for folds whose "
+        "models share training folds (`reseg.study.stats`). p is two-sided; Holm p is adjusted "
+        f"over the study's family of {n} comparisons (these and the target section's), and "
+        "'distinguishable from zero' follows it. MDE is the smallest difference this design "
+        f"would detect with {100 * power:g}% power (t with df degrees of freedom). An "
+        "interval that contains 0 with a large MDE means the design cannot tell, not that "
+        "there is no effect.",
         "",
     ]
-    if len(plan.folds) < 3:
-        md += [
-            f"Only {len(plan.folds)} fold(s): the bootstrap sees at most {len(plan.folds)} "
-            "fold values, so the intervals underestimate fold variation when folds disagree "
-            "(about 17% false positives at 2 folds in the tests' simulations, 2–10% at 3 or more).",
-            "",
-        ]
     rows = []
     for r in results:
         for key, words, *_ in COMPARISONS:
@@ -218,17 +237,21 @@ def comparisons_section(plan: Plan, results: list[CellResult]) -> list[str]:
                     r.cell.id,
                     words,
                     _iv(iv),
+                    _p(iv.p),
+                    _p(iv.p_adj),
                     _f(iv.se),
+                    _f(iv.df, 1),
                     _f(iv.mde),
                     str(iv.n),
                     iv.verdict,
                 ]
             )
-    md += _table(["cell", "comparison", "Δ [CI]", "SE", "MDE", "runs", "verdict"], rows)
+    head = ["cell", "comparison", "Δ [CI]", "p", "Holm p", "SE", "df", "MDE", "runs", "verdict"]
+    md += _table(head, rows)
     p_tiles = [
         "The per-tile view (secondary, section 'Paired differences against round 0') holds the "
         "trained models fixed and resamples evaluation tiles; it is narrower because it leaves "
-        "out the training-run variation.",
+        "out the training-run variation, and it gives no verdict.",
         "",
     ]
     return md + p_tiles
@@ -239,9 +262,14 @@ def verdict_section(plan: Plan, results: list[CellResult]) -> list[str]:
     md = [
         "## Where the rounds help",
         "",
-        "Distinguishable from zero means the seeds × folds interval excludes 0.",
+        design_line(plan),
+        "",
+        "Distinguishable from zero means Holm-adjusted p below "
+        f"{1 - plan.study['bootstrap']['level']:g} over the study's family of comparisons.",
         "",
     ]
+    if len(plan.folds) < stats.MIN_FOLDS:
+        return [*md, "No verdict: too few evaluation folds.", ""]
     for key, words, *_ in COMPARISONS:
         ivs = [(r, r.comparisons.get(key)) for r in results]
         ivs = [(r, iv) for r, iv in ivs if iv is not None and iv.mean is not None]
@@ -249,10 +277,13 @@ def verdict_section(plan: Plan, results: list[CellResult]) -> list[str]:
             continue
         up = [(r, iv) for r, iv in ivs if iv.verdict == "better"]
         down = [(r, iv) for r, iv in ivs if iv.verdict == "worse"]
-        unclear = [(r, iv) for r, iv in ivs if iv.verdict in ("no clear difference", "unknown")]
+        unclear = [(r, iv) for r, iv in ivs if iv.verdict not in ("better", "worse")]
 
         def names(xs):
-            return ", ".join(f"`{r.cell.id}` ({_iv(iv)})" for r, iv in xs) or "none"
+            return (
+                ", ".join(f"`{r.cell.id}` ({_iv(iv)}, Holm p {_p(iv.p_adj)})" for r, iv in xs)
+                or "none"
+            )
 
         line = f"- **{words}**: "
         if up or down:
@@ -278,17 +309,18 @@ def results_table(plan: Plan, results: list[CellResult]) -> str:
     lines = [
         f"**{s['name']}**"
         + (f" (profile `{s['profile']}`)" if s.get("profile") else "")
-        + f", seeds {plan.seeds}, folds {plan.folds}, {plan.rounds} round(s) after round 0. "
-        "mIoU: mean ± sd over (seed, fold) runs; Δ: paired difference to round 0 with its "
-        f"{100 * b['level']:g}% seeds × folds bootstrap interval; MDE: smallest difference "
-        f"detectable at {100 * b.get('power', 0.8):g}% power.",
+        + f", seeds {plan.seeds}, folds {plan.folds} of {plan.tiling_folds}, {plan.rounds} "
+        "round(s) after round 0. mIoU: mean ± sd over (seed, fold) runs; Δ: paired difference "
+        f"to round 0 with its {100 * b['level']:g}% seeds × folds t-interval; Holm p: adjusted "
+        "over the study's comparisons; MDE: smallest difference detectable at "
+        f"{100 * b.get('power', 0.8):g}% power.",
         "",
     ]
     rows = []
     for gid, rs in _groups(plan, results):
         if not rs:
             continue
-        rows.append([gid, "round 0", _ms(rs[0].over_runs("r0")), "", "", "", ""])
+        rows.append([gid, "round 0", _ms(rs[0].over_runs("r0")), "", "", "", "", ""])
         grid = [r for r in rs if r.cell.kind == "grid" and r.over_runs("merged")[0] is not None]
         grid.sort(key=lambda r: -r.over_runs("merged")[0])
         if len(grid) > 4:
@@ -302,11 +334,13 @@ def results_table(plan: Plan, results: list[CellResult]) -> str:
                     r.cell.label,
                     _ms(r.over_runs("merged")),
                     _iv(d),
+                    _p(d.p_adj),
                     _f(d.mde),
                     _ms(r.over_runs("last")) if last else "",
                     _iv(_cmp(r, "last_vs_r0")) if last else "",
                 ]
             )
-    head = ["group", "cell", "merged mIoU", "Δ merged", "MDE", "last round mIoU", "Δ last"]
+    head = ["group", "cell", "merged mIoU", "Δ merged", "Holm p", "MDE", "last round mIoU"]
+    head += ["Δ last"]
     lines += _table(head, rows)
     return "\n".join(lines)

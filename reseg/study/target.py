@@ -7,13 +7,16 @@ evaluates every round on them (`reseg.components.target`). For a cell and fold k
 
 on the same target pixels, predicted by the cell's last round (or its merge) and by the
 group's round 0, which saw no target label and no pseudo-label: *source only*. The
-primary interval is the paired seeds x folds bootstrap of `stats.seed_fold_interval`
-(training variation included); the secondary one the paired tile bootstrap of
+primary figures are the seeds x folds comparison of `stats.paired_comparison` (training
+variation included; the verdict); the secondary one the paired tile bootstrap of
 `stats.tile_interval` over the target tiles of each run (whose labels no model trained on).
 
 Pseudo-label cells (`kind` pseudo, pseudo_cbst) are compared with source only and with
-the labelled-pixel cells (the grid and the labelled-pixel baselines), which also run on
-these scenes but train on labelled pixels only.
+every labelled-pixel cell of their group (the grid and the labelled-pixel baselines,
+which also run on these scenes but train on labelled pixels only). The verdict names the
+best pseudo-label cell, picked after the fact; every candidate's comparisons are in the
+study's Holm family (`target_data`), so the adjusted p of the one picked accounts for
+the pick.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from reseg.metrics import scores
 from reseg.study import stats, tilecm
 from reseg.study.cells import ROUND0_KINDS, seed_root
 from reseg.study.plan import Plan
-from reseg.study.results import CellResult
+from reseg.study.results import CellResult, adjust, runs_comparison
 
 PSEUDO_KINDS = ("pseudo", "pseudo_cbst")
 
@@ -61,9 +64,9 @@ def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
     Keys: `cell`, `group`, `kind`, `label`, `r0`, `last`, `merged` ((mean, sd, n) over
     (seed, fold) runs), `pseudo_accuracy` (mean over runs of the accuracy of the
     pseudo-labels the last round trained on, None for other cells), `runs_last`,
-    `runs_merged` (Interval dicts of the paired differences to round 0 over seeds x folds,
-    `stats.seed_fold_interval`: the primary view) and `d_last`, `d_merged` (the paired
-    tile bootstrap over target tiles, trained models held fixed: the secondary view).
+    `runs_merged` (`stats.Comparison`s of the paired differences to round 0 over seeds x
+    folds: the primary view) and `d_last`, `d_merged` (Interval dicts of the paired tile
+    bootstrap over target tiles, trained models held fixed: the secondary view).
     """
     b = plan.study["bootstrap"]
     rows = []
@@ -109,12 +112,7 @@ def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
                 "last": stats.mean_sd(vals["last"]),
                 "merged": stats.mean_sd(vals["merged"]),
                 "pseudo_accuracy": acc if r.cell.kind in PSEUDO_KINDS else None,
-                **{
-                    f"runs_{w}": stats.seed_fold_interval(
-                        runs[w], b["samples"], b["level"], b["seed"] + 3000 + i, b.get("power", 0.8)
-                    ).as_dict()
-                    for w in runs
-                },
+                **{f"runs_{w}": runs_comparison(runs[w], r.k_total, b) for w in runs},
                 **{
                     f"d_{w}": stats.tile_interval(
                         pairs[w], b["samples"], b["level"], b["seed"] + 1000 + i
@@ -135,7 +133,10 @@ def _ms(t) -> str:
     return "–" if m is None else (_f(m) if sd is None else f"{m:.3f} ± {sd:.3f}")
 
 
-def _iv(d: dict) -> str:
+def _iv(d) -> str:
+    """A difference with its interval; `d` an Interval dict or a `stats.Comparison`."""
+    if isinstance(d, stats.Comparison):
+        return _cmp(d)
     if d["mean"] is None:
         return "–"
     if d["low"] is None:
@@ -143,21 +144,32 @@ def _iv(d: dict) -> str:
     return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
-def _words(d: dict) -> str:
-    """'better', 'worse' or 'no difference we can tell' for an interval of b - a."""
-    if d["low"] is None or d["high"] is None:
-        return "no interval"
-    if d["low"] > 0:
+def _cmp(c: stats.Comparison) -> str:
+    """+0.012 [−0.004, +0.028], p = 0.09 (Holm 0.54): the seeds x folds comparison."""
+    if c.estimate is None:
+        return "–"
+    if c.low is None:
+        return f"{c.estimate:+.3f}"
+    p = f"p = {c.p:.2g}" + ("" if c.p_adj is None else f", Holm p = {c.p_adj:.2g}")
+    return f"{c.estimate:+.3f} [{c.low:+.3f}, {c.high:+.3f}] ({p})"
+
+
+def _words(c: stats.Comparison) -> str:
+    """What a comparison of pseudo-label minus labelled-pixel rounds says, in words."""
+    v = c.verdict
+    if v == "better":
         return "pseudo-labels better"
-    if d["high"] < 0:
+    if v == "worse":
         return "pseudo-labels worse"
-    return "no difference we can tell"
+    if v == "no clear difference":
+        return f"no difference we can tell (MDE {c.mde:.3f})"
+    return v
 
 
 def _best(rows: list[dict], kinds) -> dict | None:
     """The row of `kinds` with the highest mean target difference (last round)."""
-    cand = [r for r in rows if (r["kind"] in kinds) and r["runs_last"]["mean"] is not None]
-    return max(cand, key=lambda r: r["runs_last"]["mean"]) if cand else None
+    cand = [r for r in rows if (r["kind"] in kinds) and r["runs_last"].estimate is not None]
+    return max(cand, key=lambda r: r["runs_last"].estimate) if cand else None
 
 
 def paired(plan: Plan, a: dict, b: dict, what: str = "last") -> dict:
@@ -183,28 +195,59 @@ def _last_target(root: Path, rounds: int, fold: int) -> float | None:
     return None
 
 
-def paired_runs(plan: Plan, a: dict, b: dict) -> dict:
+def paired_runs(plan: Plan, a: dict, b: dict) -> stats.Comparison:
     """Target mIoU of cell row `b`'s last round minus cell row `a`'s, paired by (seed, fold)
-    run, with the seeds x folds interval of `stats.seed_fold_interval` (an Interval dict)."""
+    run: the seeds x folds comparison (unadjusted)."""
     d: dict[tuple[int, int], float | None] = {}
     for seed in plan.seeds:
         for k in plan.folds:
             va = _last_target(seed_root(a["root"], seed), plan.rounds, k)
             vb = _last_target(seed_root(b["root"], seed), plan.rounds, k)
             d[(seed, k)] = None if va is None or vb is None else vb - va
-    s = plan.study["bootstrap"]
-    return stats.seed_fold_interval(
-        d, s["samples"], s["level"], s["seed"] + 4000, s.get("power", 0.8)
-    ).as_dict()
+    return runs_comparison(d, plan.tiling_folds, plan.study["bootstrap"])
 
 
-def verdict(rows: list[dict], plan: Plan | None = None) -> list[str]:
+def target_pairs(plan: Plan, rows: list[dict]) -> list[dict]:
+    """Every (labelled-pixel cell, pseudo-label cell) pair of a group: `labelled`, `pseudo`
+    (cell ids), `runs` (pseudo minus labelled over seeds x folds) and `tiles` (the target
+    tile bootstrap, an Interval dict)."""
+    out = []
+    for gid in dict.fromkeys(r["group"] for r in rows):
+        rs = [r for r in rows if r["group"] == gid]
+        for p in (r for r in rs if r["kind"] in PSEUDO_KINDS):
+            for lab in (r for r in rs if r["kind"] not in PSEUDO_KINDS):
+                out.append(
+                    {
+                        "group": gid,
+                        "labelled": lab["cell"],
+                        "pseudo": p["cell"],
+                        "runs": paired_runs(plan, lab, p),
+                        "tiles": paired(plan, lab, p),
+                    }
+                )
+    return out
+
+
+def target_data(plan: Plan, results: list[CellResult]) -> tuple[list[dict], list[dict]]:
+    """Target rows and pseudo-minus-labelled pairs, with every comparison of the study
+    (the cells' and these) Holm-adjusted as one family (`results.adjust`)."""
+    rows = target_rows(plan, results)
+    pairs = target_pairs(plan, rows)
+    slots = [(r, f"runs_{w}") for r in rows for w in ("last", "merged")]
+    slots += [(p, "runs") for p in pairs]
+    done = adjust(results, [d[k] for d, k in slots])
+    for (d, k), c in zip(slots, done, strict=True):
+        d[k] = c
+    return rows, pairs
+
+
+def verdict(rows: list[dict], pairs: list[dict]) -> list[str]:
     """Per group, in words: do pseudo-label rounds raise target mIoU, against source only and
-    against the labelled-pixel rounds, and by how much (seeds x folds intervals first, the
-    target-tile bootstrap second).
+    against the labelled-pixel rounds (seeds x folds comparisons with Holm-adjusted p first,
+    the target-tile bootstrap second).
 
-    The best cell of each kind is picked by its mean difference, so the comparison favours
-    whichever kind has more cells; the intervals do not correct for that choice.
+    The best cell of each kind is picked by its mean difference after the fact; its
+    adjusted p is over every candidate (`target_data`), so the pick is paid for.
     """
     out = []
     for gid in dict.fromkeys(r["group"] for r in rows):
@@ -214,46 +257,58 @@ def verdict(rows: list[dict], plan: Plan | None = None) -> list[str]:
         if p is None:
             continue
         d = p["runs_last"]
-        sure = d["low"] is not None and (d["low"] > 0 or d["high"] < 0)
-        word = (
-            ("help" if d["mean"] > 0 else "hurt")
-            if sure
-            else "make no difference we can tell from round 0"
-        )
+        v = d.verdict
+        word = {
+            "better": "help",
+            "worse": "hurt",
+            "no clear difference": "make no difference we can tell from round 0"
+            + ("" if d.mde is None else f" (MDE {d.mde:.3f})"),
+        }.get(v, f"get {v}")
         line = (
             f"- **{gid}**: pseudo-label rounds {word} on the target pixels: best cell "
-            f"{p['label']} changes target mIoU by {_iv(d)} over seeds x folds (last round; "
-            f"target tiles {_iv(p['d_last'])}; merged {_iv(p['runs_merged'])}) "
-            f"from source only {_f(p['r0'][0])}"
+            f"{p['label']} (picked after the fact) changes target mIoU by {_cmp(d)} over "
+            f"{d.seeds} seeds × {d.folds} folds (last round; target tiles {_iv(p['d_last'])}; "
+            f"merged {_cmp(p['runs_merged'])}) from source only {_f(p['r0'][0])}"
         )
         if lab is not None:
-            line += f"; the best labelled-pixel cell ({lab['label']}) by {_iv(lab['runs_last'])}"
-            if plan is not None:
-                vr, vs = paired_runs(plan, lab, p), paired(plan, lab, p)
+            line += f"; the best labelled-pixel cell ({lab['label']}) by {_cmp(lab['runs_last'])}"
+            pair = next(
+                (x for x in pairs if x["labelled"] == lab["cell"] and x["pseudo"] == p["cell"]),
+                None,
+            )
+            if pair is not None:
                 line += (
-                    f"; pseudo-labels minus labelled-pixel rounds: {_iv(vr)} over seeds x folds "
-                    f"(target tiles {_iv(vs)}), " + _words(vr)
+                    f"; pseudo-labels minus labelled-pixel rounds: {_cmp(pair['runs'])} over "
+                    f"seeds × folds (target tiles {_iv(pair['tiles'])}), " + _words(pair["runs"])
                 )
         out.append(line + ".")
     return out
 
 
-def target_section(plan: Plan, results: list[CellResult]) -> list[str]:
+def _jsonable(rows: list[dict], pairs: list[dict]) -> dict:
+    def conv(d: dict) -> dict:
+        return {k: (v.as_dict() if isinstance(v, stats.Comparison) else v) for k, v in d.items()}
+
+    return {"cells": [conv(r) for r in rows], "pseudo_vs_labelled": [conv(p) for p in pairs]}
+
+
+def target_section(plan: Plan, target: tuple[list[dict], list[dict]]) -> list[str]:
     """Markdown: target mIoU per cell against source only, and the verdict; [] without targets.
 
-    Also writes `report/target.json` (the rows).
+    `target` is `target_data`'s rows and pairs (adjusted). Also writes
+    `report/target.json` (`cells`, `pseudo_vs_labelled`).
     """
-    rows = target_rows(plan, results)
+    rows, pairs = target
     if not rows:
         return []
-    artifacts.write_json(Path(plan.root) / "report" / "target.json", rows)
+    artifacts.write_json(Path(plan.root) / "report" / "target.json", _jsonable(rows, pairs))
     head = [
         "cell",
         "target mIoU r0 (source only)",
         "last round",
         "merged (fold-k tiles)",
-        "d last vs r0 [CI seeds × folds]",
-        "d merged vs r0 [CI seeds × folds]",
+        "d last vs r0 [CI seeds × folds] (p, Holm p)",
+        "d merged vs r0 [CI seeds × folds] (p, Holm p)",
         "d last vs r0 [CI tiles]",
         "pseudo-label accuracy",
     ]
@@ -264,8 +319,8 @@ def target_section(plan: Plan, results: list[CellResult]) -> list[str]:
             _ms(r["r0"]),
             _ms(r["last"]),
             _ms(r["merged"]),
-            _iv(r["runs_last"]),
-            _iv(r["runs_merged"]),
+            _cmp(r["runs_last"]),
+            _cmp(r["runs_merged"]),
             _iv(r["d_last"]),
             _f(r["pseudo_accuracy"]),
         ]
@@ -275,8 +330,9 @@ def target_section(plan: Plan, results: list[CellResult]) -> list[str]:
         "",
         "Target mIoU (mean ± sd over (seed, fold) runs) on pixels whose labels train and "
         "select nothing. Round 0 is source only. d: paired difference to round 0 on the same "
-        "target pixels and seed, with the seeds x folds bootstrap interval (training "
-        "variation included) and, secondary, a bootstrap over target tiles within each run. Pseudo-label "
+        "target pixels and seed, with the seeds × folds t-interval (training "
+        "variation included; p Holm-adjusted over the study's comparisons) and, secondary, a "
+        "bootstrap over target tiles within each run. Pseudo-label "
         "accuracy: share of the pseudo-labels the last round trained on that match the target "
         "label (where one exists). The merger joins the evaluation fold's tiles only, so the "
         "merged figures cover the target pixels of those tiles (d merged is paired with round 0 "
@@ -284,6 +340,6 @@ def target_section(plan: Plan, results: list[CellResult]) -> list[str]:
         "",
         *lines,
         "",
-        *verdict(rows, plan),
+        *verdict(rows, pairs),
         "",
     ]

@@ -23,7 +23,9 @@ def test_pseudo_cells_carry_rounds_pseudo_and_the_labelled_cells_do_not(name, tm
     quick = build_plan(*load_study(REPO / "examples" / name, "quick"), tmp_path / "quick")
     # quick: source only, today's labelled-pixel rounds, fixed x and CBST's schedule
     assert {c.kind for c in quick.cells} == {"grid", "pseudo", "pseudo_cbst"}
-    assert quick.folds == [0, 1] and quick.seeds == [0, 1, 2]
+    # every fold of the tile set: at least 3, so the design can give a verdict
+    k = quick.tiling_folds
+    assert k >= 3 and quick.folds == list(range(k)) and quick.seeds == [0, 1, 2]
     study, base = load_study(REPO / "examples" / name)
     plan = build_plan(study, base, tmp_path / "root")
     kinds = {c.kind for c in plan.cells}
@@ -49,34 +51,56 @@ def test_a_pseudo_study_needs_pixels_without_labels(tmp_path):
         build_plan(study, base, tmp_path / "root")
 
 
-def _row(kind, label, mean, low, high):
+def _cmp(mean, low, high, p, p_adj=None, folds=3):
+    from reseg.study.stats import Comparison
+
+    return Comparison(mean, low, high, p, 0.03, 0.01, 4.0, 3 * folds, 3, folds, p_adj=p_adj)
+
+
+def _row(kind, label, mean, low, high, p=0.01, p_adj=None, cell=None):
     d = {"mean": mean, "low": low, "high": high, "n": 10}
+    c = _cmp(mean, low, high, p, p_adj)
     return {
+        "cell": cell or label,
         "group": "g",
         "kind": kind,
         "label": label,
         "r0": (0.3, None, 2),
-        "runs_last": d,
-        "runs_merged": d,
+        "runs_last": c,
+        "runs_merged": c,
         "d_last": d,
         "d_merged": d,
     }
 
 
-def test_the_verdict_says_help_hurt_or_no_difference_with_the_interval():
+def test_the_verdict_says_help_hurt_or_no_difference_after_holm():
     rows = [
-        _row("pseudo", "pseudo 20%", 0.04, 0.01, 0.07),
-        _row("pseudo_cbst", "pseudo CBST", 0.02, -0.01, 0.05),
-        _row("grid", "top 20%", 0.005, -0.01, 0.02),
+        _row("pseudo", "pseudo 20%", 0.04, 0.01, 0.07, p=0.004, p_adj=0.02),
+        _row("pseudo_cbst", "pseudo CBST", 0.02, -0.01, 0.05, p=0.2, p_adj=0.6),
+        _row("grid", "top 20%", 0.005, -0.01, 0.02, p=0.4, p_adj=0.8),
     ]
-    (line,) = verdict(rows)
+    pairs = [
+        {
+            "group": "g",
+            "labelled": "top 20%",
+            "pseudo": "pseudo 20%",
+            "runs": _cmp(0.035, 0.005, 0.065, 0.03, 0.09),
+            "tiles": {"mean": 0.03, "low": 0.02, "high": 0.04, "n": 80},
+        }
+    ]
+    (line,) = verdict(rows, pairs)
     assert "pseudo-label rounds help" in line and "pseudo 20%" in line
-    assert "+0.040 [+0.010, +0.070]" in line and "top 20%" in line
-    rows[0] = _row("pseudo", "pseudo 20%", -0.04, -0.07, -0.01)
-    rows[1] = _row("pseudo_cbst", "pseudo CBST", -0.05, -0.08, -0.02)
-    assert "hurt" in verdict(rows)[0]
-    rows[0] = _row("pseudo", "pseudo 20%", 0.01, -0.02, 0.03)
-    assert "no difference" in verdict(rows)[0]
+    assert "+0.040 [+0.010, +0.070] (p = 0.004, Holm p = 0.02)" in line and "top 20%" in line
+    # raw p 0.03 but Holm p 0.09: the words follow the adjusted p
+    assert "pseudo-labels minus labelled-pixel rounds: +0.035" in line
+    assert "no difference we can tell (MDE 0.030)" in line
+    rows[0] = _row("pseudo", "pseudo 20%", -0.04, -0.07, -0.01, p_adj=0.01)
+    rows[1] = _row("pseudo_cbst", "pseudo CBST", -0.05, -0.08, -0.02, p_adj=0.01)
+    assert "hurt" in verdict(rows, [])[0]
+    rows[0] = _row("pseudo", "pseudo 20%", 0.01, -0.02, 0.03, p=0.01, p_adj=0.07)
+    assert "no difference" in verdict(rows, [])[0]
+    rows[0]["runs_last"] = _cmp(0.04, 0.01, 0.07, 0.001, folds=2)
+    assert "no verdict (K < 3)" in verdict(rows, [])[0]
 
 
 def test_pseudo_minus_labelled_is_paired_over_target_tiles(tmp_path):
@@ -141,15 +165,16 @@ def test_pseudo_minus_labelled_is_paired_over_seeds_and_folds_on_the_last_round(
         seeds=[0, 1, 2],
         folds=[0, 1],
         rounds=2,
+        tiling_folds=4,
         study={"bootstrap": {"samples": 500, "level": 0.95, "seed": 0}},
     )
     rows = {n: {"root": str(tmp_path / n)} for n in ("lab", "pseudo")}
     d = paired_runs(plan, rows["lab"], rows["pseudo"])
-    assert d["n"] == 5
-    # fold means: fold 0 = 0.03 + 0.002 (seeds 0, 1, 2), fold 1 = 0.03 + 0.001 (seeds 0, 1)
-    assert abs(d["mean"] - (0.032 + 0.031) / 2) < 1e-9
-    assert 0 < d["low"] <= d["mean"] <= d["high"]
-    assert paired_runs(plan, rows["pseudo"], rows["lab"])["high"] < 0
+    # seed 2 lacks fold 1: the complete table is seeds 0, 1 x folds 0, 1, d = 0.03 + 0.002 s
+    assert (d.n, d.seeds, d.folds) == (4, 2, 2)
+    assert abs(d.estimate - 0.031) < 1e-9
+    assert d.low <= d.estimate <= d.high and d.verdict == "no verdict (K < 3)"
+    assert abs(paired_runs(plan, rows["pseudo"], rows["lab"]).estimate + 0.031) < 1e-9
 
 
 def test_merged_target_difference_pairs_round_0_on_the_merged_tiles_only(tmp_path):
@@ -184,9 +209,10 @@ def test_merged_target_difference_pairs_round_0_on_the_merged_tiles_only(tmp_pat
         cell=cell,
         group=SimpleNamespace(root=str(tmp_path / "g")),
         runs={(0, 0): SimpleNamespace(last_round=None)},
+        k_total=3,
     )
     plan = SimpleNamespace(study={"bootstrap": {"samples": 200, "level": 0.95, "seed": 0}})
     (row,) = target_rows(plan, [res])
     assert r0_all < 0.5 and row["merged"][0] == 1.0  # the unpaired figures differ by > 0.5
-    assert abs(row["runs_merged"]["mean"]) < 1e-12
+    assert abs(row["runs_merged"].estimate) < 1e-12
     assert abs(row["d_merged"]["mean"]) < 1e-12

@@ -161,6 +161,7 @@ def _check_report(root: Path) -> None:
         assert set(r["per_run"]) == {"seed0.fold0", "seed1.fold0"}
         c = r["comparisons"]["vs_r0"]  # over the two seeds of fold 0
         assert c["n"] == 2 and c["low"] <= c["mean"] <= c["high"] and c["mde"] >= 0
+        assert c["verdict"].startswith("no verdict")
     top = rows["res1-unet.true_class.top20"]
     assert top["per_run"]["seed1.fold0"]["jaccard"]["1"] is not None
     assert set(top["comparisons"]) == {
@@ -173,7 +174,9 @@ def _check_report(root: Path) -> None:
     }
     spread = md.split("## Seed spread")[1].split("## ")[0]
     assert "| res1-unet | 0 |" in spread and "| 2 |" in spread
-    assert "## Where the rounds help" in md and "**merged − round 0**" in md
+    # one evaluation fold: the seeds × folds design cannot give a verdict, and says so
+    assert "## Where the rounds help" in md and "No verdict: too few evaluation folds." in md
+    assert "**merged − round 0**" not in md
     assert "| res1-unet | round 0 |" in (report / "results.md").read_text()
 
 
