@@ -167,8 +167,12 @@ def _words(c: stats.Comparison) -> str:
 
 
 def _best(rows: list[dict], kinds) -> dict | None:
-    """The row of `kinds` with the highest mean target difference (last round)."""
+    """The row of `kinds` to name: among the cells whose last-round difference survives Holm,
+    the one with the smallest adjusted p; else the one with the highest mean difference."""
     cand = [r for r in rows if (r["kind"] in kinds) and r["runs_last"].estimate is not None]
+    sig = [r for r in cand if r["runs_last"].distinguishable]
+    if sig:
+        return min(sig, key=lambda r: (r["runs_last"].p_final, -abs(r["runs_last"].estimate)))
     return max(cand, key=lambda r: r["runs_last"].estimate) if cand else None
 
 
@@ -265,7 +269,8 @@ def verdict(rows: list[dict], pairs: list[dict]) -> list[str]:
             + ("" if d.mde is None else f" (MDE {d.mde:.3f})"),
         }.get(v, f"get {v}")
         line = (
-            f"- **{gid}**: pseudo-label rounds {word} on the target pixels: best cell "
+            f"- **{gid}**: pseudo-label rounds {word} on the target pixels: "
+            f"{'the cell with the smallest Holm p' if d.distinguishable else 'best cell'} "
             f"{p['label']} (picked after the fact) changes target mIoU by {_cmp(d)} over "
             f"{d.seeds} seeds × {d.folds} folds (last round; target tiles {_iv(p['d_last'])}; "
             f"merged {_cmp(p['runs_merged'])}) from source only {_f(p['r0'][0])}"

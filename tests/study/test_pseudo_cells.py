@@ -97,7 +97,11 @@ def test_the_verdict_says_help_hurt_or_no_difference_after_holm():
     rows[0] = _row("pseudo", "pseudo 20%", -0.04, -0.07, -0.01, p_adj=0.01)
     rows[1] = _row("pseudo_cbst", "pseudo CBST", -0.05, -0.08, -0.02, p_adj=0.01)
     assert "hurt" in verdict(rows, [])[0]
+    # a cell that survives Holm is named even when another has the larger mean
+    assert "pseudo CBST" in verdict(rows, [])[0]
     rows[0] = _row("pseudo", "pseudo 20%", 0.01, -0.02, 0.03, p=0.01, p_adj=0.07)
+    assert "hurt" in verdict(rows, [])[0] and "pseudo CBST" in verdict(rows, [])[0]
+    rows[1] = _row("pseudo_cbst", "pseudo CBST", -0.01, -0.04, 0.02, p=0.3, p_adj=0.9)
     assert "no difference" in verdict(rows, [])[0]
     rows[0]["runs_last"] = _cmp(0.04, 0.01, 0.07, 0.001, folds=2)
     assert "no verdict (K < 3)" in verdict(rows, [])[0]
