@@ -5,6 +5,9 @@ little without the versions it happened with. `reseg info` prints these and ever
 benchmark writes them into its result file (`bench/_env.py`); both read them here, so
 the two never disagree.
 
+The storage settings are reported without their secrets: which credentials exist, never
+their values.
+
 Nothing here imports a library to learn its version (`importlib.metadata` reads the
 installed distribution's metadata), so asking costs milliseconds, not TensorFlow's
 start-up.
@@ -17,6 +20,9 @@ import importlib.metadata
 import os
 import platform
 from pathlib import Path
+from urllib.parse import urlparse
+
+from reseg import storage
 
 SPEED_FLAGS = (
     "sse4_2",
@@ -138,4 +144,83 @@ def machine() -> dict[str, object]:
         "architecture": platform.machine(),
         "system": platform.platform(),
         "python": platform.python_version(),
+    }
+
+
+AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+"""The AWS variables that together are credentials (their values are never reported)."""
+
+
+def cache_usage() -> dict[str, object]:
+    """The local cache folder (`RESEG_CACHE_DIR` or its default), its size and bound.
+
+    The size walks the folder (files only, links not followed): the shard cache is kept
+    under its bound, the downloaded folders and staging areas beside it are not.
+    """
+    folder = storage.cache_dir()
+    size = files = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            try:
+                size += os.lstat(os.path.join(dirpath, name)).st_size
+                files += 1
+            except OSError:  # evicted by another process meanwhile
+                pass
+    return {
+        "dir": str(folder),
+        "set_by": storage.CACHE_ENV if os.environ.get(storage.CACHE_ENV) else "default",
+        "exists": folder.is_dir(),
+        "bytes": size,
+        "files": files,
+        "bound_bytes": storage.cache_bytes(),
+    }
+
+
+def _endpoint(value: str | None) -> str | None:
+    """An endpoint URL without any user:password part."""
+    if not value:
+        return None
+    u = urlparse(value if "://" in value else f"//{value}")
+    host = u.hostname or ""
+    netloc = f"{host}:{u.port}" if u.port else host
+    return u._replace(netloc=netloc).geturl().removeprefix("//")
+
+
+def storage_settings() -> dict[str, object]:
+    """The object-store settings reseg's clients (fsspec, GDAL) will find in this process.
+
+    Endpoints, profile and region are shown; of credentials only where they come from
+    (variables, a credentials file, a web identity, a container role): never a key.
+    """
+    env = os.environ
+    aws_sources = []
+    if all(env.get(k) for k in AWS_KEYS):
+        aws_sources.append("AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    shared = Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or Path.home() / ".aws" / "credentials")
+    if shared.is_file():
+        aws_sources.append(f"credentials file {shared}")
+    if env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        aws_sources.append("AWS_WEB_IDENTITY_TOKEN_FILE")
+    if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or env.get(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+    ):
+        aws_sources.append("container credentials")
+    google = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+    adc = Path.home() / ".config" / "gcloud" / "application_default_credentials.json"
+    return {
+        "AWS_ENDPOINT_URL": _endpoint(
+            env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        ),
+        "AWS_PROFILE": env.get("AWS_PROFILE"),
+        "AWS_REGION": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        "aws_credentials": aws_sources,
+        "STORAGE_EMULATOR_HOST": _endpoint(env.get("STORAGE_EMULATOR_HOST")),
+        "GOOGLE_APPLICATION_CREDENTIALS": (
+            None
+            if not google
+            else "set, file exists"
+            if Path(google).is_file()
+            else "set, no such file"
+        ),
+        "google_default_credentials": adc.is_file(),
     }

@@ -69,10 +69,16 @@ def native_bfloat16() -> tuple[bool, str]:
     return False, "CPU without AMX-BF16 or AVX-512 BF16"
 
 
+def auto_choice() -> tuple[str, str]:
+    """(what `auto` resolves to here, why): the rule of the module docstring, unlogged
+    (`reseg info` shows it)."""
+    native, where = native_bfloat16()
+    return ("bfloat16" if native else "float32"), where
+
+
 @functools.cache
 def _auto() -> str:
-    native, where = native_bfloat16()
-    choice = "bfloat16" if native else "float32"
+    choice, where = auto_choice()
     log.info("precision auto: %s (%s)", choice, where)
     return choice
 
