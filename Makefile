@@ -25,9 +25,11 @@ lint: setup
 	$(BIN)/ruff check reseg tests bench
 	$(BIN)/ruff format --check reseg tests bench
 
+# `make bench BENCH_ARGS=--smoke`: every benchmark in seconds (bench/_env.py is their shared helper)
+BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/[!_]*.py; do $(BIN)/python $$b $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

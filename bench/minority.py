@@ -37,7 +37,8 @@ About 5 minutes of CPU (synthetic: 8 trainings of ~15 s; Potsdam: 4 of ~80 s);
 `--datasets vaihingen` adds Vaihingen's entry in about as long again.
 
 Prints a table and writes bench/results/minority.json (the entries of datasets not run
-this time are kept from the file).
+this time are kept from the file). `--smoke`: the synthetic scene, variants old and new,
+one seed, one epoch (seconds; checks that it runs).
 """
 
 from __future__ import annotations
@@ -54,13 +55,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import _env  # noqa: E402
 from refine import shared_data  # noqa: E402  (bench/ is on the path: one lookup of the samples)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 MINORITY_SHARE = 0.05
 """A class with pixels but under this share of the labelled pixels counts as a minority class."""
-RESULTS = REPO / "bench" / "results" / "minority.json"
 VARIANTS = {
     "old": {"loss": "crossentropy", "class_weights": "none"},
     "isqrt": {"loss": "crossentropy", "class_weights": "inverse_sqrt"},
@@ -255,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         default=30,
         help="epochs on the ISPRS crops (the default 10 are 30 steps there: nothing is learnt)",
     )
+    _env.add_arguments(ap)
     args = ap.parse_args(argv)
+    run = _env.Run(args)
+    if run.smoke:
+        args.datasets, args.variants, args.seeds = "synthetic", "old,new", 1
+    results_file = run.path("minority.json")
     import logging
 
     from reseg import quiet
@@ -286,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             groups = class_groups(cfg, stats)
             minority, majority = groups["minority"], groups["majority"]
             if args.resummarise:
-                entry = json.loads(RESULTS.read_text())["datasets"][name]
+                entry = json.loads(results_file.read_text())["datasets"][name]
                 entry.update(groups)
                 for v, old in entry["variants"].items():
                     runs = old["per_run"]
@@ -295,12 +301,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             entry: dict = {
                 "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "epochs": TrainConfig().epochs if name == "synthetic" else args.isprs_epochs,
+                "epochs": (1 if run.smoke else TrainConfig().epochs)
+                if name == "synthetic"
+                else args.isprs_epochs,
                 **groups,
                 "variants": {},
             }
             synthetic = name == "synthetic"
-            epochs = None if synthetic else args.isprs_epochs
+            epochs = (1 if run.smoke else None) if synthetic else args.isprs_epochs
             seeds = args.seeds if synthetic else args.isprs_seeds
             entry["seeds"] = seeds
             for v in variants.get(name, args.isprs_variants.split(",")):
@@ -313,13 +321,11 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             results["datasets"][name] = entry
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if RESULTS.exists():  # keep the other datasets' entries of an earlier run
-        earlier = json.loads(RESULTS.read_text()).get("datasets", {})
+    if results_file.exists():  # keep the other datasets' entries of an earlier run
+        earlier = json.loads(results_file.read_text()).get("datasets", {})
         results["datasets"] = {**earlier, **results["datasets"]}
-    RESULTS.write_text(json.dumps(results, indent=2))
     print_table(results)
-    print(f"wrote {RESULTS}")
+    run.write("minority.json", results)
     return 0
 
 

@@ -28,21 +28,26 @@ it has; without them bfloat16 and float16 are emulated and only what runs is rep
 Timings are round-robin between the variants being compared (a matmul in
 every round), best of `--rounds`, so a burst of load from other processes
 hits all variants alike. Run: `.venv/bin/python bench/models.py [--quick]`;
-needs the bench extra (torch). Writes bench/results/models.json.
+the PyTorch side needs the bench extra (torch) and is skipped, with a line saying so,
+where torch is not installed. Writes bench/results/models.json. `--smoke`: the U-Net on
+2 x 64² tiles, one thread setting, one round, no `torch.compile` (seconds; checks that
+everything runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "models.json"
+import _env
+
 BANDS, CLASSES, SIZE, BATCH = 4, 7, 256, 8
+SMOKE_SIZE, SMOKE_BATCH = 64, 2
 # (intra_op, inter_op); 0 = TF's default (all cores). (1, 2) lost clearly in earlier runs.
 THREADS = [(0, 0), (2, 1)]
 UNET_VARIANTS = ("keras", "keras_xla", "tf_function_xla", "keras_folded", "tf_function_xla_folded")
@@ -272,6 +277,8 @@ def worker_main(spec: dict) -> dict:
 
     from reseg.models import build_model, names
 
+    models = spec["models"] or names()
+    spec["models"] = ["unet"] + [m for m in models if m != "unet"]
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH, SIZE, SIZE, BANDS)).astype("float32")
     mm, mm_gflop = matmul_fn(tf)
@@ -482,43 +489,55 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="U-Net only, one thread setting")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-torch-compile", action="store_true")
+    _env.add_arguments(parser)
     args = parser.parse_args(argv)
-    settings = THREADS[:1] if args.quick else THREADS
-    trials = []
+    sizes(args.smoke)
+    run = _env.Run(args)
+    if run.smoke:
+        args.quick, args.rounds, args.no_torch_compile = True, 1, True
+    has_torch = importlib.util.find_spec("torch") is not None
+    if not has_torch and not args.no_torch:
+        print("torch is not installed (pip install -e '.[bench]'): PyTorch side skipped")
+    settings = [] if run.smoke else THREADS[:1] if args.quick else THREADS
+    trials = [{"intra": i, "inter": j} for i, j in THREADS[:1]] if run.smoke else []
     for intra, inter in settings:
-        t = run_worker("threads", {"intra": intra, "inter": inter, "rounds": 2})
+        t = run_worker("threads", {"intra": intra, "inter": inter, "rounds": 2, "smoke": run.smoke})
         trials.append({"intra": intra, "inter": inter, **{k: round(v, 4) for k, v in t.items()}})
         print(f"threads intra={intra} inter={inter}: {trials[-1]}", flush=True)
     # by U-Net time, not its share of matmul: one intra-op thread slows matmul more
-    best = min(trials, key=lambda t: min(t["keras"], t["tf_function_xla_folded"]))
+    best = min(trials, key=lambda t: min(t.get("keras", 0), t.get("tf_function_xla_folded", 0)))
     setting = (best["intra"], best["inter"])
-    from reseg.config.model import MODEL_NAMES
-
-    models = args.models or (["unet"] if args.quick else list(MODEL_NAMES))
     spec = {
         "intra": setting[0],
         "inter": setting[1],
         "rounds": args.rounds,
-        "models": ["unet"] + [m for m in models if m != "unet"],
-        "torch": not args.no_torch,
+        "models": args.models or (["unet"] if args.quick else None),  # None: the registry
+        "torch": has_torch and not args.no_torch,
         "torch_compile": not args.no_torch_compile,
+        "smoke": run.smoke,
     }
     result = summarise(trials, run_worker("main", spec), setting)
+    result["torch"] = spec["torch"]
     result["precision"] = summarise_precision(run_worker("precision", spec))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
     print_table(result)
     print_precision(result["precision"])
-    print(f"\nwrote {RESULTS}")
+    run.write("models.json", result, used=("torch",) if spec["torch"] else ())
     return result
+
+
+def sizes(smoke: bool) -> None:
+    """Tiles of the run: the benchmark's, or `--smoke`'s tiny ones (for every worker)."""
+    global SIZE, BATCH
+    SIZE, BATCH = (SMOKE_SIZE, SMOKE_BATCH) if smoke else (256, 8)
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         worker = {"threads": worker_threads, "main": worker_main, "precision": worker_precision}[
             sys.argv[2]
         ]
-        print(json.dumps(worker(json.loads(sys.argv[3]))))
+        spec = json.loads(sys.argv[3])
+        sizes(spec.get("smoke", False))
+        print(json.dumps(worker(spec)))
     else:
         main()

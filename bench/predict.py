@@ -25,6 +25,7 @@ random network measures ties, not blending). Usage:
         [--rss-sizes 2000 8000 16000 32000] [--rss-variants default fixed]
 
 `--quick`: scene 1024^2, peak RSS of a 2,000^2 scene only, one repeat (TTA on 768^2 as default).
+`--smoke`: scene 256^2, TTA on 128^2, 2 training steps, no RSS runs (seconds; checks that it runs).
 
 The machine may be shared: (b) runs both settings twice, interleaved, and keeps the
 faster; the matmul rate is measured before and after (b), and the higher one is used.
@@ -42,6 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _env
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -375,16 +377,6 @@ def rss_runs(tmp: Path, sizes: list[int], variants: list[str]) -> list[dict]:
     return rows
 
 
-def machine() -> dict:
-    """The processor and cores this ran on (ratios are only comparable on one machine)."""
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": model, "cores": os.cpu_count()}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scene-size", type=int, default=1500)
@@ -398,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rss-variants", nargs="*", default=["default", "fixed"], choices=["default", "fixed"]
     )
     ap.add_argument("--quick", action="store_true", help="small sizes (module docstring)")
+    _env.add_arguments(ap)
     ap.add_argument(
         "--child", nargs=4, metavar=("SCENE", "MODEL", "OUT", "VARIANT"), help=argparse.SUPPRESS
     )
@@ -405,8 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(*args.child)
         return 0
+    run = _env.Run(args)
     if args.quick:
         args.scene_size, args.rss_sizes, args.repeats = 1024, [2000], 1
+    if run.smoke:
+        args.scene_size, args.tta_size, args.train_steps = 256, 128, 2
+        args.rss_sizes, args.repeats = [], 1
     from reseg.serving import load_backend
 
     res: dict = {"scene_size": args.scene_size, "tta_size": args.tta_size}
@@ -485,15 +482,11 @@ def main(argv: list[str] | None = None) -> int:
         res["f"] = precision_runs(backend, scene, tmp, img, args.repeats)
         print(f"  precision: {json.dumps(res['f'])}", flush=True)
         res["c"] = rss_runs(tmp, args.rss_sizes, args.rss_variants)
-    res["machine"] = machine()
     for variant in ("default", "fixed"):
         peaks = [r["peak_rss_mb"] for r in res["c"] if r["variant"] == variant]
         res[f"c_spread_mb_{variant}"] = max(peaks) - min(peaks) if peaks else None
     _table(res)
-    out = REPO / "bench" / "results" / "predict.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    print(f"wrote {out}")
+    run.write("predict.json", res)
     return 0
 
 

@@ -5,7 +5,8 @@ is written to disk; each variant tiles it (256-pixel tiles, 32 overlap) into gzi
 TFRecords of identical content. The plain loop calls the same shard writer shard
 after shard in one process, so the ratios measure what Beam adds or buys.
 
-Prints a table; writes bench/results/tiling.json. `--size 4000` for a quicker run.
+Prints a table; writes bench/results/tiling.json. `--size 4000` for a quicker run;
+`--smoke`: a 600² scene, the loop and Beam with 1 worker (seconds; checks that it runs).
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _env  # noqa: E402,I001  (bench/_env.py; puts the repository's reseg first on the path)
 import numpy as np
 import rasterio
 from rasterio.transform import from_origin
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reseg.components.tiling import ShardContext, plan, tile, write_shard  # noqa: E402
 from reseg.config import parse_config  # noqa: E402
@@ -83,11 +82,14 @@ def plain_loop(cfg, out: Path) -> None:
         write_shard(ctx, s)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=8000)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tiling.json"))
-    a = ap.parse_args()
+    _env.add_arguments(ap)
+    a = ap.parse_args(argv)
+    run = _env.Run(a)
+    if run.smoke:
+        a.size = 600
     work = Path(tempfile.mkdtemp(prefix="bench-tiling-"))
     try:
         img, lab = make_scene(work, a.size)
@@ -110,6 +112,8 @@ def main() -> None:
                 "--direct_running_mode=multi_processing",
             ],
         }
+        if run.smoke:
+            variants = dict(list(variants.items())[:2])
         rows = []
         tiles_n = None
         for name, args in variants.items():
@@ -150,9 +154,7 @@ def main() -> None:
                 f"{r['variant']:<30} {r['seconds']:>8.1f} {r['tiles_per_s']:>9.1f} {r['raw_MB_per_s']:>8.1f} "
                 f"{r['speed_vs_loop']:>7.2f}x"
             )
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps({"size": a.size, "rows": rows}, indent=2))
-        print(f"\nwrote {a.out}")
+        run.write("tiling.json", {"size": a.size, "rows": rows})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -24,13 +24,13 @@ would real imagery):
   gradients are emulated (65-97 s per step here against 0.57 s in float32).
 
 Run: `.venv/bin/python bench/train.py [--quick] [--tile 128 --base 16 --depth 4 --batch 8]`.
-Writes bench/results/train.json.
+Writes bench/results/train.json. `--smoke`: 32² tiles, a U-Net of depth 2 and base 4,
+one window of one step (seconds; checks that it runs).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -39,9 +39,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _env  # noqa: E402
 from models import conv_gflop, matmul_fn  # noqa: E402  (bench/models.py)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 BANDS, CLASSES = 4, 7
 
 
@@ -98,9 +98,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--windows", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="32 tiles, 2 timing windows")
     p.add_argument("--float16", action="store_true", help="time mixed_float16 on a CPU too")
+    _env.add_arguments(p)
     args = p.parse_args(argv)
+    run = _env.Run(args)
     if args.quick:
         args.tiles, args.windows = 32, 2
+    if run.smoke:
+        args.tile, args.base, args.depth, args.batch = 32, 4, 2, 4
+        args.tiles, args.steps, args.windows = 8, 1, 1
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import keras
@@ -264,8 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"  {k:15} {v:.3f} steps/s = {pr['speed_vs_float32'][k]:.2f}x float32, "
             f"{pr['share_of_matmul_same_precision'][k]:.0%} of its matmul rate"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    run.write("train.json", result)
     for f in files:
         f.unlink()
     tmp.rmdir()

@@ -5,7 +5,8 @@ Each subcommand lives in `reseg/commands/<name>.py` with two functions,
 subcommand runs (so `reseg --help` stays fast). User errors (`ResegError`, and the
 operating-system, decoding and GDAL I/O errors that `reseg.errors.user_error` maps to
 it) print one line and exit with the code of their kind (table in `reseg.errors`),
-without a traceback unless `-v`.
+without a traceback unless `-v`. Progress bars are drawn on a terminal only, unless
+`--progress` (before or after the command) forces them (`reseg.quiet.progress_bars`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("study", "sweep selection settings, models, resolutions and folds; one report"),
     "demo": ("demo", "run the bundled Landsat example end to end"),
     "schema": ("schema", "print the JSON Schema of the config (or --study) files"),
+    "info": ("info", "versions, processor and GPUs, what precision auto picks, cache, storage"),
 }
 
 
@@ -60,11 +62,25 @@ def build_parser(with_commands: str | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="debug logging, tracebacks, and the other libraries' messages (TensorFlow, Beam)",
     )
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument(
+        "--progress",
+        dest="force_progress",
+        action="store_true",
+        default=argparse.SUPPRESS,  # a command's parser leaves the top level's value alone
+        help="draw progress bars even where stderr is not a terminal (a log file, CI)",
+    )
+    parser.add_argument(
+        "--progress",
+        dest="force_progress",
+        action="store_true",
+        help="draw progress bars even where stderr is not a terminal (also after COMMAND)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         if importlib.util.find_spec(f"reseg.commands.{module}") is None:
             help_text += " (not in this version yet)"
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[progress])
         if name == with_commands and importlib.util.find_spec(f"reseg.commands.{module}"):
             importlib.import_module(f"reseg.commands.{module}").add_arguments(p)
     return parser
@@ -90,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         # CONFIG already and left what follows `--` over
         args.beam_args, extra = [*args.beam_args, *extra[1:]], []
     args.extra = extra
+    if args.force_progress:
+        quiet.force_progress()
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     name = f"reseg.commands.{COMMANDS[args.command][0]}"

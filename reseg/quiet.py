@@ -19,6 +19,19 @@ Without `-v`, `configure(verbose=False)`:
 - **Python warnings** (`warnings.warn`) are routed into the log, so the same rule applies.
 
 With `-v` everything is shown from DEBUG up, and nothing is redirected.
+
+From Python (`reseg.load_config`, `reseg.Pipeline`, ...), `library()` does the part of
+this that leaves the host's logging alone: TensorFlow's and Beam's first imports run
+captured as above, so a notebook's `import reseg` prints nothing, and TensorFlow's
+native start-up lines become debug records of `reseg.quiet`, shown where the host
+configured logging to show them. While they import with no handler on the root logger,
+a temporary `logging.NullHandler` stands there: Beam logs its optional-dependency
+warnings with `logging.warning()`, which would otherwise call `logging.basicConfig()`
+and so configure the host's logging behind its back.
+
+Progress bars (`progress_bars`) are drawn only on a terminal: a log file or a CI job
+gets no carriage-return noise. `--progress` (or `RESEG_PROGRESS=1`) forces them,
+`RESEG_PROGRESS=0` switches them off.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +66,7 @@ LIBRARIES = (
     "urllib3",
 )
 """Loggers kept at WARNING even with `-v` (their INFO and DEBUG records are about themselves)."""
-QUIET_IMPORTS = ("tensorflow",)
+QUIET_IMPORTS = ("tensorflow", "apache_beam")
 """Top-level packages whose first import runs with file descriptor 2 captured."""
 
 TF_NATIVE_LOG = re.compile(
@@ -98,12 +112,57 @@ def configure(verbose: bool) -> None:
     # Beam logs each failed bundle with its traceback before re-raising the error, which
     # `reseg.cli.main` reports on one line (all of it with -v)
     logging.getLogger("apache_beam.runners").setLevel(logging.CRITICAL)
+    library()
+
+
+def library() -> None:
+    """Quiet first imports of TensorFlow and Beam (module docstring); the user's
+    `TF_CPP_MIN_LOG_LEVEL` is kept. Idempotent."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name in QUIET_IMPORTS:
         if name not in sys.modules and not any(
             isinstance(f, _QuietImport) and f.name == name for f in sys.meta_path
         ):
             sys.meta_path.insert(0, _QuietImport(name))
+
+
+PROGRESS_ENV = "RESEG_PROGRESS"
+"""`1` forces progress bars, `0` switches them off; unset: on a terminal only."""
+
+
+def force_progress() -> None:
+    """Draw progress bars even where the output is not a terminal (`--progress`).
+
+    An environment variable, so Beam's worker processes of this run inherit it."""
+    os.environ[PROGRESS_ENV] = "1"
+
+
+def progress_bars(stream: IO[str] | None = None) -> bool:
+    """Whether to draw a progress bar on `stream` (default stderr, where tqdm writes)."""
+    forced = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if forced:
+        return forced not in ("0", "false", "no", "off")
+    stream = sys.stderr if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+@contextlib.contextmanager
+def _no_implicit_basic_config() -> Iterator[None]:
+    """A `NullHandler` on the root logger for the block where it has no handler, so that a
+    module-level `logging.warning()` does not configure logging (module docstring)."""
+    root = logging.getLogger()
+    if root.handlers:
+        yield
+        return
+    null = logging.NullHandler()
+    root.addHandler(null)
+    try:
+        yield
+    finally:
+        root.removeHandler(null)
 
 
 @contextlib.contextmanager
@@ -151,7 +210,7 @@ class _CapturingLoader(importlib.abc.Loader):
         module.__loader__ = self.loader  # the module keeps its real loader
         if module.__spec__ is not None:
             module.__spec__.loader = self.loader
-        with native_stderr_captured():
+        with native_stderr_captured(), _no_implicit_basic_config():
             self.loader.exec_module(module)
 
 

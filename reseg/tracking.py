@@ -209,6 +209,10 @@ def resolve_uri(cfg: Config, root: str | Path) -> str | None:
     return cfg.tracking.uri or layout.tracking_uri(root)
 
 
+_UNTRACKED: set[str] = set()
+"""Roots on object storage already warned about (no local MLflow store), once per process."""
+
+
 def _quiet() -> None:
     for name in ("mlflow", "alembic", "urllib3", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -263,12 +267,14 @@ def open_run(
 
     uri = resolve_uri(cfg, root)
     if uri is None:
-        log.warning(
-            "%s: a root on object storage has no local MLflow store; not tracking this run "
-            "(set tracking.uri to a tracking server, whose artifact store can be in the same "
-            "bucket)",
-            root,
-        )
+        if str(root) not in _UNTRACKED:  # a pipeline opens a run per step: say it once
+            _UNTRACKED.add(str(root))
+            log.warning(
+                "%s: a root on object storage has no local MLflow store; not tracking this "
+                "run (set tracking.uri to a tracking server, whose artifact store can be in "
+                "the same bucket)",
+                root,
+            )
         yield NULL_RUN
         return
     client = MlflowClient(tracking_uri=uri)

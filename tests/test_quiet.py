@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import subprocess
+import sys
 
-from reseg.quiet import OwnMessages, native_stderr_captured
+import pytest
+
+from reseg.cli import main
+from reseg.quiet import (
+    PROGRESS_ENV,
+    TF_NATIVE_LOG,
+    OwnMessages,
+    native_stderr_captured,
+    progress_bars,
+)
 
 NATIVE = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -35,3 +47,56 @@ def test_only_resegs_records_and_other_libraries_errors_pass():
     assert not _passes("resegx", logging.WARNING)  # not a reseg logger
     assert _passes("tensorflow", logging.ERROR)
     assert _passes("apache_beam.options.pipeline_options", logging.WARNING)  # a bad Beam option
+
+
+def _python(code: str, cwd) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", PROGRESS_ENV)}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_python_api_imports_in_silence_and_leaves_logging_alone(tmp_path):
+    out = _python(
+        "import logging, reseg\n"
+        "reseg.load_config, reseg.Pipeline, reseg.predict_arrays\n"
+        "assert not logging.getLogger().handlers, logging.getLogger().handlers\n",
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (out.stdout, out.stderr) == ("", "")
+
+
+def test_logging_configured_by_the_host_shows_the_start_up_lines_as_records(tmp_path):
+    out = _python(
+        "import logging\n"
+        "logging.basicConfig(level=logging.DEBUG, format='%(name)s %(levelname)s %(message)s')\n"
+        "import reseg\n"
+        "reseg.load_config\n",
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "reseg.quiet DEBUG native: " in out.stderr  # TensorFlow's start-up, as records
+    assert not any(TF_NATIVE_LOG.match(line) for line in out.stderr.splitlines())
+
+
+def test_progress_bars_on_a_terminal_only_unless_forced(monkeypatch):
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    leader, follower = os.openpty()
+    with os.fdopen(leader, "rb"), os.fdopen(follower, "w") as terminal, io.StringIO() as log_file:
+        assert progress_bars(terminal) and not progress_bars(log_file)
+        monkeypatch.setenv(PROGRESS_ENV, "1")
+        assert progress_bars(log_file)
+        monkeypatch.setenv(PROGRESS_ENV, "0")
+        assert not progress_bars(terminal)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_the_progress_flag_forces_bars_for_the_run(where, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    args = ["schema", "--out", str(tmp_path / "s.json")]
+    assert main(["--progress", *args] if where == "before" else [*args, "--progress"]) == 0
+    assert os.environ[PROGRESS_ENV] == "1" and progress_bars(io.StringIO())
+    monkeypatch.delenv(PROGRESS_ENV)
+    assert main(args) == 0
+    assert PROGRESS_ENV not in os.environ

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from reseg import layout, tracking
@@ -113,6 +115,20 @@ def test_disabled_tracking_yields_null_run_and_writes_nothing(tmp_path):
         with run.nested("child") as child:
             assert child is tracking.NULL_RUN
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_root_on_object_storage_is_reported_untracked_once(tmp_path, caplog):
+    """A pipeline opens a run per step; the warning that none is tracked comes once."""
+    cfg = _cfg(tmp_path)
+    root = "s3://reseg-test-bucket/untracked-once"
+    with caplog.at_level(logging.WARNING, logger="reseg.tracking"):
+        for _ in range(3):
+            with tracking.open_run(cfg, root, run_name="step") as run:
+                assert run is tracking.NULL_RUN
+        with tracking.open_run(cfg, root + "-another", run_name="step"):
+            pass
+    assert caplog.text.count("no local MLflow store") == 2
+    assert caplog.text.count("untracked-once:") == 1
 
 
 def test_experiment_name_and_uri_from_config(store, tmp_path):

@@ -32,7 +32,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts, layout, storage
+from reseg import artifacts, layout, quiet, storage
 from reseg.config import IGNORE, Config, DataConfig, SceneSpec, TilingConfig
 from reseg.errors import (
     ConfigError,
@@ -521,7 +521,7 @@ class _Progress:
             desc="tiling",
             unit="shard",
             leave=False,
-            disable=None,
+            disable=not quiet.progress_bars(),
         )
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()

@@ -298,7 +298,11 @@ class PredictConfig(Section):
             "on >= 99.5 % of pixels. An export runs in its own precision (export.precision)."
         ),
     )
-    progress: bool = Field(True, description="Progress bar over tiles.")
+    progress: bool = Field(
+        True,
+        description="Progress bar over tiles, where stderr is a terminal (--progress or "
+        "RESEG_PROGRESS=1: everywhere).",
+    )
 
     @field_validator("tta")
     @classmethod

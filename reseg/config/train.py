@@ -142,7 +142,7 @@ class TrainConfig(Section):
     )
     progress: Literal["auto", "bar", "log"] = Field(
         "auto",
-        description="Keras progress bar per epoch, or one log line per epoch (auto: bar on a terminal).",
+        description="Keras progress bar per epoch, or one log line per epoch (auto: bar on a terminal, or with --progress).",
     )
 
     @field_validator("class_weights")

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from pathlib import Path
+
+from reseg import environment
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,12 @@ CPU_FLAGS = ("amx_bf16", "amx_fp16", "amx_tile", "avx512_bf16", "avx512_fp16", "
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-@functools.cache
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
-    """The flags of `CPU_FLAGS` this processor has (empty where /proc/cpuinfo is missing)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return ()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            have = set(line.split(":", 1)[1].split())
-            return tuple(f for f in CPU_FLAGS if f in have)
-    return ()
+    """The flags of `CPU_FLAGS` this processor has (empty where /proc/cpuinfo is missing).
+
+    Read by `reseg.environment`, the one reader of /proc/cpuinfo (`reseg info`, benchmarks).
+    """
+    return environment.cpu_flags(CPU_FLAGS, cpuinfo)
 
 
 @functools.cache
@@ -74,10 +69,16 @@ def native_bfloat16() -> tuple[bool, str]:
     return False, "CPU without AMX-BF16 or AVX-512 BF16"
 
 
+def auto_choice() -> tuple[str, str]:
+    """(what `auto` resolves to here, why): the rule of the module docstring, unlogged
+    (`reseg info` shows it)."""
+    native, where = native_bfloat16()
+    return ("bfloat16" if native else "float32"), where
+
+
 @functools.cache
 def _auto() -> str:
-    native, where = native_bfloat16()
-    choice = "bfloat16" if native else "float32"
+    choice, where = auto_choice()
     log.info("precision auto: %s (%s)", choice, where)
     return choice
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import rasterio
 
-from reseg import storage
+from reseg import quiet, storage
 from reseg.artifacts import ModelInfo
 from reseg.components.predictor.labels import LabelReader, label_data_config
 from reseg.components.predictor.outputs import SceneOutputs
@@ -400,7 +400,7 @@ def _slide(
             total=block.num_processed(),
             desc=scene.id,
             unit="tile",
-            disable=not cfg.progress,
+            disable=not (cfg.progress and quiet.progress_bars()),
             leave=False,
         )
         with rasterio.Env(**env), bar:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from reseg import quiet
 from reseg.artifacts import write_json
 from reseg.components.trainer.steps import Steps
 from reseg.config.train import TrainConfig
@@ -146,7 +147,8 @@ class FitResult:
 def _progbar(cfg: TrainConfig, steps: int, chief: bool):
     if not chief:
         return None
-    if cfg.progress == "log" or (cfg.progress == "auto" and not sys.stdout.isatty()):
+    # Keras' bar writes to stdout
+    if cfg.progress == "log" or (cfg.progress == "auto" and not quiet.progress_bars(sys.stdout)):
         return None
     import keras
 
