@@ -45,8 +45,13 @@ EXTRAS = {
         "jsonschema==4.26.0",  # tests: the example configs validate against `reseg schema`
         "moto[server,s3]==5.2.5",  # tests/storage: an S3 API server on loopback
         "gcp-storage-emulator==2026.7.19",  # tests/storage: a GCS emulator on loopback
+        # tests/models/test_convert.py builds PyTorch ResNets; `reseg weights convert` reads
+        # .pth files with it. Plain PyPI here (the CPU index was not reachable); where
+        # https://download.pytorch.org/whl/cpu is, its CPU wheel (190 MB, installs in ~10 s)
+        # avoids PyPI's CUDA libraries.
+        "torch==2.13.0",
     ],
-    # torch is only for the side-by-side model benchmark (bench/models.py).
+    # torch for the side-by-side model benchmark (bench/models.py); also in `test`.
     "bench": ["torch==2.13.0"],
 }
 
