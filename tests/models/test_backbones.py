@@ -137,3 +137,16 @@ def test_weights_rules_are_checked_with_the_config():
     with pytest.raises(ValueError, match="reseg weights convert"):
         validate_params("unet", {"encoder": "resnet18", "encoder_weights": "imagenet"})
     assert validate_params("unet", {"encoder": "resnet50", "encoder_weights": "imagenet"})
+
+
+def test_bfloat16_reaches_the_nested_encoder():
+    from reseg.models.precision import model_policy, with_precision
+
+    keras.utils.set_random_seed(0)
+    model = build_model("unet", 3, 4, encoder="resnet18", encoder_depth=3, **TINY)
+    fast = with_precision(model, "bfloat16")
+    assert model_policy(fast) == "mixed_bfloat16"
+    assert fast.get_layer("encoder").get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("encoder").get_layer("conv1").dtype_policy.name == "float32"
+    x, _ = batch(4, 32, 32, n=1)
+    np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(model(x)), atol=0.03)
