@@ -1,6 +1,6 @@
 """examples/vaihingen_pretrained.yaml end to end, CI-sized: a U-Net on a ResNet-18 encoder whose
 "pretrained" weights file is made here (a randomly initialised encoder, saved), frozen for the
-first epoch, then fine-tuned at a tenth of the learning rate."""
+first epoch, then fine-tuned at a tenth of the learning rate, evaluated and exported."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_the_pretrained_example_trains_and_evaluates(tmp_path, shared_data, monk
     }
     cfg = cfg.model_copy(update=tiny)
     root = tmp_path / "root"
-    run_pipeline(cfg, root, steps=["tile", "stats", "rounds"])
+    run_pipeline(cfg, root, steps=["tile", "stats", "rounds", "export"])
 
     model_dir = layout.model_dir(root, 0, 0)
     history = json.loads((model_dir / "history.json").read_text())
@@ -48,3 +48,5 @@ def test_the_pretrained_example_trains_and_evaluates(tmp_path, shared_data, monk
     assert 0 < np.abs(trained.get_weights()[0] - start).max() < 0.1
     metrics = json.loads((layout.eval_dir(root, 0, 0) / "metrics.json").read_text())
     assert 0.0 <= metrics["mean_iou"] <= 1.0
+    # the nested backbone exports to TF Serving's layout (the exporter checks the SavedModel)
+    assert list(layout.export_dir(root, cfg.export.model_name).glob("*/saved_model.pb"))
