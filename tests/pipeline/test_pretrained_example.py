@@ -9,6 +9,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from reseg import layout
 from reseg.config import load_config
@@ -18,6 +19,7 @@ from reseg.pipeline.run import run_pipeline
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_the_pretrained_example_trains_and_evaluates(tmp_path, shared_data, monkeypatch):
     keras.utils.set_random_seed(5)
     initial = backbones.build_backbone("resnet18", 3)
