@@ -84,10 +84,11 @@ def _error_lines(model: dict) -> list[str]:
             "(received: [[1, 2], [1, 2]])",
         ),
         (
-            {"name": "pspnet", "params": {"encoder_weights": "w.h5"}},
+            # absolute: a relative path is resolved against the config's folder first
+            {"name": "pspnet", "params": {"encoder_weights": "/w.h5"}},
             "model.params.encoder_weights: needs a keras.applications encoder "
             "['resnet50', 'mobilenetv2', 'efficientnetb0'], not encoder='small' "
-            "(received: 'w.h5')",
+            "(received: '/w.h5')",
         ),
         (
             {"name": "unet", "params": [3]},
