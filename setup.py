@@ -48,8 +48,13 @@ EXTRAS = {
         # the documentation site (mkdocs.yml), built strictly by tests/test_docs.py
         "mkdocs==1.6.1",
         "mkdocs-material==9.8.2",
+        # tests/models/test_convert.py builds PyTorch ResNets; `reseg weights convert` reads
+        # .pth files with it. Plain PyPI here (the CPU index was not reachable); where
+        # https://download.pytorch.org/whl/cpu is, its CPU wheel (190 MB, installs in ~10 s)
+        # avoids PyPI's CUDA libraries.
+        "torch==2.13.0",
     ],
-    # torch is only for the side-by-side model benchmark (bench/models.py).
+    # torch for the side-by-side model benchmark (bench/models.py); also in `test`.
     "bench": ["torch==2.13.0"],
 }
 

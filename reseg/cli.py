@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "write report.md/report.html of a pipeline root"),
     "study": ("study", "sweep selection settings, models, resolutions and folds; one report"),
     "demo": ("demo", "run the bundled Landsat example end to end"),
+    "weights": (
+        "weights",
+        "convert PyTorch ResNet weights (torchvision, timm, TorchGeo) for U-Net",
+    ),
     "schema": ("schema", "print the JSON Schema of the config (or --study) files"),
     "info": ("info", "versions, processor and GPUs, what precision auto picks, cache, storage"),
 }

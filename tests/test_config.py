@@ -1,5 +1,6 @@
 """Config validation: errors name the key path and what was received; examples load."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,19 @@ def test_seed_option_of_reseg_run_overrides_train_seed_and_keeps_the_folds(tmp_p
         for s in (3, 7)
     ]
     assert folds[0] == folds[1]
+
+
+def test_encoder_weights_resolve_against_the_config_folder_and_imagenet_stays(tmp_path):
+    base = {
+        "data": {
+            "scenes": [{"image": "a.tif", "labels": "b.tif"}],
+            "classes": [{"name": "x"}, {"name": "y"}],
+        },
+        "model": {"name": "unet", "params": {"encoder": "resnet18", "encoder_weights": "w/r.h5"}},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(base))
+    assert load_config(path).model.params.encoder_weights == str(tmp_path / "w" / "r.h5")
+    base["model"]["params"] = {"encoder": "resnet50", "encoder_weights": "imagenet"}
+    path.write_text(json.dumps(base))
+    assert load_config(path).model.params.encoder_weights == "imagenet"

@@ -114,7 +114,8 @@ def _expand(text: str) -> str:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    """Make scene paths absolute, relative to the config file's folder (URIs stay as they are)."""
+    """Make scene paths and `model.params.encoder_weights` absolute, relative to the config
+    file's folder (URIs, and the name "imagenet", stay as they are)."""
 
     def fix(p: Any) -> Any:
         if not isinstance(p, str):
@@ -133,6 +134,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 scene[key] = fix(scene[key])
         if isinstance(scene.get("vector"), dict) and "path" in scene["vector"]:
             scene["vector"]["path"] = fix(scene["vector"]["path"])
+    params = (
+        (data.get("model") or {}).get("params") if isinstance(data.get("model"), dict) else None
+    )
+    if isinstance(params, dict) and params.get("encoder_weights") not in (None, "imagenet"):
+        params["encoder_weights"] = fix(params["encoder_weights"])
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

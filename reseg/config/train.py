@@ -65,6 +65,20 @@ class TrainConfig(Section):
     weight_decay: float | None = Field(
         None, ge=0, description="Decoupled weight decay of the optimiser."
     )
+    freeze_encoder_epochs: int = Field(
+        0,
+        ge=0,
+        description="Fine-tuning: the model's encoder (model.params.encoder of U-Net, the "
+        "encoder of PSPNet and DeepLabV3+) is frozen for the first this many epochs: not "
+        "trained, its batch norm in inference mode (its statistics kept); 0 = never.",
+    )
+    encoder_lr_multiplier: float = Field(
+        1.0,
+        gt=0,
+        description="Fine-tuning: the encoder's updates are this fraction of those the "
+        "optimiser makes with the learning rate (its learning rate times this, for every "
+        "optimiser and schedule).",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of sgd and rmsprop.")
     clipnorm: float | None = Field(None, gt=0, description="Clip each gradient to this norm.")
     schedule: Literal["constant", "cosine", "exponential", "poly"] = Field(

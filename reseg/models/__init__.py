@@ -13,6 +13,7 @@ from reseg.models import layers  # noqa: F401  (registers the custom layers)
 from reseg.models.inference import fold_batch_norm
 from reseg.models.registry import (
     build_model,
+    encoder_layers,
     names,
     output_stride,
     parameters,
@@ -23,6 +24,7 @@ from reseg.models.registry import (
 
 __all__ = [
     "build_model",
+    "encoder_layers",
     "fold_batch_norm",
     "names",
     "output_stride",

@@ -26,9 +26,9 @@ Encoders:
     "resnet50", "mobilenetv2", "efficientnetb0": `keras.applications`
         networks without top, `weights=None`, optionally loaded from a local
         weights file of the 3-band network (nothing is downloaded). For
-        `bands != 3` the first convolution's kernel is adapted by cycling the
-        RGB input channels and scaling by `3 / bands` (as timm does), so a
-        constant image gives the same activations. Their layers are cloned
+        `bands != 3` the first convolution's kernel is adapted by
+        `reseg.models.backbones.adapt_input_conv` (timm's: RGB channels
+        repeated and scaled by `3 / bands`; summed for one band). Their layers are cloned
         into the model (prefixed `encoder_`), with strides removed and rates
         set in the dilated stages; their input rescaling/normalisation layers
         become identities (reseg feeds normalised images).
@@ -47,6 +47,7 @@ import numpy as np
 from keras import layers
 
 from reseg.model_params.encoders import ENCODERS, EncoderParams, hdc_patterns, stage_rates
+from reseg.models.backbones import adapt_input_conv
 from reseg.models.blocks import conv_bn_relu
 
 logger = logging.getLogger(__name__)
@@ -161,9 +162,7 @@ def _load_local_weights(app: keras.Model, ctor: Callable, bands: int, path: str)
             continue
         target = dst.get_weights()
         if [w.shape for w in weights] != [w.shape for w in target]:
-            kernel = weights[0]  # (kh, kw, 3, filters): cycle RGB over the bands
-            adapted = kernel[:, :, [i % 3 for i in range(bands)], :] * (3.0 / bands)
-            weights = [adapted.astype(kernel.dtype), *weights[1:]]
+            weights = [adapt_input_conv(weights[0], bands), *weights[1:]]
             logger.info("adapted %s kernel from 3 to %d bands", dst.name, bands)
         dst.set_weights(weights)
 

@@ -48,7 +48,7 @@ def _pinned_float32(layer: keras.layers.Layer) -> bool:
 def model_policy(model: keras.Model) -> str:
     """The policy of the model's computing layers ("float32" when none differs)."""
     names = {
-        layer.dtype_policy.name
+        model_policy(layer) if isinstance(layer, keras.Model) else layer.dtype_policy.name
         for layer in model.layers
         if not isinstance(layer, layers.InputLayer) and not _pinned_float32(layer)
     }
@@ -72,8 +72,15 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     policy = policy_of(precision)
     if model_policy(model) == policy:
         return model
+    return _clone(model, policy)
+
+
+def _clone(model: keras.Model, policy: str) -> keras.Model:
+    """A clone of `model` (nested models included) whose layers compute under `policy`."""
 
     def clone(layer):
+        if isinstance(layer, keras.Model):  # a nested backbone (U-Net's "encoder")
+            return _clone(layer, policy)
         config = layer.get_config()
         if "dtype" in config and not _pinned_float32(layer):
             config["dtype"] = policy

@@ -34,6 +34,7 @@ from reseg.models import pspnet
 __all__ = [
     "build_model",
     "builder",
+    "encoder_layers",
     "names",
     "output_stride",
     "parameters",
@@ -135,3 +136,9 @@ def training_model(model: keras.Model) -> tuple[keras.Model, list[float]]:
         result = (train, [1.0, weight])
     _TRAINING[model] = result
     return result
+
+
+def encoder_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of `model`'s encoder: the nested backbone "encoder" (U-Net) or the layers
+    named `encoder_*` (PSPNet, DeepLabV3+); empty for a model without one (plain U-Net)."""
+    return [la for la in model.layers if la.name == "encoder" or la.name.startswith("encoder_")]

@@ -84,10 +84,11 @@ def _error_lines(model: dict) -> list[str]:
             "(received: [[1, 2], [1, 2]])",
         ),
         (
-            {"name": "pspnet", "params": {"encoder_weights": "w.h5"}},
+            # absolute: a relative path is resolved against the config's folder first
+            {"name": "pspnet", "params": {"encoder_weights": "/w.h5"}},
             "model.params.encoder_weights: needs a keras.applications encoder "
             "['resnet50', 'mobilenetv2', 'efficientnetb0'], not encoder='small' "
-            "(received: 'w.h5')",
+            "(received: '/w.h5')",
         ),
         (
             {"name": "unet", "params": [3]},
@@ -100,7 +101,10 @@ def test_a_bad_value_is_one_line_naming_the_key_path(model, line):
 
 
 def test_unknown_keys_are_rejected_with_the_allowed_ones():
-    allowed = "['base_filters', 'batch_norm', 'depth', 'dropout']"
+    allowed = (
+        "['base_filters', 'batch_norm', 'depth', 'dropout', 'encoder', 'encoder_depth', "
+        "'encoder_weights']"
+    )
     assert _error_lines({"name": "unet", "params": {"widht": 3, "bins": [1]}}) == [
         f"model.params.widht: unknown parameter; allowed: {allowed} (received: 3)",
         f"model.params.bins: unknown parameter; allowed: {allowed} (received: [1])",
@@ -148,6 +152,9 @@ def test_params_read_as_keyword_arguments_and_are_immutable():
             "base_filters": 32,
             "batch_norm": True,
             "dropout": 0.0,
+            "encoder": "none",
+            "encoder_weights": None,
+            "encoder_depth": 5,
         }
     )
     with pytest.raises(KeyError):

@@ -89,6 +89,9 @@ def test_parameters_are_the_builder_defaults():
         "base_filters": 32,
         "batch_norm": True,
         "dropout": 0.0,
+        "encoder": "none",
+        "encoder_weights": None,
+        "encoder_depth": 5,
     }
     assert parameters("fcn8s") == parameters("fcn32s")
     assert "variant" not in parameters("fcn16s")

@@ -285,6 +285,7 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
                     f"tiling.tile_size {tiles.tile_size} is not a multiple of the output stride {stride} "
                     f"of model {cfg.model.name}"
                 )
+            encoder = inputs.fine_tuned_encoder(cfg, model)
             optimizer = make_optimizer(tc, steps_per_epoch)
             optimizer.build(train_model.trainable_variables)
         steps = Steps(
@@ -297,6 +298,8 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
             tiles.num_classes,
             tc.batch_size,
             tc.jit_compile,
+            encoder=encoder,
+            encoder_lr_multiplier=tc.encoder_lr_multiplier,
         )
 
         def train_data(seed: int):

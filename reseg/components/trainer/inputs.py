@@ -126,6 +126,22 @@ def build(cfg: Config, bands: int, num_classes: int, init_model: Path | None):
     return model, train_model, [float(w) for w in loss_weights], stride
 
 
+def fine_tuned_encoder(cfg: Config, model: keras.Model) -> list:
+    """The encoder layers that `train.freeze_encoder_epochs` / `encoder_lr_multiplier` act on.
+
+    Raises:
+        ConfigError: one of them is set but the model has no encoder (the plain U-Net).
+    """
+    tc = cfg.train
+    layers = models.encoder_layers(model)
+    if (tc.freeze_encoder_epochs or tc.encoder_lr_multiplier != 1.0) and not layers:
+        raise ConfigError(
+            f"train.freeze_encoder_epochs / train.encoder_lr_multiplier need a model with an "
+            f"encoder (model {model.name!r} has none; U-Net takes model.params.encoder)"
+        )
+    return layers
+
+
 def check_model(cfg: Config) -> None:
     """Registry name and parameters of `model`, as a ConfigError naming the key."""
 

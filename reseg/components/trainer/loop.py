@@ -235,6 +235,7 @@ def fit(
 
     iterator = None
     for epoch in range(start + 1, cfg.epochs + 1):
+        _freeze_for(steps, cfg, epoch, chief)
         if iterator is None or cfg.deterministic:
             # deterministic: every epoch draws from its own stream, seeded by (seed, epoch)
             # alone, so a run resumed at any epoch draws exactly what an uninterrupted one
@@ -300,6 +301,7 @@ def fit(
             log.info("early stopping: no validation mIoU gain for %d epochs", patience)
             break
 
+    steps.freeze_encoder(False)  # the saved model's encoder is trainable, for later fine-tuning
     best_epoch = int(state["best_epoch"].numpy()) or None
     if chief and has_val and history and history[-1]["epoch"] > warmup_epochs(cfg) + 1:
         _warn_not_learnt(history, cfg, class_names, final=True)
@@ -318,6 +320,20 @@ def fit(
                 float(state["best"].numpy()),
             )
     return FitResult(history, start, best_epoch, bool(state["stopped"].numpy()))
+
+
+def _freeze_for(steps: Steps, cfg: TrainConfig, epoch: int, chief: bool) -> None:
+    """Encoder frozen in epochs 1 .. `train.freeze_encoder_epochs`, trained after them."""
+    frozen = epoch <= cfg.freeze_encoder_epochs
+    if chief and steps.encoder and frozen != steps.encoder_frozen:
+        if frozen:
+            log.info(
+                "encoder frozen (batch norm in inference mode) up to epoch %d",
+                cfg.freeze_encoder_epochs,
+            )
+        else:
+            log.info("encoder trained from epoch %d on", epoch)
+    steps.freeze_encoder(frozen)
 
 
 def _warn_not_learnt(

@@ -16,6 +16,20 @@ them as ordinary mirrored variables); `sync_statistics` replaces them by their
 mean over all replicas after each epoch, so that validation, checkpoints and the
 saved model are identical on every worker.
 
+Fine-tuning a pretrained encoder (`train.freeze_encoder_epochs`,
+`train.encoder_lr_multiplier`): `freeze_encoder(True)` makes the encoder's
+layers non-trainable, which leaves their weights out of the gradient and runs
+their batch norm in inference mode (Keras 3 does so for a non-trainable
+BatchNormalization), and traces the steps again. A learning-rate multiplier m
+scales the encoder's update after the optimiser made it,
+
+    v <- v_before + m * (v_after - v_before)
+
+which is the update of a learning rate m * lr for every Keras optimiser (their
+updates are proportional to the learning rate, decoupled weight decay
+included; their moments do not depend on it), without a second optimiser. It
+runs in cross-replica context, so every replica's copy gets the same value.
+
 Validation runs the prediction model directly (cross-replica context, no
 collectives) over the whole validation set on every worker: each worker gets the
 same numbers, and no worker waits for another at the end of an uneven split.
@@ -52,11 +66,31 @@ class Steps:
     num_classes: int
     global_batch: int
     jit_compile: bool = False
+    encoder: list[Any] = field(default_factory=list)  # layers of the model's encoder
+    encoder_lr_multiplier: float = 1.0
+    _frozen: bool = field(default=False, init=False, repr=False)
     _train: Any = field(default=None, init=False, repr=False)
     _val: Any = field(default=None, init=False, repr=False)
     _sync: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._compile()
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """Whether the encoder's layers are frozen now."""
+        return self._frozen
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        """Freeze (or unfreeze) the encoder's layers and trace the steps again if that changed."""
+        if frozen == self._frozen or not self.encoder:
+            return
+        for layer in self.encoder:
+            layer.trainable = not frozen
+        self._frozen = frozen
+        self._compile()
+
+    def _compile(self) -> None:
         import tensorflow as tf
 
         strategy, c, global_batch = self.cluster.strategy, self.num_classes, self.global_batch
@@ -99,9 +133,15 @@ class Steps:
 
         # no autograph: the steps have no tensor-dependent Python control flow, and
         # converting every Keras layer's call only costs tracing time
+        scaled_vars = self._scaled_variables()
+        m = self.encoder_lr_multiplier
+
         @tf.function(autograph=False)
         def train_step(batch):
+            before = [tf.identity(v.value) for v in scaled_vars]
             loss, cm = strategy.run(replica_train, args=(batch,))
+            for v, b in zip(scaled_vars, before, strict=True):
+                v.assign(b + m * (v.value - b))
             return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, cm, axis=None)
 
         @tf.function(autograph=False)
@@ -109,7 +149,13 @@ class Steps:
             probs = tf.cast(model(x, training=False), tf.float32)
             return tf.reduce_sum(loss_fn(y, probs, w)), confusion(y, probs, c)
 
-        stats = [v for v in train_model.non_trainable_variables if v.dtype.startswith("float")]
+        # moving statistics (a frozen encoder's kernels are non-trainable too, and equal anyway)
+        frozen = {id(v) for la in self.encoder for v in la.weights} if self._frozen else set()
+        stats = [
+            v
+            for v in train_model.non_trainable_variables
+            if v.dtype.startswith("float") and id(v) not in frozen
+        ]
 
         @tf.function(autograph=False)
         def sync_statistics():
@@ -119,6 +165,12 @@ class Steps:
 
         self._train, self._val = train_step, val_step
         self._sync = sync_statistics if stats and self.cluster.replicas > 1 else None
+
+    def _scaled_variables(self) -> list[Any]:
+        """The trainable variables whose updates `encoder_lr_multiplier` scales (none at 1)."""
+        if self.encoder_lr_multiplier == 1.0 or self._frozen:
+            return []
+        return [v for la in self.encoder for v in la.trainable_weights]
 
     def distribute(self, batch: tuple) -> Any:
         """This worker's batch, split into equal parts for its local replicas.
