@@ -1,5 +1,6 @@
 """Artifacts: staged and published directories (`store`) and their typed views (`types`)."""
 
+from reseg.artifacts.lease import Holder, Lease, hold
 from reseg.artifacts.store import (
     CONFIG,
     MANIFEST,
@@ -38,6 +39,8 @@ __all__ = [
     "ArtifactError",
     "BandStats",
     "Export",
+    "Holder",
+    "Lease",
     "Merged",
     "Metrics",
     "Model",
@@ -52,6 +55,7 @@ __all__ = [
     "TileSet",
     "discard",
     "fingerprint",
+    "hold",
     "is_current",
     "publish",
     "read_manifest",
