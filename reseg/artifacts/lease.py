@@ -157,9 +157,16 @@ def try_acquire(root: Any) -> Lease | Holder | None:
     root = storage.path(root)
     f = layout.lease_file(root)
     if not storage.is_remote(root):
-        fd = storage.lock_local(f)
+        storage.mkdir(root)
+        try:
+            fd = storage.lock_local(f)
+        except FileNotFoundError:  # the root removed by a holder that made it and ended
+            return try_acquire(root)
         if fd is None:
-            return Holder.parse(f.read_bytes()) if f.exists() else None
+            try:
+                return Holder.parse(f.read_bytes())
+            except FileNotFoundError:  # released in between: try again
+                return try_acquire(root)
         me = Holder.me(None)
         os.ftruncate(fd, 0)
         os.pwrite(fd, me.to_bytes(), 0)
@@ -195,7 +202,6 @@ def hold(root: Any, wait: float = 0.0) -> Iterator[Lease]:
     """
     root = storage.path(root)
     created = not storage.is_remote(root) and not root.exists()
-    storage.mkdir(root)
     lease = _acquire(root, wait)
     try:
         yield lease
