@@ -111,3 +111,32 @@ def test_two_runs_started_together_leave_one_complete_result(demo_config, tmp_pa
     assert (layout.stats_dir(root) / layout.MANIFEST).exists()
     assert not layout.lease_file(root).exists()
     assert not list(root.glob("*.tmp-*"))
+
+
+@pytest.mark.slow  # `reseg predict` processes, each importing TensorFlow
+def test_two_predictions_into_one_out_are_refused_or_serialised(cnn_dir, tmp_path):
+    from tests.components.predictor.helpers import smooth_image
+    from tests.rasters import write_raster
+
+    scene = write_raster(tmp_path / "b.tif", smooth_image(4, 64, 96, seed=4))
+    out = tmp_path / "out"
+    holder = start_holder(out, 600)  # another prediction into --out, with its live staging
+    live = out / ".a.tmp-0123456789ab"
+    live.mkdir()
+    (live / "raw.classes.tif").write_bytes(b"being written")
+    args = ("predict", "--model", str(cnn_dir), str(scene), "--out", str(out), "--no-progress")
+    try:
+        refused = reseg(*args)
+        assert refused.returncode == 11, refused.stderr[-2000:]
+        assert f"pid {holder.pid}, since" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        waiting = start(*args, "--wait")
+        first = waiting.stderr.readline()
+        assert "waiting for the run that writes this root" in first, first
+    finally:
+        holder.kill()  # the other prediction ends (killed: its lock goes with it)
+        holder.wait()
+    _, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err[-2000:]
+    assert (out / "b.tif").exists()
+    assert (live / "raw.classes.tif").read_bytes() == b"being written", "not touched while held"
