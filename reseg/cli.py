@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "write report.md/report.html of a pipeline root"),
     "study": ("study", "sweep selection settings, models, resolutions and folds; one report"),
     "demo": ("demo", "run the bundled Landsat example end to end"),
+    "verify": ("verify", "check every published file of a root against its manifest"),
     "schema": ("schema", "print the JSON Schema of the config (or --study) files"),
     "info": ("info", "versions, processor and GPUs, what precision auto picks, cache, storage"),
 }

@@ -247,6 +247,22 @@ def files_under(p: AnyPath) -> list[str]:
     return sorted(f[len(base) :] for f in found if f.startswith(base))
 
 
+def files_with_versions(p: AnyPath) -> dict[str, tuple[int, str]]:
+    """Each object under folder `p` on object storage: (size, version) by relative path, the
+    version being what the store keeps of its content (S3's ETag, GCS's CRC32C); one listing."""
+    p = path(p)
+    base = p.path.rstrip("/") + "/"
+    found = p.fs.find(base, detail=True)
+    return {
+        k[len(base) :]: (
+            int(v.get("size") or 0),
+            str(v.get("ETag") or v.get("crc32c") or v.get("md5Hash") or ""),
+        )
+        for k, v in found.items()
+        if k.startswith(base) and v.get("type", "file") != "directory"
+    }
+
+
 def mkdir(p: AnyPath) -> None:
     """Make folder `p` (with parents); on object storage folders are implicit: nothing."""
     p = path(p)
