@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from reseg import artifacts, layout
-from reseg.artifacts import Model, TileSet, read_manifest
+from reseg.artifacts import Artifact, Model, TileSet, read_manifest
 from reseg.cli import main
 from tests.conftest import tiny_config
 
@@ -77,3 +77,24 @@ def test_verify_names_a_deleted_shard_and_a_corrupt_model_then_the_rerun_remakes
     assert main(["verify", str(root)]) == 0
     assert shard.exists() and model_file.exists()
     assert "0 missing or damaged" in capsys.readouterr().err
+
+
+def test_an_artifact_made_again_with_other_bytes_has_another_version(tmp_path):
+    """Later steps' fingerprints take `version`: a remade artifact with other bytes makes what
+    depends on it run again; one remade byte for byte leaves it current."""
+    final = tmp_path / "model"
+
+    def publish(data: bytes):
+        with artifacts.stage(final, "fp-model", "train") as st:
+            (st.dir / layout.MODEL_KERAS).write_bytes(data)
+        return Artifact.load(final)
+
+    first = publish(b"weights one")
+    assert first.version != first.fingerprint
+    assert publish(b"weights one").version == first.version  # byte for byte: same
+    other = publish(b"weights two")
+    assert other.fingerprint == first.fingerprint and other.version != first.version
+    hand = tmp_path / "hand"  # a manifest without a file list: the fingerprint, as before
+    hand.mkdir()
+    artifacts.write_json(hand / layout.MANIFEST, {"fingerprint": "fp-hand", "step": "train"})
+    assert Artifact.load(hand).version == "fp-hand"

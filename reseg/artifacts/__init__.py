@@ -12,6 +12,7 @@ from reseg.artifacts.store import (
     read_manifest,
     stage,
     staging_dir,
+    version,
     write_json,
 )
 from reseg.artifacts.types import (
@@ -61,5 +62,6 @@ __all__ = [
     "read_manifest",
     "stage",
     "staging_dir",
+    "version",
     "write_json",
 ]

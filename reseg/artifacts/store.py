@@ -83,6 +83,18 @@ CONTENTS = "contents"
 """Manifest key: each file of the artifact (but the manifest) with its size and checksum."""
 
 
+def version(manifest: dict[str, Any]) -> str:
+    """What the fingerprints of later steps take of an artifact: its fingerprint and, when the
+    manifest lists its files, their sizes and checksums. An artifact made again with other
+    bytes (a model retrained after it was damaged) so makes what depends on it run again; one
+    made again byte for byte (the tiles) does not. Manifests without a file list: the
+    fingerprint alone, as before."""
+    listed = manifest.get(CONTENTS)
+    if not isinstance(listed, dict):
+        return manifest["fingerprint"]
+    return fingerprint(manifest["fingerprint"], listed)
+
+
 def contents(folder: str | Path) -> dict[str, dict[str, Any]]:
     """Each file under `folder` but the manifest: `{"size": bytes, <checksum>}`.
 
