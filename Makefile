@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint docs bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ lint: setup
 	$(BIN)/ruff check reseg tests bench
 	$(BIN)/ruff format --check reseg tests bench
 
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # `make bench BENCH_ARGS=--smoke`: every benchmark in seconds (bench/_env.py is their shared helper)
 BENCH_ARGS ?=
 bench: setup
@@ -32,4 +35,4 @@ bench: setup
 	for b in bench/[!_]*.py; do $(BIN)/python $$b $(BENCH_ARGS) || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

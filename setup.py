@@ -45,6 +45,9 @@ EXTRAS = {
         "jsonschema==4.26.0",  # tests: the example configs validate against `reseg schema`
         "moto[server,s3]==5.2.5",  # tests/storage: an S3 API server on loopback
         "gcp-storage-emulator==2026.7.19",  # tests/storage: a GCS emulator on loopback
+        # the documentation site (mkdocs.yml), built strictly by tests/test_docs.py
+        "mkdocs==1.6.1",
+        "mkdocs-material==9.8.2",
     ],
     # torch is only for the side-by-side model benchmark (bench/models.py).
     "bench": ["torch==2.13.0"],

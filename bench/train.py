@@ -17,6 +17,9 @@ would real imagery):
   about twice the forward), as a share of TF's float32 matmul rate (2048 x 2048),
   timed in alternation with the step (best of each), so load from other processes
   hits both alike;
+- deterministic: training fed by the input with `train.deterministic` off and on (TF op
+  determinism and tf.data's deterministic order), timed in alternation; the ratio of step
+  times decides the default (on if at most 1.3x);
 - precision: the same training step under `train.precision` float32, mixed_bfloat16
   and mixed_float16 (loss scaling), timed in alternation, with the bfloat16 / float16
   matmul rates and the processor's instruction sets for them (AMX, AVX-512 BF16 / FP16).
@@ -85,6 +88,42 @@ def best_rate(fn, items_per_call: int, calls: int, windows: int) -> float:
             fn()
         best = min(best, time.perf_counter() - start)
     return items_per_call * calls / best
+
+
+def determinism_rates(args, make_steps, data, files, spec, augment) -> dict:
+    """Steps/s of training fed by the input pipeline with `train.deterministic` off and on.
+
+    On: TF op determinism and tf.data's deterministic order (what the trainer sets);
+    off: neither. Each setting gets its own model and pipeline, built with the flag in
+    force; windows alternate (best of each), so load from other processes hits both.
+    """
+    from tensorflow.python.framework import config as tf_config  # the switch has no public off
+
+    def set_flag(on: bool) -> None:
+        (tf_config.enable_op_determinism if on else tf_config.disable_op_determinism)()
+
+    runs = {}
+    for on in (False, True):
+        set_flag(on)
+        st = make_steps("float32")[1]
+        it = iter(
+            data.training_dataset(
+                files, spec, batch_size=args.batch, augment=augment, deterministic=on
+            )
+        )
+        st.train_epoch(it, 1)  # trace, fill the shuffle buffer
+        runs[on] = (st, it)
+    rates = dict.fromkeys(runs, 0.0)
+    for _ in range(args.windows):
+        for on, (st, it) in runs.items():
+            set_flag(on)
+            rate = best_rate(lambda st=st, it=it: st.train_epoch(it, args.steps), args.steps, 1, 1)
+            rates[on] = max(rates[on], rate)
+    set_flag(False)
+    return {
+        "fed_steps_per_s": {"off": round(rates[False], 3), "on": round(rates[True], 3)},
+        "step_time_on_over_off": round(rates[False] / rates[True], 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -200,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
             prec_rates[k] = max(prec_rates[k], rate)
         for d, fn in mms.items():
             mm_rates[d] = max(mm_rates[d], best_rate(fn, 1, 3, 1) * mm_gflop)
+    det = determinism_rates(args, make_steps, data, files, spec, default_aug)
+
     from reseg.inference.precision import cpu_flags
 
     gflop_fwd = conv_gflop(model, args.tile, args.tile)
@@ -225,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         "forward_gflop_per_tile": round(gflop_fwd, 3),
         "train_gflop_per_s": round(train_gflop_per_step * step_rate, 1),
         "train_share_of_matmul": round(train_gflop_per_step * step_rate / mm_rate, 3),
+        "deterministic": det,
         "precision": {
             "cpu_flags": list(cpu_flags()),
             "not_timed": [] if "mixed_float16" in precisions else ["mixed_float16 (CPU)"],
@@ -256,6 +298,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"training: {train_gflop_per_step:.1f} GFLOP/step (3 x forward {gflop_fwd:.3f} GFLOP/tile), "
         f"{result['train_gflop_per_s']} GFLOP/s = {result['train_share_of_matmul']:.0%} of matmul"
+    )
+    print(
+        f"\ntrain.deterministic (fed steps/s): off {det['fed_steps_per_s']['off']:.3f}, "
+        f"on {det['fed_steps_per_s']['on']:.3f}; step time on / off = "
+        f"{det['step_time_on_over_off']:.2f}x"
     )
     pr = result["precision"]
     print(

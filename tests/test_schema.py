@@ -36,6 +36,21 @@ def test_the_committed_schema_is_the_commands_output(capsys, args, committed):
     jsonschema.Draft202012Validator.check_schema(schema)
 
 
+@pytest.mark.parametrize(
+    ("args", "committed"),
+    [(("--markdown",), "reference/config.md"), (("--study", "--markdown"), "reference/study.md")],
+)
+def test_the_configuration_reference_pages_are_the_commands_output(capsys, args, committed):
+    out = _schema_output(capsys, *args)
+    assert (DOCS / committed).read_text() == out, (
+        f"docs/{committed} is stale: run `reseg schema {' '.join(args)} --out docs/{committed}`"
+    )
+    # every key of every section has a row, and a section's type links to its table
+    assert "| `deterministic` | bool | `true` |" in out or "--study" in args
+    assert "[TrainConfig](#trainconfig)" in out or "--study" in args
+    assert out.count("\n## ") >= (6 if "--study" in args else 10)
+
+
 def test_schema_carries_the_field_descriptions(capsys):
     schema = json.loads(_schema_output(capsys))
     train = schema["$defs"]["TrainConfig"]["properties"]

@@ -1,8 +1,9 @@
-"""`reseg schema [--study] [--out FILE]`: the JSON Schema of the config files.
+"""`reseg schema [--study] [--markdown] [--out FILE]`: the JSON Schema of the config files.
 
 Without `--out` the schema is printed. `docs/reseg.schema.json` and
 `docs/reseg-study.schema.json` are this command's output, committed so that the
-example configs' `# yaml-language-server: $schema=...` line finds them.
+example configs' `# yaml-language-server: $schema=...` line finds them; with
+`--markdown`, the reference pages `docs/reference/config.md` and `docs/reference/study.md`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--study",
         action="store_true",
         help="the schema of a study file (reseg study) instead of a pipeline config",
+    )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="a Markdown reference page (one table per section) instead of JSON Schema",
     )
     parser.add_argument(
         "--out", type=Path, metavar="FILE", help="write the schema here instead of printing it"
@@ -41,10 +47,11 @@ def study_schema() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reseg.config.schema import config_schema, dumps
+    from reseg.config.schema import config_schema, dumps, markdown
     from reseg.errors import InputError
 
-    text = dumps(study_schema() if args.study else config_schema())
+    schema = study_schema() if args.study else config_schema()
+    text = markdown(schema) if args.markdown else dumps(schema)
     if args.out is None:
         sys.stdout.write(text)
         return 0

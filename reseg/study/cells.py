@@ -66,6 +66,8 @@ def group_config(
         raw["train"]["precision"] = study.precision
     if study.deterministic:  # XLA has no deterministic max-pooling gradient
         raw["train"].update(deterministic=True, jit_compile=False)
+    else:
+        raw["train"]["deterministic"] = False
     if not study.restore_best:  # fixed epochs: no epoch chosen on any held-out pixel
         raw["train"].update(restore_best=False, early_stopping=None)
     raw["rounds"] = {**raw["rounds"], "folds": list(folds)}

@@ -118,7 +118,7 @@ def forest_plot(results: Sequence[CellResult], path: Path, title: str) -> Path |
     ax.axvline(0, color="#333333", lw=0.8)
     ax.set_yticks(range(len(rows)), [r.cell.id for r in rows], fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel("Δ mIoU, mean over seeds and folds (bootstrap interval over seeds and folds)")
+    ax.set_xlabel("Δ mIoU, mean over seeds and folds (t-interval, crossed seed × fold model)")
     ax.set_title(title, fontsize=9)
     # outside the axes: inside, it covered the right ends of the bars
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)

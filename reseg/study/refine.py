@@ -7,7 +7,7 @@ validation fold (k + 1) mod K (`predict.tune`'s grid) into `<group>/refine/fold<
 each cell takes its method's best setting as evaluated on fold k, written where the
 TTA baseline writes its results (`<cell>/fold<k>/eval/metrics.json` and the per-tile
 confusions `<cell>/study/merged_fold<k>.npz`), so the report sets it against round 0
-with the same paired tile-bootstrap intervals as every other cell. The cell shows the
+with the same paired comparisons (seeds × folds, then tiles) as every other cell. The cell shows the
 tuned refinement applied; whether prediction would apply it (`predict.tune.only_if_better`)
 is in the tuning's `refine.json`.
 """

@@ -91,11 +91,11 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         + ("" if s.get("deterministic", True) else " off")
         + "). mIoU figures are mean ± sd over runs. Differences are paired per run (the same "
         "seed and evaluation pixels) and averaged over folds and seeds; their intervals "
-        f"([low, high], {100 * s['bootstrap']['level']:g}%) resample folds and, within each, "
-        f"seeds ({s['bootstrap']['samples']} resamples), so they include the variation between "
-        "training runs and between folds. 'Comparisons over seeds and folds' gives every "
-        "comparison with its smallest detectable difference; 'Where the rounds help' says in "
-        "words which are distinguishable from zero.",
+        f"([low, high], {100 * s['bootstrap']['level']:g}%) are t-intervals from a crossed seed × "
+        "fold model, so they include the variation between training runs, seeds and folds, "
+        "and their p-values are Holm-adjusted over the study. 'Comparisons over seeds and "
+        "folds' gives every comparison with its smallest detectable difference; 'Where the "
+        "rounds help' says in words which are distinguishable from zero.",
         "",
         "## Summary",
         "",

@@ -129,6 +129,7 @@ class Comparison:
     level: float = 0.95
     inflation: float = 1.0
     p_adj: float | None = None
+    family: int | None = None  # how many comparisons p_adj was adjusted over
 
     @property
     def mean(self) -> float | None:
@@ -162,8 +163,8 @@ class Comparison:
             return "better" if self.estimate > 0 else "worse"
         return "no clear difference"
 
-    def adjusted(self, p_adj: float | None) -> Comparison:
-        return replace(self, p_adj=p_adj)
+    def adjusted(self, p_adj: float | None, family: int | None = None) -> Comparison:
+        return replace(self, p_adj=p_adj, family=family)
 
     def as_dict(self) -> dict:
         return {
@@ -173,6 +174,7 @@ class Comparison:
             "high": self.high,
             "p": self.p,
             "p_adj": self.p_adj,
+            "family": self.family,
             "se": self.se,
             "df": self.df,
             "mde": self.mde,
@@ -373,7 +375,8 @@ def adjust_family(comparisons: Sequence[Comparison]) -> list[Comparison]:
     (K >= MIN_FOLDS and a p-value); the others unchanged."""
     counted = [c.p if c.folds >= MIN_FOLDS else None for c in comparisons]
     adj = holm(counted)
-    return [c.adjusted(a) if a is not None else c for c, a in zip(comparisons, adj, strict=True)]
+    n = sum(p is not None for p in counted)
+    return [c.adjusted(a, n) if a is not None else c for c, a in zip(comparisons, adj, strict=True)]
 
 
 @functools.lru_cache(maxsize=4096)

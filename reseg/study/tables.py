@@ -207,7 +207,7 @@ def comparisons_section(plan: Plan, results: list[CellResult]) -> list[str]:
     """Every comparison of every cell: mean difference, interval, p, Holm p, SE, df, MDE."""
     b = plan.study["bootstrap"]
     level, power = b["level"], b.get("power", 0.8)
-    n = len(stats.adjust_family([c for r in results for c in r.comparisons.values()]))
+    n = max((c.family or 0 for r in results for c in r.comparisons.values()), default=0)
     md = [
         "## Comparisons over seeds and folds",
         "",
@@ -218,9 +218,14 @@ def comparisons_section(plan: Plan, results: list[CellResult]) -> list[str]:
         f"{100 * level:g}% t-interval from a crossed seed × fold random-effects model (a seed "
         "starts from the same weights in every fold, so its luck is shared across folds) with "
         "Satterthwaite's degrees of freedom (df), the fold variance inflated for folds whose "
-        "models share training folds (`reseg.study.stats`). p is two-sided; Holm p is adjusted "
-        f"over the study's family of {n} comparisons (these and the target section's), and "
-        "'distinguishable from zero' follows it. MDE is the smallest difference this design "
+        "models share training folds (`reseg.study.stats`). p is two-sided; "
+        + (
+            f"Holm p is adjusted over the study's family of {n} comparisons (these and the "
+            "target section's), and 'distinguishable from zero' follows it. "
+            if n
+            else "with fewer than 3 folds no comparison gets a verdict, so none is adjusted. "
+        )
+        + "MDE is the smallest difference this design "
         f"would detect with {100 * power:g}% power (t with df degrees of freedom). An "
         "interval that contains 0 with a large MDE means the design cannot tell, not that "
         "there is no effect.",

@@ -281,6 +281,15 @@ def test_holm_adjusts_step_down_and_keeps_order():
     assert holm([0.5, 0.9]) == [pytest.approx(1.0), pytest.approx(1.0)]
 
 
+def test_adjust_family_records_the_family_and_leaves_k_below_3_out():
+    rng = np.random.default_rng(5)
+    cs = [paired_comparison(rng.normal(0.01, 0.01, (3, k))) for k in (2, 4, 4, 5)]
+    done = stats.adjust_family(cs)
+    assert done[0].p_adj is None and done[0].family is None  # K = 2: no verdict, not counted
+    assert [c.family for c in done[1:]] == [3, 3, 3]
+    assert all(c.p_adj >= c.p for c in done[1:]) and done[1].as_dict()["family"] == 3
+
+
 def test_holm_controls_the_family_wise_rate_of_a_study():
     """A study of 12 null comparisons (4 cells x 3 kinds, K = 4): at least one false
     'distinguishable' in about 40% of studies unadjusted, at most 5% + MC error with Holm."""
