@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "weights",
         "convert PyTorch ResNet weights (torchvision, timm, TorchGeo) for U-Net",
     ),
+    "verify": ("verify", "check every published file of a root against its manifest"),
     "schema": ("schema", "print the JSON Schema of the config (or --study) files"),
     "info": ("info", "versions, processor and GPUs, what precision auto picks, cache, storage"),
 }

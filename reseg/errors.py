@@ -15,6 +15,7 @@ traceback. Exit codes:
     8  DiskFullError    no space left on the device (or quota exceeded)
     9  OutputError      an output place is unusable (a regular file where a folder goes, ...)
     10 IOFailure        any other operating-system I/O error (EIO, ...)
+    11 LeaseError       another run holds the root's lease (one writer per root)
     130                 interrupted (Ctrl-C)
 
 `user_error(exc)` maps `OSError` and its kinds, `UnicodeDecodeError`, and GDAL/rasterio
@@ -86,6 +87,12 @@ class IOFailure(ResegError):
     """Any other operating-system I/O error (EIO, a stale network mount, ...)."""
 
     exit_code = 10
+
+
+class LeaseError(ResegError):
+    """Another run writes the root: its lease (`reseg.artifacts.lease`) names the holder."""
+
+    exit_code = 11
 
 
 PLACE_ERRORS = (AccessError, DiskFullError, OutputError, IOFailure)

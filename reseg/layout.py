@@ -125,6 +125,14 @@ def config_file(root: str | Path) -> Path:
     return storage.path(root) / CONFIG_JSON
 
 
+LEASE = "lease.json"
+"""The root's lease: who writes the root now (`reseg.artifacts.lease`); absent when no one does."""
+
+
+def lease_file(root: str | Path) -> Path:
+    return storage.path(root) / LEASE
+
+
 def tracking_uri(root: str | Path) -> str | None:
     """Default MLflow tracking store of a pipeline root; None for a root on object storage
     (sqlite needs a local file: there `tracking.uri` names a tracking server)."""

@@ -24,6 +24,8 @@ for an emulator). Nothing here is reseg-specific.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import io
 import os
@@ -245,11 +247,104 @@ def files_under(p: AnyPath) -> list[str]:
     return sorted(f[len(base) :] for f in found if f.startswith(base))
 
 
+def files_with_versions(p: AnyPath) -> dict[str, tuple[int, str]]:
+    """Each object under folder `p` on object storage: (size, version) by relative path, the
+    version being what the store keeps of its content (S3's ETag, GCS's CRC32C); one listing."""
+    p = path(p)
+    base = p.path.rstrip("/") + "/"
+    found = p.fs.find(base, detail=True)
+    return {
+        k[len(base) :]: (
+            int(v.get("size") or 0),
+            str(v.get("ETag") or v.get("crc32c") or v.get("md5Hash") or ""),
+        )
+        for k, v in found.items()
+        if k.startswith(base) and v.get("type", "file") != "directory"
+    }
+
+
 def mkdir(p: AnyPath) -> None:
     """Make folder `p` (with parents); on object storage folders are implicit: nothing."""
     p = path(p)
     if not is_remote(p):
         p.mkdir(parents=True, exist_ok=True)
+
+
+# --- one writer: a lock on a disk, conditional puts on object storage -----------------------
+
+
+def lock_local(p: Path) -> int | None:
+    """Lock local file `p` (created if absent) exclusively, without waiting (`flock`).
+
+    Returns its open descriptor, or None when another process holds the lock. The lock lasts
+    while the descriptor is open, so the kernel ends it when its process dies, kill -9
+    included. A holder removes the file before it closes the descriptor; a lock won on a file
+    removed meanwhile is dropped and tried again on the new one.
+    """
+    while True:
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(p).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def read_object(p: AnyPath) -> tuple[bytes, str] | None:
+    """The content of object `p` and its version (ETag on S3, generation on GCS); None when
+    there is none. The version is read before the content, so a `put_if` with it fails when
+    the object changed after the version was read."""
+    p = path(p)
+    try:
+        info = p.fs.info(p.path)
+        data = p.fs.cat_file(p.path)
+    except FileNotFoundError:
+        return None
+    return data, str(info.get("ETag") or info.get("generation") or "")
+
+
+def put_new(p: AnyPath, data: bytes) -> bool:
+    """Create object `p` only when there is none (a conditional put: `If-None-Match: *` on
+    S3, `ifGenerationMatch=0` on GCS); False when an object is there."""
+    p = path(p)
+    try:
+        p.fs.pipe_file(p.path, data, mode="create")
+    except FileExistsError:
+        return False
+    return True
+
+
+def put_if(p: AnyPath, data: bytes, version: str) -> bool:
+    """Replace object `p` only while it is at `version` (from `read_object`); False when it
+    changed or is gone.
+
+    S3: one put with `If-Match: <ETag>`, decided by the store. gcsfs's put takes no
+    generation condition, so on GCS this reads the version and puts: two writers in the
+    same instant can both succeed there.
+    """
+    p = path(p)
+    if scheme(p) == "s3":
+        try:
+            p.fs.pipe_file(p.path, data, IfMatch=version)
+        except FileNotFoundError:
+            return False
+        except OSError as e:  # s3fs: PreconditionFailed is EINVAL
+            if e.errno == errno.EINVAL or "precondition" in str(e).lower():
+                return False
+            raise
+        return True
+    now = read_object(p)
+    if now is None or now[1] != version:
+        return False
+    p.fs.pipe_file(p.path, data)
+    return True
 
 
 # --- local copies for libraries that need files ---------------------------------------------

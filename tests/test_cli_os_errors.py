@@ -8,6 +8,7 @@ CAP_DAC_READ_SEARCH dropped from the bounding set). Full disks are small tmpfs m
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reseg import layout
 from reseg.cli import main
 from tests.rasters import config_dict, scene
 
@@ -350,8 +352,11 @@ def test_kill_9_during_prediction_leaves_a_staging_folder_the_rerun_removes(
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
-    (left,) = [p.name for p in out.iterdir()]
-    assert left.startswith(".big.tmp-")  # only the hidden staging folder, no output
+    # only the hidden staging folder, no output; and the killed run's lease file, whose lock
+    # died with it (the rerun takes it over)
+    (left,) = [p.name for p in out.iterdir() if p.name != layout.LEASE]
+    assert left.startswith(".big.tmp-")
+    assert json.loads((out / layout.LEASE).read_text())["pid"] == proc.pid
 
     res = reseg("predict", "--model", str(model_dir), str(scenes4["big"]), "--out", str(out))
     assert res.returncode == 0, res.stderr

@@ -1,5 +1,6 @@
 """Artifacts: staged and published directories (`store`) and their typed views (`types`)."""
 
+from reseg.artifacts.lease import Holder, Lease, hold
 from reseg.artifacts.store import (
     CONFIG,
     MANIFEST,
@@ -11,6 +12,7 @@ from reseg.artifacts.store import (
     read_manifest,
     stage,
     staging_dir,
+    version,
     write_json,
 )
 from reseg.artifacts.types import (
@@ -38,6 +40,8 @@ __all__ = [
     "ArtifactError",
     "BandStats",
     "Export",
+    "Holder",
+    "Lease",
     "Merged",
     "Metrics",
     "Model",
@@ -52,10 +56,12 @@ __all__ = [
     "TileSet",
     "discard",
     "fingerprint",
+    "hold",
     "is_current",
     "publish",
     "read_manifest",
     "stage",
     "staging_dir",
+    "version",
     "write_json",
 ]

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,11 +63,95 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def is_current(path: str | Path, fp: str) -> bool:
-    """True when `path` is a published artifact with fingerprint `fp`."""
+    """True when `path` is a published artifact with fingerprint `fp` whose listed files are
+    all there with their sizes (a deleted or truncated file makes the step run again)."""
     try:
-        return read_manifest(path).get("fingerprint") == fp
+        m = read_manifest(path)
     except ArtifactError:
         return False
+    if m.get("fingerprint") != fp:
+        return False
+    bad = damaged(path, m)
+    for name, what in bad:
+        log.warning(
+            "%s: %s; the step %s makes it again", storage.path(path) / name, what, m["step"]
+        )
+    return not bad
+
+
+CONTENTS = "contents"
+"""Manifest key: each file of the artifact (but the manifest) with its size and checksum."""
+
+
+def version(manifest: dict[str, Any]) -> str:
+    """What the fingerprints of later steps take of an artifact: its fingerprint and, when the
+    manifest lists its files, their sizes and checksums. An artifact made again with other
+    bytes (a model retrained after it was damaged) so makes what depends on it run again; one
+    made again byte for byte (the tiles) does not. Manifests without a file list: the
+    fingerprint alone, as before."""
+    listed = manifest.get(CONTENTS)
+    if not isinstance(listed, dict):
+        return manifest["fingerprint"]
+    return fingerprint(manifest["fingerprint"], listed)
+
+
+def contents(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """Each file under `folder` but the manifest: `{"size": bytes, <checksum>}`.
+
+    On a disk the checksum is `crc32` of the file, read once when it is published (the page
+    cache usually still holds what was just written); on object storage it is the `etag`
+    the store keeps (S3's ETag, GCS's CRC32C), so nothing is read again.
+    """
+    folder = storage.path(folder)
+    if storage.is_remote(folder):
+        found = storage.files_with_versions(folder)
+        return {n: {"size": size, "etag": tag} for n, (size, tag) in found.items() if n != MANIFEST}
+    out = {}
+    for name in storage.files_under(folder):
+        if name != MANIFEST:
+            f = folder / name
+            out[name] = {"size": f.stat().st_size, "crc32": _crc32(f)}
+    return out
+
+
+def _crc32(f: Path) -> str:
+    crc = 0
+    with open(f, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
+
+
+def damaged(
+    path: str | Path, manifest: dict[str, Any], checksums: bool = False
+) -> list[tuple[str, str]]:
+    """The files the manifest of `path` lists that are missing or not what was published:
+    (name, what is wrong). Sizes always; with `checksums` the checksums too (every file read
+    on a disk). A manifest without a file list (an older reseg) lists nothing."""
+    listed = manifest.get(CONTENTS)
+    if not isinstance(listed, dict):
+        return []
+    now = _now(storage.path(path), checksums)
+    bad = []
+    for name, want in sorted(listed.items()):
+        have = now.get(name)
+        if have is None:
+            bad.append((name, "missing"))
+        elif have["size"] != want.get("size"):
+            bad.append((name, f"{have['size']} bytes, published with {want.get('size')}"))
+        elif checksums and any(have.get(k, v) != v for k, v in want.items() if k != "size"):
+            bad.append((name, "damaged (its checksum differs from the published one)"))
+    return bad
+
+
+def _now(folder: Any, checksums: bool) -> dict[str, dict[str, Any]]:
+    """What is in `folder` now: sizes (one listing), and checksums when asked."""
+    if storage.is_remote(folder) or checksums:
+        return contents(folder) if folder.exists() else {}
+    out = {}
+    for name in storage.files_under(folder):
+        out[name] = {"size": (folder / name).stat().st_size}
+    return out
 
 
 def staging_dir(final: str | Path, fp: str, local: bool = False) -> Path:
@@ -101,6 +186,7 @@ def publish(
     if config_json is not None:
         (tmp / CONFIG).write_text(config_json)
     manifest = {"published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **manifest}
+    manifest[CONTENTS] = contents(tmp)
     write_json(tmp / MANIFEST, manifest)
     old = None
     if final.exists():
@@ -127,6 +213,7 @@ def _publish_remote(tmp, final, manifest: dict[str, Any], config_json: str | Non
     fs = tmp.fs
     for name in names:
         fs.copy(f"{tmp.path}/{name}", f"{final.path}/{name}")
+    manifest[CONTENTS] = contents(final)
     write_json(final / MANIFEST, manifest)
     storage.rmtree(tmp)
     for stale in final.parent.glob(f"{final.name}.tmp-*"):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from reseg import layout, storage
-from reseg.artifacts.store import read_manifest, write_json
+from reseg.artifacts.store import read_manifest, version, write_json
 from reseg.errors import ArtifactError
 
 
@@ -39,6 +39,11 @@ class Artifact:
     @property
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
+
+    @property
+    def version(self) -> str:
+        """Its fingerprint and files (`store.version`): what later steps' fingerprints take."""
+        return version(self.manifest)
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -71,6 +76,11 @@ class TileSet:
     overlap: int
     fingerprint: str
     manifest: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def version(self) -> str:
+        """Its fingerprint and files (`store.version`): what later steps' fingerprints take."""
+        return version(self.manifest)
 
     @classmethod
     def load(cls, path: str | Path) -> TileSet:
@@ -112,6 +122,7 @@ class Stats:
     class_pixels_per_fold: tuple[tuple[int, ...], ...]
     valid_pixels: int
     fingerprint: str
+    version: str = ""
 
     @property
     def mean(self) -> np.ndarray:
@@ -133,6 +144,7 @@ class Stats:
             class_pixels_per_fold=tuple(tuple(r) for r in s["class_pixels_per_fold"]),
             valid_pixels=s["valid_pixels"],
             fingerprint=m["fingerprint"],
+            version=version(m),
         )
 
 

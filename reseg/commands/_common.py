@@ -8,6 +8,8 @@ checked: a user error leaves no `--root` behind.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from reseg import storage
 from reseg.config import Config, load_config
@@ -30,6 +32,7 @@ def add_config_and_root(parser: argparse.ArgumentParser, beam: bool = False) -> 
         type=storage.argument,
         help="pipeline root: a local folder, s3://bucket/prefix or gs://bucket/prefix",
     )
+    add_wait(parser)
     if beam:
         parser.add_argument(
             "beam_args",
@@ -37,6 +40,19 @@ def add_config_and_root(parser: argparse.ArgumentParser, beam: bool = False) -> 
             metavar="BEAM_OPTION",
             help="Beam pipeline options after `--`, e.g. -- --runner=DataflowRunner --setup_file=./setup.py",
         )
+
+
+def add_wait(parser: argparse.ArgumentParser, what: str = "root") -> None:
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        type=float,
+        const=float("inf"),
+        default=0.0,
+        metavar="SECONDS",
+        help=f"when another run writes the {what}, wait for it (at most SECONDS) instead of "
+        "stopping with a line naming it",
+    )
 
 
 def add_seed(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +90,14 @@ def context(args: argparse.Namespace, cfg: Config | None = None) -> Context:
     """The steps' context of a command: config, root and Beam options."""
     cfg = cfg if cfg is not None else load(args)
     return Context(cfg, args.root, tuple(beam_args(args)))
+
+
+@contextmanager
+def writing(args: argparse.Namespace, cfg: Config | None = None) -> Iterator[Context]:
+    """`context(args)` with the root's lease held (`--wait` waits for another writer)."""
+    ctx = context(args, cfg)
+    with pipeline_run.hold_root(ctx.root, args.wait):
+        yield ctx
 
 
 def beam_args(args: argparse.Namespace) -> list[str]:

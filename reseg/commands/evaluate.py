@@ -5,7 +5,7 @@ validation fold's (`val/`, what merge weights and stopping rounds read)."""
 
 import argparse
 
-from reseg.commands._common import add_config_and_root, add_round_and_fold, context, round_of
+from reseg.commands._common import add_config_and_root, add_round_and_fold, round_of, writing
 from reseg.layout import fold_name
 from reseg.pipeline import steps
 
@@ -16,32 +16,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = context(args)
-    r = round_of(args, merged=True)
-    for k in ctx.folds(args.fold, allow_full=False):
-        m = steps.evaluate(ctx, r, k)
-        title = f"{'merged' if r == steps.MERGED else f'round {r}'} {fold_name(k)}"
-        print(
-            f"{title}: mIoU {_f(m.mean_iou)}  OA {_f(m.overall_accuracy)}  "
-            f"kappa {_f(m.kappa)}  ({m.path})"
-        )
-        for name, pc in m.per_class.items():
-            print(f"  {name:>16}: IoU {_f(pc['iou'])}  F1 {_f(pc['f1'])}  support {pc['support']}")
-        absent = m.values.get("false_positives") or {}
-        if absent:
-            fp = ", ".join(f"{n} {v['pixels']} px" for n, v in absent.items())
-            print(f"  predicted but absent from the labels (false positives, not in mIoU): {fp}")
-        if r != steps.MERGED:
-            v = steps.validate(ctx, int(r), k)
-            if v is not None:
-                print(f"  validation fold {v.values['fold']}: mIoU {_f(v.mean_iou)}  ({v.path})")
-        t = steps.evaluate_target(ctx, r, k)  # None without target pixels
-        if t is not None:
+    with writing(args) as ctx:
+        r = round_of(args, merged=True)
+        for k in ctx.folds(args.fold, allow_full=False):
+            m = steps.evaluate(ctx, r, k)
+            title = f"{'merged' if r == steps.MERGED else f'round {r}'} {fold_name(k)}"
             print(
-                f"{title} target: mIoU {_f(t.mean_iou)}  OA {_f(t.overall_accuracy)}  "
-                f"kappa {_f(t.kappa)}  ({t.path})"
+                f"{title}: mIoU {_f(m.mean_iou)}  OA {_f(m.overall_accuracy)}  "
+                f"kappa {_f(m.kappa)}  ({m.path})"
             )
-    return 0
+            for name, pc in m.per_class.items():
+                print(
+                    f"  {name:>16}: IoU {_f(pc['iou'])}  F1 {_f(pc['f1'])}  support {pc['support']}"
+                )
+            absent = m.values.get("false_positives") or {}
+            if absent:
+                fp = ", ".join(f"{n} {v['pixels']} px" for n, v in absent.items())
+                print(
+                    f"  predicted but absent from the labels (false positives, not in mIoU): {fp}"
+                )
+            if r != steps.MERGED:
+                v = steps.validate(ctx, int(r), k)
+                if v is not None:
+                    print(
+                        f"  validation fold {v.values['fold']}: mIoU {_f(v.mean_iou)}  ({v.path})"
+                    )
+            t = steps.evaluate_target(ctx, r, k)  # None without target pixels
+            if t is not None:
+                print(
+                    f"{title} target: mIoU {_f(t.mean_iou)}  OA {_f(t.overall_accuracy)}  "
+                    f"kappa {_f(t.kappa)}  ({t.path})"
+                )
+        return 0
 
 
 def _f(v: float | None) -> str:

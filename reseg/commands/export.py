@@ -16,7 +16,7 @@ import sys
 
 from pydantic import ValidationError
 
-from reseg.commands._common import add_config_and_root, context
+from reseg.commands._common import add_config_and_root, writing
 from reseg.components.exporter import export_info
 from reseg.components.exporter.sources import DEFAULT
 from reseg.errors import ConfigError
@@ -64,34 +64,36 @@ def _fold(ctx, value: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = context(args)
-    cfg = ctx.cfg
-    over = {
-        k: v
-        for k, v in (("model_name", args.name), ("validation", args.validation))
-        if v is not None
-    }
-    if over:
-        try:
-            section = cfg.export.model_validate({**cfg.export.model_dump(), **over})
-        except ValidationError as e:
-            raise ConfigError(f"--name: {e.errors()[0]['msg']} (received {args.name!r})") from None
-        cfg = cfg.model_copy(update={"export": section})
-    if args.tracking_uri:
-        cfg = cfg.model_copy(
-            update={"tracking": cfg.tracking.model_copy(update={"uri": args.tracking_uri})}
+    with writing(args) as ctx:
+        cfg = ctx.cfg
+        over = {
+            k: v
+            for k, v in (("model_name", args.name), ("validation", args.validation))
+            if v is not None
+        }
+        if over:
+            try:
+                section = cfg.export.model_validate({**cfg.export.model_dump(), **over})
+            except ValidationError as e:
+                raise ConfigError(
+                    f"--name: {e.errors()[0]['msg']} (received {args.name!r})"
+                ) from None
+            cfg = cfg.model_copy(update={"export": section})
+        if args.tracking_uri:
+            cfg = cfg.model_copy(
+                update={"tracking": cfg.tracking.model_copy(update={"uri": args.tracking_uri})}
+            )
+        ctx = steps.Context(cfg, ctx.root)
+        source = args.source
+        if source is not None and source.isdigit():
+            source = int(source)
+        final = steps.export(ctx, source, _fold(ctx, args.fold))
+        m = export_info(final.path)
+        reg = m.get("registry_version")
+        print(
+            f"exported {m['source']} of fold {m['fold']} ({m['method']} of {len(m['members'])} "
+            f"model{'s' * (len(m['members']) > 1)}) as {cfg.export.model_name} version {final.version}: {final.path}"
+            + (f"; registered as version {reg}" if reg is not None else ""),
+            file=sys.stdout,
         )
-    ctx = steps.Context(cfg, ctx.root)
-    source = args.source
-    if source is not None and source.isdigit():
-        source = int(source)
-    final = steps.export(ctx, source, _fold(ctx, args.fold))
-    m = export_info(final.path)
-    reg = m.get("registry_version")
-    print(
-        f"exported {m['source']} of fold {m['fold']} ({m['method']} of {len(m['members'])} "
-        f"model{'s' * (len(m['members']) > 1)}) as {cfg.export.model_name} version {final.version}: {final.path}"
-        + (f"; registered as version {reg}" if reg is not None else ""),
-        file=sys.stdout,
-    )
-    return 0
+        return 0

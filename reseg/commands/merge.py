@@ -4,7 +4,7 @@ import argparse
 
 from reseg import layout
 from reseg.artifacts import Metrics
-from reseg.commands._common import add_config_and_root, add_fold, context
+from reseg.commands._common import add_config_and_root, add_fold, writing
 from reseg.commands.evaluate import _f
 from reseg.pipeline import steps
 
@@ -15,13 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = context(args)
-    for k in ctx.folds(args.fold, allow_full=False):
-        merged = steps.merge(ctx, k)
-        m = Metrics.load(layout.merged_eval_dir(ctx.root, k))
-        rounds = steps.scored_rounds(ctx, k)
-        print(
-            f"merged rounds {rounds} of {layout.fold_name(k)} ({ctx.cfg.rounds.merge}): "
-            f"mIoU {_f(m.mean_iou)} -> {merged.path}"
-        )
-    return 0
+    with writing(args) as ctx:
+        for k in ctx.folds(args.fold, allow_full=False):
+            merged = steps.merge(ctx, k)
+            m = Metrics.load(layout.merged_eval_dir(ctx.root, k))
+            rounds = steps.scored_rounds(ctx, k)
+            print(
+                f"merged rounds {rounds} of {layout.fold_name(k)} ({ctx.cfg.rounds.merge}): "
+                f"mIoU {_f(m.mean_iou)} -> {merged.path}"
+            )
+        return 0

@@ -22,13 +22,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from reseg import storage
+from reseg.commands._common import add_wait
 from reseg.components.predictor import predict_scene, unique_ids
 from reseg.components.predictor.labels import VECTOR_SUFFIXES
 from reseg.components.refine_tuning import apply_tuning, find_tuning
 from reseg.config import PredictConfig, VectorLabels, load_config
 from reseg.errors import ConfigError
 from reseg.pipeline import steps
-from reseg.pipeline.run import check_root
+from reseg.pipeline.run import check_root, hold_root
 from reseg.serving import load_backend
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=storage.argument, help="output folder (a local path, s3:// or gs://)"
     )
+    add_wait(parser, "--out (or --root)")
     parser.add_argument(
         "--root",
         type=storage.argument,
@@ -234,7 +236,8 @@ def _pipeline_step(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     check_root(args.root)
     cfg = cfg.model_copy(update={"predict": _predict_config(args, cfg.predict)})
-    preds = steps.predict(steps.Context(cfg, args.root, tuple(args.beam_args)))
+    with hold_root(args.root, args.wait):
+        preds = steps.predict(steps.Context(cfg, args.root, tuple(args.beam_args)))
     for e in preds.scenes:
         print(f"{e['scene']}: " + ", ".join(str(preds.path / p) for p in e["outputs"].values()))
     return 0
@@ -257,10 +260,15 @@ def run(args: argparse.Namespace) -> int:
         tuned, said = apply_tuning(pcfg, args.tuning or find_tuning(args.model))
         (log.warning if tuned.refine != pcfg.refine else log.info)("%s", said)
         pcfg = tuned
-    if pcfg.beam:
-        return _beam(args, cfg, pcfg)
-    if args.beam_args:
+    if args.beam_args and not pcfg.beam:
         raise ConfigError("Beam options after `--` need --beam (or predict.beam: true)")
+    # one writer per --out: two predictions into it would remove each other's staging
+    with hold_root(args.out, args.wait):
+        return _beam(args, cfg, pcfg) if pcfg.beam else _scenes(args, cfg, pcfg)
+
+
+def _scenes(args: argparse.Namespace, cfg, pcfg) -> int:
+    """Each scene in turn in this process."""
     backend = load_backend(args.model)
     data = cfg.data if cfg else None
     labels = _label_sources(args, backend.info, data)

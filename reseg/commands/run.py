@@ -30,6 +30,6 @@ def _steps(text: str | None) -> list[str] | None:
 def run(args: argparse.Namespace) -> int:
     steps = _steps(args.steps)
     cfg = load(args)
-    run_pipeline(cfg, args.root, beam_args(args), steps=steps)
+    run_pipeline(cfg, args.root, beam_args(args), steps=steps, wait=args.wait)
     print(f"pipeline outputs: {args.root}")
     return 0

@@ -2,7 +2,7 @@
 
 import argparse
 
-from reseg.commands._common import add_config_and_root, add_round_and_fold, context, round_of
+from reseg.commands._common import add_config_and_root, add_round_and_fold, round_of, writing
 from reseg.pipeline import steps
 
 
@@ -12,8 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = context(args)
-    r = round_of(args)
-    for k in ctx.folds(args.fold):
-        print(f"scores: {steps.score(ctx, r, k).path}")
-    return 0
+    with writing(args) as ctx:
+        r = round_of(args)
+        for k in ctx.folds(args.fold):
+            print(f"scores: {steps.score(ctx, r, k).path}")
+        return 0

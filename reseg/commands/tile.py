@@ -2,7 +2,7 @@
 
 import argparse
 
-from reseg.commands._common import add_config_and_root, context
+from reseg.commands._common import add_config_and_root, load, writing
 from reseg.components.tiling import plan
 from reseg.pipeline import steps
 
@@ -12,8 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = context(args)
-    plan(ctx.cfg)  # every scene's header checked before the root is created
-    ts = steps.tile(ctx)
-    print(f"tiles: {ts.path} ({ts.manifest['counts']['tiles']} tiles, {len(ts.files)} shards)")
-    return 0
+    cfg = load(args)
+    plan(cfg)  # every scene's header checked before the root is created
+    with writing(args, cfg) as ctx:
+        ts = steps.tile(ctx)
+        print(f"tiles: {ts.path} ({ts.manifest['counts']['tiles']} tiles, {len(ts.files)} shards)")
+        return 0

@@ -27,6 +27,7 @@ from reseg.components.trainer.distribute import get_cluster
 from reseg.errors import ConfigError
 from reseg.layout import fold_name
 from reseg.pipeline import steps
+from reseg.pipeline.run import hold_root
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
+    # the workers of a multi-worker training write into the chief's root: the chief holds it
+    chief = get_cluster(ctx.cfg.train.distribute).is_chief
+    with hold_root(ctx.root, args.wait) if chief else contextlib.nullcontext():
+        return _train(args, ctx, chief)
+
+
+def _train(args: argparse.Namespace, ctx: steps.Context, chief: bool) -> int:
     cfg = ctx.cfg
     updates = {}
     if args.tracking_uri:
@@ -80,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
         one(folds[0], None)
         return 0
     # several folds: one parent run, a nested run per fold
-    chief = get_cluster(ctx.cfg.train.distribute).is_chief
     parent = (
         tracking.open_run(
             ctx.cfg, ctx.root, run_name=f"train r{r} folds", tags={"reseg.step": "train"}

@@ -8,7 +8,7 @@ mIoU of no refinement and of each best setting.
 
 import argparse
 
-from reseg.commands._common import add_config_and_root, add_fold, context
+from reseg.commands._common import add_config_and_root, add_fold, writing
 from reseg.components.refine_tuning import table
 from reseg.pipeline import steps
 
@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = context(args)
-    for k in ctx.folds(args.fold, allow_full=False):
-        tuning = steps.tune_refine(ctx, k, args.source)
-        print(table(tuning.record))
-        print(f"-> {tuning.path}")
-    return 0
+    with writing(args) as ctx:
+        for k in ctx.folds(args.fold, allow_full=False):
+            tuning = steps.tune_refine(ctx, k, args.source)
+            print(table(tuning.record))
+            print(f"-> {tuning.path}")
+        return 0

@@ -50,9 +50,7 @@ def evaluate(
 ) -> artifacts.Metrics:
     """Write `metrics.json`, `confusion.png` and `per_class.png` into `out`; return the metrics."""
     scores = scores if isinstance(scores, artifacts.Scores) else artifacts.Scores.load(scores)
-    fp = artifacts.fingerprint(
-        "evaluate", CODE_VERSION, scores.fingerprint, fold, list(class_names)
-    )
+    fp = artifacts.fingerprint("evaluate", CODE_VERSION, scores.version, fold, list(class_names))
     if artifacts.is_current(out, fp):
         return artifacts.Metrics.load(out)
     with artifacts.stage(out, fp, "evaluate") as st:

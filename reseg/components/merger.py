@@ -87,12 +87,12 @@ def merge(
     like a round's scores) and `merged.json` are staged together and published at once.
     """
     out = storage.path(out)
-    fps = [s.fingerprint for s in round_scores]
+    fps = [s.version for s in round_scores]
     fp = artifacts.fingerprint(
         "merge",
         CODE_VERSION,
         fps,
-        [m.fingerprint for m in round_models],
+        [m.version for m in round_models],
         list(weights),
         method,
         fold,

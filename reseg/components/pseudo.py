@@ -131,9 +131,9 @@ def pseudo_label(
         cfg.model_dump(mode="json"),
         fold,
         selection_index,
-        scores.fingerprint,
-        tiles.fingerprint,
-        None if previous is None else previous.fingerprint,
+        scores.version,
+        tiles.version,
+        None if previous is None else previous.version,
     )
     if artifacts.is_current(out, fp):
         log.info("pseudo-labels are current (%s); skipping", out)

@@ -178,7 +178,7 @@ def tune(
     fp = artifacts.fingerprint(
         "tune-refine",
         CODE_VERSION,
-        [m.scores.fingerprint for m in members],
+        [m.scores.version for m in members],
         [m.weight for m in members],
         combine_method,
         fold,

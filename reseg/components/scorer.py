@@ -113,7 +113,7 @@ def score(
     fp = artifacts.fingerprint(
         "score",
         CODE_VERSION,
-        model.fingerprint,
+        model.version,
         files_fingerprint([storage.path(f) for f in tile_files]),  # names alone miss re-made tiles
         round_,
         list(tta),

@@ -199,9 +199,9 @@ def select(
         cfg.model_dump(mode="json"),
         fold,
         selection_index,
-        scores.fingerprint,
-        tiles.fingerprint,
-        None if previous is None else previous.fingerprint,
+        scores.version,
+        tiles.version,
+        None if previous is None else previous.version,
     )
     if artifacts.is_current(out, fp):
         log.info("selection is current (%s); skipping", out)

@@ -198,7 +198,7 @@ def _load_hists(path: Path) -> list[np.ndarray] | None:
 
 
 def stats_fingerprint(tiles: artifacts.TileSet) -> str:
-    return artifacts.fingerprint("stats", CODE_VERSION, tiles.fingerprint)
+    return artifacts.fingerprint("stats", CODE_VERSION, tiles.version)
 
 
 def compute_stats(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) -> artifacts.Stats:

@@ -49,7 +49,7 @@ def evaluate_target(
     title: str = "",
 ) -> artifacts.Metrics:
     """Write `metrics.json`, `confusion.png`, `per_class.png` of the target pixels into `out`."""
-    fp = artifacts.fingerprint("target", CODE_VERSION, scores.fingerprint, list(class_names))
+    fp = artifacts.fingerprint("target", CODE_VERSION, scores.version, list(class_names))
     if artifacts.is_current(out, fp):
         return artifacts.Metrics.load(out)
     with artifacts.stage(out, fp, "evaluate_target") as st:

@@ -61,6 +61,11 @@ def step_names(steps: Sequence[str] | None) -> list[str]:
     return [s for s in STEPS if s in names]
 
 
+def hold_root(root: str | Path, wait: float = 0.0):
+    """The root's lease, held by a step command while it writes (`reseg.artifacts.hold`)."""
+    return artifacts.hold(root, wait)
+
+
 def check_root(root: Path) -> None:
     """A root that cannot be a folder is a user error, raised before anything is written; so
     is a root in a bucket that does not exist, cannot be reached or refuses the credentials."""
@@ -85,13 +90,25 @@ def run_pipeline(
     root: str | Path,
     beam_args: Sequence[str] = (),
     steps: Sequence[str] | None = None,
+    wait: float = 0.0,
 ) -> dict[str, Any]:
-    """Run the named steps (default all) in order; return each step's result by name."""
+    """Run the named steps (default all) in order; return each step's result by name.
+
+    The run holds the root's lease (`reseg.artifacts.lease`) from after the inputs are checked
+    to the end; another writer holding it is an error (`LeaseError`), or is waited for up to
+    `wait` seconds."""
     storage.check_uri(root)
     root = storage.path(root)
     names = step_names(steps)
     check_inputs(cfg, root, names)
-    storage.mkdir(root)
+    with artifacts.hold(root, wait):
+        return _run_steps(cfg, root, beam_args, names)
+
+
+def _run_steps(
+    cfg: Config, root: Path, beam_args: Sequence[str], names: Sequence[str]
+) -> dict[str, Any]:
+    """The steps `names` in order in one MLflow run (the root's lease held)."""
     layout.config_file(root).write_text(cfg.to_json())
     where = str(root) if storage.is_remote(root) else str(root.resolve())
     key = artifacts.fingerprint("pipeline", cfg.model_dump(mode="json"), where)

@@ -47,12 +47,14 @@ def tile_files(given: Sequence[str | Path] | None, tiles: TileSet) -> tuple[Path
 
 
 def files_fingerprint(files: Sequence[Path]) -> list[Any]:
-    """Per folder: its manifest's fingerprint when it has one, else the files' names and sizes."""
+    """Per folder: its manifest's version (`artifacts.version`: fingerprint and files) when it
+    has one, else the files' names and sizes."""
     parts: list[Any] = []
     for parent in sorted({f.parent for f in files}):
         fp = None
         if (parent / artifacts.MANIFEST).exists():
-            fp = artifacts.read_manifest(parent).get("fingerprint")
+            m = artifacts.read_manifest(parent)
+            fp = artifacts.version(m) if m.get("fingerprint") else None
         members = sorted(f for f in files if f.parent == parent)
         parts.append(fp or [(f.name, f.stat().st_size) for f in members])
         if fp:
@@ -72,7 +74,7 @@ def init_fingerprint(init_model: Path | None) -> Any:
         return None
     path = model_file(init_model)
     with contextlib.suppress(ArtifactError):
-        return artifacts.read_manifest(path.parent)["fingerprint"]
+        return artifacts.version(artifacts.read_manifest(path.parent))
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
