@@ -310,7 +310,7 @@ def demo_precision(model: Path, size: int, tmp: Path) -> dict:
     scene = demo_scene(size, tmp)
     res: dict = {
         "model": str(model),
-        "auto": dict(zip(("choice", "why"), auto_choice(), strict=True)),
+        "auto_choice": dict(zip(("choice", "why"), auto_choice(), strict=True)),
     }
     classes = {}
     for name, over in (("float32", {"precision": "float32"}), ("auto", {})):
