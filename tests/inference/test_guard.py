@@ -118,3 +118,27 @@ def test_fingerprint_dumps_pin_auto_so_float32_roots_stay_current():
         {"predict": PredictConfig().model_dump(mode="json"), "rounds": {"score_precision": "auto"}}
     )
     assert full["rounds"]["score_precision"] == choice and full["predict"] == pinned
+
+
+def test_beam_prediction_runs_every_block_in_the_launchers_verdict(cnn_dir, tmp_path):
+    """The launcher decides each scene's precision once (guarded); the blocks follow it, so the
+    outputs equal a float32 prediction where the guard falls back."""
+    from reseg.components.predictor.job import predict_beam
+
+    choice, _ = precision.auto_choice()
+    cfg = PredictConfig(
+        min_agreement=1.0, tile_size=64, overlap=16, block_size=128, progress=False, preview=False
+    )
+    image, _ = _scene(tmp_path, "big", size=300, seed=5)
+    beam = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+    (res,) = predict_beam(cnn_dir, [image], tmp_path / "beam", cfg, beam_args=beam)
+    assert res.stats["precision"] == "float32"  # auto is float32 here, or its guard failed
+    if choice == "bfloat16":
+        assert any(not r["passed"] for _, r in guard._verdicts.values() if r is not None)
+    ref = predict_scene(
+        load_backend(cnn_dir),
+        image,
+        tmp_path / "ref",
+        cfg.model_copy(update={"precision": "float32"}),
+    )
+    assert np.array_equal(_classes(res.outputs["classes"]), _classes(ref.outputs["classes"]))
