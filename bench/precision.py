@@ -16,13 +16,14 @@ example's model, `--seeds` seeds under `train.precision: float32` and as many un
 
 The processor's instruction sets for bfloat16 are in the table. Run:
 `.venv/bin/python bench/precision.py [--quick] [--seeds 3] [--epochs N]`
-(`--quick`: 2 seeds, at most 10 epochs). Writes bench/results/precision.json.
+(`--quick`: 2 seeds, at most 10 epochs). Writes bench/results/precision.json with the
+environment block (`bench/_env.py`). `--smoke`: the demo scene only, one seed per
+precision, one epoch of a U-Net of depth 2 and base 4 (seconds; checks that it runs).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -31,19 +32,28 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _env  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-RESULTS = REPO / "bench" / "results" / "precision.json"
+SMOKE_MODEL = {"depth": 2, "base_filters": 4}
 DATASETS = ("demo_landsat", "potsdam", "vaihingen")
 BEAM = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
 
 
-def load(name: str, epochs: int | None):
-    """The example config with in-process Beam, tracking off, and `epochs` if given."""
+def load(name: str, epochs: int | None, smoke: bool = False):
+    """The example config with in-process Beam, tracking off, and `epochs` if given
+    (`smoke`: the tiny U-Net of `SMOKE_MODEL`)."""
     from reseg.config import load_config
 
     cfg = load_config(REPO / "examples" / f"{name}.yaml")
+    if smoke:
+        params = {**cfg.model.params, **SMOKE_MODEL}
+        cfg = cfg.model_copy(
+            update={"model": cfg.model.model_validate({"name": "unet", "params": params})}
+        )
     train = cfg.train.model_copy(
         update={"progress": "log", **({"epochs": epochs} if epochs else {})}
     )
@@ -67,7 +77,7 @@ def classes(path) -> np.ndarray:
         return ds.read(1)
 
 
-def dataset(name: str, tmp: Path, seeds: int, epochs: int | None) -> dict:
+def dataset(name: str, tmp: Path, seeds: int, epochs: int | None, smoke: bool = False) -> dict:
     import shutil
 
     from reseg import artifacts
@@ -77,7 +87,7 @@ def dataset(name: str, tmp: Path, seeds: int, epochs: int | None) -> dict:
     from reseg.pipeline import run_pipeline
     from reseg.serving import load_backend
 
-    cfg = load(name, epochs)
+    cfg = load(name, epochs, smoke)
     base = tmp / name / "base"
     run_pipeline(cfg, base, steps=["tile", "stats"])
     trainings = {}
@@ -174,9 +184,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--epochs", type=int, default=None, help="default the example's")
     ap.add_argument("--datasets", nargs="*", default=list(DATASETS))
     ap.add_argument("--quick", action="store_true", help="2 seeds, at most 10 epochs")
+    _env.add_arguments(ap)
     args = ap.parse_args(argv)
+    run = _env.Run(args)
     if args.quick:
         args.seeds, args.epochs = 2, args.epochs or 10
+    if run.smoke:
+        args.seeds, args.epochs, args.datasets = 1, 1, ["demo_landsat"]
     from reseg import demo
     from reseg.inference.precision import cpu_flags, native_bfloat16
 
@@ -193,12 +207,10 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as t:
         for name in args.datasets:
-            res["datasets"][name] = dataset(name, Path(t), args.seeds, args.epochs)
+            res["datasets"][name] = dataset(name, Path(t), args.seeds, args.epochs, run.smoke)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     table(res)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2))
-    print(f"wrote {RESULTS}")
+    run.write("precision.json", res)
     return res
 
 

@@ -27,6 +27,14 @@ random network measures ties, not blending). Usage:
 `--quick`: scene 1024^2, peak RSS of a 2,000^2 scene only, one repeat (TTA on 768^2 as default).
 `--smoke`: scene 256^2, TTA on 128^2, 2 training steps, no RSS runs (seconds; checks that it runs).
 
+`--demo-scene SIZE --model DIR` measures instead the default precision's gain end to end:
+the demo scene (landsat_multiband.tif) upsampled bilinearly to SIZE rows (columns in
+proportion) and predicted by the trained model in DIR (e.g. `reseg demo`'s
+rounds/r0/fold0/model) once with `predict.precision: float32`, then once with no
+precision key (`auto`), each timed from loading the model to the published outputs
+(tracing and auto's agreement guard included); the ratio is of the two times in that
+one run. Writes bench/results/predict_demo.json.
+
 The machine may be shared: (b) runs both settings twice, interleaved, and keeps the
 faster; the matmul rate is measured before and after (b), and the higher one is used.
 """
@@ -253,7 +261,8 @@ def run_scene(backend, image: Path, out: Path, **cfg):
     from reseg.components.predictor.scene import batch_tiles, plan_scene
     from reseg.config import PredictConfig
 
-    pcfg = PredictConfig(progress=False, preview=False, **cfg)
+    # float32 unless a run names its precision: (a) to (e) keep measuring what they did
+    pcfg = PredictConfig(progress=False, preview=False, **{"precision": "float32", **cfg})
     if hasattr(backend, "precision"):
         backend.precision = pcfg.precision  # traced below in the precision it will run
     plan = plan_scene(backend.info, open_scene(image, backend.info), pcfg)
@@ -265,6 +274,62 @@ def run_scene(backend, image: Path, out: Path, **cfg):
     with rasterio.open(result.outputs["classes"]) as ds:
         cls = ds.read(1)
     return result, cls
+
+
+def demo_scene(size: int, tmp: Path) -> Path:
+    """The demo image upsampled bilinearly to `size` rows, columns in proportion."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from reseg import demo
+
+    src = demo.fetch_landsat() / "landsat_multiband.tif"
+    with rasterio.open(src) as ds:
+        width = round(size * ds.width / ds.height)
+        img = ds.read(out_shape=(ds.count, size, width), resampling=Resampling.bilinear)
+        profile = ds.profile
+        transform = ds.transform * ds.transform.scale(ds.width / width, ds.height / size)
+    profile.update(
+        height=size, width=width, transform=transform, tiled=True, blockxsize=512, blockysize=512
+    )
+    out = tmp / f"demo_{size}.tif"
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(img)
+    return out
+
+
+def demo_precision(model: Path, size: int, tmp: Path) -> dict:
+    """float32 against the default (`auto`) end to end on the upsampled demo scene."""
+    import rasterio
+
+    from reseg.components.predictor import predict_scene
+    from reseg.config import PredictConfig
+    from reseg.inference.precision import auto_choice
+    from reseg.serving import load_backend
+
+    scene = demo_scene(size, tmp)
+    res: dict = {
+        "model": str(model),
+        "auto_choice": dict(zip(("choice", "why"), auto_choice(), strict=True)),
+    }
+    classes = {}
+    for name, over in (("float32", {"precision": "float32"}), ("auto", {})):
+        t0 = time.perf_counter()
+        backend = load_backend(model)
+        r = predict_scene(backend, scene, tmp / name, PredictConfig(progress=False, **over))
+        wall = time.perf_counter() - t0
+        with rasterio.open(r.outputs["classes"]) as ds:
+            classes[name] = ds.read(1)
+            res["shape"] = [ds.height, ds.width]
+        res[name] = {
+            "wall_s": round(wall, 2),
+            "model_s": round(r.stats["model_s"], 2),
+            "precision": r.stats["precision"],
+        }
+        print(f"  {name}: {wall:.1f} s in {r.stats['precision']}", flush=True)
+    res["speedup_auto"] = res["float32"]["wall_s"] / res["auto"]["wall_s"]
+    res["class_agreement"] = float((classes["float32"] == classes["auto"]).mean())
+    return res
 
 
 def miou(pred: np.ndarray, ref: np.ndarray, classes: int = CLASSES) -> float:
@@ -391,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true", help="small sizes (module docstring)")
     _env.add_arguments(ap)
+    ap.add_argument("--demo-scene", type=int, metavar="SIZE", help="(module docstring)")
+    ap.add_argument("--model", type=Path, help="the trained demo model for --demo-scene")
     ap.add_argument(
         "--child", nargs=4, metavar=("SCENE", "MODEL", "OUT", "VARIANT"), help=argparse.SUPPRESS
     )
@@ -399,6 +466,14 @@ def main(argv: list[str] | None = None) -> int:
         child(*args.child)
         return 0
     run = _env.Run(args)
+    if args.demo_scene:
+        if args.model is None:
+            ap.error("--demo-scene needs --model (a trained demo model)")
+        with tempfile.TemporaryDirectory(prefix="bench-predict-demo-") as t:
+            res = demo_precision(args.model, args.demo_scene, Path(t))
+        print(json.dumps(res, indent=2))
+        run.write("predict_demo.json", res)
+        return 0
     if args.quick:
         args.scene_size, args.rss_sizes, args.repeats = 1024, [2000], 1
     if run.smoke:

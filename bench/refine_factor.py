@@ -13,28 +13,77 @@ validation, round 0 elsewhere) with its seeds x folds comparison; writes
 bench/results/refine_factor_<study>.json.
 
     python bench/refine_factor.py examples/study_demo_landsat.yaml --profile quick --root runs/refine-landsat
+
+The result has the environment block (`bench/_env.py`). `--smoke` needs no study or
+root: the demo scene, one seed, evaluation fold 0, one epoch of a U-Net of depth 2 and
+base 4, in a temporary root (seconds to a minute; checks that it runs).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+SMOKE_STUDY = """\
+name: smoke
+base: {base}
+grid:
+  percent: [5]
+  direction: [top]
+  score: [true_class]
+  models:
+    - {{name: unet, params: {{depth: 2, base_filters: 4}}}}
+  resolution: [1]
+overrides:
+  train: {{epochs: 1}}
+  rounds: {{count: 1, epochs: 1}}
+folds: [0]
+seeds: [0]
+baselines: {{all_pixels: false, bottom: null, cbst: null, tta: false}}
+parallel: 1
+"""
+
+
+def smoke_study(folder: Path) -> Path:
+    """The `--smoke` study file (module docstring) in `folder`."""
+    path = folder / "smoke.yaml"
+    path.write_text(SMOKE_STUDY.format(base=REPO / "examples" / "demo_landsat.yaml"))
+    return path
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("study", type=Path)
+    ap.add_argument("study", type=Path, nargs="?", help="the study file (not with --smoke)")
     ap.add_argument("--profile", default=None)
-    ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--root", type=Path, help="the study root (not with --smoke)")
+    _env.add_arguments(ap)
     args = ap.parse_args(argv)
+    run = _env.Run(args)
+    if run.smoke:
+        with tempfile.TemporaryDirectory(prefix="bench-refine-factor-") as tmp:
+            args.study, args.root = smoke_study(Path(tmp)), Path(tmp) / "root"
+            return measure(args, run)
+    if args.study is None or args.root is None:
+        ap.error("a study file and --root are needed (or --smoke)")
+    return measure(args, run)
+
+
+def measure(args: argparse.Namespace, run: _env.Run) -> int:
+    """Plan the study, run round 0 and the tuning, and report (module docstring)."""
+    from reseg import demo
+
+    os.environ.setdefault("RESEG_DEMO_DATA", str(demo.fetch_landsat()))
 
     import logging
 
@@ -115,20 +164,17 @@ def main(argv: list[str] | None = None) -> int:
                 "runs": len(runs),
             }
         )
-    out = REPO / "bench" / "results" / f"refine_factor_{study.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "study": study.name,
-                "profile": args.profile,
-                "seeds": plan.seeds,
-                "folds": plan.folds,
-                "wall_s": wall,
-                "rows": rows,
-            },
-            indent=2,
-        )
+    name = "refine_factor.json" if run.smoke else f"refine_factor_{study.name}.json"
+    out = run.write(
+        name,
+        {
+            "study": study.name,
+            "profile": args.profile,
+            "seeds": plan.seeds,
+            "folds": plan.folds,
+            "wall_s": wall,
+            "rows": rows,
+        },
     )
 
     def iv(d: dict) -> str:

@@ -85,15 +85,19 @@ TINY = {
         "progress": "log",
         "shuffle_buffer": 64,
     },
-    "rounds": {"count": 1, "selection": {"percent": 20}},
+    # float32 throughout: the shared rounds are the reference that the precision tests
+    # compare bfloat16 with, the same on every machine (auto has tests of its own)
+    "rounds": {"count": 1, "selection": {"percent": 20}, "score_precision": "float32"},
     "tracking": {"enabled": True},
-    "export": {"validation": False},  # validation has its own tests (tests/components)
+    # validation has its own tests (tests/components)
+    "export": {"validation": False, "precision": "float32"},
 }
 
 
 def tiny_config(demo_config):
     raw = demo_config.model_dump(mode="json")
     raw.update(TINY)
+    raw["predict"] = {**raw["predict"], "precision": "float32"}
     from reseg.config import parse_config
 
     return parse_config(raw)

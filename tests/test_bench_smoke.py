@@ -14,15 +14,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHES = sorted(p.stem for p in (REPO / "bench").glob("[!_]*.py"))
-NO_SMOKE_YET = {"precision", "refine_factor"}
 
 
 def _params():
     for name in BENCHES:
-        marks = [pytest.mark.slow]
-        if name in NO_SMOKE_YET:
-            marks.append(pytest.mark.xfail(strict=True, reason="no --smoke yet (issue 29)"))
-        yield pytest.param(name, marks=marks, id=name)
+        yield pytest.param(name, marks=[pytest.mark.slow], id=name)
 
 
 @pytest.mark.parametrize("name", _params())

@@ -68,6 +68,14 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _runs_in(setting: dict[str, str]) -> str:
+    """One precision setting's row: its default and what it runs in here."""
+    row = f"default {setting['default']}, runs in {setting['runs_in']}"
+    if setting["default"] == "auto" and setting["runs_in"] != "float32":
+        row += " (float32 for a model whose classes disagree: the agreement guard)"
+    return row
+
+
 def render(info: dict[str, Any]) -> str:
     """`info` as aligned `key: value` lines under a heading per section."""
     m, p, c, s = info["machine"], info["precision"], info["cache"], info["storage"]
@@ -85,10 +93,7 @@ def render(info: dict[str, Any]) -> str:
         },
         "precision": {
             "auto": f"{auto['choice']} ({auto['why']})",
-            **{
-                k: f"default {v['default']}, runs in {v['runs_in']}; auto here: {auto['choice']}"
-                for k, v in p["settings"].items()
-            },
+            **{k: _runs_in(v) for k, v in p["settings"].items()},
             "train.precision": f"default {p['train.precision']['default']} (no auto)",
         },
         "cache": {

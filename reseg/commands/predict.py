@@ -117,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--precision",
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="arithmetic of the model (default float32; auto: bfloat16 where the hardware has it)",
+        help="arithmetic of the model (default auto: bfloat16 where the hardware runs it natively, "
+        "guarded by agreement with float32; else float32)",
     )
     g.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"

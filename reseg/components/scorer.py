@@ -22,6 +22,7 @@ from reseg.components.beamio import WriteShards, count_records
 from reseg.components.trainer.inputs import files_fingerprint
 from reseg.config import Config
 from reseg.inference import KerasBackend, predict_tta
+from reseg.inference.guard import SAMPLE_TILES, guarded
 from reseg.inference.precision import resolve as resolve_precision
 from reseg.tfrecords_schema import decode, encode
 from reseg.tfrecords_schema.schema import iter_records
@@ -106,7 +107,8 @@ def score(
 
     `tta` names D4 transforms (`reseg.config.predict.D4`) whose back-transformed predictions are averaged.
     The model runs in `rounds.score_precision` (`auto` resolved here, on the machine that
-    launches the job; a precision other than float32 is part of the fingerprint).
+    launches the job, and guarded: `score_precision`; a precision other than float32 is
+    part of the fingerprint, and the manifest records the one that ran).
     """
     model = model if isinstance(model, artifacts.Model) else artifacts.Model.load(model)
     precision = resolve_precision(cfg.rounds.score_precision)
@@ -124,6 +126,7 @@ def score(
         return artifacts.Scores.load(out)
     with artifacts.stage(out, fp, "score") as st:
         st.clear_files()  # Beam writes the whole set again; drop a killed run's files
+        precision, guard = score_precision(cfg, model, tile_files)
         args = [*cfg.beam.args, *beam_args]
         log.info("scoring %d tile files with %s in %s", len(tile_files), model.path, precision)
         with beam.Pipeline(options=PipelineOptions(args)) as p:
@@ -142,8 +145,40 @@ def score(
             raise RuntimeError(
                 f"scoring wrote {written} tiles for {expected} inputs into {st.dir}; rerun the step"
             )
-        st.manifest.update(round=round_, model=str(model.path), precision=precision, files=files)
+        st.manifest.update(
+            round=round_, model=str(model.path), precision=precision, guard=guard, files=files
+        )
     return artifacts.Scores.load(out)
+
+
+def score_precision(
+    cfg: Config, model: artifacts.Model, tile_files: Sequence[Path]
+) -> tuple[str, dict | None]:
+    """The precision scoring runs in, and the guard's record (`reseg.inference.guard`).
+
+    `auto`'s bfloat16 is checked on the first `SAMPLE_TILES` tiles (of the first tile's
+    shape) of the first tile file, against `predict.min_agreement`, in this process.
+    """
+    requested = cfg.rounds.score_precision
+    if requested != "auto" or resolve_precision(requested) == "float32":
+        return resolve_precision(requested), None
+
+    def sample() -> tuple[np.ndarray, np.ndarray]:
+        tiles = []
+        for f in sorted(str(f) for f in tile_files):
+            for r in iter_records(f):
+                t = decode(r)
+                if not tiles or t.image.shape == tiles[0].image.shape:
+                    tiles.append(t)
+                if len(tiles) == SAMPLE_TILES:
+                    break
+            if len(tiles) == SAMPLE_TILES:
+                break
+        return np.stack([t.image for t in tiles]), np.stack([t.valid for t in tiles])
+
+    key = ("score", model.fingerprint, cfg.predict.min_agreement)
+    backend = KerasBackend(model.path)
+    return guarded(backend, requested, sample, cfg.predict.min_agreement, key)
 
 
 def score_files(scores_dir: str | Path) -> list[Path]:

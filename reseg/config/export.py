@@ -47,12 +47,13 @@ class ExportConfig(Section):
         description="Largest |p_export - p_keras| the validation accepts on the warmup tiles.",
     )
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "float32",
+        "auto",
         description=(
-            "Arithmetic of the exported graph (as predict.precision; auto is resolved on the "
-            "exporting machine, so export where the model will be served). Recorded in the "
-            "export's manifest.json; bfloat16 / float16 exports are validated by their class "
-            "maps' agreement with float32 (min_agreement) instead of atol."
+            "Arithmetic of the exported graph (as predict.precision; auto, the default, is "
+            "resolved on the exporting machine, so export where the model will be served). "
+            "Recorded in the export's manifest.json; bfloat16 / float16 exports are validated "
+            "by their class maps' agreement with float32 (min_agreement) instead of atol; "
+            "auto's bfloat16 that falls short on the warmup tiles is exported in float32."
         ),
     )
     min_agreement: float = Field(

@@ -289,13 +289,24 @@ class PredictConfig(Section):
         ),
     )
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "float32",
+        "auto",
         description=(
-            "Arithmetic of the model's layers: auto = bfloat16 where the hardware has it "
-            "(AMX or AVX-512 BF16 CPU, GPU of compute capability >= 8.0; the choice is logged), "
-            "else float32. bfloat16/float16 fold batch norm into the convolutions and keep the "
-            "normalisation, softmax, blending and outputs float32; class maps agree with float32 "
-            "on >= 99.5 % of pixels. An export runs in its own precision (export.precision)."
+            "Arithmetic of the model's layers. auto (default) = bfloat16 where the hardware runs "
+            "it natively (AMX or AVX-512 BF16 CPU, GPU of compute capability >= 8.0), else "
+            "float32; the choice and its reason are logged once. auto's bfloat16 is guarded: the "
+            "first time a model predicts, a few tiles of the scene are predicted in both, and "
+            "below min_agreement the model runs in float32 (one warning). bfloat16/float16 fold "
+            "batch norm into the convolutions and keep the normalisation, softmax, blending and "
+            "outputs float32. An export runs in its own precision (export.precision)."
+        ),
+    )
+    min_agreement: float = Field(
+        0.995,
+        gt=0,
+        le=1,
+        description=(
+            "Least share of the guard's sample pixels whose class in auto's bfloat16 equals "
+            "float32's (prediction, and scoring with rounds.score_precision auto)."
         ),
     )
     progress: bool = Field(

@@ -179,10 +179,11 @@ class RoundsConfig(Section):
         ),
     )
     score_precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "float32",
+        "auto",
         description=(
-            "Arithmetic of the model when scoring the tiles (as predict.precision): auto = "
-            "bfloat16 where the hardware has it. Scores are stored as float16 either way."
+            "Arithmetic of the model when scoring the tiles (as predict.precision): auto "
+            "(default) = bfloat16 where the hardware runs it natively, guarded on the first "
+            "tiles by predict.min_agreement. Scores are stored as float16 either way."
         ),
     )
     merge: Literal["mean", "weighted", "max_confidence", "vote"] = Field(

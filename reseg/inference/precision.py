@@ -95,3 +95,35 @@ def resolve(precision: str) -> str:
 def xla_ok(precision: str) -> bool:
     """Whether XLA should compile a model in `precision` here (module docstring)."""
     return precision == "float32" or bool(gpus())
+
+
+def pinned_section(section: dict, key: str = "precision", guard_key: str | None = None) -> dict:
+    """A config section's dump for a fingerprint, `auto` replaced by what it resolves to here.
+
+    A fingerprint names what was computed, and `auto` computes float32 on one machine and
+    bfloat16 on another. Pinned, a config that leaves the precision unset (`auto`, the
+    default) fingerprints like one that set float32 where `auto` is float32, so roots made
+    before `auto` became the default stay current there. `guard_key` (the threshold of
+    `reseg.inference.guard`, a field newer than the fingerprints) counts only where `auto`
+    resolves to bfloat16, and is dropped elsewhere for the same reason.
+    """
+    out = dict(section)
+    auto = out.get(key) == "auto"
+    if auto:
+        out[key] = resolve("auto")
+    if guard_key and not (auto and out[key] != "float32"):
+        out.pop(guard_key, None)
+    return out
+
+
+def pinned_config(dump: dict) -> dict:
+    """A whole config's dump with `pinned_section` applied to predict, rounds and export."""
+    out = dict(dump)
+    for section, key, guard_key in (
+        ("predict", "precision", "min_agreement"),
+        ("rounds", "score_precision", None),
+        ("export", "precision", None),
+    ):
+        if isinstance(out.get(section), dict):
+            out[section] = pinned_section(out[section], key, guard_key)
+    return out

@@ -19,6 +19,7 @@ from reseg import artifacts, layout, storage, tracking
 from reseg.components.tiling import plan as plan_tiles
 from reseg.config import Config
 from reseg.errors import ConfigError, check_output_folder
+from reseg.inference.precision import pinned_config
 from reseg.pipeline import steps as step_fns
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ def _run_steps(
     """The steps `names` in order in one MLflow run (the root's lease held)."""
     layout.config_file(root).write_text(cfg.to_json())
     where = str(root) if storage.is_remote(root) else str(root.resolve())
-    key = artifacts.fingerprint("pipeline", cfg.model_dump(mode="json"), where)
+    # `auto` precisions pinned: a run of a config from before `auto` was the default resumes
+    key = artifacts.fingerprint("pipeline", pinned_config(cfg.model_dump(mode="json")), where)
     tags = {"reseg.step": "pipeline", **parent_tags()}
     results: dict[str, Any] = {}
     with tracking.open_run(

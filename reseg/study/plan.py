@@ -35,6 +35,7 @@ from reseg import artifacts
 from reseg.config import Config, parse_config
 from reseg.config.predict import D4
 from reseg.errors import ConfigError
+from reseg.inference.precision import pinned_config
 from reseg.models.registry import output_stride
 from reseg.study import refine as refine_factor
 from reseg.study.cells import cell_label, group_config, pseudo_cells, selections
@@ -288,7 +289,9 @@ def _job_fingerprint(plan: Plan, job: Job) -> str:
     else:
         cell = plan.cell(job.params["cell"])
         g = plan.group(cell.group).config
-        parts = [g["data"], g["tiling"], g["model"], g["train"], cell.config, cell.tta]
+        # `auto` precisions pinned: a study planned before `auto` was the default stays done
+        config = None if cell.config is None else pinned_config(cell.config)
+        parts = [g["data"], g["tiling"], g["model"], g["train"], config, cell.tta]
     return artifacts.fingerprint(job.kind, job.params, parts, plan.beam_args, PLAN_VERSION)
 
 

@@ -41,7 +41,26 @@ def test_bfloat16_export_records_its_precision_and_agrees_with_float32(trained_d
     y = learnable_labels(np.moveaxis(img[0], -1, 0))
     assert abs((got.argmax(-1)[0] == y).mean() - (ref.argmax(-1)[0] == y).mean()) <= 0.005
     # float32 is another export (the precision is part of its fingerprint)
-    cfg32 = parse_config({**RAW, "export": {"source": "r0", "fold": 0}})
+    cfg32 = parse_config({**RAW, "export": {"precision": "float32", "source": "r0", "fold": 0}})
     v2 = export(cfg32, root)
     assert v2 != v1 and export_info(v2)["precision"] == "float32"
     assert export_info(v2)["validation"]["max_abs_diff"] <= 1e-5
+
+
+def test_auto_export_that_fails_the_guard_is_float32_and_says_why(trained_dir, tmp_path):
+    """auto's bfloat16 short of min_agreement on the warmup tiles exports float32 (no failed
+    export); where auto is float32 there is nothing to guard."""
+    from reseg.inference import guard, precision
+
+    guard._verdicts.clear()
+    root = tmp_path / "root"
+    shutil.copytree(trained_dir, layout.model_dir(root, 0, 0))
+    export_cfg = {"source": "r0", "fold": 0, "validation": False, "min_agreement": 1.0}
+    info = export_info(export(parse_config({**RAW, "export": export_cfg}), root))
+    record = info["precision_guard"]
+    assert info["precision"] == "float32"
+    if precision.auto_choice()[0] == "bfloat16":
+        assert record["requested"] == "auto" and record["resolved"] == "bfloat16"
+        assert not record["passed"] and record["agreement"] < 1.0
+    else:
+        assert record is None

@@ -47,7 +47,8 @@ def setup(tmp_path_factory):
             transform=(500000.0 + i, 10.0, 0.0, 6200000.0, 0.0, -10.0),
         ).with_weight(rng.random(tiles[i].label.shape).astype(np.float32))
     files = write_tiles(tiles, layout.tiles_dir(root), shards=3)
-    cfg = config(root, tile=16, overlap=4)
+    # float32: the scores are compared with the float32 backend (auto has its own tests)
+    cfg = config(root, tile=16, overlap=4, rounds={"score_precision": "float32"})
     cfg = cfg.model_copy(update={"beam": cfg.beam.model_validate({"args": IN_MEMORY})})
     models = [_model(root / f"model{seed}", seed) for seed in (1, 2)]
     return cfg, tiles, files, *models

@@ -37,7 +37,13 @@ def served(tmp_path_factory):
                 "scenes": [{"image": str(root / "none.tif")}],
                 "classes": [{"name": f"class{i}"} for i in range(3)],
             },
-            "export": {"model_name": "tiny", "fold": "full", "validation": False},
+            # float32: the served models are compared with the float32 Keras models
+            "export": {
+                "model_name": "tiny",
+                "fold": "full",
+                "validation": False,
+                "precision": "float32",
+            },
             "tracking": {"enabled": False},
         }
     )

@@ -38,8 +38,10 @@ from reseg import layout as root_layout
 from reseg import tracking as tracking_mod
 from reseg.artifacts import ModelInfo
 from reseg.components.exporter import sources
+from reseg.components.exporter.warmup import sample_tiles as warmup_sample
 from reseg.components.exporter.warmup import warmup_requests
 from reseg.config import Config
+from reseg.inference.guard import guarded
 from reseg.inference.precision import resolve as resolve_precision
 from reseg.serving import graph
 from reseg.serving import layout as tfs
@@ -130,6 +132,22 @@ def _run(
         yield run
 
 
+def _guard(cfg: Config, root: Path, src: sources.Source, precision: str) -> tuple[str, dict | None]:
+    """`precision` after the guard of `auto` (`reseg.inference.guard`) on the warmup tiles,
+    with `export.min_agreement`: an `auto` bfloat16 that falls short is exported in float32
+    (one warning) instead of failing the validation. Other precisions are kept as they are."""
+    ecfg = cfg.export
+    if ecfg.precision != "auto" or not hasattr(src.backend, "precision"):
+        return precision, None
+
+    def sample() -> tuple[np.ndarray, np.ndarray]:
+        images, valid, _ = warmup_sample(root, src.info, ecfg.warmup_tiles)
+        return images, valid
+
+    key = ("export", src.fingerprint, ecfg.min_agreement)
+    return guarded(src.backend, "auto", sample, ecfg.min_agreement, key)
+
+
 def _make(
     cfg: Config,
     root: Path,
@@ -155,6 +173,7 @@ def _make(
     shutil.rmtree(staged, ignore_errors=True)  # a crashed export's leftovers
     t0 = time.perf_counter()
     try:
+        precision, guard = _guard(cfg, root, src, precision)
         members = sources.in_precision(src.members, precision)
         module = graph.build_module(members, src.info, src.method, src.weights)
         graph.save_module(module, staged)
@@ -190,6 +209,7 @@ def _make(
             "source_path": str(src.path),
             "method": src.method,
             "precision": precision,
+            "precision_guard": guard,
             "weights": list(src.weights),
             "members": [m.info.architecture for m in src.members],
             "signatures": sorted(module.signatures()),

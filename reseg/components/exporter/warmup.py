@@ -91,15 +91,20 @@ def _synthetic_tiles(info: ModelInfo, n: int, seed: int = 0) -> tuple[np.ndarray
     return x.astype(dt), valid
 
 
-def warmup_requests(
-    root: str | Path, info: ModelInfo, backend, n: int
-) -> tuple[list[WarmupRequest], dict[str, np.ndarray], str]:
-    """The requests, the expected probabilities by `request<i>`, and where the tiles came from."""
+def sample_tiles(root: str | Path, info: ModelInfo, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """`n` tiles of `<root>/tiles` (else synthetic ones): (images, valid, "tiles" | "synthetic")."""
     got = _real_tiles(storage.path(root), info, n)
     origin = "tiles"
     if got is None:
         got, origin = _synthetic_tiles(info, n), "synthetic"
-    images, valid = got
+    return got[0], got[1], origin
+
+
+def warmup_requests(
+    root: str | Path, info: ModelInfo, backend, n: int
+) -> tuple[list[WarmupRequest], dict[str, np.ndarray], str]:
+    """The requests, the expected probabilities by `request<i>`, and where the tiles came from."""
+    images, valid, origin = sample_tiles(root, info, n)
     requests = [
         WarmupRequest(c.DEFAULT_SIGNATURE, {c.IMAGES: images}),
         WarmupRequest(c.MASKED_SIGNATURE, {c.IMAGES: images, c.VALID: valid}),

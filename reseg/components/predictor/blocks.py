@@ -53,6 +53,7 @@ from reseg.components.predictor.sliding import TileBlock, split_blocks
 from reseg.config import DataConfig, PredictConfig, VectorLabels
 from reseg.errors import ArtifactError
 from reseg.inference import Backend
+from reseg.inference.precision import pinned_section
 from reseg.metrics import scores
 from reseg.windows import Window
 
@@ -117,7 +118,9 @@ def staging_dir(
         scene.path,
         file_stamp(scene.path),
         model_stamp(model),
-        cfg.model_dump(mode="json", exclude=EXECUTION_ONLY),
+        pinned_section(
+            cfg.model_dump(mode="json", exclude=EXECUTION_ONLY), guard_key="min_agreement"
+        ),
     )
     return storage.path(out_dir) / f".{scene.id}.blocks-{fp[:12]}"
 

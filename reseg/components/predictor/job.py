@@ -45,8 +45,14 @@ from reseg.components.predictor.blocks import (
     staging_dir,
 )
 from reseg.components.predictor.labels import label_data_config
-from reseg.components.predictor.reader import open_scene
-from reseg.components.predictor.scene import ScenePrediction, _fixed_mmap_threshold, unique_ids
+from reseg.components.predictor.reader import SceneImage, open_scene
+from reseg.components.predictor.scene import (
+    ScenePrediction,
+    _fixed_mmap_threshold,
+    choose_precision,
+    plan_scene,
+    unique_ids,
+)
 from reseg.config import DataConfig, PredictConfig, VectorLabels
 from reseg.errors import ConfigError
 from reseg.serving import load_backend
@@ -56,12 +62,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SceneTask:
-    """One scene of the job: the image, the outputs' name, its labels, its staging folder."""
+    """One scene of the job: the image, the outputs' name, its labels, its staging folder,
+    and the precision its blocks run in (decided by the launcher: `launch_precision`)."""
 
     image: str
     scene_id: str
     labels: str | VectorLabels | None
     staging: str
+    precision: str = "float32"
 
 
 class _Blocks(beam.DoFn):
@@ -91,7 +99,8 @@ class PredictBlock(beam.DoFn):
     def process(self, element: tuple[SceneTask, Any]) -> Iterator[tuple[str, str]]:
         task, block = element
         scene = open_scene(task.image, self.backend.info, self.cfg.nodata, task.scene_id)
-        predict_block(self.backend, scene, self.cfg, block, task.staging, task.labels, self.data)
+        cfg = self.cfg.model_copy(update={"precision": task.precision})
+        predict_block(self.backend, scene, cfg, block, task.staging, task.labels, self.data)
         yield task.scene_id, block_name(block)
 
 
@@ -153,7 +162,8 @@ def predict_beam(
     if len(set(ids)) != len(ids):
         raise ConfigError(f"scene ids must be distinct: {ids}")
     t0 = time.perf_counter()
-    info = info or load_backend(model).info  # checks the model here, before a worker starts
+    backend = load_backend(model) if info is None or cfg.precision == "auto" else None
+    info = info or backend.info  # checks the model here, before a worker starts
     out = storage.path(out_dir)
     scenes = []
     for k, image in enumerate(images):  # every input checked before anything is written
@@ -168,7 +178,8 @@ def predict_beam(
     for scene, lab in scenes:
         staging = staging_dir(out, scene, model, cfg)
         remove_stale(out, scene.id, staging)
-        tasks[scene.id] = SceneTask(scene.path, scene.id, lab, str(staging))
+        precision = launch_precision(backend, scene, cfg)
+        tasks[scene.id] = SceneTask(scene.path, scene.id, lab, str(staging), precision)
     cfg_dict = cfg.model_dump(mode="json")
     data_dict = None if data is None else data.model_dump(mode="json")
     log.info("predicting %d scenes as a Beam job (%s)", len(tasks), " ".join(beam_args))
@@ -202,4 +213,13 @@ def _result(out: Path, task: SceneTask, cfg: PredictConfig, wall: float) -> Scen
     if missing or storage.path(task.staging).exists():
         raise RuntimeError(f"the Beam prediction did not finish scene {sid} (missing {missing})")
     metrics = json.loads(paths["metrics"].read_text()) if "metrics" in paths else None
-    return ScenePrediction(sid, paths, metrics, {"wall_s": wall, "beam": True})
+    stats = {"wall_s": wall, "beam": True, "precision": task.precision}
+    return ScenePrediction(sid, paths, metrics, stats)
+
+
+def launch_precision(backend: Any, scene: SceneImage, cfg: PredictConfig) -> str:
+    """The precision a scene's blocks run in, decided here once (`auto` resolved on the
+    launcher and guarded, `scene.choose_precision`), so every worker runs the same one."""
+    if backend is None or not hasattr(backend, "precision"):
+        return cfg.precision
+    return choose_precision(backend, scene, plan_scene(backend.info, scene, cfg), cfg)

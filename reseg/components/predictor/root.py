@@ -35,6 +35,7 @@ from reseg.components.predictor.job import predict_beam
 from reseg.components.predictor.scene import predict_scene
 from reseg.components.refine_tuning import apply_tuning, find_tuning
 from reseg.config import Config
+from reseg.inference.precision import pinned_section
 from reseg.serving import load_backend
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,10 @@ def predict_root(
     fp = artifacts.fingerprint(
         "predict",
         _model_key(root, model_path),
-        cfg.predict.model_dump(mode="json", exclude=EXECUTION_ONLY | {"block_size"}),
+        pinned_section(  # `auto` as it resolves here (roots of float32 users stay current)
+            cfg.predict.model_dump(mode="json", exclude=EXECUTION_ONLY | {"block_size"}),
+            guard_key="min_agreement",
+        ),
         cfg.data.model_dump(mode="json"),
     )
     final = layout.predictions_dir(root)
@@ -160,6 +164,7 @@ def _record(tmp: Path, scene, res) -> dict[str, Any]:
         "mean_iou": None if res.metrics is None else res.metrics["mean_iou"],
         "overall_accuracy": None if res.metrics is None else res.metrics["overall_accuracy"],
         "wall_s": res.stats.get("wall_s"),
+        "precision": res.stats.get("precision"),  # what ran: `auto` resolved and guarded
     }
     artifacts.write_json(tmp / f".{res.scene}.done.json", entry)
     return entry

@@ -38,6 +38,7 @@ from reseg.components.predictor.sliding import Blender, SlidingPlan, TileBlock
 from reseg.config import DataConfig, PredictConfig, VectorLabels
 from reseg.errors import ConfigError
 from reseg.inference import Backend, predict_tta
+from reseg.inference.guard import SAMPLE_TILES, guarded
 from reseg.metrics import confusion, scores
 from reseg.serving import load_backend
 from reseg.windows import Window
@@ -253,7 +254,8 @@ def predict_scene(
     Returns:
         The output paths, the metrics (or None) and timings: `wall_s`, `cpu_s` (CPU time of
         the process, all threads), `model_s` (time in the model), `model_busy` (model_s /
-        sliding-window wall time), `read_wait_s`, `write_wait_s`, `finish_s`.
+        sliding-window wall time), `read_wait_s`, `write_wait_s`, `finish_s`; and
+        `precision`, the arithmetic the model ran in (`auto` resolved and guarded).
     """
     cfg = cfg or PredictConfig()
     _fixed_mmap_threshold()
@@ -289,6 +291,7 @@ def predict_scene(
         tile_rows=plan.rows.tile,
         tile_cols=plan.cols.tile,
         pixels_processed=plan.pixels() * len(cfg.transforms),
+        precision=getattr(backend, "precision", getattr(backend, "exported_precision", None)),
     )
     log.info(
         "%s: done in %.1f s (model busy %.0f%% of the sliding window); wrote %s",
@@ -330,8 +333,8 @@ def prepare(backend: Backend, scene: SceneImage, cfg: PredictConfig) -> SlidingP
     overlap = plan.rows.overlap
     n_batches = math.ceil(plan.num_tiles / batch_tiles(plan, cfg))
     if hasattr(backend, "precision"):  # before XLA: bfloat16 on a CPU runs without it
-        backend.precision = cfg.precision
-    elif cfg.precision != "float32":
+        backend.precision = choose_precision(backend, scene, plan, cfg)
+    elif cfg.precision not in ("float32", "auto"):
         log.warning(
             "predict.precision %s does not apply to %s, which runs in its own precision (%s)",
             cfg.precision,
@@ -354,6 +357,31 @@ def prepare(backend: Backend, scene: SceneImage, cfg: PredictConfig) -> SlidingP
         getattr(backend, "precision", getattr(backend, "exported_precision", "float32")),
     )
     return plan
+
+
+def guard_sample(scene: SceneImage, plan: SlidingPlan) -> tuple[np.ndarray, np.ndarray]:
+    """`reseg.inference.guard.SAMPLE_TILES` tiles of the plan, evenly spaced in row-major
+    order (tile k * n / s for k < s), as (tiles_raw, valid); the same for every block."""
+    keys = list(plan)
+    n = min(SAMPLE_TILES, len(keys))
+    picked = [keys[k * len(keys) // n] for k in range(n)]
+    tiles, valid = [], []
+    with ImageReader(scene) as rd:
+        for i, j in picked:
+            img, ok = rd.read(plan.window(i, j))
+            tiles.append(img)
+            valid.append(ok)
+    return np.stack(tiles), np.stack(valid)
+
+
+def choose_precision(backend: Any, scene: SceneImage, plan: SlidingPlan, cfg: PredictConfig) -> str:
+    """`cfg.precision` resolved for `backend`, guarded where `auto` gives bfloat16
+    (`reseg.inference.guard`: a sample of the scene's tiles, once per model and scene)."""
+    key = ("predict", str(getattr(backend, "path", id(backend))), scene.path, cfg.min_agreement)
+    used, _ = guarded(
+        backend, cfg.precision, lambda: guard_sample(scene, plan), cfg.min_agreement, key
+    )
+    return used
 
 
 def _slide(
