@@ -75,7 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="predict request JSON: columns = `inputs` (default), rows = `instances`",
     )
     g.add_argument(
-        "--wait", type=float, default=60.0, help="seconds to wait for a version still loading"
+        "--load-wait",
+        dest="load_wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for a model version still loading (--wait is the --out lease's)",
     )
 
 
@@ -104,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         concurrency=args.concurrency,
         request_format=args.request_format,
-        wait_s=args.wait,
+        wait_s=args.load_wait,
     )
     try:
         data = cfg.data if cfg else None
