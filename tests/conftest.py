@@ -142,10 +142,20 @@ def px_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cnn(cnn_dir):
+def _cnn_backend(cnn_dir):
     from reseg.serving import load_backend
 
     return load_backend(cnn_dir)
+
+
+@pytest.fixture
+def cnn(_cnn_backend):
+    """The CNN's Keras backend, shared, in float32 without XLA at the start of every test:
+    prediction sets a backend's precision and XLA from its config (`predictor.scene.prepare`),
+    and the default `auto` precision is bfloat16 on a processor that runs it natively."""
+    _cnn_backend.precision = "float32"
+    _cnn_backend.jit_compile = False
+    return _cnn_backend
 
 
 @pytest.fixture(scope="session")

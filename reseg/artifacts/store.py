@@ -84,15 +84,17 @@ CONTENTS = "contents"
 
 
 def version(manifest: dict[str, Any]) -> str:
-    """What the fingerprints of later steps take of an artifact: its fingerprint and, when the
-    manifest lists its files, their sizes and checksums. An artifact made again with other
-    bytes (a model retrained after it was damaged) so makes what depends on it run again; one
-    made again byte for byte (the tiles) does not. Manifests without a file list: the
-    fingerprint alone, as before."""
-    listed = manifest.get(CONTENTS)
-    if not isinstance(listed, dict):
-        return manifest["fingerprint"]
-    return fingerprint(manifest["fingerprint"], listed)
+    """What the fingerprints of later steps take of an artifact: its fingerprint.
+
+    Not its files' checksums: the bytes of an artifact are not reproducible where its
+    meaning is (a model's `history.json` holds timings and `model.keras` zip timestamps; a
+    config record differs between two configs that agree on what the step reads), and a
+    fingerprint must not depend on how or where a root was made (`reseg run` and the steps
+    one by one write the same fingerprints). A damaged artifact is remade because its
+    listed files no longer match (`is_current`); what depends on it stays current, as a
+    deterministic remake gives the same artifact.
+    """
+    return manifest["fingerprint"]
 
 
 def contents(folder: str | Path) -> dict[str, dict[str, Any]]:

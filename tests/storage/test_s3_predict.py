@@ -39,9 +39,10 @@ RASTERS = ("classes", "confidence", "probabilities")
 
 
 @pytest.fixture(scope="module")
-def inputs(s3_endpoint, cnn, cnn_dir, tmp_path_factory):
+def inputs(s3_endpoint, _cnn_backend, cnn_dir, tmp_path_factory):
     """(bucket, scene URI, labels URI, model URI, local reference prediction): a 250 x 200
     scene with nodata in a corner and labels 10/20/30, the tiny CNN, all in a new bucket."""
+    cnn = _cnn_backend  # module-scoped: the shared backend as it is
     import uuid
 
     import boto3

@@ -57,7 +57,8 @@ def scenes(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def sequential(cnn, scenes, tmp_path_factory):
+def sequential(_cnn_backend, scenes, tmp_path_factory):
+    cnn = _cnn_backend  # module-scoped: the shared backend as it is
     out = tmp_path_factory.mktemp("sequential")
     big, labels, small = scenes
     return (

@@ -41,7 +41,8 @@ def scene(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def predicted(cnn, scene, tmp_path_factory):
+def predicted(_cnn_backend, scene, tmp_path_factory):
+    cnn = _cnn_backend  # module-scoped: the shared backend as it is
     image, labels, _ = scene
     out = tmp_path_factory.mktemp("out")
     cfg = CFG.model_copy(update={"probabilities": True})
