@@ -194,7 +194,10 @@ def atomic_write(p: AnyPath, mode: str = "wb") -> Iterator[IO]:
         try:
             yield fh
         except BaseException:
-            fh.close()
+            # closing flushes; on a full disk that fails too, and must not hide the first error
+            # (nor print "Exception ignored" when a dropped generator is finalised)
+            with contextlib.suppress(OSError):
+                fh.close()
             part.unlink(missing_ok=True)
             raise
         fh.flush()
