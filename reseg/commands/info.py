@@ -52,7 +52,7 @@ def gather() -> dict[str, Any]:
             },
             "train.precision": {
                 "default": TrainConfig().precision,
-                "note": "no auto: mixed_bfloat16 is chosen per config",
+                "runs_in": precision.train_policy(choice),
             },
         },
         "cache": environment.cache_usage(),
@@ -94,7 +94,8 @@ def render(info: dict[str, Any]) -> str:
         "precision": {
             "auto": f"{auto['choice']} ({auto['why']})",
             **{k: _runs_in(v) for k, v in p["settings"].items()},
-            "train.precision": f"default {p['train.precision']['default']} (no auto)",
+            "train.precision": f"default {p['train.precision']['default']}, "
+            f"trains in {p['train.precision']['runs_in']} (float32 with jit_compile on a CPU)",
         },
         "cache": {
             "folder": f"{c['dir']} ({'RESEG_CACHE_DIR' if c['set_by'] != 'default' else 'default; RESEG_CACHE_DIR overrides'})",

@@ -150,13 +150,15 @@ class TrainConfig(Section):
         ),
     )
     jit_compile: bool = Field(False, description="Compile the training step with XLA.")
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
-        "float32",
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "auto",
         description=(
             "Keras dtype policy of training: mixed_* computes the layers in bfloat16 / float16 "
             "with float32 variables, softmax and loss; mixed_float16 adds dynamic loss scaling "
-            "(LossScaleOptimizer). The saved model is float32 either way. bfloat16 is fast on "
-            "CPUs with AMX / AVX-512 BF16 and on GPUs of compute capability >= 8.0."
+            "(LossScaleOptimizer). auto, the default, is mixed_bfloat16 where bfloat16 is "
+            "native (CPUs with AMX / AVX-512 BF16, GPUs of compute capability >= 8.0; not with "
+            "jit_compile on a CPU) and float32 elsewhere; accuracy measured level "
+            "(docs/benchmarks.md). The saved model is float32 either way."
         ),
     )
     progress: Literal["auto", "bar", "log"] = Field(

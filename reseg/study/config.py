@@ -250,7 +250,7 @@ class StudyConfig(Section):
             "null = none."
         ),
     )
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] | None = Field(
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] | None = Field(
         None,
         description=(
             "train.precision of every cell (mixed_bfloat16: bfloat16 layers, float32 variables "

@@ -38,6 +38,7 @@ from reseg.components.trainer.steps import Steps
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError, InputError
 from reseg.folds import held_folds, training_folds, validation_fold, warn_no_validation
+from reseg.inference.precision import resolve_train
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,16 @@ class _Job:
         return held_folds(self.fold, self.tiles.folds)
 
 
+def _pinned_precision(cfg: Config) -> Config:
+    """`cfg` with `train.precision: auto` replaced by the policy it resolves to here, so the
+    fingerprint, the model and the manifest name what was computed (a float32 user's roots
+    stay current where auto is float32)."""
+    policy = resolve_train(cfg.train.precision, cfg.train.jit_compile)
+    if policy == cfg.train.precision:
+        return cfg
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": policy})})
+
+
 def train(
     cfg: Config,
     root: str | Path,
@@ -107,6 +118,7 @@ def train(
         The published model directory (also on non-chief workers, which publish nothing).
     """
     root = storage.path(root)
+    cfg = _pinned_precision(cfg)
     tiles = TileSet.load(layout.tiles_dir(root))
     stats = Stats.load(layout.stats_dir(root))
     if fold is not None and not 0 <= fold < tiles.folds:
@@ -422,6 +434,7 @@ def _manifest(
         "fold": job.fold,
         "validation_fold": job.val_fold,
         "round": job.round,
+        "precision": job.cfg.train.precision,
         "inputs": {
             "tiles": job.tiles.fingerprint,
             "stats": job.stats.fingerprint,

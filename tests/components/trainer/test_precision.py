@@ -82,3 +82,37 @@ def test_the_trained_model_is_built_under_the_policy(root):
     assert model_policy(model) == model_policy(train_model) == "mixed_bfloat16"
     assert model.get_layer("softmax").dtype_policy.name == "float32"
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_auto_is_mixed_bfloat16_where_native_and_float32_elsewhere(monkeypatch):
+    from reseg.inference import precision
+
+    monkeypatch.setattr(precision, "resolve", lambda p: "bfloat16")
+    assert precision.resolve_train("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "xla_ok", lambda p: p == "float32")  # a CPU
+    assert precision.resolve_train("auto", jit_compile=True) == "float32"
+    monkeypatch.setattr(precision, "resolve", lambda p: "float32")
+    assert precision.resolve_train("auto") == "float32"
+    assert precision.resolve_train("mixed_float16") == "mixed_float16"  # set values stay
+    with pytest.raises(ValueError, match="precision"):
+        precision.resolve_train("bfloat16")
+    assert TrainConfig().precision == "auto"
+
+
+def test_the_default_trains_in_what_auto_resolves_to_and_fingerprints_like_it(root, caplog):
+    """No precision key: the manifest names the policy that ran, and a config naming that
+    policy finds the model current (a float32 user's roots stay current where auto is
+    float32)."""
+    from reseg.inference.precision import resolve_train
+    from reseg.models.precision import model_policy
+
+    here = resolve_train("auto")
+    out = train(config(root, model=UNET, train={"epochs": 1}, tracking=OFF), root, fold=2)
+    manifest = json.loads((out.path / "manifest.json").read_text())
+    assert manifest["precision"] == here
+    assert model_policy(_load(out)) == "float32"
+    explicit = config(root, model=UNET, train={"epochs": 1, "precision": here}, tracking=OFF)
+    with caplog.at_level("INFO", logger="reseg.components.trainer.component"):
+        again = train(explicit, root, fold=2)
+    assert "is up to date" in caplog.text
+    assert again.fingerprint == out.fingerprint
