@@ -21,10 +21,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from reseg import storage
+from reseg import stac, storage
 from reseg.commands._common import add_wait
 from reseg.components.predictor import predict_scene, unique_ids
 from reseg.components.predictor.labels import VECTOR_SUFFIXES
+from reseg.components.predictor.stac import publish_items
 from reseg.components.refine_tuning import apply_tuning, find_tuning
 from reseg.config import PredictConfig, VectorLabels, load_config
 from reseg.errors import ConfigError
@@ -47,6 +48,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out", type=storage.argument, help="output folder (a local path, s3:// or gs://)"
+    )
+    s = parser.add_argument_group("STAC (docs/stac.md)")
+    s.add_argument(
+        "--stac",
+        metavar="SOURCE",
+        help="scenes from STAC instead of SCENE: an ItemCollection file, a static catalog or "
+        "collection (local, s3:// or gs://); scene ids are the item ids",
+    )
+    s.add_argument(
+        "--stac-image",
+        default="image",
+        metavar="KEYS",
+        help="with --stac: the image's asset key, or single-band asset keys separated by commas "
+        "stacked in that order (default: image)",
+    )
+    s.add_argument(
+        "--stac-labels", metavar="KEY", help="with --stac: the label raster's asset key (scores)"
+    )
+    s.add_argument(
+        "--no-stac-items",
+        dest="stac_items",
+        action="store_false",
+        help="do not publish <scene>.item.json and collection.json beside the outputs",
     )
     add_wait(parser, "--out (or --root)")
     parser.add_argument(
@@ -247,6 +271,7 @@ def _pipeline_step(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.root is not None:
         return _pipeline_step(args)
+    sources = _stac_scenes(args)
     if args.model is None or args.out is None or not args.scenes:
         raise ConfigError(
             "give --model MODEL SCENE... --out DIR (or --config CONFIG --root DIR for the "
@@ -265,7 +290,29 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("Beam options after `--` need --beam (or predict.beam: true)")
     # one writer per --out: two predictions into it would remove each other's staging
     with hold_root(args.out, args.wait):
-        return _beam(args, cfg, pcfg) if pcfg.beam else _scenes(args, cfg, pcfg)
+        results = _beam(args, cfg, pcfg) if pcfg.beam else _scenes(args, cfg, pcfg)
+        if args.stac_items:
+            props = {"reseg:model_path": str(args.model)}
+            publish_items(args.out, [(r.scene, r.outputs) for r in results], sources, props)
+    return 0
+
+
+def _stac_scenes(args: argparse.Namespace) -> dict[str, str]:
+    """With --stac: the items' images (and labels) as SCENE (and --labels), their ids as the
+    scene ids; returns scene id -> source item href (empty without --stac)."""
+    if args.stac is None:
+        return {}
+    if args.scenes or args.labels:
+        raise ConfigError("--stac gives the scenes: give no SCENE or --labels with it")
+    image = args.stac_image.split(",")
+    entries = stac.scene_dicts(
+        args.stac, image if len(image) > 1 else image[0], args.stac_labels, role="labelled"
+    )
+    args.scenes = [storage.path(e["image"]) for e in entries]
+    args.scene_ids = [e["id"] for e in entries]
+    if args.stac_labels:
+        args.labels = [storage.path(e["labels"]) if "labels" in e else None for e in entries]
+    return {e["id"]: e["stac_item"] for e in entries}
 
 
 def _scenes(args: argparse.Namespace, cfg, pcfg) -> int:
@@ -273,7 +320,8 @@ def _scenes(args: argparse.Namespace, cfg, pcfg) -> int:
     backend = load_backend(args.model)
     data = cfg.data if cfg else None
     labels = _label_sources(args, backend.info, data)
-    ids = unique_ids(args.scenes)
+    ids = getattr(args, "scene_ids", None) or unique_ids(args.scenes)
+    results = []
     for k, scene in enumerate(args.scenes):
         result = predict_scene(
             backend, scene, args.out, pcfg, labels[k] if labels else None, data, ids[k]
@@ -284,7 +332,8 @@ def _scenes(args: argparse.Namespace, cfg, pcfg) -> int:
         )
         if result.metrics is not None:
             _print_metrics(result.scene, result.metrics)
-    return 0
+        results.append(result)
+    return results
 
 
 def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
@@ -302,7 +351,7 @@ def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
         pcfg,
         labels,
         data,
-        unique_ids(args.scenes),
+        getattr(args, "scene_ids", None) or unique_ids(args.scenes),
         [*base, *args.beam_args],
         info=info,
     )
@@ -313,4 +362,4 @@ def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
         )
         if result.metrics is not None:
             _print_metrics(result.scene, result.metrics)
-    return 0
+    return results

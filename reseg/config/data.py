@@ -99,6 +99,11 @@ class SceneSpec(Section):
             "train or select; its image is a source of pseudo-labels."
         ),
     )
+    stac_item: str | None = Field(
+        None,
+        description="The STAC item the scene came from (set for scenes read through `data.stac`; "
+        "published predictions link to it as `derived_from`).",
+    )
     target_blocks: BlockRegion | None = Field(
         None,
         description=(
@@ -134,10 +139,43 @@ class SceneSpec(Section):
         return self.id or Path(self.image).stem
 
 
+class StacSource(Section):
+    """Scenes named by STAC: one scene per item of an ItemCollection file, a static catalog
+    or collection (its item and child links followed), local or in a bucket."""
+
+    items: str = Field(
+        description="ItemCollection file (GeoJSON FeatureCollection of items), catalog.json or "
+        "collection.json; relative paths are relative to the config file, s3:// and gs:// too. "
+        "Scene ids are the item ids; asset hrefs are relative to the document holding them."
+    )
+    image: str | list[str] = Field(
+        "image",
+        description="Asset key of the (multi-band) image, or a list of single-band asset keys "
+        "stacked in that order.",
+    )
+    labels: str | None = Field(
+        None, description="Asset key of the label raster (scenes whose role is unlabelled skip it)."
+    )
+    role: Literal["labelled", "unlabelled", "target"] = Field(
+        "labelled", description="Role of every item that does not set `role_property`."
+    )
+    role_property: str = Field(
+        "reseg:role", description="Item property that sets the item's role (overrides `role`)."
+    )
+
+
 class DataConfig(Section):
     """Where the scenes are and what their pixel values mean."""
 
-    scenes: list[SceneSpec] = Field(min_length=1)
+    scenes: list[SceneSpec] = Field(
+        default_factory=list,
+        description="Scenes by path; those of `stac` are added after them (at least one in all).",
+    )
+    stac: list[StacSource] = Field(
+        default_factory=list,
+        description="Scenes read from STAC item collections or catalogs (docs/stac.md); resolved "
+        "into `scenes` when the config is loaded.",
+    )
     classes: list[ClassSpec] = Field(min_length=2, max_length=254)
     label_values: dict[float, int | None] | None = Field(
         None,
@@ -180,6 +218,8 @@ class DataConfig(Section):
         for value, cls in (self.label_values or {}).items():
             if cls is not None and not 0 <= cls < n:
                 raise ValueError(f"label_values maps {value:g} to class {cls}, outside 0..{n - 1}")
+        if not self.scenes:
+            raise ValueError("no scenes: give `scenes` or `stac`")
         ids = [s.scene_id for s in self.scenes]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:

@@ -1,0 +1,182 @@
+"""STAC in and out: `reseg predict --stac ITEMS` reads scenes from an ItemCollection (one
+multi-band asset, or single-band assets stacked), publishes a valid STAC Item per scene and
+a Collection beside the COGs (validated offline against the core and extension schemas),
+odc-stac loads them back equal to the COGs, and bad sources give one line and publish
+nothing."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from reseg import stac
+from reseg.cli import main
+from reseg.components.predictor.stac import COLLECTION, ITEM_SUFFIX
+from reseg.errors import OutputError
+from tests.components.predictor.helpers import smooth_image
+from tests.rasters import write_raster
+
+OPTS = ["--tile-size", "64", "--overlap", "16", "--no-progress", "--no-preview"]
+LABELS = np.kron(np.random.default_rng(4).choice([10, 20, 30], (8, 10)), np.ones((10, 10)))
+
+
+def _scenes(folder, n=2, bands=4):
+    """n scenes of `bands` uint16 bands (80 x 100): image, single-band files, labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for k in range(n):
+        img = smooth_image(bands, 80, 100, seed=20 + k)
+        sid = f"scene-{k}"
+        paths = {"image": write_raster(folder / f"{sid}.tif", img)}
+        for b in range(bands):
+            paths[f"B{b + 1}"] = write_raster(folder / f"{sid}_B{b + 1}.tif", img[b])
+        paths["labels"] = write_raster(folder / f"{sid}_labels.tif", LABELS.astype("uint8"))
+        out[sid] = paths
+    return out
+
+
+def _items_file(folder, scenes, name="items.json", props=None):
+    docs = [
+        stac.describe(sid, paths, relative_to=folder, properties=(props or {}).get(sid))
+        for sid, paths in scenes.items()
+    ]
+    p = folder / name
+    p.write_text(json.dumps(stac.item_collection(docs), indent=2))
+    return p
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, cnn_dir):
+    """(items file, scenes, out folder): two scenes predicted from an ItemCollection."""
+    tmp = tmp_path_factory.mktemp("stac")
+    scenes = _scenes(tmp / "data")
+    items = _items_file(tmp / "data", scenes)
+    out = tmp / "out"
+    rc = main(
+        ["predict", "--model", str(cnn_dir), "--stac", str(items), "--stac-labels", "labels"]
+        + ["--out", str(out), *OPTS]
+    )
+    assert rc == 0
+    return items, scenes, out
+
+
+def test_items_and_collection_are_valid_stac_with_the_extensions(published):
+    items, scenes, out = published
+    coll = json.loads((out / COLLECTION).read_text())
+    stac.validate(coll, out / COLLECTION)
+    assert sorted(link["href"] for link in coll["links"] if link["rel"] == "item") == [
+        f"./{sid}{ITEM_SUFFIX}" for sid in sorted(scenes)
+    ]
+    for sid in scenes:
+        item = json.loads((out / f"{sid}{ITEM_SUFFIX}").read_text())
+        stac.validate(item, out / f"{sid}{ITEM_SUFFIX}")
+        assert {e.split("/")[3] for e in item["stac_extensions"]} == {
+            "projection",
+            "raster",
+            "classification",
+        }
+        p = item["properties"]
+        with rasterio.open(out / f"{sid}.tif") as ds:
+            assert p["proj:code"] == "EPSG:32632" and p["proj:shape"] == [ds.height, ds.width]
+            assert p["proj:transform"] == list(ds.transform)[:6]
+        cls = item["assets"]["classes"]
+        assert cls["href"] == f"./{sid}.tif"
+        assert [c["value"] for c in cls["classification:classes"]] == [0, 1, 2]
+        assert all(len(c["color_hint"]) == 6 for c in cls["classification:classes"])
+        assert cls["raster:bands"][0] == {"data_type": "uint8", "nodata": 255.0, "name": "class"}
+        conf = item["assets"]["confidence"]["raster:bands"][0]
+        assert conf["data_type"] == "uint8" and conf["scale"] == pytest.approx(1 / 255)
+        assert "metrics" in item["assets"] and "style" in item["assets"]
+        derived = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
+        assert derived == [str(items)]
+        assert p["reseg:model_path"] and p["reseg:architecture"]
+        assert -180 <= item["bbox"][0] < item["bbox"][2] <= 180
+
+
+def test_validation_is_real_and_offline(published):
+    """A broken item fails validation: the core schema (no datetime) and an extension schema
+    (a class without its value), with no network (schemas come from the package)."""
+    _, scenes, out = published
+    item = json.loads((out / f"{next(iter(scenes))}{ITEM_SUFFIX}").read_text())
+    bad = copy.deepcopy(item)
+    del bad["properties"]["datetime"]
+    with pytest.raises(OutputError, match="not a valid STAC Feature"):
+        stac.validate(bad, "bad.json")
+    bad = copy.deepcopy(item)
+    del bad["assets"]["classes"]["classification:classes"][0]["value"]
+    with pytest.raises(OutputError, match="value"):
+        stac.validate(bad, "bad.json")
+
+
+def test_odc_stac_loads_the_published_items_equal_to_the_cogs(published):
+    """The ecosystem's loader reads what we published: odc-stac from the Collection's items."""
+    import odc.stac
+    import pystac
+
+    _, scenes, out = published
+    coll = pystac.Collection.from_file(str(out / COLLECTION))
+    items = list(coll.get_items())
+    assert sorted(i.id for i in items) == sorted(scenes)
+    for item in items:
+        ds = odc.stac.load([item], bands=["classes", "confidence"], chunks=None)
+        with (
+            rasterio.open(out / f"{item.id}.tif") as c,
+            rasterio.open(out / f"{item.id}.confidence.tif") as f,
+        ):
+            assert np.array_equal(ds["classes"].values[0], c.read(1))
+            assert np.array_equal(ds["confidence"].values[0], f.read(1))
+
+
+def test_stacked_single_band_assets_predict_as_the_multiband_image(published, cnn_dir, tmp_path):
+    _, scenes, out = published
+    data = tmp_path / "data"
+    data.mkdir()
+    items = _items_file(next(iter(scenes.values()))["image"].parent, scenes, "bands.json")
+    out2 = tmp_path / "out2"
+    rc = main(
+        ["predict", "--model", str(cnn_dir), "--stac", str(items)]
+        + ["--stac-image", "B1,B2,B3,B4", "--out", str(out2), *OPTS]
+    )
+    assert rc == 0
+    for sid in scenes:
+        with rasterio.open(out / f"{sid}.tif") as a, rasterio.open(out2 / f"{sid}.tif") as b:
+            assert np.array_equal(a.read(), b.read())
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "item scene-1: no asset 'labels' (assets: B1, B2, B3, B4, image)"),
+        ("bands", "has 4 bands in item scene-0 and 3 in item scene-1"),
+        ("empty", "no STAC items found"),
+        ("absent", "STAC document not found"),
+    ],
+)
+def test_a_bad_source_is_one_line_and_publishes_nothing(
+    case, message, published, cnn_dir, tmp_path, capsys
+):
+    _, scenes, _ = published
+    folder = next(iter(scenes.values()))["image"].parent
+    docs = [stac.describe(sid, p, relative_to=folder) for sid, p in scenes.items()]
+    if case == "missing":
+        del docs[1]["assets"]["labels"]
+    if case == "bands":
+        docs[1]["assets"]["image"]["raster:bands"].pop()
+    if case == "empty":
+        docs = []
+    items = folder / f"{case}.json"
+    if case != "absent":
+        items.write_text(json.dumps(stac.item_collection(docs)))
+    out = tmp_path / "out"
+    rc = main(
+        ["predict", "--model", str(cnn_dir), "--stac", str(items), "--stac-labels", "labels"]
+        + ["--out", str(out), *OPTS]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3
+    assert message in err[-1] and str(items) in err[-1]
+    assert not out.exists() or not any(out.iterdir())
