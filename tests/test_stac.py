@@ -19,6 +19,7 @@ from reseg.components.predictor.stac import COLLECTION, ITEM_SUFFIX
 from reseg.errors import OutputError
 from tests.components.predictor.helpers import smooth_image
 from tests.rasters import write_raster
+from tests.storage.conftest import s3_endpoint  # noqa: F401  (fixture)
 
 OPTS = ["--tile-size", "64", "--overlap", "16", "--no-progress", "--no-preview"]
 LABELS = np.kron(np.random.default_rng(4).choice([10, 20, 30], (8, 10)), np.ones((10, 10)))
@@ -94,6 +95,7 @@ def test_items_and_collection_are_valid_stac_with_the_extensions(published):
         derived = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
         assert derived == [str(items)]
         assert p["reseg:model_path"] and p["reseg:architecture"]
+        assert p["datetime"] == "2020-01-01T00:00:00Z"  # the source item's acquisition
         assert -180 <= item["bbox"][0] < item["bbox"][2] <= 180
 
 
@@ -180,3 +182,123 @@ def test_a_bad_source_is_one_line_and_publishes_nothing(
     assert rc == 3
     assert message in err[-1] and str(items) in err[-1]
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_example_config_reads_its_scenes_from_the_shipped_items(cnn_dir, tmp_path):
+    """examples/stac_items.yaml: scene ids from item ids, roles from the `reseg:role`
+    property, hrefs relative to examples/stac/items.json (so a fresh clone works)."""
+    from reseg.config import load_config
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "examples" / "stac_items.yaml")
+    items = str(REPO / "examples" / "stac" / "items.json")
+    got = [(s.scene_id, s.role, s.stac_item) for s in cfg.data.scenes]
+    assert got == [
+        ("scene-a", "labelled", items),
+        ("scene-b", "labelled", items),
+        ("scene-c", "unlabelled", items),
+    ]
+    assert cfg.data.scenes[0].image == str(REPO / "examples" / "stac" / "scene-a.tif")
+    assert cfg.data.scenes[1].labels == str(REPO / "examples" / "stac" / "scene-b_labels.tif")
+    assert cfg.data.scenes[2].labels is None
+    assert cfg.data.stac[0].items == items  # the source stays in the config, for the record
+
+
+def test_a_bad_role_in_an_item_is_one_line(tmp_path, published, capsys):
+    import yaml
+
+    from reseg.config import load_config
+    from reseg.errors import InputError
+
+    _, scenes, _ = published
+    folder = next(iter(scenes.values()))["image"].parent
+    _items_file(folder, scenes, "roles.json", props={"scene-1": {"reseg:role": "teacher"}})
+    cfg = tmp_path / "c.yaml"
+    data = {"stac": [{"items": str(folder / "roles.json"), "labels": "labels"}]}
+    data["classes"] = [{"name": n} for n in ("a", "b", "c")]
+    cfg.write_text(yaml.safe_dump({"data": data}))
+    with pytest.raises(InputError, match="item scene-1: reseg:role 'teacher' is not labelled"):
+        load_config(cfg)
+
+
+@pytest.mark.usefixtures("s3_endpoint")
+def test_scenes_from_a_static_catalog_in_a_bucket_published_into_the_bucket(
+    published, cnn_dir, tmp_path, monkeypatch
+):
+    """catalog.json -> child collection -> item files, with the data beside them, all in a
+    bucket: the same class maps as from the local ItemCollection, items in the bucket that
+    link to their source item file there."""
+    import uuid
+
+    import boto3
+
+    from reseg import storage
+
+    monkeypatch.setenv("RESEG_CACHE_DIR", str(tmp_path / "cache"))
+    _, scenes, local_out = published
+    cat = tmp_path / "cat"
+    (cat / "coll").mkdir(parents=True)
+    links = []
+    for sid, paths in scenes.items():
+        (cat / "coll" / sid).mkdir()
+        for key in ("image", "labels"):
+            (cat / "data").mkdir(exist_ok=True)
+            (cat / "data" / paths[key].name).write_bytes(paths[key].read_bytes())
+        doc = stac.describe(
+            sid,
+            {k: cat / "data" / paths[k].name for k in ("image", "labels")},
+            relative_to=cat / "coll" / sid,
+        )
+        (cat / "coll" / sid / f"{sid}.json").write_text(json.dumps(doc))
+        links.append({"rel": "item", "href": f"./{sid}/{sid}.json"})
+    coll = {"type": "Collection", "id": "c", "links": links}
+    (cat / "coll" / "collection.json").write_text(json.dumps(coll))
+    root = {
+        "type": "Catalog",
+        "id": "root",
+        "links": [{"rel": "child", "href": "./coll/collection.json"}],
+    }
+    (cat / "catalog.json").write_text(json.dumps(root))
+    bucket = f"reseg-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    storage.upload(cat, f"s3://{bucket}/cat")
+    out = f"s3://{bucket}/out"
+    rc = main(
+        ["predict", "--model", str(cnn_dir), "--stac", f"s3://{bucket}/cat/catalog.json"]
+        + ["--stac-labels", "labels", "--out", out, *OPTS]
+    )
+    assert rc == 0
+    for sid in scenes:
+        with rasterio.open(storage.gdal_path(f"{out}/{sid}.tif")) as a:
+            with rasterio.open(local_out / f"{sid}.tif") as b:
+                assert np.array_equal(a.read(), b.read())
+        item = json.loads(storage.path(f"{out}/{sid}{ITEM_SUFFIX}").read_text())
+        stac.validate(item, f"{out}/{sid}{ITEM_SUFFIX}")
+        derived = [x["href"] for x in item["links"] if x["rel"] == "derived_from"]
+        assert derived == [f"s3://{bucket}/cat/coll/{sid}/{sid}.json"]
+    coll_out = json.loads(storage.path(f"{out}/{COLLECTION}").read_text())
+    assert len([x for x in coll_out["links"] if x["rel"] == "item"]) == len(scenes)
+
+
+def test_the_pipeline_publishes_its_predictions_as_stac(demo_rounds):
+    """The predict step's folder holds an item per scene and the collection, recorded in its
+    manifest (published with the folder), with the model, export version and run."""
+    from reseg import artifacts, layout
+
+    root, cfg, _ = demo_rounds
+    out = layout.predictions_dir(root)
+    contents = artifacts.read_manifest(out)["contents"]
+    assert {"landsat.item.json", COLLECTION} <= set(contents)
+    coll = json.loads((out / COLLECTION).read_text())
+    stac.validate(coll, out / COLLECTION)
+    assert coll["id"] == cfg.name
+    item = json.loads((out / f"landsat{ITEM_SUFFIX}").read_text())
+    stac.validate(item, out / f"landsat{ITEM_SUFFIX}")
+    p = item["properties"]
+    assert p["reseg:model_source"] == "merged" and p["reseg:fold"] == 0
+    assert p["reseg:run_id"] and p["reseg:experiment"] == cfg.name
+    classes = item["assets"]["classes"]["classification:classes"]
+    assert [(c["name"], "#" + c["color_hint"].lower()) for c in classes] == [
+        (c.name, c.color.lower()) for c in cfg.data.classes
+    ]
+    assert not any(x["rel"] == "derived_from" for x in item["links"])  # scene given by path

@@ -14,7 +14,7 @@ import rasterio
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
-from reseg import storage
+from reseg import stac, storage
 from reseg.cli import main
 from reseg.components.predictor import predict_scene
 from reseg.components.predictor.blocks import (
@@ -78,9 +78,16 @@ def _assert_same_as_local(out: str, local) -> None:
             np.testing.assert_array_equal(np.asarray(pa), np.asarray(pb))
     metrics = json.loads(storage.path(f"{out}/scene.metrics.json").read_text())
     assert metrics["confusion"] == local.metrics["confusion"]
-    assert storage.files_under(out) == sorted(p.name for p in local.outputs.values()), (
-        "exactly the outputs: nothing staged is left in the bucket"
-    )
+    stac_files = ["collection.json", "scene.item.json"]  # published beside them (docs/stac.md)
+    assert storage.files_under(out) == sorted(
+        [p.name for p in local.outputs.values()] + stac_files
+    ), "exactly the outputs and their STAC item: nothing staged is left in the bucket"
+    for name in stac_files:  # written through storage as on a disk, valid offline
+        doc = json.loads(storage.path(f"{out}/{name}").read_text())
+        stac.validate(doc, f"{out}/{name}")
+    item = json.loads(storage.path(f"{out}/scene.item.json").read_text())
+    assert item["assets"]["classes"]["href"] == "./scene.tif"
+    assert item["properties"]["proj:shape"] == list(_read(f"{out}/scene.tif")[0].shape[1:])
 
 
 @pytest.mark.parametrize("beam", [False, True], ids=["sequential", "beam"])

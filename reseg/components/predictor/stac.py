@@ -77,8 +77,11 @@ def publish_items(
     out = storage.path(out_dir)
     now = _now()
     docs = []
+    read: dict[str, list[stac.Item]] = {}
     for sid, outputs in scenes:
-        doc = scene_item(sid, outputs, (sources or {}).get(sid), properties or {}, now)
+        src = (sources or {}).get(sid)
+        when = _source_datetime(src, sid, read) if src else None
+        doc = scene_item(sid, outputs, src, properties or {}, now, when)
         stac.validate(doc, out / f"{sid}{ITEM_SUFFIX}")
         docs.append(doc)
     for doc in docs:
@@ -88,6 +91,22 @@ def publish_items(
     _write(out / COLLECTION, coll)
     log.info("STAC: %d items and %s in %s", len(docs), COLLECTION, out)
     return out / COLLECTION
+
+
+def _source_datetime(href: str, sid: str, read: dict[str, list[stac.Item]]) -> dict | None:
+    """The acquisition time of scene `sid`'s source item (`datetime`, or its start and end),
+    which its class map shares; None when the source cannot be read again."""
+    if href not in read:
+        try:
+            read[href] = stac.read_items(href)
+        except Exception as e:  # the source moved since: the item says when it was made
+            log.warning("%s: source item not read again (%s); datetime is now", href, e)
+            read[href] = []
+    for it in read[href]:
+        if it.id == sid:
+            keys = ("datetime", "start_datetime", "end_datetime")
+            return {k: it.properties[k] for k in keys if k in it.properties}
+    return None
 
 
 def _now() -> str:
@@ -148,10 +167,12 @@ def scene_item(
     source: str | None,
     properties: Mapping[str, Any],
     now: str,
+    when: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The STAC Item (a dict) of one predicted scene (module docstring)."""
+    """The STAC Item (a dict) of one predicted scene (module docstring); its `datetime` is
+    that of the source item (`when`), else `now`."""
     g = _grid(outputs["classes"])
-    props: dict[str, Any] = {"datetime": now, "created": now}
+    props: dict[str, Any] = {"datetime": now, **(when or {}), "created": now}
     geometry = None
     bbox = None
     if g["crs"] is not None:
