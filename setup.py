@@ -34,6 +34,7 @@ REQUIRES = [
     "gcsfs==2026.10.1",
     # STAC: scenes read from items and catalogs, predictions published as items (reseg/stac.py)
     "pystac==1.15.2",
+    "pystac-client==0.9.1",  # STAC API searches (data.stac[].api, reseg predict --stac-search)
     "jsonschema==4.26.0",  # published STAC validated offline; tests: configs against `reseg schema`
 ]
 
@@ -48,6 +49,9 @@ EXTRAS = {
         # tests/test_stac.py: the published items load in the ecosystem's loader (pulls
         # xarray, dask, odc-geo; pure Python wheels)
         "odc-stac==0.5.3",
+        # tests/test_stac_api.py: a real STAC API server on loopback (stac-fastapi over a
+        # static catalog; no database)
+        "stac-fastapi-static==1.0.1",
         "moto[server,s3]==5.2.5",  # tests/storage: an S3 API server on loopback
         "gcp-storage-emulator==2026.7.19",  # tests/storage: a GCS emulator on loopback
         # the documentation site (mkdocs.yml), built strictly by tests/test_docs.py

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from reseg import storage
-from reseg.errors import InputError, OutputError
+from reseg.errors import InputError, IOFailure, OutputError
 
 SCHEMA_DIR = Path(__file__).with_name("stac_schemas")
 EXTENSIONS = {
@@ -216,6 +216,64 @@ def _collect(doc: dict[str, Any], href: str, out: list[Item], seen: set[str]) ->
         target = _resolve(href, str(link.get("href", "")))
         what = "STAC item" if link["rel"] == "item" else "STAC catalog"
         _collect(_read_json(target, what), target, out, seen)
+
+
+def search_items(
+    url: str,
+    collections: list[str] | None = None,
+    bbox: list[float] | None = None,
+    intersects: dict[str, Any] | None = None,
+    datetime: str | None = None,
+    query: dict[str, Any] | None = None,
+    filter: dict[str, Any] | None = None,
+    max_items: int | None = None,
+) -> list[Item]:
+    """The items a STAC API search (pystac-client) returns; each item's href is its `self`
+    link on the API. An unreachable API is an `IOFailure`, a refused search or one that matches
+    nothing an `InputError`, each one line naming the API."""
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+
+    what = ", ".join(
+        f"{k} {v}"
+        for k, v in (
+            ("collections", collections),
+            ("bbox", bbox),
+            ("intersects", intersects and intersects.get("type")),
+            ("datetime", datetime),
+            ("query", query),
+            ("filter", filter),
+        )
+        if v
+    )
+    try:
+        client = Client.open(url)
+        search = client.search(
+            collections=collections,
+            bbox=bbox,
+            intersects=intersects,
+            datetime=datetime,
+            query=query,
+            filter=filter,
+            max_items=max_items,
+        )
+        docs = list(search.items_as_dicts())
+    except APIError as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        low = text.lower()
+        if any(w in low for w in ("connection", "max retries", "timed out", "resolve")):
+            raise IOFailure(f"{url}: STAC API unreachable ({text[:200]})") from None
+        raise InputError(f"{url}: STAC API refused the search ({text[:200]})") from None
+    except NotImplementedError as e:  # pystac-client: the API does not conform to search
+        raise InputError(f"{url}: not a STAC API with item search ({e})") from None
+    if not docs:
+        raise InputError(f"{url}: the STAC search matched no items ({what or 'no filters'})")
+    items = []
+    for d in docs:
+        self_link = _link(d, "self")
+        href = self_link or url
+        items.append(_item(d, href, href))
+    return items
 
 
 def _link(doc: dict[str, Any], rel: str) -> str | None:

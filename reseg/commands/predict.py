@@ -15,6 +15,7 @@ config's `beam.args`: `reseg predict --model M a.tif b.tif --out D --beam -- --r
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from reseg.components.predictor.labels import VECTOR_SUFFIXES
 from reseg.components.predictor.stac import publish_items
 from reseg.components.refine_tuning import apply_tuning, find_tuning
 from reseg.config import PredictConfig, VectorLabels, load_config
+from reseg.config.data import StacSource
 from reseg.errors import ConfigError
 from reseg.pipeline import steps
 from reseg.pipeline.run import check_root, hold_root
@@ -56,6 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scenes from STAC instead of SCENE: an ItemCollection file, a static catalog or "
         "collection (local, s3:// or gs://); scene ids are the item ids",
     )
+    s.add_argument(
+        "--stac-search",
+        metavar="URL",
+        help="scenes from a STAC API search (pystac-client) with the --stac-* filters below",
+    )
+    s.add_argument("--stac-collections", metavar="IDS", help="with --stac-search: comma list")
+    s.add_argument("--stac-bbox", metavar="W,S,E,N", help="with --stac-search: degrees")
+    s.add_argument("--stac-datetime", metavar="TIME", help="with --stac-search: instant or a/b")
+    s.add_argument("--stac-filter", metavar="JSON", help="with --stac-search: CQL2-JSON filter")
+    s.add_argument("--stac-max-items", type=int, metavar="N", help="with --stac-search")
     s.add_argument(
         "--stac-image",
         default="image",
@@ -300,13 +312,37 @@ def run(args: argparse.Namespace) -> int:
 def _stac_scenes(args: argparse.Namespace) -> dict[str, str]:
     """With --stac: the items' images (and labels) as SCENE (and --labels), their ids as the
     scene ids; returns scene id -> source item href (empty without --stac)."""
-    if args.stac is None:
+    if args.stac is None and args.stac_search is None:
         return {}
-    if args.scenes or args.labels:
-        raise ConfigError("--stac gives the scenes: give no SCENE or --labels with it")
+    if args.scenes or args.labels or (args.stac and args.stac_search):
+        raise ConfigError(
+            "--stac or --stac-search gives the scenes: give one, without SCENE or --labels"
+        )
     image = args.stac_image.split(",")
+    try:
+        search = {
+            "collections": args.stac_collections and args.stac_collections.split(","),
+            "bbox": args.stac_bbox and [float(x) for x in args.stac_bbox.split(",")],
+            "datetime": args.stac_datetime,
+            "filter": args.stac_filter and json.loads(args.stac_filter),
+            "max_items": args.stac_max_items,
+        }
+        src = StacSource.model_validate(
+            {
+                "items": args.stac,
+                "api": args.stac_search,
+                **{k: v for k, v in search.items() if v is not None},
+            }
+        )
+    except (ValidationError, ValueError) as e:
+        msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+        raise ConfigError(f"--stac-search options: {msg}") from None
     entries = stac.scene_dicts(
-        args.stac, image if len(image) > 1 else image[0], args.stac_labels, role="labelled"
+        src.items or src.api,
+        image if len(image) > 1 else image[0],
+        args.stac_labels,
+        role="labelled",
+        items=src.read(),
     )
     args.scenes = [storage.path(e["image"]) for e in entries]
     args.scene_ids = [e["id"] for e in entries]

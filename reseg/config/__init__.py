@@ -159,7 +159,12 @@ def _stac_scenes(raw: dict[str, Any], source: str) -> None:
     scenes = list(data.get("scenes") or [])
     for src in sources:
         scenes += stac.scene_dicts(
-            src.items, src.image, src.labels, role=src.role, role_property=src.role_property
+            src.items or src.api,
+            src.image,
+            src.labels,
+            role=src.role,
+            role_property=src.role_property,
+            items=src.read(),
         )
     data["scenes"] = scenes
 

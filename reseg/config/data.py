@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -143,11 +143,26 @@ class StacSource(Section):
     """Scenes named by STAC: one scene per item of an ItemCollection file, a static catalog
     or collection (its item and child links followed), local or in a bucket."""
 
-    items: str = Field(
+    items: str | None = Field(
+        None,
         description="ItemCollection file (GeoJSON FeatureCollection of items), catalog.json or "
         "collection.json; relative paths are relative to the config file, s3:// and gs:// too. "
-        "Scene ids are the item ids; asset hrefs are relative to the document holding them."
+        "Scene ids are the item ids; asset hrefs are relative to the document holding them.",
     )
+    api: str | None = Field(
+        None, description="A STAC API's URL to search instead of `items` (pystac-client)."
+    )
+    collections: list[str] | None = Field(None, description="api: collections to search.")
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="api: west, south, east, north in degrees."
+    )
+    intersects: dict[str, Any] | None = Field(None, description="api: a GeoJSON geometry.")
+    datetime: str | None = Field(
+        None, description="api: an instant or interval, e.g. 2024-06-01/2024-06-30."
+    )
+    query: dict[str, Any] | None = Field(None, description="api: query extension filters.")
+    filter: dict[str, Any] | None = Field(None, description="api: a CQL2-JSON filter.")
+    max_items: int | None = Field(None, ge=1, description="api: at most this many items.")
     image: str | list[str] = Field(
         "image",
         description="Asset key of the (multi-band) image, or a list of single-band asset keys "
@@ -162,6 +177,33 @@ class StacSource(Section):
     role_property: str = Field(
         "reseg:role", description="Item property that sets the item's role (overrides `role`)."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StacSource:
+        if (self.items is None) == (self.api is None):
+            raise ValueError("give either `items` (a file) or `api` (a STAC API to search)")
+        search = ("collections", "bbox", "intersects", "datetime", "query", "filter", "max_items")
+        given = [k for k in search if getattr(self, k) is not None]
+        if self.items is not None and given:
+            raise ValueError(f"{', '.join(given)}: search parameters need `api`")
+        return self
+
+    def read(self) -> list:
+        """The items of this source (`reseg.stac.Item`)."""
+        from reseg import stac
+
+        if self.items is not None:
+            return stac.read_items(self.items)
+        return stac.search_items(
+            self.api,
+            collections=self.collections,
+            bbox=None if self.bbox is None else list(self.bbox),
+            intersects=self.intersects,
+            datetime=self.datetime,
+            query=self.query,
+            filter=self.filter,
+            max_items=self.max_items,
+        )
 
 
 class DataConfig(Section):
