@@ -74,19 +74,23 @@ def publish_items(
         properties: added to every item's properties (model, export version, run).
         collection_id: the Collection's id.
     """
+    import rasterio
+
     out = storage.path(out_dir)
     now = _now()
     docs = []
     read: dict[str, list[stac.Item]] = {}
-    for sid, outputs in scenes:
-        src = (sources or {}).get(sid)
-        when = _source_datetime(src, sid, read) if src else None
-        doc = scene_item(sid, outputs, src, properties or {}, now, when)
-        stac.validate(doc, out / f"{sid}{ITEM_SUFFIX}")
-        docs.append(doc)
+    storage.configure_gdal()
+    with rasterio.Env():  # one GDAL environment (and AWS session) for every COG read
+        for sid, outputs in scenes:
+            src = (sources or {}).get(sid)
+            when = _source_datetime(src, sid, read) if src else None
+            doc = scene_item(sid, outputs, src, properties or {}, now, when)
+            stac.validate(doc, out / f"{sid}{ITEM_SUFFIX}")
+            docs.append(doc)
     for doc in docs:
         _write(out / f"{doc['id']}{ITEM_SUFFIX}", doc)
-    coll = collection(out, collection_id)
+    coll = collection(out, collection_id, {f"{d['id']}{ITEM_SUFFIX}": d for d in docs})
     stac.validate(coll, out / COLLECTION)
     _write(out / COLLECTION, coll)
     log.info("STAC: %d items and %s in %s", len(docs), COLLECTION, out)
@@ -251,10 +255,14 @@ def scene_item(
     return doc
 
 
-def collection(out: Any, collection_id: str = "reseg-predictions") -> dict[str, Any]:
-    """The Collection of every `*.item.json` directly in folder `out`."""
+def collection(
+    out: Any, collection_id: str = "reseg-predictions", known: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Collection of every `*.item.json` directly in folder `out` (those in `known`, by
+    file name, are not read again)."""
+    known = known or {}
     names = sorted(n for n in storage.files_under(out) if "/" not in n and n.endswith(ITEM_SUFFIX))
-    items = [json.loads((out / n).read_text()) for n in names]
+    items = [known[n] if n in known else json.loads((out / n).read_text()) for n in names]
     boxes = [i["bbox"] for i in items if i.get("bbox")]
     bbox = (
         [
