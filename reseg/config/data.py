@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from reseg.config.base import Section
 
@@ -111,6 +111,15 @@ class SceneSpec(Section):
             "evaluation-only as those of a target scene."
         ),
     )
+
+    @model_serializer(mode="wrap")
+    def _without_stac_item(self, handler: Any) -> dict[str, Any]:
+        """No `stac_item` key for a scene given by path: the dumps (and so the fingerprints)
+        of configs without STAC are what they were before STAC sources existed."""
+        d = handler(self)
+        if isinstance(d, dict) and d.get("stac_item") is None:
+            d.pop("stac_item", None)
+        return d
 
     @model_validator(mode="after")
     def _one_label_source(self) -> SceneSpec:
@@ -246,6 +255,14 @@ class DataConfig(Section):
             "differ); resample: always warp."
         ),
     )
+
+    @model_serializer(mode="wrap")
+    def _without_stac(self, handler: Any) -> dict[str, Any]:
+        """No `stac` key without STAC sources (as `SceneSpec._without_stac_item`)."""
+        d = handler(self)
+        if isinstance(d, dict) and not d.get("stac"):
+            d.pop("stac", None)
+        return d
 
     @field_validator("bands")
     @classmethod
