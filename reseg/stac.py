@@ -300,6 +300,19 @@ def _asset(item: Item, key: str, source: str) -> dict[str, Any]:
     return a
 
 
+def label_items(items: list[Item]) -> dict[str, Item]:
+    """Label items (label extension: `label:type` set) by the href of each item their
+    `source` links point to."""
+    out = {}
+    for it in items:
+        if "label:type" not in it.properties:
+            continue
+        for link in it.doc.get("links") or []:
+            if isinstance(link, dict) and link.get("rel") == "source" and link.get("href"):
+                out[_resolve(it.href, str(link["href"]))] = it
+    return out
+
+
 def _declared_bands(asset: dict[str, Any]) -> int | None:
     """The band count an asset declares (`bands`, `raster:bands` or `eo:bands`), if any."""
     for key in ("bands", "raster:bands", "eo:bands"):
@@ -315,12 +328,14 @@ def scene_dicts(
     role: str = "labelled",
     role_property: str = ROLE_PROPERTY,
     items: list[Item] | None = None,
+    vector: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The config's scene entries (`SceneSpec` fields) of the items of `source`.
 
     `image` is one asset key (a multi-band image) or a list of single-band asset keys stacked
     in that order (a VRT in the cache, `stack_bands`); `labels` the label raster's asset key
-    (scenes whose role is unlabelled take none). The role is the item's `role_property`, else
+    (scenes whose role is unlabelled take none), or with `vector` (the options of
+    `VectorLabels` but `path`) its polygons. The role is the item's `role_property`, else
     `role`. Every item is checked before any scene is returned: a missing asset, or image
     assets that declare different band counts across items, is an `InputError`.
     """
@@ -329,7 +344,10 @@ def scene_dicts(
     keys = [image] if isinstance(image, str) else list(image)
     counts: dict[int, str] = {}
     out = []
+    by_source = label_items(items)
     for it in items:
+        if "label:type" in it.properties:
+            continue  # a label item (label extension): labels of the item it links to
         assets = [_asset(it, k, source) for k in keys]
         r = it.properties.get(role_property, role)
         if r not in ("labelled", "unlabelled", "target"):
@@ -339,7 +357,7 @@ def scene_dicts(
             )
         lab = None
         if labels is not None and r != "unlabelled":
-            lab = _asset(it, labels, source)["href"]
+            lab = _asset(by_source.get(it.href, it), labels, source)["href"]
         if isinstance(image, str):
             n = _declared_bands(assets[0])
             if n is not None:
@@ -361,7 +379,9 @@ def scene_dicts(
                 f"item {other}; every item's image needs the same bands"
             )
         entry: dict[str, Any] = {"id": it.id, "image": path, "role": r, "stac_item": it.href}
-        if lab is not None:
+        if lab is not None and vector is not None:
+            entry["vector"] = {**vector, "path": lab}
+        elif lab is not None:
             entry["labels"] = lab
         out.append((entry, [a["href"] for a in assets]))
     result = []

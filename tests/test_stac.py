@@ -302,3 +302,82 @@ def test_the_pipeline_publishes_its_predictions_as_stac(demo_rounds):
         (c.name, c.color.lower()) for c in cfg.data.classes
     ]
     assert not any(x["rel"] == "derived_from" for x in item["links"])  # scene given by path
+
+
+def test_a_vector_label_asset_scores_the_scene(published, cnn_dir, tmp_path):
+    """`data.stac[].vector`: the labels asset is polygons (GeoJSON), burnt onto the image grid
+    with the given attribute; `reseg predict --config` scores the scene with them."""
+    import yaml
+    from rasterio.warp import transform_bounds
+
+    _, scenes, _ = published
+    sid, paths = next(iter(scenes.items()))
+    with rasterio.open(paths["image"]) as ds:
+        w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    mid = (w + e) / 2
+
+    def box(x0, x1, value):
+        ring = [[x0, s], [x1, s], [x1, n], [x0, n], [x0, s]]
+        geom = {"type": "Polygon", "coordinates": [ring]}
+        return {"type": "Feature", "properties": {"kind": value}, "geometry": geom}
+
+    polygons = tmp_path / "labels.geojson"
+    polygons.write_text(
+        json.dumps(
+            {"type": "FeatureCollection", "features": [box(w, mid, "10"), box(mid, e, "30")]}
+        )
+    )
+    doc = stac.describe(sid, {"image": paths["image"]})
+    doc["assets"]["polygons"] = {"href": "./labels.geojson", "type": "application/geo+json"}
+    (tmp_path / "items.json").write_text(json.dumps(stac.item_collection([doc])))
+    data = {
+        "stac": [
+            {
+                "items": "items.json",
+                "labels": "polygons",
+                "vector": {"attribute": "kind", "values": {"10": 0, "30": 2}},
+            }
+        ],
+        "classes": [{"name": f"class{k}"} for k in range(3)],
+    }
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({"data": data}))
+    from reseg.config import load_config
+
+    (scene,) = load_config(cfg_file).data.scenes
+    assert scene.vector.path == str(polygons) and scene.labels is None
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(cnn_dir), "--config", str(cfg_file), scene.image]
+    assert main([*argv, "--out", str(out), *OPTS]) == 0
+    metrics = json.loads((out / f"{paths['image'].stem}.metrics.json").read_text())
+    assert metrics["pixels"] > 0.9 * 80 * 100
+
+
+def test_labels_from_label_items_linked_to_their_source(published, tmp_path):
+    """A catalog with image items and label items (label extension: `label:type`, a `source`
+    link to the image item): the label items are not scenes, and each scene's labels are the
+    asset of the label item that links to it."""
+    from reseg.config import load_config
+
+    _, scenes, _ = published
+    links = []
+    for sid, paths in scenes.items():
+        (tmp_path / sid).mkdir()
+        img = stac.describe(sid, {"image": paths["image"]})
+        (tmp_path / sid / f"{sid}.json").write_text(json.dumps(img))
+        lab = stac.describe(f"{sid}-labels", {"raster": paths["labels"]})
+        lab["properties"].update({"label:type": "raster", "label:description": "land cover"})
+        lab["links"] = [{"rel": "source", "href": f"../{sid}/{sid}.json"}]
+        (tmp_path / f"{sid}-labels").mkdir()
+        (tmp_path / f"{sid}-labels" / f"{sid}-labels.json").write_text(json.dumps(lab))
+        links += [{"rel": "item", "href": f"./{d}/{d}.json"} for d in (sid, f"{sid}-labels")]
+    (tmp_path / "catalog.json").write_text(json.dumps({"type": "Catalog", "links": links}))
+    import yaml
+
+    data = {
+        "stac": [{"items": "catalog.json", "labels": "raster"}],
+        "classes": [{"name": n} for n in ("a", "b", "c")],
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"data": data}))
+    got = [(s.scene_id, s.labels) for s in load_config(tmp_path / "c.yaml").data.scenes]
+    assert got == [(sid, str(p["labels"])) for sid, p in scenes.items()]

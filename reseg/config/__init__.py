@@ -165,6 +165,7 @@ def _stac_scenes(raw: dict[str, Any], source: str) -> None:
             role=src.role,
             role_property=src.role_property,
             items=src.read(),
+            vector=src.vector,
         )
     data["scenes"] = scenes
 

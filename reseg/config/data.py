@@ -180,6 +180,11 @@ class StacSource(Section):
     labels: str | None = Field(
         None, description="Asset key of the label raster (scenes whose role is unlabelled skip it)."
     )
+    vector: dict[str, Any] | None = Field(
+        None,
+        description="The `labels` asset is polygons: the options of a scene's `vector` "
+        "(attribute and values, or burn_class; background, layer, encoding, ...) without `path`.",
+    )
     role: Literal["labelled", "unlabelled", "target"] = Field(
         "labelled", description="Role of every item that does not set `role_property`."
     )
