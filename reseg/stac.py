@@ -326,7 +326,7 @@ def scene_dicts(
     image: str | list[str],
     labels: str | None = None,
     role: str = "labelled",
-    role_property: str = ROLE_PROPERTY,
+    role_property: str | None = ROLE_PROPERTY,
     items: list[Item] | None = None,
     vector: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
@@ -336,8 +336,9 @@ def scene_dicts(
     in that order (a VRT in the cache, `stack_bands`); `labels` the label raster's asset key
     (scenes whose role is unlabelled take none), or with `vector` (the options of
     `VectorLabels` but `path`) its polygons. The role is the item's `role_property`, else
-    `role`. Every item is checked before any scene is returned: a missing asset, or image
-    assets that declare different band counts across items, is an `InputError`.
+    `role` (every item's with `role_property` None). Every item is checked before any scene
+    is returned: a missing asset, or image assets that declare different band counts across
+    items, is an `InputError`.
     """
     source = str(source)
     items = read_items(source) if items is None else items
@@ -349,7 +350,7 @@ def scene_dicts(
         if "label:type" in it.properties:
             continue  # a label item (label extension): labels of the item it links to
         assets = [_asset(it, k, source) for k in keys]
-        r = it.properties.get(role_property, role)
+        r = it.properties.get(role_property, role) if role_property else role
         if r not in ("labelled", "unlabelled", "target"):
             raise InputError(
                 f"{source}: item {it.id}: {role_property} {r!r} is not labelled, unlabelled "

@@ -381,3 +381,18 @@ def test_labels_from_label_items_linked_to_their_source(published, tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"data": data}))
     got = [(s.scene_id, s.labels) for s in load_config(tmp_path / "c.yaml").data.scenes]
     assert got == [(sid, str(p["labels"])) for sid, p in scenes.items()]
+
+
+def test_predict_the_shipped_example_items_with_their_labels(cnn_dir, tmp_path):
+    """`reseg predict --stac examples/stac/items.json --stac-labels labels`: every item scored
+    (the unlabelled role of scene-c is the pipeline's business, not prediction's)."""
+    from tests.conftest import REPO
+
+    items = REPO / "examples" / "stac" / "items.json"
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(cnn_dir), "--stac", str(items), "--stac-labels", "labels"]
+    assert main([*argv, "--out", str(out), *OPTS]) == 0
+    for sid in ("scene-a", "scene-b", "scene-c"):
+        assert json.loads((out / f"{sid}.metrics.json").read_text())["pixels"] == 128 * 128
+        item = json.loads((out / f"{sid}{ITEM_SUFFIX}").read_text())
+        assert item["properties"]["datetime"].startswith("2024-06-0")

@@ -336,12 +336,13 @@ def _stac_scenes(args: argparse.Namespace) -> dict[str, str]:
         )
     except (ValidationError, ValueError) as e:
         msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
-        raise ConfigError(f"--stac-search options: {msg}") from None
+        raise ConfigError(f"--stac options: {msg}") from None
     entries = stac.scene_dicts(
         src.items or src.api,
         image if len(image) > 1 else image[0],
         args.stac_labels,
         role="labelled",
+        role_property=None,  # every item is scored: --stac-labels names an asset of each
         items=src.read(),
     )
     args.scenes = [storage.path(e["image"]) for e in entries]
@@ -351,7 +352,7 @@ def _stac_scenes(args: argparse.Namespace) -> dict[str, str]:
     return {e["id"]: e["stac_item"] for e in entries}
 
 
-def _scenes(args: argparse.Namespace, cfg, pcfg) -> int:
+def _scenes(args: argparse.Namespace, cfg, pcfg) -> list:
     """Each scene in turn in this process."""
     backend = load_backend(args.model)
     data = cfg.data if cfg else None
@@ -372,7 +373,7 @@ def _scenes(args: argparse.Namespace, cfg, pcfg) -> int:
     return results
 
 
-def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
+def _beam(args: argparse.Namespace, cfg, pcfg) -> list:
     from reseg.components.predictor.job import predict_beam
     from reseg.config import BeamConfig
 
