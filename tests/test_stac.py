@@ -396,3 +396,23 @@ def test_predict_the_shipped_example_items_with_their_labels(cnn_dir, tmp_path):
         assert json.loads((out / f"{sid}.metrics.json").read_text())["pixels"] == 128 * 128
         item = json.loads((out / f"{sid}{ITEM_SUFFIX}").read_text())
         assert item["properties"]["datetime"].startswith("2024-06-0")
+
+
+def test_an_https_asset_with_a_bucket_alternate_is_read_from_the_bucket(tmp_path):
+    """Public archives (Earth Search) give https hrefs and the bucket copy as an alternate
+    (alternate-assets extension): the scene is read from the bucket."""
+    doc = {
+        "type": "Feature",
+        "id": "s2",
+        "properties": {},
+        "assets": {
+            "visual": {
+                "href": "https://sentinel-cogs.example/tiles/s2/TCI.tif",
+                "alternate": {"s3": {"href": "s3://sentinel-cogs/tiles/s2/TCI.tif"}},
+            }
+        },
+    }
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(stac.item_collection([doc])))
+    (entry,) = stac.scene_dicts(items, "visual")
+    assert entry["image"] == "s3://sentinel-cogs/tiles/s2/TCI.tif" and entry["id"] == "s2"
