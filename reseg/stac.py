@@ -180,17 +180,17 @@ def _item(doc: dict[str, Any], base: str, href: str) -> Item:
     for key, a in assets.items():
         if not isinstance(a, dict) or not isinstance(a.get("href"), str):
             raise InputError(f"{href}: item {doc['id']}: asset '{key}' has no href")
-        href = _resolve(base, a["href"])
-        if href.split("://", 1)[0] in ("http", "https"):  # a bucket copy reseg reads, if named
+        target = _resolve(base, a["href"])
+        if target.split("://", 1)[0] in ("http", "https"):  # a bucket copy reseg reads, if named
             alt = a.get("alternate") if isinstance(a.get("alternate"), dict) else {}
             for other in alt.values():
                 if (
                     isinstance(other, dict)
                     and storage.scheme(str(other.get("href", ""))) in storage.SCHEMES
                 ):
-                    href = str(other["href"])
+                    target = str(other["href"])
                     break
-        absolute[key] = {**a, "href": href}
+        absolute[key] = {**a, "href": target}
     return Item(doc["id"], href, dict(doc.get("properties") or {}), absolute, doc)
 
 
