@@ -48,7 +48,7 @@ def catalog(s3_endpoint, tmp_path_factory):
     return f"s3://{bucket}"
 
 
-@pytest.mark.slow  # ~3.7 min on 2 shared cores: sequential ~76 s, Beam ~115 s, setup ~30 s
+@pytest.mark.slow  # ~3.2 min on 2 shared cores: sequential ~63 s, Beam ~100 s, setup ~30 s
 def test_200_scenes_from_a_bucket_catalog_with_beam_equal_sequential(
     catalog, cnn_dir, tmp_path, monkeypatch
 ):
