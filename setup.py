@@ -32,6 +32,10 @@ REQUIRES = [
     "fsspec==2026.9.0",
     "s3fs==2026.9.0",
     "gcsfs==2026.10.1",
+    # STAC: scenes read from items and catalogs, predictions published as items (reseg/stac.py)
+    "pystac==1.15.2",
+    "pystac-client==0.9.1",  # STAC API searches (data.stac[].api, reseg predict --stac-search)
+    "jsonschema==4.26.0",  # published STAC validated offline; tests: configs against `reseg schema`
 ]
 
 EXTRAS = {
@@ -42,7 +46,12 @@ EXTRAS = {
         "hypothesis==6.170.17",
         "ruff==0.17.6",
         "import-linter==2.17",  # the layer contract (pyproject.toml), run by tests/test_layers.py
-        "jsonschema==4.26.0",  # tests: the example configs validate against `reseg schema`
+        # tests/test_stac.py: the published items load in the ecosystem's loader (pulls
+        # xarray, dask, odc-geo; pure Python wheels)
+        "odc-stac==0.5.3",
+        # tests/test_stac_api.py: a real STAC API server on loopback (stac-fastapi over a
+        # static catalog; no database)
+        "stac-fastapi-static==1.0.1",
         "moto[server,s3]==5.2.5",  # tests/storage: an S3 API server on loopback
         "gcp-storage-emulator==2026.7.19",  # tests/storage: a GCS emulator on loopback
         # the documentation site (mkdocs.yml), built strictly by tests/test_docs.py
@@ -64,7 +73,7 @@ setup(
     description="Semantic segmentation of remote sensing imagery with confidence rounds",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["reseg", "reseg.*"]),
-    package_data={"reseg": ["examples/*.yaml"]},
+    package_data={"reseg": ["examples/*.yaml", "stac_schemas/*.json"]},
     install_requires=REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["reseg=reseg.cli:main"]},

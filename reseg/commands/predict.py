@@ -15,18 +15,21 @@ config's `beam.args`: `reseg predict --model M a.tif b.tif --out D --beam -- --r
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from reseg import storage
+from reseg import stac, storage
 from reseg.commands._common import add_wait
 from reseg.components.predictor import predict_scene, unique_ids
 from reseg.components.predictor.labels import VECTOR_SUFFIXES
+from reseg.components.predictor.stac import publish_items
 from reseg.components.refine_tuning import apply_tuning, find_tuning
 from reseg.config import PredictConfig, VectorLabels, load_config
+from reseg.config.data import StacSource
 from reseg.errors import ConfigError
 from reseg.pipeline import steps
 from reseg.pipeline.run import check_root, hold_root
@@ -47,6 +50,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out", type=storage.argument, help="output folder (a local path, s3:// or gs://)"
+    )
+    s = parser.add_argument_group("STAC (docs/stac.md)")
+    s.add_argument(
+        "--stac",
+        metavar="SOURCE",
+        help="scenes from STAC instead of SCENE: an ItemCollection file, a static catalog or "
+        "collection (local, s3:// or gs://); scene ids are the item ids",
+    )
+    s.add_argument(
+        "--stac-search",
+        metavar="URL",
+        help="scenes from a STAC API search (pystac-client) with the --stac-* filters below",
+    )
+    s.add_argument("--stac-collections", metavar="IDS", help="with --stac-search: comma list")
+    s.add_argument("--stac-bbox", metavar="W,S,E,N", help="with --stac-search: degrees")
+    s.add_argument("--stac-datetime", metavar="TIME", help="with --stac-search: instant or a/b")
+    s.add_argument("--stac-filter", metavar="JSON", help="with --stac-search: CQL2-JSON filter")
+    s.add_argument("--stac-max-items", type=int, metavar="N", help="with --stac-search")
+    s.add_argument(
+        "--stac-image",
+        default="image",
+        metavar="KEYS",
+        help="with --stac: the image's asset key, or single-band asset keys separated by commas "
+        "stacked in that order (default: image)",
+    )
+    s.add_argument(
+        "--stac-labels", metavar="KEY", help="with --stac: the label raster's asset key (scores)"
+    )
+    s.add_argument(
+        "--no-stac-items",
+        dest="stac_items",
+        action="store_false",
+        help="do not publish <scene>.item.json and collection.json beside the outputs",
     )
     add_wait(parser, "--out (or --root)")
     parser.add_argument(
@@ -247,6 +283,7 @@ def _pipeline_step(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.root is not None:
         return _pipeline_step(args)
+    sources = _stac_scenes(args)
     if args.model is None or args.out is None or not args.scenes:
         raise ConfigError(
             "give --model MODEL SCENE... --out DIR (or --config CONFIG --root DIR for the "
@@ -265,15 +302,63 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("Beam options after `--` need --beam (or predict.beam: true)")
     # one writer per --out: two predictions into it would remove each other's staging
     with hold_root(args.out, args.wait):
-        return _beam(args, cfg, pcfg) if pcfg.beam else _scenes(args, cfg, pcfg)
+        results = _beam(args, cfg, pcfg) if pcfg.beam else _scenes(args, cfg, pcfg)
+        if args.stac_items:
+            props = {"reseg:model_path": str(args.model)}
+            publish_items(args.out, [(r.scene, r.outputs) for r in results], sources, props)
+    return 0
 
 
-def _scenes(args: argparse.Namespace, cfg, pcfg) -> int:
+def _stac_scenes(args: argparse.Namespace) -> dict[str, str]:
+    """With --stac: the items' images (and labels) as SCENE (and --labels), their ids as the
+    scene ids; returns scene id -> source item href (empty without --stac)."""
+    if args.stac is None and args.stac_search is None:
+        return {}
+    if args.scenes or args.labels or (args.stac and args.stac_search):
+        raise ConfigError(
+            "--stac or --stac-search gives the scenes: give one, without SCENE or --labels"
+        )
+    image = args.stac_image.split(",")
+    try:
+        search = {
+            "collections": args.stac_collections and args.stac_collections.split(","),
+            "bbox": args.stac_bbox and [float(x) for x in args.stac_bbox.split(",")],
+            "datetime": args.stac_datetime,
+            "filter": args.stac_filter and json.loads(args.stac_filter),
+            "max_items": args.stac_max_items,
+        }
+        src = StacSource.model_validate(
+            {
+                "items": args.stac,
+                "api": args.stac_search,
+                **{k: v for k, v in search.items() if v is not None},
+            }
+        )
+    except (ValidationError, ValueError) as e:
+        msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+        raise ConfigError(f"--stac options: {msg}") from None
+    entries = stac.scene_dicts(
+        src.items or src.api,
+        image if len(image) > 1 else image[0],
+        args.stac_labels,
+        role="labelled",
+        role_property=None,  # every item is scored: --stac-labels names an asset of each
+        items=src.read(),
+    )
+    args.scenes = [storage.path(e["image"]) for e in entries]
+    args.scene_ids = [e["id"] for e in entries]
+    if args.stac_labels:
+        args.labels = [storage.path(e["labels"]) if "labels" in e else None for e in entries]
+    return {e["id"]: e["stac_item"] for e in entries}
+
+
+def _scenes(args: argparse.Namespace, cfg, pcfg) -> list:
     """Each scene in turn in this process."""
     backend = load_backend(args.model)
     data = cfg.data if cfg else None
     labels = _label_sources(args, backend.info, data)
-    ids = unique_ids(args.scenes)
+    ids = getattr(args, "scene_ids", None) or unique_ids(args.scenes)
+    results = []
     for k, scene in enumerate(args.scenes):
         result = predict_scene(
             backend, scene, args.out, pcfg, labels[k] if labels else None, data, ids[k]
@@ -284,10 +369,11 @@ def _scenes(args: argparse.Namespace, cfg, pcfg) -> int:
         )
         if result.metrics is not None:
             _print_metrics(result.scene, result.metrics)
-    return 0
+        results.append(result)
+    return results
 
 
-def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
+def _beam(args: argparse.Namespace, cfg, pcfg) -> list:
     from reseg.components.predictor.job import predict_beam
     from reseg.config import BeamConfig
 
@@ -302,7 +388,7 @@ def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
         pcfg,
         labels,
         data,
-        unique_ids(args.scenes),
+        getattr(args, "scene_ids", None) or unique_ids(args.scenes),
         [*base, *args.beam_args],
         info=info,
     )
@@ -313,4 +399,4 @@ def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
         )
         if result.metrics is not None:
             _print_metrics(result.scene, result.metrics)
-    return 0
+    return results

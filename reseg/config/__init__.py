@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from reseg import storage
+from reseg import stac, storage
 from reseg.config.base import Section
 from reseg.config.data import IGNORE, ClassSpec, DataConfig, SceneSpec, VectorLabels
 from reseg.config.sections import (
@@ -134,11 +134,40 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 scene[key] = fix(scene[key])
         if isinstance(scene.get("vector"), dict) and "path" in scene["vector"]:
             scene["vector"]["path"] = fix(scene["vector"]["path"])
+    for src in (data.get("data") or {}).get("stac") or []:
+        if isinstance(src, dict) and isinstance(src.get("items"), str):
+            src["items"] = fix(src["items"])
     params = (
         (data.get("model") or {}).get("params") if isinstance(data.get("model"), dict) else None
     )
     if isinstance(params, dict) and params.get("encoder_weights") not in (None, "imagenet"):
         params["encoder_weights"] = fix(params["encoder_weights"])
+
+
+def _stac_scenes(raw: dict[str, Any], source: str) -> None:
+    """Append the scenes of `data.stac` to `data.scenes` (the sources stay, for the record)."""
+    from reseg.config.data import StacSource
+
+    data = raw.get("data")
+    if not isinstance(data, dict) or not data.get("stac"):
+        return
+    try:
+        sources = [StacSource.model_validate(s) for s in data["stac"]]
+    except ValidationError as err:
+        lines = [f"data.stac.{x}" for x in validation_lines(err)]
+        raise ConfigError(f"{source}: invalid configuration: {'; '.join(lines)}") from None
+    scenes = list(data.get("scenes") or [])
+    for src in sources:
+        scenes += stac.scene_dicts(
+            src.items or src.api,
+            src.image,
+            src.labels,
+            role=src.role,
+            role_property=src.role_property,
+            items=src.read(),
+            vector=src.vector,
+        )
+    data["scenes"] = scenes
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -198,6 +227,7 @@ def parse_config(raw: dict[str, Any], source: str = "<config>", base: Path | Non
         )
     raw = json.loads(json.dumps(raw))  # deep copy, YAML-only types out
     _resolve_paths(raw, base or Path.cwd())
+    _stac_scenes(raw, source)
     try:
         return Config.model_validate(raw)
     except ValidationError as err:

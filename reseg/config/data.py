@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from reseg.config.base import Section
 
@@ -99,6 +99,11 @@ class SceneSpec(Section):
             "train or select; its image is a source of pseudo-labels."
         ),
     )
+    stac_item: str | None = Field(
+        None,
+        description="The STAC item the scene came from (set for scenes read through `data.stac`; "
+        "published predictions link to it as `derived_from`).",
+    )
     target_blocks: BlockRegion | None = Field(
         None,
         description=(
@@ -106,6 +111,15 @@ class SceneSpec(Section):
             "evaluation-only as those of a target scene."
         ),
     )
+
+    @model_serializer(mode="wrap")
+    def _without_stac_item(self, handler: Any) -> dict[str, Any]:
+        """No `stac_item` key for a scene given by path: the dumps (and so the fingerprints)
+        of configs without STAC are what they were before STAC sources existed."""
+        d = handler(self)
+        if isinstance(d, dict) and d.get("stac_item") is None:
+            d.pop("stac_item", None)
+        return d
 
     @model_validator(mode="after")
     def _one_label_source(self) -> SceneSpec:
@@ -134,10 +148,90 @@ class SceneSpec(Section):
         return self.id or Path(self.image).stem
 
 
+class StacSource(Section):
+    """Scenes named by STAC: one scene per item of an ItemCollection file, a static catalog
+    or collection (its item and child links followed), local or in a bucket."""
+
+    items: str | None = Field(
+        None,
+        description="ItemCollection file (GeoJSON FeatureCollection of items), catalog.json or "
+        "collection.json; relative paths are relative to the config file, s3:// and gs:// too. "
+        "Scene ids are the item ids; asset hrefs are relative to the document holding them.",
+    )
+    api: str | None = Field(
+        None, description="A STAC API's URL to search instead of `items` (pystac-client)."
+    )
+    collections: list[str] | None = Field(None, description="api: collections to search.")
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="api: west, south, east, north in degrees."
+    )
+    intersects: dict[str, Any] | None = Field(None, description="api: a GeoJSON geometry.")
+    datetime: str | None = Field(
+        None, description="api: an instant or interval, e.g. 2024-06-01/2024-06-30."
+    )
+    query: dict[str, Any] | None = Field(None, description="api: query extension filters.")
+    filter: dict[str, Any] | None = Field(None, description="api: a CQL2-JSON filter.")
+    max_items: int | None = Field(None, ge=1, description="api: at most this many items.")
+    image: str | list[str] = Field(
+        "image",
+        description="Asset key of the (multi-band) image, or a list of single-band asset keys "
+        "stacked in that order.",
+    )
+    labels: str | None = Field(
+        None, description="Asset key of the label raster (scenes whose role is unlabelled skip it)."
+    )
+    vector: dict[str, Any] | None = Field(
+        None,
+        description="The `labels` asset is polygons: the options of a scene's `vector` "
+        "(attribute and values, or burn_class; background, layer, encoding, ...) without `path`.",
+    )
+    role: Literal["labelled", "unlabelled", "target"] = Field(
+        "labelled", description="Role of every item that does not set `role_property`."
+    )
+    role_property: str = Field(
+        "reseg:role", description="Item property that sets the item's role (overrides `role`)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StacSource:
+        if (self.items is None) == (self.api is None):
+            raise ValueError("give either `items` (a file) or `api` (a STAC API to search)")
+        search = ("collections", "bbox", "intersects", "datetime", "query", "filter", "max_items")
+        given = [k for k in search if getattr(self, k) is not None]
+        if self.items is not None and given:
+            raise ValueError(f"{', '.join(given)}: search parameters need `api`")
+        return self
+
+    def read(self) -> list:
+        """The items of this source (`reseg.stac.Item`)."""
+        from reseg import stac
+
+        if self.items is not None:
+            return stac.read_items(self.items)
+        return stac.search_items(
+            self.api,
+            collections=self.collections,
+            bbox=None if self.bbox is None else list(self.bbox),
+            intersects=self.intersects,
+            datetime=self.datetime,
+            query=self.query,
+            filter=self.filter,
+            max_items=self.max_items,
+        )
+
+
 class DataConfig(Section):
     """Where the scenes are and what their pixel values mean."""
 
-    scenes: list[SceneSpec] = Field(min_length=1)
+    scenes: list[SceneSpec] = Field(
+        default_factory=list,
+        description="Scenes by path; those of `stac` are added after them (at least one in all).",
+    )
+    stac: list[StacSource] = Field(
+        default_factory=list,
+        description="Scenes read from STAC item collections or catalogs (docs/stac.md); resolved "
+        "into `scenes` when the config is loaded.",
+    )
     classes: list[ClassSpec] = Field(min_length=2, max_length=254)
     label_values: dict[float, int | None] | None = Field(
         None,
@@ -167,6 +261,14 @@ class DataConfig(Section):
         ),
     )
 
+    @model_serializer(mode="wrap")
+    def _without_stac(self, handler: Any) -> dict[str, Any]:
+        """No `stac` key without STAC sources (as `SceneSpec._without_stac_item`)."""
+        d = handler(self)
+        if isinstance(d, dict) and not d.get("stac"):
+            d.pop("stac", None)
+        return d
+
     @field_validator("bands")
     @classmethod
     def _bands_positive(cls, v: list[int] | None) -> list[int] | None:
@@ -180,6 +282,8 @@ class DataConfig(Section):
         for value, cls in (self.label_values or {}).items():
             if cls is not None and not 0 <= cls < n:
                 raise ValueError(f"label_values maps {value:g} to class {cls}, outside 0..{n - 1}")
+        if not self.scenes:
+            raise ValueError("no scenes: give `scenes` or `stac`")
         ids = [s.scene_id for s in self.scenes]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:

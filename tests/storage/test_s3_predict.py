@@ -14,7 +14,7 @@ import rasterio
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
-from reseg import storage
+from reseg import stac, storage
 from reseg.cli import main
 from reseg.components.predictor import predict_scene
 from reseg.components.predictor.blocks import (
@@ -67,7 +67,8 @@ def _read(p) -> tuple[np.ndarray, dict]:
         return ds.read(), {"crs": ds.crs, "transform": ds.transform, "nodata": ds.nodata}
 
 
-def _assert_same_as_local(out: str, local) -> None:
+def _assert_same_as_local(out: str, local, stac_items: bool = True) -> None:
+    """`stac_items`: written by `reseg predict` (the command), not by `predict_scene`."""
     for key in RASTERS:
         name = local.outputs[key].name
         (x, mx), (y, my) = _read(f"{out}/{name}"), _read(local.outputs[key])
@@ -78,9 +79,18 @@ def _assert_same_as_local(out: str, local) -> None:
             np.testing.assert_array_equal(np.asarray(pa), np.asarray(pb))
     metrics = json.loads(storage.path(f"{out}/scene.metrics.json").read_text())
     assert metrics["confusion"] == local.metrics["confusion"]
-    assert storage.files_under(out) == sorted(p.name for p in local.outputs.values()), (
-        "exactly the outputs: nothing staged is left in the bucket"
-    )
+    # published beside them by the command (docs/stac.md)
+    stac_files = ["collection.json", "scene.item.json"] if stac_items else []
+    assert storage.files_under(out) == sorted(
+        [p.name for p in local.outputs.values()] + stac_files
+    ), "exactly the outputs and their STAC item: nothing staged is left in the bucket"
+    for name in stac_files:  # written through storage as on a disk, valid offline
+        doc = json.loads(storage.path(f"{out}/{name}").read_text())
+        stac.validate(doc, f"{out}/{name}")
+    if stac_items:
+        item = json.loads(storage.path(f"{out}/scene.item.json").read_text())
+        assert item["assets"]["classes"]["href"] == "./scene.tif"
+        assert item["properties"]["proj:shape"] == list(_read(f"{out}/scene.tif")[0].shape[1:])
 
 
 @pytest.mark.parametrize("beam", [False, True], ids=["sequential", "beam"])
@@ -185,4 +195,4 @@ def test_a_crash_while_uploading_leaves_no_class_map(inputs, cnn, monkeypatch, n
     monkeypatch.setattr(storage, "upload", real)
     predict_scene(cnn, image, out, CFG, labels=labels)
     no_local_writes()
-    _assert_same_as_local(out, local)
+    _assert_same_as_local(out, local, stac_items=False)

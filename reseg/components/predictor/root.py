@@ -33,6 +33,7 @@ from reseg.components.exporter.sources import DEFAULT, resolve
 from reseg.components.predictor.blocks import EXECUTION_ONLY
 from reseg.components.predictor.job import predict_beam
 from reseg.components.predictor.scene import predict_scene
+from reseg.components.predictor.stac import publish_stac
 from reseg.components.refine_tuning import apply_tuning, find_tuning
 from reseg.config import Config
 from reseg.inference.precision import pinned_section
@@ -89,6 +90,7 @@ def predict_root(
             scenes=written,
             metrics_note="whole-scene metrics include the model's training pixels",
         )
+        publish_stac(cfg, root, st.dir, written, label, fold, run)
     if run is not None and run.enabled:
         for e in written:
             for kind in ("preview", "metrics"):
