@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from reseg import storage
 from reseg.artifacts import (
     Export,
     Merged,
@@ -63,7 +64,7 @@ class Pipeline:
         self, config: Config | str | Path, root: str | Path, beam_args: Sequence[str] = ()
     ):
         self.cfg = config if isinstance(config, Config) else load_config(config)
-        self.root = Path(root)
+        self.root = storage.path(root)
         check_root(self.root)
         self.beam_args = tuple(beam_args)
 

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--config",
-        type=Path,
+        type=Path,  # local: config files are read from disk (reseg.config.load_config)
         help="YAML config: its `predict` section sets the defaults of the options below, and its "
         "`data` section says how labels are read (label values, vector attributes); scenes listed "
         "there with labels are scored without --labels",
@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--tuning",
-        type=Path,
+        type=storage.argument,
         help="with --refine: a tuning folder (<root>/refine/fold<k>, `reseg tune-refine`) whose "
         "setting to use; default the tuning of --model when it is a pipeline model that has one",
     )
@@ -193,7 +193,7 @@ def _label_sources(args: argparse.Namespace, info, data) -> list | None:
             try:
                 out.append(
                     VectorLabels(
-                        path=str(p.resolve()),
+                        path=storage.resolved(p),
                         attribute=args.label_attribute,
                         burn_class=args.burn_class,
                         background=args.background,
@@ -212,7 +212,7 @@ def _label_sources(args: argparse.Namespace, info, data) -> list | None:
 
 def _key(p) -> str:
     """A scene's path as the config and the command line are compared: URIs as they are."""
-    return str(p) if storage.is_remote(p) else str(Path(p).resolve())
+    return storage.resolved(p)
 
 
 def _print_metrics(scene: str, m: dict) -> None:

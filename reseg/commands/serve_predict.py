@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
+from reseg import storage
 from reseg.commands import predict
 from reseg.commands import predict as local
 from reseg.components.predictor import predict_scene
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("TF Serving client")
     g.add_argument(
         "--model-info",
-        type=Path,
+        type=storage.argument,
         metavar="PATH",
         help="model.json (or its folder) for a served model without the model_info signature",
     )

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from pathlib import Path
 
-from reseg import tracking
+from reseg import storage, tracking
 from reseg.commands._common import (
     add_config_and_root,
     add_round_and_fold,
@@ -37,13 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tiles",
         nargs="+",
-        type=Path,
+        type=storage.argument,
         metavar="PATH",
         help="TFRecord files or folders to train on (default: the tiles, or the previous round's selection)",
     )
     parser.add_argument(
         "--init-model",
-        type=Path,
+        type=storage.argument,
         metavar="MODEL",
         help="model directory or .keras file to fine-tune (default: rounds.init)",
     )

@@ -173,7 +173,7 @@ def tune(
             f"tune-refine needs a validation fold: tiling.folds = {k} (at least 3: fold k "
             "evaluates, fold k + 1 validates, the rest train)"
         )
-    out = Path(out)
+    out = storage.path(out)
     grids = {m: grid(pcfg, m) for m in TUNED}
     fp = artifacts.fingerprint(
         "tune-refine",
@@ -384,8 +384,7 @@ def find_tuning(model: str | Path) -> Path | None:
     """The published tuning of a pipeline model: `<root>/refine/fold<k>` for merged rounds
     `<root>/merged/fold<k>` or a round's model `<root>/rounds/r<r>/fold<k>/model`, when it
     was tuned for that model (its recorded model path). None otherwise."""
-    remote = storage.is_remote(model)
-    p = storage.path(model) if remote else Path(model).absolute()  # links not followed
+    p = storage.absolute(model)  # links not followed: the layout is read from the name
     if (p / layout.MERGED_JSON).exists() and p.parent.name == layout.merged_root("").name:
         root, fold_dir = p.parent.parent, p.name
     elif p.name == layout.MODEL and len(p.parents) >= 4:
@@ -398,9 +397,7 @@ def find_tuning(model: str | Path) -> Path | None:
     if not (d / layout.MANIFEST).exists():
         return None
     recorded = artifacts.RefineTuning.load(d).record.get("source", {}).get("path")
-    if remote:
-        return d if recorded and str(recorded).rstrip("/") == str(p).rstrip("/") else None
-    return d if recorded and Path(recorded).resolve() == p.resolve() else None
+    return d if recorded and storage.same(recorded, p) else None
 
 
 def apply_tuning(

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reseg import layout, tracking
+from reseg import layout, storage, tracking
 from reseg.artifacts import (
     Export,
     Merged,
@@ -476,7 +476,7 @@ def refinement_members(path: Path) -> tuple[list[refine_tuning.Member], str, Mod
     spec_path = path / layout.MERGED_JSON
     if spec_path.exists():
         spec = json.loads(spec_path.read_text())
-        models = [(path / m["model"]).resolve() for m in spec["members"]]
+        models = [storage.resolve(storage.join(path, m["model"])) for m in spec["members"]]
         weights = [float(m.get("weight", 1.0)) for m in spec["members"]]
         method = spec["method"]
     else:
@@ -509,7 +509,7 @@ def tune_refine(ctx: Context, fold: Fold, source: str | int | None = None) -> Re
         ctx.cfg.predict,
         layout.refine_dir(ctx.root, fold),
         ctx.class_names,
-        {"label": label, "fold": fold, "path": str(path.resolve())},
+        {"label": label, "fold": fold, "path": storage.resolved(path)},
     )
 
 

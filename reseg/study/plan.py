@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reseg import artifacts
+from reseg import artifacts, storage
 from reseg.config import Config, parse_config
 from reseg.config.predict import D4
 from reseg.errors import ConfigError
@@ -113,13 +113,13 @@ class Plan:
         raise ConfigError(f"no job {jid!r} in the plan of {self.root}")
 
     def save(self) -> Path:
-        path = Path(self.root) / "plan.json"
+        path = storage.path(self.root) / "plan.json"
         artifacts.write_json(path, asdict(self))
         return path
 
     @classmethod
     def load(cls, root: str | Path) -> Plan:
-        d = json.loads((Path(root) / "plan.json").read_text())
+        d = json.loads((storage.path(root) / "plan.json").read_text())
         return cls(
             **{
                 **d,
@@ -143,7 +143,7 @@ def build_plan(
     study: StudyConfig, base: dict[str, Any], root: str | Path, beam_args: list[str] | None = None
 ) -> Plan:
     """All groups, cells and jobs of `study` (base config `base`) under study root `root`."""
-    root = Path(root).resolve()
+    root = storage.resolve(root)
     try:
         base_cfg = parse_config(base, source="base config")
     except ConfigError as e:
@@ -297,7 +297,7 @@ def _job_fingerprint(plan: Plan, job: Job) -> str:
 
 def marker(root: str | Path, job_id: str) -> Path:
     """The done marker of a job: `<study>/jobs/<job>.json`."""
-    return Path(root) / "jobs" / f"{job_id}.json"
+    return storage.path(root) / "jobs" / f"{job_id}.json"
 
 
 def is_done(root: str | Path, job: Job) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reseg import artifacts
+from reseg import artifacts, storage
 from reseg.report import to_html
 from reseg.study import plots
 from reseg.study.cells import ROUND0_KINDS
@@ -68,7 +68,7 @@ def _rel(p: Path, start: Path) -> str:
 
 def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
     """Write the report of the plan's study root from its artifacts; returns report.md."""
-    root = Path(plan.root)
+    root = storage.path(plan.root)
     out = root / "report"
     out.mkdir(parents=True, exist_ok=True)
     results = collect(plan)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg import storage
 from reseg.components.scorer import score_files
 from reseg.metrics import confusion
 from reseg.tfrecords_schema import read_tiles
@@ -66,7 +67,7 @@ def save(path: str | Path, keys: np.ndarray, cms: np.ndarray) -> Path:
     """Write keys and confusions to `path` (.npz) atomically."""
     import os
 
-    path = Path(path)
+    path = storage.path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".partial.npz")
     np.savez_compressed(part, keys=keys, cms=cms)
@@ -76,7 +77,7 @@ def save(path: str | Path, keys: np.ndarray, cms: np.ndarray) -> Path:
 
 def load(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(keys, cms) of a saved file; None when it does not exist."""
-    path = Path(path)
+    path = storage.path(path)
     if not path.exists():
         return None
     with np.load(path) as z:

@@ -96,7 +96,7 @@ def model_stamp(model: str | Path) -> list:
         if root.is_file():
             root = root.parent
         return [[n, file_stamp(root / n)] for n in storage.files_under(root)]
-    root = Path(model)
+    root = storage.path(model)
     if root.is_file():
         root = root.parent
     stamp = []
