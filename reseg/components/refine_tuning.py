@@ -195,7 +195,7 @@ def tune(
         log.info("refinement tuning is current (%s); skipping", out)
         return artifacts.RefineTuning.load(out)
     c = len(class_names)
-    with artifacts.stage(out, fp, "tune-refine") as st:
+    with artifacts.stage(out, fp, "tune-refine", local=True) as st:  # numpy writes tiles.npz
         # validation: every setting of every method, and no refinement, per tile
         val_cms: dict[str, list[np.ndarray]] = {m: [] for m in grids}
         none_cms: list[np.ndarray] = []
