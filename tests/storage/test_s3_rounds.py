@@ -103,9 +103,10 @@ def test_the_refine_step_on_a_bucket_equals_the_local_run(roots):
     rl.pop("members"), rr.pop("members")
     assert json.dumps(rr, sort_keys=True) == json.dumps(rl, sort_keys=True)
     assert set(rr["methods"]) == {"crf", "slic"}
-    with np.load(storage.local_copy(tr.path / layout.REFINE_TILES_NPZ)) as a, np.load(
-        tl.path / layout.REFINE_TILES_NPZ
-    ) as b:
+    with (
+        np.load(storage.local_copy(tr.path / layout.REFINE_TILES_NPZ)) as a,
+        np.load(tl.path / layout.REFINE_TILES_NPZ) as b,
+    ):
         for k in ("keys", "none", "crf", "slic"):
             np.testing.assert_array_equal(a[k], b[k])
 
