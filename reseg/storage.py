@@ -151,7 +151,10 @@ def relpath(p: AnyPath, start: AnyPath) -> str:
 
 
 def join(folder: AnyPath, rel: str) -> AnyPath:
-    """Folder `folder` joined with relative path `rel`, with `..` resolved on object storage."""
+    """Folder `folder` joined with relative path `rel`, with `..` resolved on object storage;
+    `rel` itself when it is a URI or an absolute path."""
+    if is_remote(rel) or os.path.isabs(rel):
+        return path(rel)
     folder = path(folder)
     if not is_remote(folder):
         return folder / rel
@@ -275,6 +278,15 @@ def files_under(p: AnyPath) -> list[str]:
     base = p.path.rstrip("/") + "/"
     found = p.fs.find(base)
     return sorted(f[len(base) :] for f in found if f.startswith(base))
+
+
+def listdir(p: AnyPath) -> list[str]:
+    """Names of the files and folders directly in folder `p` (hidden ones too), sorted; none
+    when it is not there."""
+    p = path(p)
+    if not is_remote(p):
+        return sorted(os.listdir(p)) if p.is_dir() else []
+    return sorted({n.split("/", 1)[0] for n in files_under(p)})
 
 
 def files_with_versions(p: AnyPath) -> dict[str, tuple[int, str]]:

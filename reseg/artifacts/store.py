@@ -172,10 +172,7 @@ def staging_dir(final: str | Path, fp: str, local: bool = False) -> Path:
 
 def discard(tmp: str | Path) -> None:
     """Remove a staging directory (after a user error: nothing half-written stays)."""
-    if storage.is_remote(tmp):
-        storage.rmtree(tmp)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
+    storage.rmtree(tmp)
 
 
 def publish(

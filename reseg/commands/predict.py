@@ -8,7 +8,7 @@
   named by scene id.
 
 With `--beam` (or `predict.beam: true`) either form runs as a Beam job over scenes and
-blocks (`reseg.components.predictor.job`); Beam options follow `--`, after the
+blocks (`reseg.pipeline.predict`, `reseg.components.predictor.job`); Beam options follow `--`, after the
 config's `beam.args`: `reseg predict --model M a.tif b.tif --out D --beam -- --runner=...`.
 """
 
@@ -23,14 +23,11 @@ from pydantic import ValidationError
 
 from reseg import storage
 from reseg.commands._common import add_wait
-from reseg.components.predictor import predict_scene, unique_ids
-from reseg.components.predictor.labels import VECTOR_SUFFIXES
-from reseg.components.refine_tuning import apply_tuning, find_tuning
-from reseg.config import PredictConfig, VectorLabels, load_config
+from reseg.config import BeamConfig, PredictConfig, VectorLabels, load_config
 from reseg.errors import ConfigError
 from reseg.pipeline import steps
+from reseg.pipeline.predict import VECTOR_SUFFIXES, Prediction, Scene, prediction
 from reseg.pipeline.run import check_root, hold_root
-from reseg.serving import load_backend
 
 log = logging.getLogger(__name__)
 
@@ -257,60 +254,31 @@ def run(args: argparse.Namespace) -> int:
     storage.check_output(args.out)
     cfg = load_config(args.config) if args.config is not None else None
     pcfg = _predict_config(args, cfg.predict if cfg else None)
-    if pcfg.refine != "none":
-        tuned, said = apply_tuning(pcfg, args.tuning or find_tuning(args.model))
-        (log.warning if tuned.refine != pcfg.refine else log.info)("%s", said)
-        pcfg = tuned
-    if args.beam_args and not pcfg.beam:
-        raise ConfigError("Beam options after `--` need --beam (or predict.beam: true)")
+    base = (cfg.beam if cfg else BeamConfig()).args if pcfg.beam else []
+    how = prediction(
+        pcfg,
+        model=args.model,
+        tuning=args.tuning,
+        data=cfg.data if cfg else None,
+        beam_args=[*base, *args.beam_args],
+    )
     # one writer per --out: two predictions into it would remove each other's staging
     with hold_root(args.out, args.wait):
-        return _beam(args, cfg, pcfg) if pcfg.beam else _scenes(args, cfg, pcfg)
-
-
-def _scenes(args: argparse.Namespace, cfg, pcfg) -> int:
-    """Each scene in turn in this process."""
-    backend = load_backend(args.model)
-    data = cfg.data if cfg else None
-    labels = _label_sources(args, backend.info, data)
-    ids = unique_ids(args.scenes)
-    for k, scene in enumerate(args.scenes):
-        result = predict_scene(
-            backend, scene, args.out, pcfg, labels[k] if labels else None, data, ids[k]
-        )
-        print(
-            f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
-            file=sys.stderr,
-        )
-        if result.metrics is not None:
-            _print_metrics(result.scene, result.metrics)
+        how.run(scenes_of(args, how), args.out, print_scene)
     return 0
 
 
-def _beam(args: argparse.Namespace, cfg, pcfg) -> int:
-    from reseg.components.predictor.job import predict_beam
-    from reseg.config import BeamConfig
+def scenes_of(args: argparse.Namespace, how: Prediction) -> list[Scene]:
+    """The command line's scenes with their label sources (`--labels`, else the config's)."""
+    labels = _label_sources(args, how.info, how.data)
+    return [Scene(p, None, labels[k] if labels else None) for k, p in enumerate(args.scenes)]
 
-    data = cfg.data if cfg else None
-    info = load_backend(args.model).info
-    labels = _label_sources(args, info, data)
-    base = (cfg.beam if cfg else BeamConfig()).args
-    results = predict_beam(
-        args.model,
-        args.scenes,
-        args.out,
-        pcfg,
-        labels,
-        data,
-        unique_ids(args.scenes),
-        [*base, *args.beam_args],
-        info=info,
+
+def print_scene(scene: Scene, result) -> None:
+    """A predicted scene's outputs (and metrics when it had labels), as the commands say it."""
+    print(
+        f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
+        file=sys.stderr,
     )
-    for result in results:
-        print(
-            f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
-            file=sys.stderr,
-        )
-        if result.metrics is not None:
-            _print_metrics(result.scene, result.metrics)
-    return 0
+    if result.metrics is not None:
+        _print_metrics(result.scene, result.metrics)

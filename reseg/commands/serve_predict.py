@@ -2,8 +2,9 @@
 
 Segments whole scenes through a TF Serving REST endpoint: the same sliding
 window, blending, TTA, refinement and outputs as `reseg predict` (the same
-`predict_scene`, with `reseg.serving.client.ServingBackend` as the model), and
-the same options. The model is a reseg export served by TF Serving, e.g.
+prediction step, `reseg.pipeline.predict.prediction`, with
+`reseg.serving.client.ServingBackend` as the model), and the same options; `--tuning` applies
+a refinement tuning (`reseg tune-refine`), as `reseg predict` does. The model is a reseg export served by TF Serving, e.g.
 
     docker run -p 8501:8501 \\
       --mount type=bind,source=$PWD/<root>/export/<name>,target=/models/<name> \\
@@ -14,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from reseg import storage
 from reseg.commands import predict
 from reseg.commands import predict as local
-from reseg.components.predictor import predict_scene
 from reseg.config import load_config
 from reseg.errors import ConfigError
+from reseg.pipeline.predict import prediction
 from reseg.serving.client import ServingBackend
 from reseg.serving.rest import RetryPolicy
 
@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None:
         cfg = load_config(args.config)
     pcfg = local._predict_config(args, cfg.predict if cfg else None)
+    if not args.beam:  # the config's predict.beam is for model folders; --beam is refused
+        pcfg = pcfg.model_copy(update={"beam": False})
     backend = ServingBackend(
         args.url,
         args.model,
@@ -111,18 +113,10 @@ def run(args: argparse.Namespace) -> int:
         wait_s=args.load_wait,
     )
     try:
-        data = cfg.data if cfg else None
-        labels = local._label_sources(args, backend.info, data)
-        for k, scene in enumerate(args.scenes):
-            result = predict_scene(
-                backend, scene, args.out, pcfg, labels[k] if labels else None, data
-            )
-            print(
-                f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
-                file=sys.stderr,
-            )
-            if result.metrics is not None:
-                local._print_metrics(result.scene, result.metrics)
+        # the same prediction as `reseg predict`: the refine tuning (--tuning: a served model
+        # has no pipeline path to find its own by), scenes, outputs
+        how = prediction(pcfg, backend=backend, tuning=args.tuning, data=cfg.data if cfg else None)
+        how.run(local.scenes_of(args, how), args.out, local.print_scene)
     finally:
         backend.close()
     log.info(

@@ -57,10 +57,10 @@ from reseg.components import target as target_mod
 from reseg.components import trainer as trainer_mod
 from reseg.components.exporter import export as export_component
 from reseg.components.exporter.sources import resolve as resolve_source
-from reseg.components.predictor.root import predict_root
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError
 from reseg.folds import Fold, parse_folds, validation_fold, warn_no_validation
+from reseg.pipeline.predict import predict_root
 from reseg.report import write_report
 
 log = logging.getLogger(__name__)
@@ -226,6 +226,14 @@ def select(ctx: Context, r: int, fold: Fold) -> Selection:
     )
 
 
+def next_labels(ctx: Context, r: int, fold: Fold) -> Selection | PseudoLabels:
+    """What round r + 1 trains on, the one place that chooses: round r's pseudo-labels with
+    `rounds.pseudo` (`pseudo`), else round r's selection (`select`)."""
+    if ctx.cfg.rounds.pseudo is not None:
+        return pseudo(ctx, r, fold)
+    return select(ctx, r, fold)
+
+
 def pseudo(ctx: Context, r: int, fold: Fold) -> PseudoLabels:
     """Round r's pseudo-labels (rasters, round r + 1's tiles): `rounds/r<r>/<fold>/pseudo`."""
     cfg = ctx.cfg.rounds.pseudo
@@ -368,10 +376,9 @@ def rounds(ctx: Context, fold: Fold) -> FoldResult:
             metrics = evaluate(ctx, r, fold) if fold is not None else None
             validation = validate(ctx, r, fold) if fold is not None else None
             target = evaluate_target(ctx, r, fold)
-            if ctx.cfg.rounds.pseudo is not None:
-                selection, labels = None, pseudo(ctx, r, fold)
-            else:
-                selection, labels = select(ctx, r, fold), None
+            chosen = next_labels(ctx, r, fold)
+            selection = chosen if isinstance(chosen, Selection) else None
+            labels = chosen if isinstance(chosen, PseudoLabels) else None
             result.rounds.append(
                 RoundResult(
                     r,
