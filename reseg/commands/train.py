@@ -22,7 +22,6 @@ from reseg.commands._common import (
     context,
     round_of,
 )
-from reseg.components.trainer.distribute import get_cluster
 from reseg.errors import ConfigError
 from reseg.layout import fold_name
 from reseg.pipeline import steps
@@ -57,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     # the workers of a multi-worker training write into the chief's root: the chief holds it
-    chief = get_cluster(ctx.cfg.train.distribute).is_chief
+    chief = steps.is_chief(ctx.cfg)
     with hold_root(ctx.root, args.wait) if chief else contextlib.nullcontext():
         return _train(args, ctx, chief)
 

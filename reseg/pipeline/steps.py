@@ -56,7 +56,9 @@ from reseg.components import pseudo as pseudo_mod
 from reseg.components import target as target_mod
 from reseg.components import trainer as trainer_mod
 from reseg.components.exporter import export as export_component
+from reseg.components.exporter import export_info as _export_info
 from reseg.components.exporter.sources import resolve as resolve_source
+from reseg.components.trainer.distribute import get_cluster
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError
 from reseg.folds import Fold, parse_folds, validation_fold, warn_no_validation
@@ -602,3 +604,27 @@ def _merged(ctx: Context, fold: Fold) -> Merged:
     if not _published(d):
         raise ArtifactError(f"{d}: the rounds of {layout.fold_name(fold)} are not merged yet")
     return Merged.load(d)
+
+
+# --- what commands and studies ask of the components (they import none of them) ------------
+
+
+def check_scenes(cfg: Config) -> None:
+    """Read every scene's header and lay out the tiling, as `tile` will: the user errors of a
+    config's scenes, raised before a root is created."""
+    tiling.plan(cfg)
+
+
+def export_info(version_dir: str | Path) -> dict:
+    """The manifest of an export version with its ModelInfo (`reseg.components.exporter`)."""
+    return _export_info(version_dir)
+
+
+def refine_table(record: dict[str, Any]) -> str:
+    """A refinement tuning's `refine.json` as text: the settings tried, the held-out line."""
+    return refine_tuning.table(record)
+
+
+def is_chief(cfg: Config) -> bool:
+    """Whether this process is the chief of `train.distribute` (the one that writes)."""
+    return get_cluster(cfg.train.distribute).is_chief

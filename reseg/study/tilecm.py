@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reseg import storage
-from reseg.components.scorer import score_files
+from reseg import artifacts, storage
 from reseg.metrics import confusion
 from reseg.tfrecords_schema import read_tiles
 
@@ -27,7 +26,7 @@ def tile_confusions(
     """
 
     out: dict[str, np.ndarray] = {}
-    for t in read_tiles(score_files(scores_dir)):
+    for t in read_tiles(list(artifacts.Scores.load(scores_dir).files)):
         if t.fold != fold:
             continue
         if t.probs is None:
@@ -48,7 +47,7 @@ def target_tile_confusions(
     Returns (keys, cms) as `tile_confusions`; empty when the tiles hold no target pixels.
     """
     out: dict[str, np.ndarray] = {}
-    for t in read_tiles(score_files(scores_dir)):
+    for t in read_tiles(list(artifacts.Scores.load(scores_dir).files)):
         if t.target is None:
             continue
         rs, cs = t.core_slice()
