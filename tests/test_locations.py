@@ -101,3 +101,16 @@ def f(root, p: Path) -> Path:
     return storage.path(root)
 """
     assert sorted(int(v.split(":")[1]) for v in violations(src)) == [5, 6, 13]
+
+
+def test_a_study_root_in_a_bucket_is_refused_with_one_line(tmp_path, monkeypatch, capsys):
+    """`reseg study --root s3://...` used to plan into a local `./s3:/...`: now one line."""
+    from reseg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    study = REPO / "examples" / "study_demo_landsat.yaml"
+    assert main(["study", str(study), "--root", "s3://bucket/studies/demo"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if "s3://bucket/studies/demo" in line]
+    assert "a study root must be a local folder" in err[-1]
+    assert list(tmp_path.iterdir()) == []  # nothing written here

@@ -62,7 +62,7 @@ def study_root(root: str | Path) -> Path:
     if storage.is_remote(root):
         raise OutputError(
             f"{root}: a study root must be a local folder (its cells share round 0 through "
-            "links, and its workers keep logs and a lock there); the scenes may be in a bucket"
+            "links, and its workers keep logs and a lock there)"
         )
     return storage.resolve(root)
 
