@@ -57,6 +57,7 @@ from reseg.components import target as target_mod
 from reseg.components import trainer as trainer_mod
 from reseg.components.exporter import export as export_component
 from reseg.components.exporter import export_info as _export_info
+from reseg.components.exporter import sources as export_sources
 from reseg.components.exporter.sources import resolve as resolve_source
 from reseg.components.trainer.distribute import get_cluster
 from reseg.config import Config
@@ -607,6 +608,10 @@ def _merged(ctx: Context, fold: Fold) -> Merged:
 
 
 # --- what commands and studies ask of the components (they import none of them) ------------
+
+
+DEFAULT_FOLD = export_sources.DEFAULT
+"""`export`'s fold when none is named: `export.fold`, else the first of `rounds.folds`."""
 
 
 def check_scenes(cfg: Config) -> None:
