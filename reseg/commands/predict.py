@@ -58,6 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "`data` section says how labels are read (label values, vector attributes); scenes listed "
         "there with labels are scored without --labels",
     )
+    _add_labels(parser)
+    _add_prediction_options(
+        parser.add_argument_group("prediction (override the config's predict section)")
+    )
+    parser.set_defaults(beam_args=[])  # `-- BEAM_OPTIONS` (reseg.cli moves them here)
+
+
+def _add_labels(parser: argparse.ArgumentParser) -> None:
+    """--labels and the options of vector labels."""
     parser.add_argument(
         "--labels",
         nargs="+",
@@ -73,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--background", type=int, help="vector labels: class id outside the polygons"
     )
     parser.add_argument("--label-encoding", help="vector labels: attribute encoding, e.g. latin-1")
-    g = parser.add_argument_group("prediction (override the config's predict section)")
+
+
+def _add_prediction_options(g) -> None:
+    """The options that override the config's predict section (`_predict_config`)."""
     g.add_argument("--tile-size", type=int, help="tile side in pixels (default by model)")
     g.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default 32)")
     g.add_argument(
@@ -131,7 +143,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="with --beam: split scenes larger than this many pixels a side into blocks (default 8192)",
     )
-    parser.set_defaults(beam_args=[])  # `-- BEAM_OPTIONS` (reseg.cli moves them here)
 
 
 def _predict_config(args: argparse.Namespace, base):
