@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from reseg import storage, tracking
+from reseg import storage
 from reseg.commands._common import (
     add_config_and_root,
     add_round_and_fold,
@@ -23,7 +23,6 @@ from reseg.commands._common import (
     round_of,
 )
 from reseg.errors import ConfigError
-from reseg.layout import fold_name
 from reseg.pipeline import steps
 from reseg.pipeline.run import hold_root
 
@@ -74,28 +73,13 @@ def _train(args: argparse.Namespace, ctx: steps.Context, chief: bool) -> int:
         updates[field] = section
     r = round_of(args)
     ctx = steps.Context(cfg.model_copy(update=updates), ctx.root, ctx.beam_args)
-    folds = ctx.folds(args.fold)
-
-    def one(fold, run) -> None:
-        model = steps.train(
-            ctx, r, fold, run=run, tile_files=args.tiles, init_model=args.init_model
-        )
-        print(f"model: {model.path}")
-
-    if len(folds) == 1:
-        one(folds[0], None)
-        return 0
-    # several folds: one parent run, a nested run per fold
-    parent = (
-        tracking.open_run(
-            ctx.cfg, ctx.root, run_name=f"train r{r} folds", tags={"reseg.step": "train"}
-        )
-        if chief
-        else contextlib.nullcontext(tracking.NULL_RUN)
+    steps.train_folds(
+        ctx,
+        r,
+        ctx.folds(args.fold),
+        chief=chief,
+        tile_files=args.tiles,
+        init_model=args.init_model,
+        done=lambda model: print(f"model: {model.path}"),
     )
-    with parent as p:
-        for fold in folds:
-            name = fold_name(fold)
-            with p.nested(f"train r{r} {name}", tags={"reseg.fold": name}) as run:
-                one(fold, run)
     return 0

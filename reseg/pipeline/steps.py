@@ -29,9 +29,10 @@ early stopping, equal merge weights, no stopping rule (one warning line).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,44 @@ def train(
         init_model=init_model,
         tracking=run,
     )
+
+
+def train_folds(
+    ctx: Context,
+    r: int,
+    folds: Sequence[Fold],
+    *,
+    chief: bool = True,
+    tile_files: Sequence[Path] | None = None,
+    init_model: Path | None = None,
+    done: Callable[[Model], None] | None = None,
+) -> list[Model]:
+    """Round r's models of `folds`, as `reseg train` runs them: one fold in the trainer's own
+    MLflow run; several under one parent run with a nested run per fold (opened by the chief
+    of a multi-worker training only). `done(model)` after each fold."""
+    models = []
+    if len(folds) == 1:
+        parent = contextlib.nullcontext(None)
+    elif chief:
+        parent = tracking.open_run(
+            ctx.cfg, ctx.root, run_name=f"train r{r} folds", tags={"reseg.step": "train"}
+        )
+    else:
+        parent = contextlib.nullcontext(tracking.NULL_RUN)
+    with parent as p:
+        for fold in folds:
+            name = layout.fold_name(fold)
+            nested = (
+                contextlib.nullcontext(None)
+                if p is None
+                else p.nested(f"train r{r} {name}", tags={"reseg.fold": name})
+            )
+            with nested as run:
+                model = train(ctx, r, fold, run=run, tile_files=tile_files, init_model=init_model)
+            models.append(model)
+            if done is not None:
+                done(model)
+    return models
 
 
 def labelled_tile_files(ctx: Context) -> list[Path] | None:
