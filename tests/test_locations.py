@@ -114,3 +114,27 @@ def test_a_study_root_in_a_bucket_is_refused_with_one_line(tmp_path, monkeypatch
     assert [line for line in err if "s3://bucket/studies/demo" in line]
     assert "a study root must be a local folder" in err[-1]
     assert list(tmp_path.iterdir()) == []  # nothing written here
+
+
+def test_storage_names_a_location_the_same_way_local_or_in_a_bucket(tmp_path, monkeypatch):
+    from reseg import storage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    assert storage.resolved("link/../real/x") == str(tmp_path / "real" / "x")
+    assert storage.same("link", tmp_path / "real") and not storage.same("link", "real/x")
+    assert storage.absolute("link") == tmp_path / "link"  # links not followed
+    uri = "s3://b/runs/merged/fold0/../../rounds/r0/fold0/model/"
+    assert storage.resolved(uri) == "s3://b/runs/rounds/r0/fold0/model"
+    assert storage.same(uri, "s3://b/runs/rounds/r0/fold0/model")
+    assert str(storage.absolute("s3://b/runs")) == "s3://b/runs"
+    assert (
+        str(storage.join("s3://b/runs/merged/fold0", "../../rounds/r1")) == "s3://b/runs/rounds/r1"
+    )
+    assert str(storage.join("s3://b/runs", "gs://c/model")) == "gs://c/model"
+    assert storage.join(tmp_path, "/abs/model") == Path("/abs/model")
+    (tmp_path / "real" / ".hidden").write_text("")
+    (tmp_path / "real" / "sub").mkdir()
+    assert storage.listdir(tmp_path / "real") == [".hidden", "sub"]
+    assert storage.listdir(tmp_path / "missing") == []
