@@ -85,7 +85,7 @@ def _add_labels(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_prediction_options(g) -> None:
-    """The options that override the config's predict section (`_predict_config`)."""
+    """The options that override the config's predict section (`predict_config`)."""
     g.add_argument("--tile-size", type=int, help="tile side in pixels (default by model)")
     g.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default 32)")
     g.add_argument(
@@ -145,7 +145,7 @@ def _add_prediction_options(g) -> None:
     )
 
 
-def _predict_config(args: argparse.Namespace, base):
+def predict_config(args: argparse.Namespace, base):
 
     over = {
         k: getattr(args, k)
@@ -244,7 +244,7 @@ def _pipeline_step(args: argparse.Namespace) -> int:
         )
     cfg = load_config(args.config)
     check_root(args.root)
-    cfg = cfg.model_copy(update={"predict": _predict_config(args, cfg.predict)})
+    cfg = cfg.model_copy(update={"predict": predict_config(args, cfg.predict)})
     with hold_root(args.root, args.wait):
         preds = steps.predict(steps.Context(cfg, args.root, tuple(args.beam_args)))
     for e in preds.scenes:
@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         storage.check_uri(x)
     storage.check_output(args.out)
     cfg = load_config(args.config) if args.config is not None else None
-    pcfg = _predict_config(args, cfg.predict if cfg else None)
+    pcfg = predict_config(args, cfg.predict if cfg else None)
     base = (cfg.beam if cfg else BeamConfig()).args if pcfg.beam else []
     how = prediction(
         pcfg,

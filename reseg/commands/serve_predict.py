@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = None
     if args.config is not None:
         cfg = load_config(args.config)
-    pcfg = local._predict_config(args, cfg.predict if cfg else None)
+    pcfg = local.predict_config(args, cfg.predict if cfg else None)
     if not args.beam:  # the config's predict.beam is for model folders; --beam is refused
         pcfg = pcfg.model_copy(update={"beam": False})
     backend = ServingBackend(
