@@ -146,7 +146,8 @@ def _add_prediction_options(g) -> None:
 
 
 def predict_config(args: argparse.Namespace, base):
-
+    """The predict section of `base` (a config's, or the defaults) with the command line's
+    prediction options over it; one line naming the options that are invalid."""
     over = {
         k: getattr(args, k)
         for k in (
