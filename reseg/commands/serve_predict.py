@@ -22,6 +22,7 @@ from reseg.commands import predict as local
 from reseg.config import load_config
 from reseg.errors import ConfigError
 from reseg.pipeline.predict import prediction
+from reseg.pipeline.run import hold_root
 from reseg.serving.client import ServingBackend
 from reseg.serving.rest import RetryPolicy
 
@@ -90,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
             f"--retries must be >= 0, --timeout > 0 and --backoff >= 0; received "
             f"{args.retries}, {args.timeout}, {args.backoff}"
         )
+    if args.out is None or not args.scenes:
+        raise ConfigError("give SCENE... --out DIR: the scenes to segment and where to write")
+    for x in [*args.scenes, *(args.labels or [])]:
+        storage.check_uri(x)
+    storage.check_output(args.out)
     if (args.max_batch is not None and args.max_batch < 1) or args.concurrency < 1:
         raise ConfigError(
             f"--max-batch and --concurrency must be at least 1; received {args.max_batch}, "
@@ -116,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         # the same prediction as `reseg predict`: the refine tuning (--tuning: a served model
         # has no pipeline path to find its own by), scenes, outputs
         how = prediction(pcfg, backend=backend, tuning=args.tuning, data=cfg.data if cfg else None)
-        how.run(local.scenes_of(args, how), args.out, local.print_scene)
+        with hold_root(args.out, args.wait):  # one writer per --out, as `reseg predict`
+            how.run(local.scenes_of(args, how), args.out, local.print_scene)
     finally:
         backend.close()
     log.info(
