@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from reseg import storage
 from reseg.artifacts import (
     Export,
     Merged,
@@ -39,13 +40,12 @@ from reseg.artifacts import (
     Stats,
     TileSet,
 )
-from reseg.components.predictor import predict_scene
 from reseg.config import Config, PredictConfig, load_config
 from reseg.folds import Fold
 from reseg.pipeline import steps
+from reseg.pipeline.predict import Scene, prediction
 from reseg.pipeline.run import check_root, run_pipeline
 from reseg.report import collect, round_rows
-from reseg.serving import load_backend
 
 __all__ = ["Pipeline", "PredictionArrays", "load_config", "predict_arrays"]
 
@@ -63,7 +63,7 @@ class Pipeline:
         self, config: Config | str | Path, root: str | Path, beam_args: Sequence[str] = ()
     ):
         self.cfg = config if isinstance(config, Config) else load_config(config)
-        self.root = Path(root)
+        self.root = storage.path(root)
         check_root(self.root)
         self.beam_args = tuple(beam_args)
 
@@ -154,11 +154,12 @@ def predict_arrays(
     cfg: PredictConfig | None = None,
     labels: str | Path | None = None,
 ) -> PredictionArrays:
-    """Predict a scene that fits in memory and return arrays (same window, blending and TTA as
-    `reseg predict`; the outputs pass through a temporary folder and are read back)."""
+    """Predict a scene that fits in memory and return arrays (the same prediction step as
+    `reseg predict`: window, blending, TTA, and the model's refinement tuning when `cfg.refine`
+    asks for one; the outputs pass through a temporary folder and are read back)."""
     cfg = (cfg or PredictConfig()).model_copy(update={"probabilities": True, "preview": False})
     with tempfile.TemporaryDirectory(prefix="reseg-predict-") as tmp:
-        res = predict_scene(load_backend(model), image, tmp, cfg, labels)
+        (res,) = prediction(cfg, model=model).run([Scene(image, labels=labels)], tmp)
         with rasterio.open(res.outputs["classes"]) as src:
             classes = src.read(1)
         with rasterio.open(res.outputs["probabilities"]) as src:

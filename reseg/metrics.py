@@ -26,6 +26,7 @@ same rule to stacks of confusion matrices (bootstrap replicates).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,54 @@ def confusion(
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes
     )
+
+
+def tile_confusions(
+    tiles: Iterable[Any],
+    num_classes: int,
+    against: str = "label",
+    fold: int | None = None,
+    source: str = "",
+) -> dict[str, np.ndarray]:
+    """The core confusion of argmax(probs) of each scored tile, by tile key: the one loop over
+    tiles behind the evaluator, the target evaluation and the study's per-tile bootstrap.
+
+    Args:
+        tiles: scored tiles (`reseg.tfrecords_schema.Tile`: `key`, `fold`, `label`,
+            `target`, `probs`, `core_slice()`).
+        against: `label` (the tile's labels; every tile of the fold, even with no labelled
+            pixel) or `target` (the target labels; only tiles that have some).
+        fold: only the tiles of this fold (None: every tile).
+        source: what the tiles are read from, for the error of a tile without scores.
+
+    Returns:
+        (C, C) int64 per tile key (a key seen twice is summed); cores partition a scene, so
+        the sum over tiles is the confusion of the whole set.
+    """
+    out: dict[str, np.ndarray] = {}
+    for t in tiles:
+        if fold is not None and t.fold != fold:
+            continue
+        rs, cs = t.core_slice()
+        if against == "target":
+            if t.target is None or (t.target[rs, cs] == IGNORE).all():
+                continue
+            truth = t.target[rs, cs]
+        else:
+            truth = t.label[rs, cs]
+        if t.probs is None:
+            raise ValueError(f"tile {t.key}{f' of {source}' if source else ''} carries no scores")
+        cm = confusion(truth, t.probs[rs, cs].argmax(-1), num_classes)
+        out[t.key] = out[t.key] + cm if t.key in out else cm
+    return out
+
+
+def total(cms: dict[str, np.ndarray], num_classes: int) -> np.ndarray:
+    """The sum of per-tile confusions ((C, C) zeros for none)."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for c in cms.values():
+        cm += c
+    return cm
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -234,7 +234,7 @@ def write_report(root: str | Path) -> Path:
     out = layout.report_dir(root)
     storage.mkdir(out)
     views = collect(root)
-    name = root.name if storage.is_remote(root) else root.resolve().name
+    name = storage.resolve(root).name
     md = [f"# reseg report: {name}", ""]
     cfg = _json(layout.config_file(root))
     if cfg:

@@ -88,6 +88,33 @@ def path(x: str | os.PathLike) -> AnyPath:
     return UPath(str(x), use_listings_cache=False)
 
 
+def absolute(x: str | os.PathLike) -> AnyPath:
+    """`path(x)` made absolute: a local path against the working folder (links are not
+    followed), a URI as it is."""
+    p = path(x)
+    return p if is_remote(p) else p.absolute()
+
+
+def resolve(x: str | os.PathLike) -> AnyPath:
+    """`path(x)` absolute with `..` resolved: a local path with its links resolved too
+    (`Path.resolve`), a URI normalised (`a/../b` is `b`; no trailing '/')."""
+    if not is_remote(x):
+        return Path(x).resolve()
+    p = path(x)
+    return path(f"{scheme(p)}://" + posixpath.normpath(p.path))
+
+
+def resolved(x: str | os.PathLike) -> str:
+    """The text that names location `x` in a record (a manifest, a log line, a fingerprint):
+    `str(resolve(x))`."""
+    return str(resolve(x))
+
+
+def same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether `a` and `b` name the same location (local links resolved)."""
+    return resolved(a) == resolved(b)
+
+
 def argument(x: str) -> AnyPath | str:
     """argparse `type` of a location: `path(x)`, or the text itself for an unsupported scheme
     (refused with one line by the command, inside its error handling, not by argparse)."""
@@ -124,7 +151,10 @@ def relpath(p: AnyPath, start: AnyPath) -> str:
 
 
 def join(folder: AnyPath, rel: str) -> AnyPath:
-    """Folder `folder` joined with relative path `rel`, with `..` resolved on object storage."""
+    """Folder `folder` joined with relative path `rel`, with `..` resolved on object storage;
+    `rel` itself when it is a URI or an absolute path."""
+    if is_remote(rel) or os.path.isabs(rel):
+        return path(rel)
     folder = path(folder)
     if not is_remote(folder):
         return folder / rel
@@ -248,6 +278,15 @@ def files_under(p: AnyPath) -> list[str]:
     base = p.path.rstrip("/") + "/"
     found = p.fs.find(base)
     return sorted(f[len(base) :] for f in found if f.startswith(base))
+
+
+def listdir(p: AnyPath) -> list[str]:
+    """Names of the files and folders directly in folder `p` (hidden ones too), sorted; none
+    when it is not there."""
+    p = path(p)
+    if not is_remote(p):
+        return sorted(os.listdir(p)) if p.is_dir() else []
+    return sorted({n.split("/", 1)[0] for n in files_under(p)})
 
 
 def files_with_versions(p: AnyPath) -> dict[str, tuple[int, str]]:

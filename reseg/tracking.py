@@ -196,11 +196,8 @@ def _ended(run: Run) -> Iterator[Run]:
 def _local(p: str | Path) -> Iterator[Path]:
     """`p`, or a temporary local copy of it when it is on object storage (MLflow uploads
     local files)."""
-    if not storage.is_remote(p):
-        yield Path(p)
-        return
     with tempfile.TemporaryDirectory(prefix="reseg-mlflow-") as d:
-        yield storage.fetch(p, d)
+        yield storage.fetch(p, d)  # `p` itself when local
 
 
 def resolve_uri(cfg: Config, root: str | Path) -> str | None:

@@ -237,3 +237,13 @@ def test_unknown_steps_in_the_api_are_a_config_error_before_anything_is_made(tmp
     with pytest.raises(ConfigError, match="unknown step"):
         run_pipeline(cfg, tmp_path / "root", steps=["tile", "stat"])
     assert not (tmp_path / "root").exists()
+
+
+def test_serve_predict_without_scenes_or_out_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["serve-predict", "--url", "http://127.0.0.1:9", "--model", "m"]
+    for args in ([*base, "--out", "out"], [*base, "scene.tif"]):
+        assert main(args) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].endswith("give SCENE... --out DIR: the scenes to segment and where to write")
+    assert list(tmp_path.iterdir()) == []

@@ -72,3 +72,46 @@ def test_the_tile_bootstrap_uses_each_folds_class_set():
     expected = scores(2 * WITHOUT_FP)["mean_iou"] - scores(2 * WITH_FP)["mean_iou"]
     assert iv.mean == pytest.approx(expected)
     assert iv.low == pytest.approx(expected) and iv.high == pytest.approx(expected)
+
+
+def _tile(row, fold, label, probs, target=None):
+    from reseg.tfrecords_schema import Tile
+
+    h, w = label.shape
+    z = np.zeros((h, w), np.uint8)
+    # the core is the tile less a 1-pixel border: the border never counts
+    return Tile(
+        np.zeros((h, w, 1), np.float32), label, z + 1, z, "s", row, 0, (row + 1, 1, h - 2, w - 2),
+        fold, probs=probs, target=target,
+    )  # fmt: skip
+
+
+def test_one_confusion_loop_over_tiles_for_labels_and_target_labels():
+    from reseg.metrics import confusion, tile_confusions, total
+
+    rng = np.random.default_rng(0)
+    tiles = []
+    for i, fold in enumerate((0, 1, 0)):
+        label = rng.integers(0, 3, (6, 6)).astype(np.uint8)
+        label[0, 0] = 255
+        probs = rng.random((6, 6, 3)).astype(np.float32)
+        target = None if i == 0 else np.where(rng.random((6, 6)) < 0.5, label, 255).astype(np.uint8)
+        tiles.append(_tile(10 * i, fold, label, probs, target))
+    tiles.append(_tile(40, 0, tiles[0].label, tiles[0].probs, np.full((6, 6), 255, np.uint8)))
+
+    per = tile_confusions(tiles, 3, fold=0)
+    assert sorted(per) == ["s/0/0", "s/20/0", "s/40/0"]  # fold 0 only, every tile of it
+    core = (slice(1, 5), slice(1, 5))
+    want = confusion(tiles[0].label[core], tiles[0].probs[core].argmax(-1), 3)
+    np.testing.assert_array_equal(per["s/0/0"], want)
+    assert total(per, 3).sum() == sum(
+        int((t.label[core] != 255).sum()) for t in tiles if t.fold == 0
+    )
+    assert total({}, 3).shape == (3, 3) and total({}, 3).sum() == 0
+
+    on_target = tile_confusions(tiles, 3, "target")
+    assert sorted(on_target) == ["s/10/0", "s/20/0"]  # tiles with target pixels, any fold
+    assert total(on_target, 3).sum() == sum(int((t.target[core] != 255).sum()) for t in tiles[1:3])
+
+    with pytest.raises(ValueError, match=r"tile s/0/0 of scores/ carries no scores"):
+        tile_confusions([_tile(0, 0, tiles[0].label, None)], 3, source="scores/")

@@ -172,10 +172,7 @@ def staging_dir(final: str | Path, fp: str, local: bool = False) -> Path:
 
 def discard(tmp: str | Path) -> None:
     """Remove a staging directory (after a user error: nothing half-written stays)."""
-    if storage.is_remote(tmp):
-        storage.rmtree(tmp)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
+    storage.rmtree(tmp)
 
 
 def publish(
@@ -184,7 +181,7 @@ def publish(
     """Write the manifest into `tmp` and move it to `final`, replacing an older version."""
     if storage.is_remote(final):
         return _publish_remote(storage.path(tmp), storage.path(final), manifest, config_json)
-    tmp, final = Path(tmp), Path(final)
+    tmp, final = storage.path(tmp), storage.path(final)
     if config_json is not None:
         (tmp / CONFIG).write_text(config_json)
     manifest = {"published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **manifest}

@@ -269,7 +269,7 @@ class PseudoLabels(Artifact):
 
     @classmethod
     def load(cls, path: str | Path) -> PseudoLabels:
-        path = Path(path)
+        path = storage.path(path)
         m = read_manifest(path)
         return cls(path, m, _json(path / layout.PSEUDO_JSON), tuple(path / f for f in m["files"]))
 
@@ -314,7 +314,7 @@ class RefineTuning(Artifact):
 
     @classmethod
     def load(cls, path: str | Path) -> RefineTuning:
-        path = Path(path)
+        path = storage.path(path)
         return cls(path, read_manifest(path), _json(path / layout.REFINE_JSON))
 
 

@@ -2,9 +2,8 @@
 
 import argparse
 import os
-from pathlib import Path
 
-from reseg import demo, layout
+from reseg import demo, layout, storage
 from reseg.config import load_config
 from reseg.pipeline import run_pipeline
 from reseg.report import collect, convention, round_table
@@ -12,7 +11,10 @@ from reseg.report import collect, convention, round_table
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--root", type=Path, default=Path("runs/demo"), help="pipeline root (default runs/demo)"
+        "--root",
+        type=storage.argument,
+        default=storage.path("runs/demo"),
+        help="pipeline root (default runs/demo; s3:// or gs:// too)",
     )
 
 

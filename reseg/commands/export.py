@@ -17,8 +17,6 @@ import sys
 from pydantic import ValidationError
 
 from reseg.commands._common import add_config_and_root, writing
-from reseg.components.exporter import export_info
-from reseg.components.exporter.sources import DEFAULT
 from reseg.errors import ConfigError
 from reseg.layout import FULL
 from reseg.pipeline import steps
@@ -56,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _fold(ctx, value: str | None):
     """`--fold`: absent = export.fold or the first of rounds.folds; k; or `full`."""
     if value is None:
-        return DEFAULT
+        return steps.DEFAULT_FOLD
     folds = ctx.folds(value)
     if len(folds) != 1:
         raise ConfigError(f"--fold: export takes one fold (k or '{FULL}'), received {value!r}")
@@ -88,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         if source is not None and source.isdigit():
             source = int(source)
         final = steps.export(ctx, source, _fold(ctx, args.fold))
-        m = export_info(final.path)
+        m = steps.export_info(final.path)
         reg = m.get("registry_version")
         print(
             f"exported {m['source']} of fold {m['fold']} ({m['method']} of {len(m['members'])} "

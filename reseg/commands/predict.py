@@ -8,7 +8,7 @@
   named by scene id.
 
 With `--beam` (or `predict.beam: true`) either form runs as a Beam job over scenes and
-blocks (`reseg.components.predictor.job`); Beam options follow `--`, after the
+blocks (`reseg.pipeline.predict`, `reseg.components.predictor.job`); Beam options follow `--`, after the
 config's `beam.args`: `reseg predict --model M a.tif b.tif --out D --beam -- --runner=...`.
 """
 
@@ -24,16 +24,18 @@ from pydantic import ValidationError
 
 from reseg import stac, storage
 from reseg.commands._common import add_wait
-from reseg.components.predictor import predict_scene, unique_ids
-from reseg.components.predictor.labels import VECTOR_SUFFIXES
-from reseg.components.predictor.stac import publish_items
-from reseg.components.refine_tuning import apply_tuning, find_tuning
-from reseg.config import PredictConfig, VectorLabels, load_config
+from reseg.config import BeamConfig, PredictConfig, VectorLabels, load_config
 from reseg.config.data import StacSource
 from reseg.errors import ConfigError
 from reseg.pipeline import steps
+from reseg.pipeline.predict import (
+    VECTOR_SUFFIXES,
+    Prediction,
+    Scene,
+    prediction,
+    publish_items,
+)
 from reseg.pipeline.run import check_root, hold_root
-from reseg.serving import load_backend
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--config",
-        type=Path,
+        type=Path,  # local: config files are read from disk (reseg.config.load_config)
         help="YAML config: its `predict` section sets the defaults of the options below, and its "
         "`data` section says how labels are read (label values, vector attributes); scenes listed "
         "there with labels are scored without --labels",
     )
+    _add_labels(parser)
+    _add_prediction_options(
+        parser.add_argument_group("prediction (override the config's predict section)")
+    )
+    parser.set_defaults(beam_args=[])  # `-- BEAM_OPTIONS` (reseg.cli moves them here)
+
+
+def _add_labels(parser: argparse.ArgumentParser) -> None:
+    """--labels and the options of vector labels."""
     parser.add_argument(
         "--labels",
         nargs="+",
@@ -112,7 +123,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--background", type=int, help="vector labels: class id outside the polygons"
     )
     parser.add_argument("--label-encoding", help="vector labels: attribute encoding, e.g. latin-1")
-    g = parser.add_argument_group("prediction (override the config's predict section)")
+
+
+def _add_prediction_options(g) -> None:
+    """The options that override the config's predict section (`predict_config`)."""
     g.add_argument("--tile-size", type=int, help="tile side in pixels (default by model)")
     g.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default 32)")
     g.add_argument(
@@ -127,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--tuning",
-        type=Path,
+        type=storage.argument,
         help="with --refine: a tuning folder (<root>/refine/fold<k>, `reseg tune-refine`) whose "
         "setting to use; default the tuning of --model when it is a pipeline model that has one",
     )
@@ -170,11 +184,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="with --beam: split scenes larger than this many pixels a side into blocks (default 8192)",
     )
-    parser.set_defaults(beam_args=[])  # `-- BEAM_OPTIONS` (reseg.cli moves them here)
 
 
-def _predict_config(args: argparse.Namespace, base):
-
+def predict_config(args: argparse.Namespace, base):
+    """The predict section of `base` (a config's, or the defaults) with the command line's
+    prediction options over it; one line naming the options that are invalid."""
     over = {
         k: getattr(args, k)
         for k in (
@@ -229,7 +243,7 @@ def _label_sources(args: argparse.Namespace, info, data) -> list | None:
             try:
                 out.append(
                     VectorLabels(
-                        path=str(p.resolve()),
+                        path=storage.resolved(p),
                         attribute=args.label_attribute,
                         burn_class=args.burn_class,
                         background=args.background,
@@ -248,7 +262,7 @@ def _label_sources(args: argparse.Namespace, info, data) -> list | None:
 
 def _key(p) -> str:
     """A scene's path as the config and the command line are compared: URIs as they are."""
-    return str(p) if storage.is_remote(p) else str(Path(p).resolve())
+    return storage.resolved(p)
 
 
 def _print_metrics(scene: str, m: dict) -> None:
@@ -272,7 +286,7 @@ def _pipeline_step(args: argparse.Namespace) -> int:
         )
     cfg = load_config(args.config)
     check_root(args.root)
-    cfg = cfg.model_copy(update={"predict": _predict_config(args, cfg.predict)})
+    cfg = cfg.model_copy(update={"predict": predict_config(args, cfg.predict)})
     with hold_root(args.root, args.wait):
         preds = steps.predict(steps.Context(cfg, args.root, tuple(args.beam_args)))
     for e in preds.scenes:
@@ -293,16 +307,18 @@ def run(args: argparse.Namespace) -> int:
         storage.check_uri(x)
     storage.check_output(args.out)
     cfg = load_config(args.config) if args.config is not None else None
-    pcfg = _predict_config(args, cfg.predict if cfg else None)
-    if pcfg.refine != "none":
-        tuned, said = apply_tuning(pcfg, args.tuning or find_tuning(args.model))
-        (log.warning if tuned.refine != pcfg.refine else log.info)("%s", said)
-        pcfg = tuned
-    if args.beam_args and not pcfg.beam:
-        raise ConfigError("Beam options after `--` need --beam (or predict.beam: true)")
+    pcfg = predict_config(args, cfg.predict if cfg else None)
+    base = (cfg.beam if cfg else BeamConfig()).args if pcfg.beam else []
+    how = prediction(
+        pcfg,
+        model=args.model,
+        tuning=args.tuning,
+        data=cfg.data if cfg else None,
+        beam_args=[*base, *args.beam_args],
+    )
     # one writer per --out: two predictions into it would remove each other's staging
     with hold_root(args.out, args.wait):
-        results = _beam(args, cfg, pcfg) if pcfg.beam else _scenes(args, cfg, pcfg)
+        results = how.run(scenes_of(args, how), args.out, print_scene)
         if args.stac_items:
             props = {"reseg:model_path": str(args.model)}
             publish_items(args.out, [(r.scene, r.outputs) for r in results], sources, props)
@@ -352,51 +368,21 @@ def _stac_scenes(args: argparse.Namespace) -> dict[str, str]:
     return {e["id"]: e["stac_item"] for e in entries}
 
 
-def _scenes(args: argparse.Namespace, cfg, pcfg) -> list:
-    """Each scene in turn in this process."""
-    backend = load_backend(args.model)
-    data = cfg.data if cfg else None
-    labels = _label_sources(args, backend.info, data)
-    ids = getattr(args, "scene_ids", None) or unique_ids(args.scenes)
-    results = []
-    for k, scene in enumerate(args.scenes):
-        result = predict_scene(
-            backend, scene, args.out, pcfg, labels[k] if labels else None, data, ids[k]
-        )
-        print(
-            f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
-            file=sys.stderr,
-        )
-        if result.metrics is not None:
-            _print_metrics(result.scene, result.metrics)
-        results.append(result)
-    return results
+def scenes_of(args: argparse.Namespace, how: Prediction) -> list[Scene]:
+    """The command line's scenes with their label sources (`--labels`, else the config's)."""
+    labels = _label_sources(args, how.info, how.data)
+    ids = getattr(args, "scene_ids", None)  # the STAC items' ids (--stac)
+    return [
+        Scene(p, ids[k] if ids else None, labels[k] if labels else None)
+        for k, p in enumerate(args.scenes)
+    ]
 
 
-def _beam(args: argparse.Namespace, cfg, pcfg) -> list:
-    from reseg.components.predictor.job import predict_beam
-    from reseg.config import BeamConfig
-
-    data = cfg.data if cfg else None
-    info = load_backend(args.model).info
-    labels = _label_sources(args, info, data)
-    base = (cfg.beam if cfg else BeamConfig()).args
-    results = predict_beam(
-        args.model,
-        args.scenes,
-        args.out,
-        pcfg,
-        labels,
-        data,
-        getattr(args, "scene_ids", None) or unique_ids(args.scenes),
-        [*base, *args.beam_args],
-        info=info,
+def print_scene(scene: Scene, result) -> None:
+    """A predicted scene's outputs (and metrics when it had labels), as the commands say it."""
+    print(
+        f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
+        file=sys.stderr,
     )
-    for result in results:
-        print(
-            f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
-            file=sys.stderr,
-        )
-        if result.metrics is not None:
-            _print_metrics(result.scene, result.metrics)
-    return results
+    if result.metrics is not None:
+        _print_metrics(result.scene, result.metrics)

@@ -26,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a Markdown reference page (one table per section) instead of JSON Schema",
     )
     parser.add_argument(
-        "--out", type=Path, metavar="FILE", help="write the schema here instead of printing it"
+        "--out",
+        type=Path,  # local: a file of the source tree (docs/reference), not a pipeline location
+        metavar="FILE",
+        help="write the schema here instead of printing it",
     )
 
 

@@ -3,6 +3,7 @@
 
 import argparse
 
+from reseg.artifacts import PseudoLabels
 from reseg.commands._common import add_config_and_root, add_round_and_fold, round_of, writing
 from reseg.pipeline import steps
 
@@ -16,17 +17,15 @@ def run(args: argparse.Namespace) -> int:
     with writing(args) as ctx:
         r = round_of(args)
         for k in ctx.folds(args.fold):
-            if ctx.cfg.rounds.pseudo is not None:  # pseudo-label rounds select on unlabelled pixels
-                lab = steps.pseudo(ctx, r, k)
-                rep = lab.report
-                print(f"pseudo-labels: {lab.path} ({rep['selected']} pixels)")
+            chosen = steps.next_labels(ctx, r, k)  # pseudo-labels with rounds.pseudo
+            rep = chosen.report
+            if isinstance(chosen, PseudoLabels):
+                print(f"pseudo-labels: {chosen.path} ({rep['selected']} pixels)")
                 for name, pc in rep["per_class"].items():
                     prec = "" if pc["precision"] is None else f"  precision {pc['precision']:.3f}"
                     print(f"  {name:>16}: {pc['selected']:>8} of {pc['pixels']:>8}{prec}")
                 continue
-            sel = steps.select(ctx, r, k)
-            rep = sel.report
-            print(f"selection: {sel.path} ({rep['selected']} pixels)")
+            print(f"selection: {chosen.path} ({rep['selected']} pixels)")
             for name, pc in rep["per_class"].items():
                 short = " (short)" if pc["short"] else ""
                 print(f"  {name:>16}: {pc['selected']:>8} of {pc['pixels']:>8}{short}")

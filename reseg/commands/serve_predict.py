@@ -2,8 +2,9 @@
 
 Segments whole scenes through a TF Serving REST endpoint: the same sliding
 window, blending, TTA, refinement and outputs as `reseg predict` (the same
-`predict_scene`, with `reseg.serving.client.ServingBackend` as the model), and
-the same options. The model is a reseg export served by TF Serving, e.g.
+prediction step, `reseg.pipeline.predict.prediction`, with
+`reseg.serving.client.ServingBackend` as the model), and the same options; `--tuning` applies
+a refinement tuning (`reseg tune-refine`), as `reseg predict` does. The model is a reseg export served by TF Serving, e.g.
 
     docker run -p 8501:8501 \\
       --mount type=bind,source=$PWD/<root>/export/<name>,target=/models/<name> \\
@@ -14,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from pathlib import Path
 
+from reseg import storage
 from reseg.commands import predict
 from reseg.commands import predict as local
-from reseg.components.predictor import predict_scene
 from reseg.config import load_config
 from reseg.errors import ConfigError
+from reseg.pipeline.predict import prediction
+from reseg.pipeline.run import hold_root
 from reseg.serving.client import ServingBackend
 from reseg.serving.rest import RetryPolicy
 
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("TF Serving client")
     g.add_argument(
         "--model-info",
-        type=Path,
+        type=storage.argument,
         metavar="PATH",
         help="model.json (or its folder) for a served model without the model_info signature",
     )
@@ -90,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
             f"--retries must be >= 0, --timeout > 0 and --backoff >= 0; received "
             f"{args.retries}, {args.timeout}, {args.backoff}"
         )
+    if args.out is None or not args.scenes:
+        raise ConfigError("give SCENE... --out DIR: the scenes to segment and where to write")
+    for x in [*args.scenes, *(args.labels or [])]:
+        storage.check_uri(x)
+    storage.check_output(args.out)
     if (args.max_batch is not None and args.max_batch < 1) or args.concurrency < 1:
         raise ConfigError(
             f"--max-batch and --concurrency must be at least 1; received {args.max_batch}, "
@@ -98,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = None
     if args.config is not None:
         cfg = load_config(args.config)
-    pcfg = local._predict_config(args, cfg.predict if cfg else None)
+    pcfg = local.predict_config(args, cfg.predict if cfg else None)
+    if not args.beam:  # the config's predict.beam is for model folders; --beam is refused
+        pcfg = pcfg.model_copy(update={"beam": False})
     backend = ServingBackend(
         args.url,
         args.model,
@@ -111,18 +119,11 @@ def run(args: argparse.Namespace) -> int:
         wait_s=args.load_wait,
     )
     try:
-        data = cfg.data if cfg else None
-        labels = local._label_sources(args, backend.info, data)
-        for k, scene in enumerate(args.scenes):
-            result = predict_scene(
-                backend, scene, args.out, pcfg, labels[k] if labels else None, data
-            )
-            print(
-                f"{result.scene}: " + ", ".join(str(p) for p in result.outputs.values()),
-                file=sys.stderr,
-            )
-            if result.metrics is not None:
-                local._print_metrics(result.scene, result.metrics)
+        # the same prediction as `reseg predict`: the refine tuning (--tuning: a served model
+        # has no pipeline path to find its own by), scenes, outputs
+        how = prediction(pcfg, backend=backend, tuning=args.tuning, data=cfg.data if cfg else None)
+        with hold_root(args.out, args.wait):  # one writer per --out, as `reseg predict`
+            how.run(local.scenes_of(args, how), args.out, local.print_scene)
     finally:
         backend.close()
     log.info(

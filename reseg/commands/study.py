@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from reseg import storage
 from reseg.errors import ConfigError
 from reseg.study import run_study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY", help="study YAML (grid, baselines, profiles)")
-    parser.add_argument("--root", required=True, type=Path, help="study root directory")
+    parser.add_argument(
+        "--root",
+        required=True,
+        type=storage.argument,
+        help="study root directory (a local path, s3:// or gs://)",
+    )
     parser.add_argument("--profile", default=None, help="a profile of the study, e.g. quick")
     parser.add_argument(
         "--parallel", type=int, default=None, help="cells at a time (default: the study's)"

@@ -3,7 +3,6 @@
 import argparse
 
 from reseg.commands._common import add_config_and_root, load, writing
-from reseg.components.tiling import plan
 from reseg.pipeline import steps
 
 
@@ -13,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load(args)
-    plan(cfg)  # every scene's header checked before the root is created
+    steps.check_scenes(cfg)  # every scene's header checked before the root is created
     with writing(args, cfg) as ctx:
         ts = steps.tile(ctx)
         print(f"tiles: {ts.path} ({ts.manifest['counts']['tiles']} tiles, {len(ts.files)} shards)")

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from pathlib import Path
 
-from reseg import tracking
+from reseg import storage
 from reseg.commands._common import (
     add_config_and_root,
     add_round_and_fold,
@@ -23,9 +22,7 @@ from reseg.commands._common import (
     context,
     round_of,
 )
-from reseg.components.trainer.distribute import get_cluster
 from reseg.errors import ConfigError
-from reseg.layout import fold_name
 from reseg.pipeline import steps
 from reseg.pipeline.run import hold_root
 
@@ -37,13 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tiles",
         nargs="+",
-        type=Path,
+        type=storage.argument,
         metavar="PATH",
         help="TFRecord files or folders to train on (default: the tiles, or the previous round's selection)",
     )
     parser.add_argument(
         "--init-model",
-        type=Path,
+        type=storage.argument,
         metavar="MODEL",
         help="model directory or .keras file to fine-tune (default: rounds.init)",
     )
@@ -58,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = context(args)
     # the workers of a multi-worker training write into the chief's root: the chief holds it
-    chief = get_cluster(ctx.cfg.train.distribute).is_chief
+    chief = steps.is_chief(ctx.cfg)
     with hold_root(ctx.root, args.wait) if chief else contextlib.nullcontext():
         return _train(args, ctx, chief)
 
@@ -76,28 +73,13 @@ def _train(args: argparse.Namespace, ctx: steps.Context, chief: bool) -> int:
         updates[field] = section
     r = round_of(args)
     ctx = steps.Context(cfg.model_copy(update=updates), ctx.root, ctx.beam_args)
-    folds = ctx.folds(args.fold)
-
-    def one(fold, run) -> None:
-        model = steps.train(
-            ctx, r, fold, run=run, tile_files=args.tiles, init_model=args.init_model
-        )
-        print(f"model: {model.path}")
-
-    if len(folds) == 1:
-        one(folds[0], None)
-        return 0
-    # several folds: one parent run, a nested run per fold
-    parent = (
-        tracking.open_run(
-            ctx.cfg, ctx.root, run_name=f"train r{r} folds", tags={"reseg.step": "train"}
-        )
-        if chief
-        else contextlib.nullcontext(tracking.NULL_RUN)
+    steps.train_folds(
+        ctx,
+        r,
+        ctx.folds(args.fold),
+        chief=chief,
+        tile_files=args.tiles,
+        init_model=args.init_model,
+        done=lambda model: print(f"model: {model.path}"),
     )
-    with parent as p:
-        for fold in folds:
-            name = fold_name(fold)
-            with p.nested(f"train r{r} {name}", tags={"reseg.fold": name}) as run:
-                one(fold, run)
     return 0

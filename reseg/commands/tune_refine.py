@@ -9,7 +9,6 @@ mIoU of no refinement and of each best setting.
 import argparse
 
 from reseg.commands._common import add_config_and_root, add_fold, writing
-from reseg.components.refine_tuning import table
 from reseg.pipeline import steps
 
 
@@ -27,6 +26,6 @@ def run(args: argparse.Namespace) -> int:
     with writing(args) as ctx:
         for k in ctx.folds(args.fold, allow_full=False):
             tuning = steps.tune_refine(ctx, k, args.source)
-            print(table(tuning.record))
+            print(steps.refine_table(tuning.record))
             print(f"-> {tuning.path}")
         return 0

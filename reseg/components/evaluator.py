@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from reseg import artifacts, layout, storage
-from reseg.metrics import confusion
 from reseg.metrics import scores as metric_values
+from reseg.metrics import tile_confusions, total
 from reseg.tfrecords_schema import read_tiles
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,7 @@ CODE_VERSION = 2  # the fixed class set of reseg.metrics
 
 def confusion_of_scores(files: Sequence[Path], fold: int | None, num_classes: int) -> np.ndarray:
     """C x C confusion of argmax(probs) over the core pixels of fold `fold`'s tiles (all tiles if None)."""
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    for t in read_tiles(list(files)):
-        if fold is not None and t.fold != fold:
-            continue
-        if t.probs is None:
-            raise ValueError(f"tile {t.key} carries no scores")
-        rs, cs = t.core_slice()
-        cm += confusion(t.label[rs, cs], t.probs[rs, cs].argmax(-1), num_classes)
-    return cm
+    return total(tile_confusions(read_tiles(list(files)), num_classes, fold=fold), num_classes)
 
 
 def evaluate(

@@ -41,7 +41,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window as RioWindow
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.components.selector import (
     BINS,
     Q,
@@ -138,7 +138,7 @@ def pseudo_label(
     if artifacts.is_current(out, fp):
         log.info("pseudo-labels are current (%s); skipping", out)
         return artifacts.PseudoLabels.load(out)
-    with artifacts.stage(out, fp, "pseudo") as st:
+    with artifacts.stage(out, fp, "pseudo", local=True) as st:  # rasters written by window
         st.manifest.update(_pseudo(scores, tiles, st.dir, cfg, fold, selection_index, previous))
     result = artifacts.PseudoLabels.load(out)
     log.info(
@@ -207,7 +207,10 @@ def _pseudo(
     scenes = pool_scenes(tiles)
     dsts = {s["id"]: _open_selection_raster(tmp / f"{s['id']}.tif", s, tiles) for s in scenes}
     prev = (
-        {s["id"]: rasterio.open(previous.path / f"{s['id']}.tif") for s in scenes}
+        {
+            s["id"]: rasterio.open(storage.gdal_path(previous.path / f"{s['id']}.tif"))
+            for s in scenes
+        }
         if previous is not None
         else None
     )

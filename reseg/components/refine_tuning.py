@@ -173,83 +173,19 @@ def tune(
             f"tune-refine needs a validation fold: tiling.folds = {k} (at least 3: fold k "
             "evaluates, fold k + 1 validates, the rest train)"
         )
-    out = Path(out)
+    out = storage.path(out)
     grids = {m: grid(pcfg, m) for m in TUNED}
-    fp = artifacts.fingerprint(
-        "tune-refine",
-        CODE_VERSION,
-        [m.scores.version for m in members],
-        [m.weight for m in members],
-        combine_method,
-        fold,
-        k,
-        pcfg.crf.model_dump(mode="json"),
-        pcfg.slic.model_dump(mode="json"),
-        pcfg.tune.model_dump(mode="json"),
-        pcfg.rgb_bands,
-        list(info.mean),
-        list(info.std),
-        list(class_names),
-    )
+    fp = _fingerprint(members, combine_method, info, fold, k, pcfg, class_names)
     if artifacts.is_current(out, fp):
         log.info("refinement tuning is current (%s); skipping", out)
         return artifacts.RefineTuning.load(out)
-    c = len(class_names)
-    with artifacts.stage(out, fp, "tune-refine") as st:
-        # validation: every setting of every method, and no refinement, per tile
-        val_cms: dict[str, list[np.ndarray]] = {m: [] for m in grids}
-        none_cms: list[np.ndarray] = []
-        pixel_sizes: dict[str, float | None] = {}
-        for t, probs in _tiles(members, combine_method, {val}):
-            px = pixel_sizes.setdefault(t.scene, ground_pixel_size(t.crs, t.transform))
-            none_cms.append(_core_cm(t, probs, c))
-            for m, g in grids.items():
-                row = [_core_cm(t, _refiner(m, info, pcfg, s, px)(probs, t.image), c) for s in g]
-                val_cms[m].append(np.stack(row))
-        if not none_cms:
-            raise ArtifactError(
-                f"{members[0].scores.path}: no tiles of validation fold {val} to tune on"
-            )
-        none_tiles = np.stack(none_cms)  # (n, C, C)
-        none_val = _summary(none_tiles.sum(0), class_names)
-        labelled = none_tiles.sum((0, 2)) > 0  # the classes in the validation labels
-        sizes = {v for v in pixel_sizes.values()}
-        pixel_m = sizes.pop() if len(sizes) == 1 else None
-        methods: dict[str, Any] = {}
-        for m, g in grids.items():
-            tiles_m = np.stack(val_cms[m], axis=1)  # (settings, n, C, C)
-            tried = [
-                {"setting": s, **_summary(tiles_m[i].sum(0), class_names)} for i, s in enumerate(g)
-            ]
-            best = max(range(len(g)), key=lambda i: _key(tried[i][CRITERION]))
-            gain = _key(tried[best][CRITERION]) - _key(none_val[CRITERION])
-            low = gain_lower_bound(
-                none_tiles, tiles_m[best], pcfg.tune.confidence, pcfg.tune.bootstrap, labelled
-            )
-            methods[m] = {
-                "tried": tried,
-                "best_setting": g[best],
-                "best": _ground(_config(pcfg, m, g[best]).model_dump(mode="json"), pixel_m),
-                "validation": {k_: tried[best][k_] for k_ in (*SUMMARY, "pixels")},
-                "gain": gain,
-                "gain_lower": low,
-                "confidence": pcfg.tune.confidence,
-                "better": gain > 0 and low > 0,
-            }
-        n_val = len(none_cms)
-        # held out: no refinement and each method's best setting on fold k
-        per_tile: dict[str, dict[str, np.ndarray]] = {"none": {}, **{m: {} for m in grids}}
-        for t, probs in _tiles(members, combine_method, {fold}):
-            px = pixel_sizes.setdefault(t.scene, ground_pixel_size(t.crs, t.transform))
-            per_tile["none"][t.key] = _core_cm(t, probs, c)
-            for m in grids:
-                r = _refiner(m, info, pcfg, methods[m]["best_setting"], px)
-                per_tile[m][t.key] = _core_cm(t, r(probs, t.image), c)
-        keys = sorted(per_tile["none"])
-        stacked = {
-            m: np.stack([d[key] for key in keys]) if keys else np.zeros((0, c, c), np.int64)
-            for m, d in per_tile.items()
-        }
+    with artifacts.stage(out, fp, "tune-refine", local=True) as st:  # numpy writes tiles.npz
+        methods, none_val, n_val, pixel_sizes, pixel_m = _validation(
+            members, combine_method, grids, info, pcfg, val, class_names
+        )
+        keys, stacked = _held_out(
+            members, combine_method, methods, info, pcfg, fold, class_names, pixel_sizes
+        )
         held = {m: _summary(a.sum(0), class_names, per_class=True) for m, a in stacked.items()}
         for m in grids:
             methods[m]["evaluation"] = held[m]
@@ -282,6 +218,123 @@ def tune(
         ),
     )
     return tuning
+
+
+def _fingerprint(
+    members: Sequence[Member],
+    combine_method: str,
+    info: ModelInfo,
+    fold: int,
+    k: int,
+    pcfg: PredictConfig,
+    class_names: Sequence[str],
+) -> str:
+    """What a tuning depends on: the scores and how they combine, the folds, the grids and
+    settings, the band statistics (colour units) and the class set."""
+    return artifacts.fingerprint(
+        "tune-refine",
+        CODE_VERSION,
+        [m.scores.version for m in members],
+        [m.weight for m in members],
+        combine_method,
+        fold,
+        k,
+        pcfg.crf.model_dump(mode="json"),
+        pcfg.slic.model_dump(mode="json"),
+        pcfg.tune.model_dump(mode="json"),
+        pcfg.rgb_bands,
+        list(info.mean),
+        list(info.std),
+        list(class_names),
+    )
+
+
+def _validation(
+    members: Sequence[Member],
+    combine_method: str,
+    grids: dict[str, list[dict]],
+    info: ModelInfo,
+    pcfg: PredictConfig,
+    val: int,
+    class_names: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, float | None], float | None]:
+    """Every setting of every method, and no refinement, on the validation tiles: each
+    method's settings tried, its best and whether that beats no refinement (tile bootstrap).
+
+    Returns:
+        methods (as `refine.json` has them, without `evaluation`), the validation summary of
+        no refinement, the number of validation tiles, the ground pixel size per scene, and
+        the one pixel size of the validation scenes (None when they differ).
+    """
+    c = len(class_names)
+    val_cms: dict[str, list[np.ndarray]] = {m: [] for m in grids}
+    none_cms: list[np.ndarray] = []
+    pixel_sizes: dict[str, float | None] = {}
+    for t, probs in _tiles(members, combine_method, {val}):
+        px = pixel_sizes.setdefault(t.scene, ground_pixel_size(t.crs, t.transform))
+        none_cms.append(_core_cm(t, probs, c))
+        for m, g in grids.items():
+            row = [_core_cm(t, _refiner(m, info, pcfg, s, px)(probs, t.image), c) for s in g]
+            val_cms[m].append(np.stack(row))
+    if not none_cms:
+        raise ArtifactError(
+            f"{members[0].scores.path}: no tiles of validation fold {val} to tune on"
+        )
+    none_tiles = np.stack(none_cms)  # (n, C, C)
+    none_val = _summary(none_tiles.sum(0), class_names)
+    labelled = none_tiles.sum((0, 2)) > 0  # the classes in the validation labels
+    sizes = set(pixel_sizes.values())
+    pixel_m = sizes.pop() if len(sizes) == 1 else None
+    methods: dict[str, Any] = {}
+    for m, g in grids.items():
+        tiles_m = np.stack(val_cms[m], axis=1)  # (settings, n, C, C)
+        tried = [
+            {"setting": s, **_summary(tiles_m[i].sum(0), class_names)} for i, s in enumerate(g)
+        ]
+        best = max(range(len(g)), key=lambda i: _key(tried[i][CRITERION]))
+        gain = _key(tried[best][CRITERION]) - _key(none_val[CRITERION])
+        low = gain_lower_bound(
+            none_tiles, tiles_m[best], pcfg.tune.confidence, pcfg.tune.bootstrap, labelled
+        )
+        methods[m] = {
+            "tried": tried,
+            "best_setting": g[best],
+            "best": _ground(_config(pcfg, m, g[best]).model_dump(mode="json"), pixel_m),
+            "validation": {k_: tried[best][k_] for k_ in (*SUMMARY, "pixels")},
+            "gain": gain,
+            "gain_lower": low,
+            "confidence": pcfg.tune.confidence,
+            "better": gain > 0 and low > 0,
+        }
+    return methods, none_val, len(none_cms), pixel_sizes, pixel_m
+
+
+def _held_out(
+    members: Sequence[Member],
+    combine_method: str,
+    methods: dict[str, Any],
+    info: ModelInfo,
+    pcfg: PredictConfig,
+    fold: int,
+    class_names: Sequence[str],
+    pixel_sizes: dict[str, float | None],
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """No refinement and each method's best setting on the held-out fold k: the tile keys
+    (sorted) and per method (and `none`) the (n, C, C) per-tile confusions."""
+    c = len(class_names)
+    per_tile: dict[str, dict[str, np.ndarray]] = {"none": {}, **{m: {} for m in methods}}
+    for t, probs in _tiles(members, combine_method, {fold}):
+        px = pixel_sizes.setdefault(t.scene, ground_pixel_size(t.crs, t.transform))
+        per_tile["none"][t.key] = _core_cm(t, probs, c)
+        for m in methods:
+            r = _refiner(m, info, pcfg, methods[m]["best_setting"], px)
+            per_tile[m][t.key] = _core_cm(t, r(probs, t.image), c)
+    keys = sorted(per_tile["none"])
+    stacked = {
+        m: np.stack([d[key] for key in keys]) if keys else np.zeros((0, c, c), np.int64)
+        for m, d in per_tile.items()
+    }
+    return keys, stacked
 
 
 def miou(cms: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
@@ -384,8 +437,7 @@ def find_tuning(model: str | Path) -> Path | None:
     """The published tuning of a pipeline model: `<root>/refine/fold<k>` for merged rounds
     `<root>/merged/fold<k>` or a round's model `<root>/rounds/r<r>/fold<k>/model`, when it
     was tuned for that model (its recorded model path). None otherwise."""
-    remote = storage.is_remote(model)
-    p = storage.path(model) if remote else Path(model).absolute()  # links not followed
+    p = storage.absolute(model)  # links not followed: the layout is read from the name
     if (p / layout.MERGED_JSON).exists() and p.parent.name == layout.merged_root("").name:
         root, fold_dir = p.parent.parent, p.name
     elif p.name == layout.MODEL and len(p.parents) >= 4:
@@ -398,9 +450,7 @@ def find_tuning(model: str | Path) -> Path | None:
     if not (d / layout.MANIFEST).exists():
         return None
     recorded = artifacts.RefineTuning.load(d).record.get("source", {}).get("path")
-    if remote:
-        return d if recorded and str(recorded).rstrip("/") == str(p).rstrip("/") else None
-    return d if recorded and Path(recorded).resolve() == p.resolve() else None
+    return d if recorded and storage.same(recorded, p) else None
 
 
 def apply_tuning(

@@ -17,9 +17,8 @@ import numpy as np
 
 from reseg import artifacts, layout
 from reseg.components.evaluator import plot_confusion, plot_per_class
-from reseg.config.data import IGNORE
-from reseg.metrics import confusion
 from reseg.metrics import scores as metric_values
+from reseg.metrics import tile_confusions, total
 from reseg.tfrecords_schema import read_tiles
 
 log = logging.getLogger(__name__)
@@ -29,17 +28,7 @@ CODE_VERSION = 1
 
 def target_confusion(files: Sequence[Path], num_classes: int) -> np.ndarray:
     """C x C confusion of argmax(probs) against the target labels of every tile's core."""
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    for t in read_tiles(list(files)):
-        if t.target is None:
-            continue
-        if t.probs is None:
-            raise ValueError(f"tile {t.key} carries no scores")
-        rs, cs = t.core_slice()
-        target = t.target[rs, cs]
-        if (target != IGNORE).any():
-            cm += confusion(target, t.probs[rs, cs].argmax(-1), num_classes)
-    return cm
+    return total(tile_confusions(read_tiles(list(files)), num_classes, "target"), num_classes)
 
 
 def evaluate_target(

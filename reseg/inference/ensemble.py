@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -114,12 +113,7 @@ class EnsembleBackend:
                 f"{spec_path}: method must be one of {METHODS} with at least one member; "
                 f"received method={self.method!r}, {len(members)} members"
             )
-        paths = [
-            storage.path(p)
-            if storage.is_remote(p) or os.path.isabs(p)
-            else storage.join(merged_dir, p)
-            for p in paths
-        ]
+        paths = [storage.join(merged_dir, p) for p in paths]
         self.path = merged_dir
         self.members = [KerasBackend(p, jit_compile, precision) for p in paths]
         first = self.members[0].info

@@ -111,7 +111,7 @@ def _run_steps(
 ) -> dict[str, Any]:
     """The steps `names` in order in one MLflow run (the root's lease held)."""
     layout.config_file(root).write_text(cfg.to_json())
-    where = str(root) if storage.is_remote(root) else str(root.resolve())
+    where = storage.resolved(root)
     # `auto` precisions pinned: a run of a config from before `auto` was the default resumes
     key = artifacts.fingerprint("pipeline", pinned_config(cfg.model_dump(mode="json")), where)
     tags = {"reseg.step": "pipeline", **parent_tags()}

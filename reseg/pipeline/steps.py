@@ -29,14 +29,15 @@ early stopping, equal merge weights, no stopping rule (one warning line).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reseg import layout, tracking
+from reseg import layout, storage, tracking
 from reseg.artifacts import (
     Export,
     Merged,
@@ -56,11 +57,14 @@ from reseg.components import pseudo as pseudo_mod
 from reseg.components import target as target_mod
 from reseg.components import trainer as trainer_mod
 from reseg.components.exporter import export as export_component
+from reseg.components.exporter import export_info as _export_info
+from reseg.components.exporter import sources as export_sources
 from reseg.components.exporter.sources import resolve as resolve_source
-from reseg.components.predictor.root import predict_root
+from reseg.components.trainer.distribute import get_cluster
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError
 from reseg.folds import Fold, parse_folds, validation_fold, warn_no_validation
+from reseg.pipeline.predict import predict_root
 from reseg.report import write_report
 
 log = logging.getLogger(__name__)
@@ -148,6 +152,44 @@ def train(
     )
 
 
+def train_folds(
+    ctx: Context,
+    r: int,
+    folds: Sequence[Fold],
+    *,
+    chief: bool = True,
+    tile_files: Sequence[Path] | None = None,
+    init_model: Path | None = None,
+    done: Callable[[Model], None] | None = None,
+) -> list[Model]:
+    """Round r's models of `folds`, as `reseg train` runs them: one fold in the trainer's own
+    MLflow run; several under one parent run with a nested run per fold (opened by the chief
+    of a multi-worker training only). `done(model)` after each fold."""
+    models = []
+    if len(folds) == 1:
+        parent = contextlib.nullcontext(None)
+    elif chief:
+        parent = tracking.open_run(
+            ctx.cfg, ctx.root, run_name=f"train r{r} folds", tags={"reseg.step": "train"}
+        )
+    else:
+        parent = contextlib.nullcontext(tracking.NULL_RUN)
+    with parent as p:
+        for fold in folds:
+            name = layout.fold_name(fold)
+            nested = (
+                contextlib.nullcontext(None)
+                if p is None
+                else p.nested(f"train r{r} {name}", tags={"reseg.fold": name})
+            )
+            with nested as run:
+                model = train(ctx, r, fold, run=run, tile_files=tile_files, init_model=init_model)
+            models.append(model)
+            if done is not None:
+                done(model)
+    return models
+
+
 def labelled_tile_files(ctx: Context) -> list[Path] | None:
     """Round 0's tiles when some scenes are unlabelled or target: the files of the scenes with
     role labelled (the others hold no training label); None (the whole tile set) otherwise."""
@@ -224,6 +266,14 @@ def select(ctx: Context, r: int, fold: Fold) -> Selection:
         r,
         previous=previous,
     )
+
+
+def next_labels(ctx: Context, r: int, fold: Fold) -> Selection | PseudoLabels:
+    """What round r + 1 trains on, the one place that chooses: round r's pseudo-labels with
+    `rounds.pseudo` (`pseudo`), else round r's selection (`select`)."""
+    if ctx.cfg.rounds.pseudo is not None:
+        return pseudo(ctx, r, fold)
+    return select(ctx, r, fold)
 
 
 def pseudo(ctx: Context, r: int, fold: Fold) -> PseudoLabels:
@@ -368,10 +418,9 @@ def rounds(ctx: Context, fold: Fold) -> FoldResult:
             metrics = evaluate(ctx, r, fold) if fold is not None else None
             validation = validate(ctx, r, fold) if fold is not None else None
             target = evaluate_target(ctx, r, fold)
-            if ctx.cfg.rounds.pseudo is not None:
-                selection, labels = None, pseudo(ctx, r, fold)
-            else:
-                selection, labels = select(ctx, r, fold), None
+            chosen = next_labels(ctx, r, fold)
+            selection = chosen if isinstance(chosen, Selection) else None
+            labels = chosen if isinstance(chosen, PseudoLabels) else None
             result.rounds.append(
                 RoundResult(
                     r,
@@ -476,7 +525,7 @@ def refinement_members(path: Path) -> tuple[list[refine_tuning.Member], str, Mod
     spec_path = path / layout.MERGED_JSON
     if spec_path.exists():
         spec = json.loads(spec_path.read_text())
-        models = [(path / m["model"]).resolve() for m in spec["members"]]
+        models = [storage.resolve(storage.join(path, m["model"])) for m in spec["members"]]
         weights = [float(m.get("weight", 1.0)) for m in spec["members"]]
         method = spec["method"]
     else:
@@ -509,7 +558,7 @@ def tune_refine(ctx: Context, fold: Fold, source: str | int | None = None) -> Re
         ctx.cfg.predict,
         layout.refine_dir(ctx.root, fold),
         ctx.class_names,
-        {"label": label, "fold": fold, "path": str(path.resolve())},
+        {"label": label, "fold": fold, "path": storage.resolved(path)},
     )
 
 
@@ -595,3 +644,31 @@ def _merged(ctx: Context, fold: Fold) -> Merged:
     if not _published(d):
         raise ArtifactError(f"{d}: the rounds of {layout.fold_name(fold)} are not merged yet")
     return Merged.load(d)
+
+
+# --- what commands and studies ask of the components (they import none of them) ------------
+
+
+DEFAULT_FOLD = export_sources.DEFAULT
+"""`export`'s fold when none is named: `export.fold`, else the first of `rounds.folds`."""
+
+
+def check_scenes(cfg: Config) -> None:
+    """Read every scene's header and lay out the tiling, as `tile` will: the user errors of a
+    config's scenes, raised before a root is created."""
+    tiling.plan(cfg)
+
+
+def export_info(version_dir: str | Path) -> dict:
+    """The manifest of an export version with its ModelInfo (`reseg.components.exporter`)."""
+    return _export_info(version_dir)
+
+
+def refine_table(record: dict[str, Any]) -> str:
+    """A refinement tuning's `refine.json` as text: the settings tried, the held-out line."""
+    return refine_tuning.table(record)
+
+
+def is_chief(cfg: Config) -> bool:
+    """Whether this process is the chief of `train.distribute` (the one that writes)."""
+    return get_cluster(cfg.train.distribute).is_chief

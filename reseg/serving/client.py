@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from reseg import storage
 from reseg.artifacts import ModelInfo
 from reseg.errors import ArtifactError
 from reseg.inference import check_batch
@@ -173,7 +174,7 @@ class ServingBackend:
             text = out[c.INFO_OUTPUT] if isinstance(out, dict) else out
             served = c.info_from_json(text, f"{self.path} model_info")
         if path is not None:
-            path = Path(path)
+            path = storage.path(path)
             try:
                 info = ModelInfo.load(path.parent if path.is_file() else path)
             except ArtifactError as e:

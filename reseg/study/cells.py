@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.config.rounds import GrowConfig
 from reseg.study.config import ModelSpec, StudyConfig
 from reseg.study.resample import scaled_tiling
@@ -55,7 +55,7 @@ def group_config(
     if f > 1:
         scenes_dir = root / "data" / f"res{f}" / "scenes"
         for s in raw["data"]["scenes"]:
-            sid = s.get("id") or Path(s["image"]).stem
+            sid = s.get("id") or storage.path(s["image"]).stem
             s["id"] = sid
             s["image"] = str(scenes_dir / f"{sid}.image.tif")
             if s.get("labels"):
@@ -89,7 +89,7 @@ def seeded(raw: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def seed_root(root: str | Path, seed: int) -> Path:
     """The pipeline root of one seed of a group or cell: `<group or cell>/seed<s>`."""
-    return Path(root) / f"seed{seed}"
+    return storage.path(root) / f"seed{seed}"
 
 
 def selections(study: StudyConfig, base_sel: dict[str, Any]) -> list[tuple[str, str, dict, Any]]:

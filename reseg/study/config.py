@@ -323,7 +323,7 @@ def load_study(path: str | Path, profile: str | None = None) -> tuple[StudyConfi
     The base config's scene paths are made absolute (relative to the base file) and the
     study's `overrides` are merged in; the caller validates the result per cell.
     """
-    path = Path(path)
+    path = Path(path)  # local: study files are read from disk, as configs are
     try:
         raw = yaml.safe_load(read_text(path, "study"))
     except yaml.YAMLError as e:

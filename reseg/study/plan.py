@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reseg import artifacts
+from reseg import artifacts, storage
 from reseg.config import Config, parse_config
 from reseg.config.predict import D4
 from reseg.errors import ConfigError
@@ -113,13 +113,13 @@ class Plan:
         raise ConfigError(f"no job {jid!r} in the plan of {self.root}")
 
     def save(self) -> Path:
-        path = Path(self.root) / "plan.json"
+        path = storage.path(self.root) / "plan.json"
         artifacts.write_json(path, asdict(self))
         return path
 
     @classmethod
     def load(cls, root: str | Path) -> Plan:
-        d = json.loads((Path(root) / "plan.json").read_text())
+        d = json.loads((storage.path(root) / "plan.json").read_text())
         return cls(
             **{
                 **d,
@@ -143,7 +143,57 @@ def build_plan(
     study: StudyConfig, base: dict[str, Any], root: str | Path, beam_args: list[str] | None = None
 ) -> Plan:
     """All groups, cells and jobs of `study` (base config `base`) under study root `root`."""
-    root = Path(root).resolve()
+    root = storage.resolve(root)
+    base_cfg, folds, models, stride = _checked_base(study, base)
+    base_sel = base_cfg.rounds.selection.model_dump(mode="json")
+    groups, cells, jobs = [], [], []
+    for f in study.grid.resolution:
+        data_root = root / "data" / f"res{f}"
+        data_job = f"data.res{f}"
+        for spec in models:
+            gid = f"res{f}-{spec.tag}"
+            raw = group_config(study, base, root, f, spec, stride, folds)
+            raw["name"] = gid
+            cfg = _validated(raw, gid)
+            g = Group(gid, f, spec.tag, str(root / "groups" / gid), str(data_root), raw)
+            groups.append(g)
+            if not any(j.id == data_job for j in jobs):
+                jobs.append(Job(data_job, "data", [], {"group": gid, "resolution": f}))
+            base_cells, tta_cell, r0_extra = _baseline_cells(study, gid, raw, cfg, root)
+            cells += base_cells
+            # round 0 of each seed and fold, and the TTA baseline and refine cells with its
+            # model in the same process
+            r0_jobs = {s: [f"r0.{gid}.seed{s}.fold{k_}" for k_ in folds] for s in study.seeds}
+            for s in study.seeds:
+                for k_, jid in zip(folds, r0_jobs[s], strict=True):
+                    params = {"group": gid, "seed": s, "fold": k_, "tta_cell": tta_cell, **r0_extra}
+                    jobs.append(Job(jid, "r0", [data_job], params))
+            round_cells, round_jobs = _round_cells(study, gid, raw, root, base_sel, r0_jobs)
+            cells += round_cells
+            jobs += round_jobs
+    plan = Plan(
+        str(root),
+        study.model_dump(mode="json"),
+        folds,
+        base_cfg.rounds.count,
+        [c.name for c in base_cfg.data.classes],
+        groups,
+        cells,
+        jobs,
+        list(beam_args or []),
+        base_cfg.data.model_dump(mode="json"),
+        seeds=list(study.seeds),
+    )
+    for j in plan.jobs:
+        j.fingerprint = _job_fingerprint(plan, j)
+    return plan
+
+
+def _checked_base(
+    study: StudyConfig, base: dict[str, Any]
+) -> tuple[Config, list[int], list[ModelSpec], int]:
+    """The base config validated, the evaluation folds, the models and their common output
+    stride; the one-line error of a base config or grid that cannot be planned."""
     try:
         base_cfg = parse_config(base, source="base config")
     except ConfigError as e:
@@ -166,101 +216,88 @@ def build_plan(
                 f"grid.percent: a per-class x needs {n_classes} values (classes "
                 f"{[c.name for c in base_cfg.data.classes]}), received {x}"
             )
-    base_sel = base_cfg.rounds.selection.model_dump(mode="json")
-    groups, cells, jobs = [], [], []
-    for f in study.grid.resolution:
-        data_root = root / "data" / f"res{f}"
-        data_job = f"data.res{f}"
-        for spec in models:
-            gid = f"res{f}-{spec.tag}"
-            raw = group_config(study, base, root, f, spec, stride, folds)
-            raw["name"] = gid
-            cfg = _validated(raw, gid)
-            g = Group(gid, f, spec.tag, str(root / "groups" / gid), str(data_root), raw)
-            groups.append(g)
-            if not any(j.id == data_job for j in jobs):
-                jobs.append(Job(data_job, "data", [], {"group": gid, "resolution": f}))
-            tta_cell = None
-            if study.baselines.tta:
-                n = min(len(D4), cfg.rounds.count + 1)
-                tta_cell = f"{gid}.tta{n}"
-                cells.append(
-                    Cell(
-                        tta_cell,
-                        gid,
-                        "tta",
-                        cell_label("tta", {}, n),
-                        "",
-                        "",
-                        n,
-                        str(root / "cells" / tta_cell),
-                        None,
-                        tta=list(D4[:n]),
-                    )
-                )
-            r0_extra: dict[str, Any] = {}
-            if study.baselines.refine:
-                specs = refine_factor.cell_specs(gid, root)
-                cells += [
-                    Cell(s["id"], gid, s["kind"], s["label"], "", "", s["x"], s["root"], None)
-                    for s in specs
-                ]
-                r0_extra = {
-                    "refine_cells": [s["id"] for s in specs],
-                    "refine": refine_factor.predict_key(raw),
-                }
-            # round 0 of each seed and fold, and the TTA baseline and refine cells with its
-            # model in the same process
-            r0_jobs = {s: [f"r0.{gid}.seed{s}.fold{k_}" for k_ in folds] for s in study.seeds}
-            for s in study.seeds:
-                for k_, jid in zip(folds, r0_jobs[s], strict=True):
-                    params = {"group": gid, "seed": s, "fold": k_, "tta_cell": tta_cell, **r0_extra}
-                    jobs.append(Job(jid, "r0", [data_job], params))
-            seen: dict[str, Cell] = {}
-            settings = [(*c, None) for c in selections(study, base_sel)]
-            settings += [(k, s, base_sel, x, p) for k, s, p, x in pseudo_cells(study)]
-            for kind, short, sel, x, pseudo in settings:
-                cid = f"{gid}.{short}"
-                craw = deep_merge(raw, {"name": cid, "rounds": {"selection": sel}})
-                craw["rounds"]["selection"] = sel
-                craw["rounds"]["pseudo"] = pseudo
-                ccfg = _validated(craw, cid)
-                key = artifacts.fingerprint(ccfg.section_json("rounds"))
-                if key in seen:
-                    seen[key].aliases.append(kind)
-                    continue
-                cell = Cell(
-                    cid,
-                    gid,
-                    kind,
-                    cell_label(kind, pseudo or sel, x),
-                    (pseudo or sel)["score"],
-                    "top" if pseudo else sel["direction"],
-                    x,
-                    str(root / "cells" / cid),
-                    craw,
-                )
-                seen[key] = cell
-                cells.append(cell)
-                for s in study.seeds:
-                    params = {"cell": cid, "seed": s}
-                    jobs.append(Job(f"cell.{cid}.seed{s}", "cell", list(r0_jobs[s]), params))
-    plan = Plan(
-        str(root),
-        study.model_dump(mode="json"),
-        folds,
-        base_cfg.rounds.count,
-        [c.name for c in base_cfg.data.classes],
-        groups,
-        cells,
-        jobs,
-        list(beam_args or []),
-        base_cfg.data.model_dump(mode="json"),
-        seeds=list(study.seeds),
-    )
-    for j in plan.jobs:
-        j.fingerprint = _job_fingerprint(plan, j)
-    return plan
+    return base_cfg, folds, models, stride
+
+
+def _baseline_cells(
+    study: StudyConfig, gid: str, raw: dict[str, Any], cfg: Config, root: Path
+) -> tuple[list[Cell], str | None, dict[str, Any]]:
+    """A group's baseline cells (TTA, refinement), which run in its round-0 jobs: the cells,
+    the TTA cell's id and what the round-0 jobs take for the refine cells."""
+    cells = []
+    tta_cell = None
+    if study.baselines.tta:
+        n = min(len(D4), cfg.rounds.count + 1)
+        tta_cell = f"{gid}.tta{n}"
+        cells.append(
+            Cell(
+                tta_cell,
+                gid,
+                "tta",
+                cell_label("tta", {}, n),
+                "",
+                "",
+                n,
+                str(root / "cells" / tta_cell),
+                None,
+                tta=list(D4[:n]),
+            )
+        )
+    r0_extra: dict[str, Any] = {}
+    if study.baselines.refine:
+        specs = refine_factor.cell_specs(gid, root)
+        cells += [
+            Cell(s["id"], gid, s["kind"], s["label"], "", "", s["x"], s["root"], None)
+            for s in specs
+        ]
+        r0_extra = {
+            "refine_cells": [s["id"] for s in specs],
+            "refine": refine_factor.predict_key(raw),
+        }
+    return cells, tta_cell, r0_extra
+
+
+def _round_cells(
+    study: StudyConfig,
+    gid: str,
+    raw: dict[str, Any],
+    root: Path,
+    base_sel: dict[str, Any],
+    r0_jobs: dict[int, list[str]],
+) -> tuple[list[Cell], list[Job]]:
+    """A group's cells of confidence rounds (selections and pseudo-labels; settings whose
+    rounds section is the same share a cell) and their jobs, one per seed after round 0."""
+    cells, jobs = [], []
+    seen: dict[str, Cell] = {}
+    settings = [(*c, None) for c in selections(study, base_sel)]
+    settings += [(k, s, base_sel, x, p) for k, s, p, x in pseudo_cells(study)]
+    for kind, short, sel, x, pseudo in settings:
+        cid = f"{gid}.{short}"
+        craw = deep_merge(raw, {"name": cid, "rounds": {"selection": sel}})
+        craw["rounds"]["selection"] = sel
+        craw["rounds"]["pseudo"] = pseudo
+        ccfg = _validated(craw, cid)
+        key = artifacts.fingerprint(ccfg.section_json("rounds"))
+        if key in seen:
+            seen[key].aliases.append(kind)
+            continue
+        cell = Cell(
+            cid,
+            gid,
+            kind,
+            cell_label(kind, pseudo or sel, x),
+            (pseudo or sel)["score"],
+            "top" if pseudo else sel["direction"],
+            x,
+            str(root / "cells" / cid),
+            craw,
+        )
+        seen[key] = cell
+        cells.append(cell)
+        for s in study.seeds:
+            params = {"cell": cid, "seed": s}
+            jobs.append(Job(f"cell.{cid}.seed{s}", "cell", list(r0_jobs[s]), params))
+    return cells, jobs
 
 
 def _folds(study: StudyConfig, k: int) -> list[int]:
@@ -297,7 +334,7 @@ def _job_fingerprint(plan: Plan, job: Job) -> str:
 
 def marker(root: str | Path, job_id: str) -> Path:
     """The done marker of a job: `<study>/jobs/<job>.json`."""
-    return Path(root) / "jobs" / f"{job_id}.json"
+    return storage.path(root) / "jobs" / f"{job_id}.json"
 
 
 def is_done(root: str | Path, job: Job) -> bool:

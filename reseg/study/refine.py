@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.metrics import scores
 from reseg.pipeline import steps
 from reseg.study import tilecm
@@ -61,7 +61,7 @@ def run_refine(ctx: steps.Context, fold: int, cells: dict[str, Path]) -> None:
         keys, per_tile = z["keys"], {m: z[m] for m in METHODS}
     for method, root in cells.items():
         cms = per_tile[method]
-        out = Path(root) / layout.fold_name(fold) / layout.EVAL
+        out = storage.path(root) / layout.fold_name(fold) / layout.EVAL
         fp = artifacts.fingerprint("study-refine", tuning.fingerprint, method)
         if not artifacts.is_current(out, fp):
             with artifacts.stage(out, fp, "study-refine") as st:
@@ -74,4 +74,4 @@ def run_refine(ctx: steps.Context, fold: int, cells: dict[str, Path]) -> None:
                     "tuning": str(tuning.path),
                 }
                 artifacts.write_json(st.dir / layout.METRICS_JSON, m)
-        tilecm.save(Path(root) / "study" / f"merged_fold{fold}.npz", keys, cms)
+        tilecm.save(storage.path(root) / "study" / f"merged_fold{fold}.npz", keys, cms)

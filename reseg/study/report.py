@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reseg import artifacts
+from reseg import artifacts, storage
 from reseg.report import to_html
 from reseg.study import plots
 from reseg.study.cells import ROUND0_KINDS
@@ -66,16 +66,12 @@ def _rel(p: Path, start: Path) -> str:
     return os.path.relpath(p, start)
 
 
-def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
-    """Write the report of the plan's study root from its artifacts; returns report.md."""
-    root = Path(plan.root)
-    out = root / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    results = collect(plan)
-    target = target_data(plan, results)  # adjusts the cells' comparisons with the target ones
+def _intro(plan: Plan, results: list, elapsed: float | None) -> list[str]:
+    """The header: what the study ran, how its figures are made, the summary."""
+    md: list[str] = []
     s = plan.study
     done = sum(r.complete for r in results)
-    md = [
+    md += [
         f"# reseg study: {s['name']}" + (f" (profile {s['profile']})" if s.get("profile") else ""),
         "",
         f"{len(results)} cells in {len(plan.groups)} groups (resolution × model), "
@@ -106,6 +102,12 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         "mIoU per round, mean over (seed, fold) runs with its seeds × folds t-interval.",
         "",
     ]
+    return md
+
+
+def _rounds_section(plan: Plan, results: list, out: Path) -> list[str]:
+    """mIoU per round of every cell (table and a plot per group)."""
+    md: list[str] = []
     head = ["cell", *[f"r{k}" for k in range(plan.rounds + 1)], "merged"]
     rows = [
         [
@@ -120,6 +122,12 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         p = plots.rounds_plot(rs, plan.rounds, out / f"rounds_{gid}.png", f"mIoU per round, {gid}")
         if p:
             md += [f"![mIoU per round {gid}]({p.name})", ""]
+    return md
+
+
+def _class_iou_section(plan: Plan, results: list) -> list[str]:
+    """Merged IoU per class, per group."""
+    md: list[str] = []
     md += ["## Per-class IoU", "", "Merged IoU per class, mean over runs (round 0 first).", ""]
     for gid, rs in _groups(plan, results):
         rows = (
@@ -129,11 +137,22 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
             [r.cell.label, *[_f(r.class_iou("merged", n)) for n in plan.class_names]] for r in rs
         ]
         md += [f"### {gid}", "", *_table(["cell", *plan.class_names], rows)]
-    md += best_x_section(plan, results)
+    return md
+
+
+def _x_plots(plan: Plan, results: list, out: Path) -> list[str]:
+    """Merged mIoU against x, a plot per group."""
+    md: list[str] = []
     for gid, rs in _groups(plan, results):
         p = plots.x_plot(rs, out / f"x_{gid}.png", f"merged mIoU against x, {gid}")
         if p:
             md += [f"![x {gid}]({p.name})", ""]
+    return md
+
+
+def _three_way_section(plan: Plan, results: list, out: Path) -> list[str]:
+    """Merged vs last round vs round 0 (table and plots)."""
+    md: list[str] = []
     md += ["## Merged vs last round vs round 0", ""]
     rows = []
     for r in (x for x in results if x.cell.kind not in ROUND0_KINDS):
@@ -148,7 +167,12 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         )
         if p:
             md += [f"![three {gid}]({p.name})", ""]
-    md += baselines_section(plan, results)
+    return md
+
+
+def _selection_section(plan: Plan, results: list, out: Path) -> list[str]:
+    """Score histograms and the selections' Jaccard overlaps."""
+    md: list[str] = []
     md += [
         "## Score histograms and selection Jaccard",
         "",
@@ -185,7 +209,12 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         )
         if p:
             md += [f"![jaccard {gid}]({p.name})", ""]
-    md += comparisons_section(plan, results)
+    return md
+
+
+def _paired_section(plan: Plan, results: list, out: Path) -> list[str]:
+    """The forest plot and the paired differences against round 0."""
+    md: list[str] = []
     p = plots.forest_plot(results, out / "paired_differences.png", "paired differences")
     if p:
         md += [f"![paired differences]({p.name})", ""]
@@ -222,9 +251,32 @@ def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
         ],
         rows,
     )
-    md += target_section(plan, target)
-    md += verdict_section(plan, results)
+    return md
+
+
+def write_study_report(plan: Plan, elapsed: float | None = None) -> Path:
+    """Write the report of the plan's study root from its artifacts; returns report.md."""
+    root = storage.path(plan.root)
+    out = root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect(plan)
+    target = target_data(plan, results)  # adjusts the cells' comparisons with the target ones
+    md = [
+        *_intro(plan, results, elapsed),
+        *_rounds_section(plan, results, out),
+        *_class_iou_section(plan, results),
+        *best_x_section(plan, results),
+        *_x_plots(plan, results, out),
+        *_three_way_section(plan, results, out),
+        *baselines_section(plan, results),
+        *_selection_section(plan, results, out),
+        *comparisons_section(plan, results),
+        *_paired_section(plan, results, out),
+        *target_section(plan, target),
+        *verdict_section(plan, results),
+    ]
     text = "\n".join(md)
+    s = plan.study
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(to_html(text, f"reseg study {s['name']}"))
     artifacts.write_json(out / "results.json", to_json(results))

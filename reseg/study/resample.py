@@ -31,7 +31,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
-from reseg import artifacts
+from reseg import artifacts, storage
 from reseg.config import IGNORE, DataConfig, SceneSpec
 from reseg.errors import InputError
 
@@ -217,7 +217,7 @@ def resample_scenes(data: DataConfig, f: int, out: Path) -> list[SceneSpec]:
     Label rasters are mode-resampled; label polygons stay polygons (the tiler burns them onto
     the coarser image grid).
     """
-    out = Path(out)
+    out = storage.path(out)
     specs = []
     fp = artifacts.fingerprint("resample", CODE_VERSION, data.model_dump(mode="json"), f)
     current = artifacts.is_current(out, fp)

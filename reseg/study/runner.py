@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from reseg import artifacts, tracking
-from reseg.errors import ResegError, check_output_folder
+from reseg import artifacts, storage, tracking
+from reseg.errors import OutputError, ResegError, check_output_folder
 from reseg.pipeline import PARENT_RUN_ENV
 from reseg.study.config import load_study
 from reseg.study.plan import Plan, build_plan, config_of
@@ -54,6 +54,19 @@ def _locked(root: Path):
         fh.close()
 
 
+def study_root(root: str | Path) -> Path:
+    """The study root as an absolute local folder, or the one-line error of a root that cannot
+    be one: a study's workers share round 0's folders through links and write their logs and
+    lock beside the plan, which object storage has no equivalent of yet."""
+    storage.check_uri(root)
+    if storage.is_remote(root):
+        raise OutputError(
+            f"{root}: a study root must be a local folder (its cells share round 0 through "
+            "links, and its workers keep logs and a lock there)"
+        )
+    return storage.resolve(root)
+
+
 def plan_study(
     study_file: str | Path,
     root: str | Path,
@@ -65,9 +78,9 @@ def plan_study(
     study, base = load_study(study_file, profile)
     if parallel is not None:
         study = study.model_copy(update={"parallel": parallel})
-    root = Path(root).resolve()
+    root = study_root(root)
     root.mkdir(parents=True, exist_ok=True)
-    if Path(study_file).resolve() != root / "study.yaml":
+    if storage.resolve(study_file) != root / "study.yaml":
         shutil.copyfile(study_file, root / "study.yaml")
     artifacts.write_json(root / "study.json", study.model_dump(mode="json"))
     plan = build_plan(study, base, root, list(beam_args))
@@ -90,8 +103,8 @@ def run_study(
     """
 
     load_study(study_file, profile)  # a bad study file is reported before the root is made
+    root = study_root(root)
     check_output_folder(root)
-    root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root):
         plan = plan_study(study_file, root, profile, beam_args, parallel)

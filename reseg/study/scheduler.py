@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reseg import storage
 from reseg.study.plan import Job, Plan, is_done
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def run_jobs(
     `command(root, job)` is the process of a job (default `worker_command`); it must exit 0
     and write the job's done marker (`reseg.study.plan.marker`) when the job succeeded.
     """
-    root = Path(plan.root)
+    root = storage.path(plan.root)
     (root / "logs").mkdir(parents=True, exist_ok=True)
     out = Outcome()
     state: dict[str, str] = {}

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reseg import artifacts, layout
+from reseg import artifacts, layout, storage
 from reseg.metrics import scores
 from reseg.study import stats, tilecm
 from reseg.study.cells import ROUND0_KINDS, seed_root
@@ -306,7 +306,7 @@ def target_section(plan: Plan, target: tuple[list[dict], list[dict]]) -> list[st
     rows, pairs = target
     if not rows:
         return []
-    artifacts.write_json(Path(plan.root) / "report" / "target.json", _jsonable(rows, pairs))
+    artifacts.write_json(storage.path(plan.root) / "report" / "target.json", _jsonable(rows, pairs))
     head = [
         "cell",
         "target mIoU r0 (source only)",

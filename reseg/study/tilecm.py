@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reseg.components.scorer import score_files
-from reseg.metrics import confusion
+from reseg import artifacts, metrics, storage
 from reseg.tfrecords_schema import read_tiles
 
 
@@ -24,19 +23,7 @@ def tile_confusions(
     Returns:
         keys: (n,) str, tile keys sorted; cms: (n, C, C) int64, row = label, column = argmax.
     """
-
-    out: dict[str, np.ndarray] = {}
-    for t in read_tiles(score_files(scores_dir)):
-        if t.fold != fold:
-            continue
-        if t.probs is None:
-            raise ValueError(f"tile {t.key} of {scores_dir} carries no scores")
-        rs, cs = t.core_slice()
-        cm = confusion(t.label[rs, cs], t.probs[rs, cs].argmax(-1), num_classes)
-        out[t.key] = out.get(t.key, 0) + cm
-    keys = sorted(out)
-    cms = np.stack([out[k] for k in keys]) if keys else np.zeros((0, num_classes, num_classes))
-    return np.array(keys, dtype=str), cms.astype(np.int64)
+    return _stacked(scores_dir, num_classes, "label", fold)
 
 
 def target_tile_confusions(
@@ -46,17 +33,14 @@ def target_tile_confusions(
 
     Returns (keys, cms) as `tile_confusions`; empty when the tiles hold no target pixels.
     """
-    out: dict[str, np.ndarray] = {}
-    for t in read_tiles(score_files(scores_dir)):
-        if t.target is None:
-            continue
-        rs, cs = t.core_slice()
-        target = t.target[rs, cs]
-        if (target == 255).all():
-            continue
-        if t.probs is None:
-            raise ValueError(f"tile {t.key} of {scores_dir} carries no scores")
-        out[t.key] = out.get(t.key, 0) + confusion(target, t.probs[rs, cs].argmax(-1), num_classes)
+    return _stacked(scores_dir, num_classes, "target", None)
+
+
+def _stacked(
+    scores_dir: str | Path, num_classes: int, against: str, fold: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    tiles = read_tiles(list(artifacts.Scores.load(scores_dir).files))
+    out = metrics.tile_confusions(tiles, num_classes, against, fold, str(scores_dir))
     keys = sorted(out)
     cms = np.stack([out[k] for k in keys]) if keys else np.zeros((0, num_classes, num_classes))
     return np.array(keys, dtype=str), cms.astype(np.int64)
@@ -66,7 +50,7 @@ def save(path: str | Path, keys: np.ndarray, cms: np.ndarray) -> Path:
     """Write keys and confusions to `path` (.npz) atomically."""
     import os
 
-    path = Path(path)
+    path = storage.path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".partial.npz")
     np.savez_compressed(part, keys=keys, cms=cms)
@@ -76,7 +60,7 @@ def save(path: str | Path, keys: np.ndarray, cms: np.ndarray) -> Path:
 
 def load(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(keys, cms) of a saved file; None when it does not exist."""
-    path = Path(path)
+    path = storage.path(path)
     if not path.exists():
         return None
     with np.load(path) as z:

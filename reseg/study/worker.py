@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from reseg import artifacts, layout, quiet, tracking
+from reseg import artifacts, layout, quiet, storage, tracking
 from reseg.config import DataConfig
 from reseg.errors import ResegError
 from reseg.pipeline import parent_tags, run_pipeline, steps
@@ -49,15 +49,15 @@ def run_data(plan: Plan, job: Job) -> None:
     cfg = config_of(g.config, g.id)
     if g.resolution > 1:
         source = DataConfig.model_validate(plan.source_data)
-        resample_scenes(source, g.resolution, Path(g.data_root) / "scenes")
-    ctx = steps.Context(cfg, Path(g.data_root), tuple(plan.beam_args))
+        resample_scenes(source, g.resolution, storage.path(g.data_root) / "scenes")
+    ctx = steps.Context(cfg, storage.path(g.data_root), tuple(plan.beam_args))
     steps.tile(ctx)
     steps.stats(ctx)
 
 
 def _share_data(g: Group, root: Path) -> None:
-    link(Path(g.data_root) / "tiles", layout.tiles_dir(root))
-    link(Path(g.data_root) / "stats", layout.stats_dir(root))
+    link(storage.path(g.data_root) / "tiles", layout.tiles_dir(root))
+    link(storage.path(g.data_root) / "stats", layout.stats_dir(root))
 
 
 def run_r0(plan: Plan, job: Job) -> None:

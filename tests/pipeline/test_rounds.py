@@ -217,7 +217,7 @@ def test_kill_during_round_one_then_rerun_ends_with_the_same_metrics(demo_rounds
 def test_the_pipeline_predicts_every_scene_with_the_exported_model(demo_rounds):
     import rasterio
 
-    from reseg.components.predictor.root import predict_root
+    from reseg.pipeline.predict import predict_root
 
     root, cfg, results = demo_rounds
     out = results["predict"]

@@ -88,3 +88,52 @@ def test_the_registry_shows_the_export_version(exported_demo):
     mv = client.get_model_version(name, "1")
     assert mv.tags["reseg.export_version"] == "1" and mv.source.endswith(f"export/{name}/1")
     assert client.get_run(mv.run_id).data.tags["reseg.step"] == "export"
+
+
+@pytest.mark.slow
+def test_serve_predict_applies_the_refine_tuning_as_predict_does(exported_demo, tmp_path, caplog):
+    """`--tuning` (a tuning of `reseg tune-refine`) reaches the served model's prediction: the
+    same tuned setting, message and class map as `reseg predict` of the model it was tuned for
+    (which finds its tuning by itself); without it, the configured setting."""
+    import logging
+
+    root, cfg = exported_demo
+    raw = cfg.model_dump(mode="json")
+    tune = {"slic": {"size": ["150 m"], "compactness": [0.5]}, "bootstrap": 100}
+    tune["only_if_better"] = False  # applied either way: the setting differs from the default
+    raw["predict"].update(refine="slic", tune=tune, preview=False, progress=False)
+    raw["tracking"]["enabled"] = False
+    cfg_file = tmp_path / "refine.yaml"
+    cfg_file.write_text(yaml.safe_dump(raw))
+    assert main(["tune-refine", str(cfg_file), "--root", str(root)]) == 0
+    tuning = layout.refine_dir(root, 0)
+    version = layout.export_dir(root, cfg.export.model_name) / "1"
+    scene = cfg.data.scenes[0].image
+    opts = ["--config", str(cfg_file), "--tile-size", "256", "--overlap", "32"]
+
+    def said() -> list[str]:
+        out = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refine ")]
+        caplog.clear()
+        return out
+
+    with caplog.at_level(logging.INFO):
+        model = str(layout.merged_dir(root, 0))
+        assert main(["predict", "--model", model, scene, "--out", str(tmp_path / "p"), *opts]) == 0
+        by_predict = said()
+        with StandIn({cfg.export.model_name: version.parent}) as server:
+            remote = ["serve-predict", "--url", server.url, "--model", cfg.export.model_name]
+            out = str(tmp_path / "s")
+            assert main([*remote, scene, "--out", out, "--tuning", str(tuning), *opts]) == 0
+            by_serving = said()
+            untuned = str(tmp_path / "u")
+            assert main([*remote, scene, "--out", untuned, *opts]) == 0
+            by_untuned = said()
+    assert len(by_predict) == 1 and str(tuning) in by_predict[0]
+    assert by_serving == by_predict
+    assert by_untuned == [
+        "refine slic: no tuning for this model; predict.slic as configured "
+        "(`reseg tune-refine` tunes it on the validation pixels)"
+    ]
+    want = _read(tmp_path / "p" / "landsat_multiband.tif")[0]
+    np.testing.assert_array_equal(_read(tmp_path / "s" / "landsat_multiband.tif")[0], want)
+    assert (_read(tmp_path / "u" / "landsat_multiband.tif")[0] != want).any()

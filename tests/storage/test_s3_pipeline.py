@@ -186,8 +186,8 @@ def test_the_predict_step_writes_into_the_bucket_root(s3_run, demo_rounds, tmp_p
 def test_the_predict_step_resumes_from_the_bucket(s3_run, tmp_path, monkeypatch):
     """Killed after the scenes were staged, before publishing: the scenes stay in the bucket
     with their records, and the rerun publishes them without predicting any scene again."""
-    from reseg.components.predictor import root as predict_root_module
     from reseg.config import load_config
+    from reseg.pipeline import predict as predict_root_module
 
     root, cfg_file, cache, _ = s3_run
     monkeypatch.setenv("RESEG_CACHE_DIR", str(cache))
@@ -199,7 +199,7 @@ def test_the_predict_step_resumes_from_the_bucket(s3_run, tmp_path, monkeypatch)
         def killed(*a, **k):  # the clean-up that runs once every scene is staged
             raise KeyboardInterrupt
 
-        mp.setattr(predict_root_module, "_top_names", killed)
+        mp.setattr(predict_root_module, "_drop_records", killed)
         with pytest.raises(KeyboardInterrupt):
             predict_root_module.predict_root(cfg, root)
     staged = [n for n in storage.files_under(storage.path(root)) if "predictions.tmp-" in n]

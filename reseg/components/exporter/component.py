@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -185,10 +186,11 @@ def _make(
         validation = None
         if ecfg.validation:
             with tempfile.TemporaryDirectory(prefix="reseg-export-") as tmp:
-                np.savez(Path(tmp) / "expected.npz", **expected)
+                expected_npz = os.path.join(tmp, "expected.npz")
+                np.savez(expected_npz, **expected)
                 validation = validate_in_fresh_process(
                     staged,
-                    Path(tmp) / "expected.npz",
+                    expected_npz,
                     ecfg.atol,
                     ecfg.validate_timeout_s,
                     None if precision == "float32" else ecfg.min_agreement,

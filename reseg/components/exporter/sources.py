@@ -73,7 +73,9 @@ def resolve(
     """(label, fold, directory) of `source` = `merged` | `last` | `r<k>` | k for a fold.
 
     `fold`: k, None (the models trained on every tile, `full`) or `DEFAULT`
-    (`export.fold`, else the first of `rounds.folds`).
+    (`export.fold`, else the first of `rounds.folds`). A source is found by its manifest,
+    which is written last: a model or merge still being published (its files partly
+    uploaded to a bucket) is not one; `last` is the last round published.
     """
     root = storage.path(root)
     k = _default_fold(cfg, root) if fold == DEFAULT else fold
@@ -82,12 +84,12 @@ def resolve(
     text = f"r{source}" if isinstance(source, int) else str(source)
     if text == "merged":
         d = layout.merged_dir(root, k)
-        if not (d / layout.MERGED_JSON).exists():
-            raise ArtifactError(f"{d}: no merged.json; merge the rounds first (reseg merge)")
+        if not _published(d):
+            raise ArtifactError(f"{d}: no published merge; merge the rounds first (reseg merge)")
         return "merged", k, d
     if text == "last":
         r = 0
-        while (layout.model_dir(root, r + 1, k) / layout.MODEL_KERAS).exists():
+        while _published(layout.model_dir(root, r + 1, k)):
             r += 1
         text = f"r{r}"
     m = re.fullmatch(r"r(\d+)", text)
@@ -96,9 +98,14 @@ def resolve(
             f"export source must be `merged`, `last`, `r<k>` or k; received {source!r}"
         )
     d = layout.model_dir(root, int(m.group(1)), k)
-    if not (d / layout.MODEL_KERAS).exists():
-        raise ArtifactError(f"{d}: no model.keras; train round {m.group(1)} first")
+    if not _published(d):
+        raise ArtifactError(f"{d}: no published model; train round {m.group(1)} first")
     return text, k, d
+
+
+def _published(d: Path) -> bool:
+    """Whether artifact folder `d` is published: its manifest is there."""
+    return (d / layout.MANIFEST).exists()
 
 
 def _model_fingerprint(model_dir: Path) -> str:

@@ -96,7 +96,7 @@ def model_stamp(model: str | Path) -> list:
         if root.is_file():
             root = root.parent
         return [[n, file_stamp(root / n)] for n in storage.files_under(root)]
-    root = Path(model)
+    root = storage.path(model)
     if root.is_file():
         root = root.parent
     stamp = []
@@ -128,11 +128,7 @@ def staging_dir(
 def remove_stale(out_dir: str | Path, scene_id: str, keep: Path) -> None:
     """Drop block staging folders of the scene other than `keep` (another model or config)."""
     out = storage.path(out_dir)
-    if storage.is_remote(out):
-        names = {n.split("/", 1)[0] for n in storage.files_under(out)}
-        found = [out / n for n in sorted(names) if n.startswith(f".{scene_id}.blocks-")]
-    else:
-        found = list(out.glob(f".{scene_id}.blocks-*"))
+    found = [out / n for n in storage.listdir(out) if n.startswith(f".{scene_id}.blocks-")]
     for stale in found:
         if str(stale) != str(keep):
             log.info("%s: removing %s, staged with another model or config", scene_id, stale)

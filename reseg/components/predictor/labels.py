@@ -30,7 +30,7 @@ _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 def _resolve(p: str | Path) -> str:
     """An absolute local path, or a URI as it is."""
-    return str(p) if storage.is_remote(p) else str(Path(p).resolve())
+    return storage.resolved(p)
 
 
 def _classes(info: ModelInfo) -> list[ClassSpec]:

@@ -127,7 +127,7 @@ class SceneOutputs:
         if storage.is_remote(self.final_dir):  # written here, uploaded by `finish`
             self.out_dir = storage.local_stage(self.final_dir / scene.id, fp)
         else:
-            self.out_dir = Path(out_dir)
+            self.out_dir = self.final_dir
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.names = {
             "classes": f"{scene.id}.tif",

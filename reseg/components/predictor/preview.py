@@ -92,4 +92,4 @@ class PreviewCanvas:
         from PIL import Image
 
         Image.fromarray(self.render(class_colors)).save(path)
-        return Path(path)
+        return Path(path)  # local: PIL writes local files (SceneOutputs stages the outputs)

@@ -505,9 +505,8 @@ def unique_ids(images: Sequence[str | Path]) -> list[str]:
     takes to tell images with the same file name apart (`a/image.tif`, `b/image.tif` ->
     `a_image`, `b_image`)."""
     parts = [
-        PurePosixPath(str(p).split("://", 1)[1]).with_suffix("").parts  # bucket and key
-        if storage.is_remote(p)
-        else Path(p).resolve().with_suffix("").parts
+        # a local path absolute, a URI's bucket and key
+        PurePosixPath(storage.resolved(p).split("://", 1)[-1]).with_suffix("").parts
         for p in images
     ]
     depth = 1

@@ -399,6 +399,7 @@ def _workspace(job: _Job, cluster: Cluster) -> Iterator[artifacts.Stage]:
         ) as st:
             yield st
         return
+    # local: a non-chief worker's scratch folder, removed below
     scratch = Path(tempfile.mkdtemp(prefix=f"reseg-{cluster.task_type}{cluster.task_id}-"))
     try:
         yield artifacts.Stage(job.final, scratch, job.fingerprint, "train")
