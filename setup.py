@@ -32,6 +32,10 @@ REQUIRES = [
     "fsspec==2026.9.0",
     "s3fs==2026.9.0",
     "gcsfs==2026.10.1",
+    # SegFormer's MiT encoder: keras-hub presets (local folders offline, names download through
+    # keras-hub itself). 0.32.0 keeps tensorflow 2.21.0 and keras 3.15.1 (it adds
+    # tensorflow-text 2.21.1, tokenizers, huggingface-hub, kagglehub)
+    "keras-hub==0.32.0",
 ]
 
 EXTRAS = {

@@ -140,7 +140,9 @@ def loveda_scenes(tmp: Path, count: int) -> list[dict]:
         label = np.asarray(Image.open(src / "ann_dir" / f"{i}.png"))
         path = tmp / f"loveda_{i}_isprs.png"
         Image.fromarray(lut[label]).save(path)
-        out.append({"id": f"loveda_{i}", "image": str(src / "img_dir" / f"{i}.png"), "labels": str(path)})
+        out.append(
+            {"id": f"loveda_{i}", "image": str(src / "img_dir" / f"{i}.png"), "labels": str(path)}
+        )
     return out
 
 
@@ -184,6 +186,7 @@ def pretrain(args, tmp: Path) -> tuple[Path, dict]:
         "seconds": round(seconds, 1),
         "train_loss": m["metrics"].get("loss"),
     }
+    Path(f"{weights}.json").write_text(json.dumps(info))  # read back by --pretrained
     print(f"pretrained on {info['scenes']}: {info}", flush=True)
     return weights, info
 
@@ -216,7 +219,9 @@ def label_subsets(cfg, root: Path, fold: int, fractions, order_seed: int) -> dic
     t, o = cfg.tiling.tile_size, cfg.tiling.overlap
     grids = {}
     for scene in {x.scene for x in all_tiles}:
-        ends = [(x.core[0] + x.core[2], x.core[1] + x.core[3]) for x in all_tiles if x.scene == scene]
+        ends = [
+            (x.core[0] + x.core[2], x.core[1] + x.core[3]) for x in all_tiles if x.scene == scene
+        ]
         grids[scene] = TileGrid(max(e[0] for e in ends), max(e[1] for e in ends), t, o)
     bc = cfg.tiling.block_cells
     train_folds = set(training_folds(fold, tiles.folds))
@@ -274,7 +279,10 @@ def evaluate_fold(model_dir: Path, root: Path, fold: int, num_classes: int) -> f
     std = np.asarray(m.info.std, np.float32)
     tiles = [x for x in read_tiles(list(TileSet.load(tiles_dir(root)).files)) if x.fold == fold]
     images = np.stack(
-        [np.where(x.valid[..., None] > 0, (x.image.astype(np.float32) - mean) / std, 0) for x in tiles]
+        [
+            np.where(x.valid[..., None] > 0, (x.image.astype(np.float32) - mean) / std, 0)
+            for x in tiles
+        ]
     )
     probs = model.predict(images, batch_size=16, verbose=0)
     cm = np.zeros((num_classes, num_classes), np.int64)
@@ -330,7 +338,9 @@ def finetune(args, tmp: Path, weights: Path) -> dict:
                     for d in ("tiles", "stats"):
                         (root / d).symlink_to(base / d, target_is_directory=True)
                     t0 = time.perf_counter()
-                    out = train(with_train(acfg, seed=seed), root, fold=fold, tile_files=[sub["files"]])
+                    out = train(
+                        with_train(acfg, seed=seed), root, fold=fold, tile_files=[sub["files"]]
+                    )
                     seconds = time.perf_counter() - t0
                     miou = evaluate_fold(out, base, fold, cfg.data.num_classes)
                     run = {
@@ -421,6 +431,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pretrain-epochs", type=int, default=6)
     ap.add_argument("--pretrain-steps", type=int, default=60)
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
+    ap.add_argument(
+        "--pretrained", type=Path, default=None, help="encoder weights of an earlier pretraining"
+    )
     _env.add_arguments(ap)
     args = ap.parse_args(argv)
     run = _env.Run(args)
@@ -433,7 +446,12 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-transfer-") as t:
         tmp = args.keep or Path(t)
         tmp.mkdir(parents=True, exist_ok=True)
-        weights, pre = pretrain(args, tmp)
+        if args.pretrained:
+            meta = Path(f"{args.pretrained}.json")  # what the pretraining recorded, if kept
+            pre = json.loads(meta.read_text()) if meta.is_file() else {}
+            weights, pre = args.pretrained, {**pre, "weights": str(args.pretrained)}
+        else:
+            weights, pre = pretrain(args, tmp)
         res = finetune(args, tmp, weights)
     rows = analyse(res["runs"], args.fractions, args.folds_total)
     out = {

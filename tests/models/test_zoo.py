@@ -114,6 +114,7 @@ BAD_ARGUMENT = {
     "segnet": ({"base_filters": 8.0}, "Received: base_filters=8.0"),
     "pspnet": ({"bins": [1, 0]}, r"Received: bins=\[1, 0\]"),
     "deeplabv3plus": ({"output_stride": 4}, "Received: output_stride=4"),
+    "segformer": ({"encoder": "mit_b9"}, "Received: encoder='mit_b9'"),
 }
 
 
