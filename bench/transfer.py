@@ -31,9 +31,11 @@ Holm-adjusted together (`adjust_family`). Seed spread: per fold the standard dev
 seeds, averaged over folds, for each arm.
 
 Run: `nice -n 10 .venv/bin/python bench/transfer.py [--seeds 3] [--folds 0 1 2]`
-(defaults: 64-pixel tiles, 4 folds, 3 evaluated). Writes bench/results/transfer.json with
-the environment block (`bench/_env.py`). `--smoke`: one seed, one fold, fractions 0.25 and
-1, one epoch of a few steps on the Potsdam crop alone (seconds; checks that it runs).
+(defaults: 64-pixel tiles, 4 folds, 3 evaluated). `--pretrained FILE` reuses an earlier
+pretraining's encoder weights; `--log FILE` appends every run as a JSON line and skips the
+runs already in it (a cut-short run resumes). Writes bench/results/transfer.json with the
+environment block (`bench/_env.py`). `--smoke`: one seed, one fold, half the blocks, one
+epoch of two steps on the Potsdam crop alone (under a minute; checks that it runs).
 """
 
 from __future__ import annotations
@@ -465,7 +467,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     run = _env.Run(args)
     if run.smoke:
-        args.seeds, args.folds, args.fractions = 1, [0], [0.25, 1.0]
+        args.seeds, args.folds, args.fractions = 1, [0], [0.5]
         args.epochs, args.steps, args.freeze, args.base_filters = 1, 2, 0, 4
         args.loveda, args.pretrain_epochs, args.pretrain_steps = 0, 1, 2
         args.tile, args.overlap, args.block = 64, 16, 96
