@@ -463,6 +463,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--pretrained", type=Path, default=None, help="encoder weights of an earlier pretraining"
     )
+    ap.add_argument(
+        "--analyse-only", action="store_true", help="no training: the table of the runs in --log"
+    )
     _env.add_arguments(ap)
     args = ap.parse_args(argv)
     run = _env.Run(args)
@@ -472,6 +475,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.loveda, args.pretrain_epochs, args.pretrain_steps = 0, 1, 2
         args.tile, args.overlap, args.block = 64, 16, 96
     t0 = time.perf_counter()
+    if args.analyse_only:
+        if not args.log or not args.log.is_file():
+            ap.error("--analyse-only needs --log FILE with the runs")
+        return report(args, run, {"runs": list(_logged(args.log).values()), "subsets": {}}, {}, t0)
     with tempfile.TemporaryDirectory(prefix="bench-transfer-") as t:
         tmp = args.keep or Path(t)
         tmp.mkdir(parents=True, exist_ok=True)
@@ -482,6 +489,14 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             weights, pre = pretrain(args, tmp)
         res = finetune(args, tmp, weights)
+    return report(args, run, res, pre, t0)
+
+
+def report(args, run, res: dict, pre: dict, t0: float) -> dict:
+    """The table and the result file of the runs in `res`."""
+    if args.pretrained and not pre:
+        meta = Path(f"{args.pretrained}.json")
+        pre = json.loads(meta.read_text()) if meta.is_file() else {}
     fractions = sorted({r["fraction"] for r in res["runs"]})
     rows = analyse(res["runs"], fractions, args.folds_total)
     out = {
