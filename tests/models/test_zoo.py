@@ -17,7 +17,7 @@ NAMES = names()
 
 def test_every_entry_has_a_tiny_config():
     assert sorted(TINY) == sorted(NAMES)
-    assert len(NAMES) == 9
+    assert len(NAMES) == 10
 
 
 @pytest.mark.parametrize("bands", [3, 5])
