@@ -36,6 +36,10 @@ REQUIRES = [
     "pystac==1.15.2",
     "pystac-client==0.9.1",  # STAC API searches (data.stac[].api, reseg predict --stac-search)
     "jsonschema==4.26.0",  # published STAC validated offline; tests: configs against `reseg schema`
+    # SegFormer's MiT encoder: keras-hub presets (local folders offline, names download through
+    # keras-hub itself). 0.32.0 keeps tensorflow 2.21.0 and keras 3.15.1 (it adds
+    # tensorflow-text 2.21.1, tokenizers, huggingface-hub, kagglehub)
+    "keras-hub==0.32.0",
 ]
 
 EXTRAS = {

@@ -141,3 +141,23 @@ def test_encoder_weights_resolve_against_the_config_folder_and_imagenet_stays(tm
     base["model"]["params"] = {"encoder": "resnet50", "encoder_weights": "imagenet"}
     path.write_text(json.dumps(base))
     assert load_config(path).model.params.encoder_weights == "imagenet"
+
+
+def test_segformer_weights_are_a_preset_folder_or_a_keras_hub_preset_name(tmp_path):
+    base = {
+        "data": {
+            "scenes": [{"image": "a.tif", "labels": "b.tif"}],
+            "classes": [{"name": "x"}, {"name": "y"}],
+        },
+        "model": {"name": "segformer", "params": {"encoder_weights": "mit_b0_ade20k_512"}},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(base))
+    assert load_config(path).model.params.encoder_weights == "mit_b0_ade20k_512"  # keras-hub's
+    (tmp_path / "mit_local").mkdir()  # a folder of that name beside the config wins
+    base["model"]["params"]["encoder_weights"] = "mit_local"
+    path.write_text(json.dumps(base))
+    assert load_config(path).model.params.encoder_weights == str(tmp_path / "mit_local")
+    base["model"]["params"]["encoder_weights"] = "presets/mit"
+    path.write_text(json.dumps(base))
+    assert load_config(path).model.params.encoder_weights == str(tmp_path / "presets" / "mit")

@@ -43,6 +43,7 @@ __all__ = [
     "SceneSpec",
     "TilingConfig",
     "TrackingConfig",
+    "resolve_weights",
     "TrainConfig",
     "VectorLabels",
     "load_config",
@@ -137,11 +138,30 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for src in (data.get("data") or {}).get("stac") or []:
         if isinstance(src, dict) and isinstance(src.get("items"), str):
             src["items"] = fix(src["items"])
-    params = (
-        (data.get("model") or {}).get("params") if isinstance(data.get("model"), dict) else None
-    )
-    if isinstance(params, dict) and params.get("encoder_weights") not in (None, "imagenet"):
-        params["encoder_weights"] = fix(params["encoder_weights"])
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    params = model.get("params")
+    if isinstance(params, dict) and "encoder_weights" in params:
+        params["encoder_weights"] = resolve_weights(
+            model.get("name"), params["encoder_weights"], base
+        )
+
+
+def resolve_weights(model: Any, weights: Any, base: Path) -> Any:
+    """`model.params.encoder_weights` made absolute against the folder `base` (the config's, or
+    a study's). Unchanged: None, "imagenet", URIs, and for SegFormer a keras-hub preset name
+    (no path separator, and no such file or folder under `base`)."""
+    if not isinstance(weights, str) or weights == "imagenet":
+        return weights
+    if storage.is_remote(_expand(weights)):
+        storage.check_uri(_expand(weights))
+        return _expand(weights)
+    path = Path(os.path.expanduser(_expand(weights)))
+    if path.is_absolute():
+        return str(path)
+    named = model == "segformer" and "/" not in weights and os.sep not in weights
+    if named and not weights.startswith(".") and not (base / path).exists():
+        return weights  # a keras-hub preset name, e.g. "mit_b0_ade20k_512"
+    return str((base / path).resolve())
 
 
 def _stac_scenes(raw: dict[str, Any], source: str) -> None:

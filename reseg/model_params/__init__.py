@@ -25,6 +25,7 @@ from reseg.model_params import (
     deeplabv3plus,
     fcn,
     pspnet,
+    segformer,
     segnet,
     unet,
 )
@@ -61,6 +62,7 @@ _ARCHITECTURES = {
         Architecture("segnet", segnet.Params, "reseg.models.segnet:build"),
         Architecture("pspnet", pspnet.Params, "reseg.models.pspnet:build"),
         Architecture("deeplabv3plus", deeplabv3plus.Params, "reseg.models.deeplabv3plus:build"),
+        Architecture("segformer", segformer.Params, "reseg.models.segformer:build"),
     )
 }
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import Field, StrictStr, model_validator
 
-from reseg.model_params.base import Count, Flag, Params, Rate
+from reseg.model_params.base import Count, Flag, Params, Rate, invalid
 
 VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
 
@@ -26,6 +26,23 @@ class FCNParams(Params):
     fc_kernel: Count = Field(7, description="Kernel side of fc6 (paper 7).")
     batch_norm: Flag = Field(True, description="Batch normalisation after every convolution.")
     dropout: Rate = Field(0.5, description="Dropout after fc6 and fc7 (paper 0.5).")
+    encoder_weights: Annotated[StrictStr, Field(min_length=1)] | None = Field(
+        None,
+        description="VGG-16 weights of the five convolution blocks: None (random), 'imagenet' "
+        "(keras.applications.VGG16's, which Keras downloads once, online) or a local "
+        ".weights.h5 of `keras.applications.VGG16(include_top=False)`; needs the paper's "
+        "widths (base_filters 64) and no batch norm. fc6/fc7 start random.",
+    )
+
+    @model_validator(mode="after")
+    def _weights_need_vgg16(self) -> FCNParams:
+        if self.encoder_weights is not None and (self.base_filters != 64 or self.batch_norm):
+            raise invalid(
+                "weights_need_vgg16",
+                "encoder_weights are VGG-16's: they need base_filters=64 and batch_norm=false, "
+                f"received base_filters={self.base_filters}, batch_norm={self.batch_norm}",
+            )
+        return self
 
 
 Params = FCNParams

@@ -9,7 +9,7 @@ with Keras, so `keras.models.load_model(path, safe_mode=True)` reloads any
 saved reseg model without `custom_objects`.
 """
 
-from reseg.models import layers  # noqa: F401  (registers the custom layers)
+from reseg.models import layers, mit  # noqa: F401  (register the custom layers)
 from reseg.models.inference import fold_batch_norm
 from reseg.models.registry import (
     build_model,

@@ -20,16 +20,33 @@ Differences from the paper's Caffe nets: "same" padding instead of padding 100
 and crop layers (so inputs must be multiples of 32), optional batch norm, and
 default widths of half VGG-16 (`base_filters=32`, paper 64) and a quarter of
 its fc layers (`fc_filters=1024`, paper 4096). Output stride 32.
+
+Pretrained (the paper's premise): `encoder_weights` loads VGG-16's convolution blocks
+from `keras.applications.VGG16(include_top=False)`, "imagenet" (Keras downloads them
+once, online; reseg never does) or a local `.weights.h5` of that network, into
+`conv1_1` ... `conv5_3` (needs `base_filters=64`, `batch_norm=false`). Keras' file has
+no fully connected layers, so fc6 and fc7 start random. A 3-band kernel on an N-band
+scene adapts the first convolution (`reseg.models.backbones.adapt_input_conv`), logged.
+Note that Keras' ImageNet VGG-16 expects caffe-style inputs (BGR, mean-subtracted) while
+reseg feeds per-band standardised images: fine-tuning absorbs the difference.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
+
 import keras
 from keras import layers
 
+from reseg.errors import ConfigError
 from reseg.model_params.fcn import VARIANTS, Params
 from reseg.models import blocks
+from reseg.models.backbones import adapt_input_conv
 from reseg.models.layers import BilinearKernel
+
+log = logging.getLogger(__name__)
 
 _VGG16 = (2, 2, 3, 3, 3)
 _WIDTHS = (1, 2, 4, 8, 8)
@@ -90,16 +107,53 @@ def build_fcn(
     score = blocks.classifier(x, num_classes, name="score_fr")
     if variant == "fcn32s":
         logits = _upsample(score, num_classes, 32, "upscore", trainable=False)
-        return blocks.finish(inputs, logits, variant)
+        return _with_vgg16(blocks.finish(inputs, logits, variant), p.encoder_weights, bands)
     up = _upsample(score, num_classes, 2, "upscore2", trainable=True)
     fused = layers.Add(name="fuse_pool4")([up, _score(pools[3], num_classes, "score_pool4")])
     if variant == "fcn16s":
         logits = _upsample(fused, num_classes, 16, "upscore16", trainable=False)
-        return blocks.finish(inputs, logits, variant)
+        return _with_vgg16(blocks.finish(inputs, logits, variant), p.encoder_weights, bands)
     up = _upsample(fused, num_classes, 2, "upscore_pool4", trainable=True)
     fused = layers.Add(name="fuse_pool3")([up, _score(pools[2], num_classes, "score_pool3")])
     logits = _upsample(fused, num_classes, 8, "upscore8", trainable=False)
-    return blocks.finish(inputs, logits, variant)
+    return _with_vgg16(blocks.finish(inputs, logits, variant), p.encoder_weights, bands)
+
+
+def _vgg16(weights: str) -> keras.Model:
+    """keras.applications' VGG-16 convolution blocks with `weights` (see the docstring)."""
+    if weights != "imagenet" and not os.path.isfile(weights):
+        raise ConfigError(f"model.params.encoder_weights: {weights}: no such file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if weights == "imagenet":
+            log.info("FCN: VGG-16 ImageNet weights from keras.applications (Keras downloads once)")
+            return keras.applications.VGG16(include_top=False, weights="imagenet")
+        vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+        try:
+            vgg.load_weights(weights)
+        except ValueError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else "ValueError"
+            raise ConfigError(
+                f"model.params.encoder_weights: {weights} is not a weights file of "
+                f"keras.applications.VGG16(include_top=False): {first}"
+            ) from None
+    return vgg
+
+
+def _with_vgg16(model: keras.Model, weights: str | None, bands: int) -> keras.Model:
+    """`model` with VGG-16's convolution weights in conv1_1 ... conv5_3 (None: unchanged)."""
+    if weights is None:
+        return model
+    vgg = _vgg16(weights)
+    for b, convs in enumerate(_VGG16, start=1):
+        for i in range(1, convs + 1):
+            kernel, bias = vgg.get_layer(f"block{b}_conv{i}").get_weights()
+            if b == i == 1 and kernel.shape[2] != bands:  # conv1_1 of a scene not RGB
+                log.info("FCN: VGG-16 conv1_1 adapted from %d to %d bands", kernel.shape[2], bands)
+                kernel = adapt_input_conv(kernel, bands)
+            model.get_layer(f"conv{b}_{i}_conv").set_weights([kernel, bias])
+    log.info("FCN: VGG-16 convolution blocks loaded from %s", weights)
+    return model
 
 
 def build_fcn32s(num_classes: int, bands: int, params: Params | None = None) -> keras.Model:

@@ -29,6 +29,7 @@ import keras
 
 from reseg.model_params import architecture, names, params_class, validate_params
 from reseg.model_params.base import Params
+from reseg.model_params.fcn import VARIANTS as FCN_VARIANTS
 from reseg.models import pspnet
 
 __all__ = [
@@ -139,6 +140,15 @@ def training_model(model: keras.Model) -> tuple[keras.Model, list[float]]:
 
 
 def encoder_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The layers of `model`'s encoder: the nested backbone "encoder" (U-Net) or the layers
-    named `encoder_*` (PSPNet, DeepLabV3+); empty for a model without one (plain U-Net)."""
-    return [la for la in model.layers if la.name == "encoder" or la.name.startswith("encoder_")]
+    """The layers of `model`'s encoder: the nested backbone "encoder" (U-Net, SegFormer), the
+    layers named `encoder_*` (PSPNet, DeepLabV3+), or FCN's VGG-16 blocks `conv1_1` ...
+    `conv5_3` (when loaded with VGG-16's weights, or not); empty for a model without one
+    (plain U-Net)."""
+    fcn = model.name in FCN_VARIANTS
+    return [
+        la
+        for la in model.layers
+        if la.name == "encoder"
+        or la.name.startswith("encoder_")
+        or (fcn and la.name.startswith("conv") and la.name[4:5].isdigit())
+    ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from reseg import artifacts, layout, storage
 from reseg.config.rounds import GrowConfig
-from reseg.study.config import ModelSpec, StudyConfig
+from reseg.study.config import ModelSpec, StudyConfig, deep_merge
 from reseg.study.resample import scaled_tiling
 
 DEFAULT_BEAM = [
@@ -61,7 +61,7 @@ def group_config(
             if s.get("labels"):
                 s["labels"] = str(scenes_dir / f"{sid}.labels.tif")
     raw["model"] = {"name": spec.name, "params": dict(spec.params)}
-    raw["train"] = {**raw["train"], "progress": "log"}
+    raw["train"] = {**deep_merge(raw["train"], spec.train), "progress": "log"}
     if study.precision is not None:
         raw["train"]["precision"] = study.precision
     if study.deterministic:  # XLA has no deterministic max-pooling gradient

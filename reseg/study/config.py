@@ -33,24 +33,54 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from reseg.config import load_config, read_text, validation_lines, yaml_error
+from reseg.config import load_config, read_text, resolve_weights, validation_lines, yaml_error
 from reseg.config.base import Section
 from reseg.config.rounds import SCORES, GrowConfig
+from reseg.config.train import TrainConfig
 from reseg.errors import ConfigError
+from reseg.model_params import validate_params
 
 Percent = float | list[float]
 
 
 class ModelSpec(Section):
-    """One model of the grid."""
+    """One model of the grid: an architecture, its encoder and weights, and its fine-tuning.
+
+    Encoders and weights are a factor like any other: list the same architecture with
+    `encoder: none` and `encoder: resnet18, encoder_weights: <file>` (each with a `label`),
+    and give the pretrained one its recipe in `train` (`freeze_encoder_epochs`,
+    `encoder_lr_multiplier`). Names and parameters are checked when the study is read.
+    """
 
     name: str = Field(description="Registry name (reseg.models).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Builder keyword arguments.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Builder keyword arguments, e.g. encoder and encoder_weights.",
+    )
     label: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_.]+$",
         description="Short name in cell ids and tables; default the registry name.",
     )
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`train` keys for this model only, merged over the base's (e.g. "
+        "freeze_encoder_epochs and encoder_lr_multiplier for a pretrained encoder).",
+    )
+
+    @model_validator(mode="after")
+    def _a_model_of_the_registry(self) -> ModelSpec:
+        try:
+            validate_params(self.name, self.params)
+        except (ValueError, TypeError) as err:
+            raise ValueError(str(err).splitlines()[0]) from None
+        unknown = sorted(set(self.train) - set(TrainConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"train: unknown key(s) {unknown} for model {self.tag!r}; allowed: "
+                f"{sorted(TrainConfig.model_fields)}"
+            )
+        return self
 
     @property
     def tag(self) -> str:
@@ -329,6 +359,11 @@ def load_study(path: str | Path, profile: str | None = None) -> tuple[StudyConfi
     except yaml.YAMLError as e:
         raise yaml_error(path, e) from None
     study = parse_study(raw, str(path), profile)
+    for spec in study.grid.models:  # local weights files are relative to the study's folder
+        if "encoder_weights" in spec.params:
+            spec.params["encoder_weights"] = resolve_weights(
+                spec.name, spec.params["encoder_weights"], path.resolve().parent
+            )
     base_path = (path.resolve().parent / study.base).resolve()
     base = load_base(base_path)
     return study, deep_merge(base, study.overrides)

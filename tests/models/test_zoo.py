@@ -17,7 +17,7 @@ NAMES = names()
 
 def test_every_entry_has_a_tiny_config():
     assert sorted(TINY) == sorted(NAMES)
-    assert len(NAMES) == 9
+    assert len(NAMES) == 10
 
 
 @pytest.mark.parametrize("bands", [3, 5])
@@ -114,6 +114,7 @@ BAD_ARGUMENT = {
     "segnet": ({"base_filters": 8.0}, "Received: base_filters=8.0"),
     "pspnet": ({"bins": [1, 0]}, r"Received: bins=\[1, 0\]"),
     "deeplabv3plus": ({"output_stride": 4}, "Received: output_stride=4"),
+    "segformer": ({"encoder": "mit_b9"}, "Received: encoder='mit_b9'"),
 }
 
 

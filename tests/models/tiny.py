@@ -24,6 +24,7 @@ TINY: dict[str, dict] = {
     "deeplabv3plus": dict(
         **_SMALL_ENCODER, aspp_filters=8, low_level_filters=4, decoder_filters=8, dropout=0.0
     ),
+    "segformer": dict(decoder_dim=8, dropout=0.0),
 }
 
 NUM_CLASSES = 3

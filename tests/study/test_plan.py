@@ -57,6 +57,24 @@ def test_a_profile_is_merged_before_validation():
             None,
             "distinct labels",
         ),
+        (
+            {
+                "name": "s",
+                "base": "b",
+                "grid": {"models": [{"name": "unet", "params": {"encoder": "resnet19"}}]},
+            },
+            None,
+            "grid.models.0: .*Received: encoder='resnet19'",
+        ),
+        (
+            {
+                "name": "s",
+                "base": "b",
+                "grid": {"models": [{"name": "unet", "train": {"freeze": 2}}]},
+            },
+            None,
+            "grid.models.0: .*train: unknown key.*'freeze'.* for model 'unet'",
+        ),
     ],
 )
 def test_bad_studies_say_what_is_wrong(raw, profile, message):
@@ -160,6 +178,31 @@ def test_every_cell_and_baseline_trains_once_per_seed_deterministically(landsat,
     assert not parse_config(plan.groups[0].config).train.deterministic
     with pytest.raises(ConfigError, match="distinct integers"):
         parse_study({"name": "s", "base": "b", "seeds": [1, 1]})
+
+
+def test_encoders_and_weights_are_a_model_factor_with_their_own_fine_tuning(landsat, tmp_path):
+    models = [
+        {"name": "unet", "label": "scratch", "params": {"depth": 2, "base_filters": 4}},
+        {
+            "name": "unet",
+            "label": "pretrained",
+            "params": {"encoder": "resnet18", "encoder_weights": "weights/r18.weights.h5"},
+            "train": {"freeze_encoder_epochs": 2, "encoder_lr_multiplier": 0.1},
+        },
+    ]
+    study, base = load_study(_study(tmp_path, grid={"percent": [5], "models": models}))
+    plan = build_plan(study, base, tmp_path / "root")
+    configs = {g.id.split("-", 1)[1]: parse_config(g.config) for g in plan.groups}
+    assert set(configs) == {"scratch", "pretrained"}
+    pre, scratch = configs["pretrained"], configs["scratch"]
+    assert pre.model.params["encoder"] == "resnet18"
+    assert pre.model.params["encoder_weights"] == str(tmp_path / "weights/r18.weights.h5")
+    assert (pre.train.freeze_encoder_epochs, pre.train.encoder_lr_multiplier) == (2, 0.1)
+    assert (scratch.train.freeze_encoder_epochs, scratch.train.encoder_lr_multiplier) == (0, 1.0)
+    assert scratch.model.params["encoder"] == "none"
+    assert pre.train.epochs == scratch.train.epochs == parse_config(base).train.epochs
+    cells = {c.id for c in plan.cells}
+    assert any("pretrained" in c for c in cells) and any("scratch" in c for c in cells)
 
 
 def test_study_precision_sets_every_cells_training_precision(landsat, tmp_path):

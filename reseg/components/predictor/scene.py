@@ -45,8 +45,9 @@ from reseg.windows import Window
 
 log = logging.getLogger(__name__)
 
-GLOBAL_CONTEXT = ("psp", "deeplab")
-"""Architectures whose output depends on the tile size through global pooling."""
+GLOBAL_CONTEXT = ("psp", "deeplab", "segformer")
+"""Architectures whose output depends on the tile size through global pooling (or, in
+SegFormer, attention over the whole tile)."""
 _END = object()
 
 

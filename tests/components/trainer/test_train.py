@@ -35,6 +35,7 @@ TINY = {
         "low_level_filters": 4,
         "decoder_filters": 8,
     },
+    "segformer": {"decoder_dim": 8},
 }
 UNET = {"name": "unet", "params": TINY["unet"]}
 OFF = {"enabled": False}
