@@ -30,7 +30,13 @@ def save(directory: Path, kind: str, info: ModelInfo, seed: int) -> Path:
     model.save(directory / "model.keras")
     stride = 2 if kind == "unet" else 1
     dataclasses.replace(info, output_stride=stride, architecture=model.name).save(directory)
+    _published(directory, f"{kind}-{seed}")
     return directory
+
+
+def _published(directory: Path, fp: str) -> None:
+    """A manifest, written last as the artifact store does: sources are found by manifests."""
+    artifacts.write_json(directory / layout.MANIFEST, {"fingerprint": fp, "step": "test"})
 
 
 def demo_info(root: Path, cfg) -> ModelInfo:
@@ -78,4 +84,5 @@ def rounds_root(root: Path, info: ModelInfo, fold: int | None = 0, method: str =
         for p, w in ((r0, 3.0), (r1, 1.0))
     ]
     (merged / "merged.json").write_text(json.dumps({"method": method, "members": members}))
+    _published(merged, f"merged-{method}")
     return root
