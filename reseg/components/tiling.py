@@ -529,7 +529,10 @@ class _Progress:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
-            n = len(list(self.tmp.glob("part-*.json")))
+            try:
+                n = len(list(self.tmp.glob("part-*.json")))
+            except Exception:  # the store unreachable: the job reports it, the bar waits
+                continue
             self.bar.update(n - self.bar.n)
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,169 @@
+"""The object store going away mid-step, throttling, and an endpoint that does not resolve:
+one line naming the root, exit code 12, nothing unfinished published, and a rerun after the
+store is back that resumes and equals an uninterrupted run.
+
+The store's faults are real: the CLI runs in a process of its own and talks to moto's S3
+server through a TCP relay (`tests.storage.faults.Relay`) that resets every connection and
+stops listening when a chosen request arrives, and listens again later; moto keeps the bucket
+meanwhile, as a store that comes back does. The cut lands at the same request on every run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from reseg import layout, storage
+from reseg.errors import StoreError, store_unavailable, user_error
+from tests.lease_helpers import config_file
+from tests.storage.faults import Relay
+
+FAST_RETRIES = {"AWS_MAX_ATTEMPTS": "2", "AWS_RETRY_MODE": "standard"}
+"""The clients' own retry settings (docs: Reliability), lowered so a dead store fails fast."""
+
+
+@pytest.fixture(scope="module")
+def relay(s3_endpoint):
+    r = Relay(int(s3_endpoint.rsplit(":", 1)[1]))
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def bucket(s3_endpoint):
+    import boto3
+
+    name = f"reseg-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def reseg(relay: Relay, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -m reseg ARGS` whose storage clients go through the relay."""
+    return subprocess.run(
+        [sys.executable, "-m", "reseg", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **FAST_RETRIES, "AWS_ENDPOINT_URL": relay.url, **env},
+    )
+
+
+def one_line(out: subprocess.CompletedProcess) -> str:
+    lines = out.stderr.strip().splitlines()
+    own = [x for x in lines if " INFO reseg." not in x]  # reseg's progress records
+    assert len(own) == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    return own[0]
+
+
+def shards(root: str) -> dict[str, bytes]:
+    tiles = storage.path(layout.tiles_dir(root))
+    return {
+        name: (tiles / name).read_bytes()
+        for name in storage.files_under(tiles)
+        if name.endswith(".tfrecord.gz")
+    }
+
+
+def test_the_store_cut_while_tiling_is_one_line_and_the_rerun_resumes(
+    relay, bucket, demo_config, demo_root, tmp_path
+):
+    root = f"s3://{bucket}/root"
+    cfg = str(config_file(demo_config, tmp_path))
+    relay.cut_on(f"PUT /{bucket}/root/tiles.tmp-")  # the Beam worker's first shard write
+    cut = reseg(relay, "tile", cfg, "--root", root, RESEG_LEASE_SECONDS="2")
+    relay.restore()
+    assert cut.returncode == 12, cut.stderr[-3000:]
+    line = one_line(cut)
+    assert line.startswith(f"reseg tile: error: {root}: object store unreachable at {relay.url}")
+    assert "run again when it is back" in line
+    assert not storage.path(f"{layout.tiles_dir(root)}/manifest.json").exists()
+
+    start = len(relay.requests)
+    again = reseg(relay, "tile", cfg, "--root", root, "--wait", "60", RESEG_LEASE_SECONDS="2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert shards(root) == {
+        p.name: p.read_bytes() for p in sorted((demo_root / "tiles").glob("*.tfrecord.gz"))
+    }, "the tiles differ from an uninterrupted run's"
+    assert not storage.path(layout.lease_file(root)).exists()
+    # resumed: the shards the first run completed before the cut were not written again
+    rewritten = [r for r in relay.requests[start:] if b"tiles.tmp-" in r and b"PUT" in r]
+    assert len(rewritten) < 2 * len(shards(root)) + 1, rewritten
+
+
+def test_the_store_cut_while_computing_statistics(relay, bucket, demo_config, tmp_path):
+    root = f"s3://{bucket}/root"
+    cfg = str(config_file(demo_config, tmp_path))
+    relay.cut_on(f"/{bucket}/root/stats.tmp-")
+    cut = reseg(relay, "run", cfg, "--root", root, "--steps", "tile,stats", RESEG_LEASE_SECONDS="2")
+    relay.restore()
+    assert cut.returncode == 12, cut.stderr[-3000:]
+    assert "object store unreachable" in one_line(cut)
+    tiles = storage.path(layout.tiles_dir(root))
+    assert (tiles / "manifest.json").exists(), "tiles were published before the cut"
+    assert not storage.path(f"{layout.stats_dir(root)}/manifest.json").exists()
+    again = reseg(relay, "run", cfg, "--root", root, "--steps", "tile,stats", "--wait", "60")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "tiles are current" in again.stderr or "tiles: current" in again.stderr.lower()
+    assert storage.path(f"{layout.stats_dir(root)}/manifest.json").exists()
+
+
+def test_throttling_after_the_retries_is_one_line(relay, bucket, demo_config, tmp_path):
+    root = f"s3://{bucket}/root"
+    relay.throttle_on(f"PUT /{bucket}/root/tiles.tmp-")
+    try:
+        out = reseg(relay, "tile", str(config_file(demo_config, tmp_path)), "--root", root)
+    finally:
+        relay.throttle_on(None)
+    assert out.returncode == 12, out.stderr[-3000:]
+    line = one_line(out)
+    assert f"{root}: the object store throttled the requests (SlowDown)" in line
+    assert not storage.path(f"{layout.tiles_dir(root)}/manifest.json").exists()
+    assert relay.throttled >= 2, "the clients retried a throttled request"
+
+
+def test_gs_without_a_reachable_endpoint_fails_at_once(demo_config, tmp_path):
+    cfg = str(config_file(demo_config, tmp_path))
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_PROXY") and "proxy" not in k}
+    env["STORAGE_EMULATOR_HOST"] = "http://reseg-no-emulator.invalid:9023"  # RFC 6761: no such
+    out = subprocess.run(
+        [sys.executable, "-m", "reseg", "tile", cfg, "--root", "gs://reseg-none/root"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 12, out.stderr[-3000:]
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(
+        "reseg tile: error: gs://reseg-none/root: object store unreachable at "
+        "http://reseg-no-emulator.invalid:9023 (the host name does not resolve"
+    )
+
+
+BEAM_TEXT = (
+    "botocore.exceptions.EndpointConnectionError: Could not connect to the endpoint URL: "
+    '"http://127.0.0.1:46401/b/root/tiles.tmp-6de4b870eb66/part-landsat-00001.tfrecord.gz" '
+    "[while running 'Tile/WriteShards']"
+)
+
+
+def test_a_beam_workers_store_error_arrives_as_text_and_becomes_one_line():
+    # what Beam's multi-process runner raises in the launcher for a worker's error
+    err = user_error(RuntimeError(BEAM_TEXT), fallback="s3://b/root")
+    assert isinstance(err, StoreError) and err.exit_code == 12
+    assert str(err).startswith(
+        "s3://b/root: object store unreachable at http://127.0.0.1:46401 (no connection"
+    )
+    throttled = RuntimeError(
+        "OSError: [Errno 16] Please reduce your request rate. [while running 'Stats/Sum']"
+    )
+    assert "throttled" in str(store_unavailable(throttled, "s3://b/root"))
+    # a local connection error (TF Serving, a socket) is not the object store's
+    assert store_unavailable(ConnectionRefusedError(111, "Connection refused")) is None
+    assert store_unavailable(RuntimeError("ValueError: bad value")) is None
