@@ -39,6 +39,7 @@ from reseg.errors import (
     InputError,
     IOFailure,
     ResegError,
+    StoreError,
     error_class,
     expect_write,
     user_error,
@@ -230,8 +231,8 @@ class WriteShards(beam.DoFn):
             _record(self.ctx.out, shard, e)
         except OSError as e:  # Beam would print its traceback; the launcher reports one line
             err = user_error(e, fallback=self.ctx.out)
-            if err is None:
-                raise
+            if err is None or isinstance(err, StoreError):
+                raise  # the store is down: the job ends now, and the launcher names it
             _record(self.ctx.out, shard, err)
 
 

@@ -20,7 +20,7 @@ import time
 
 METHODS = (b"GET ", b"PUT ", b"POST", b"HEAD", b"DELE")
 SLOW_DOWN = (
-    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>"
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
 
@@ -66,7 +66,9 @@ class Relay:
                     _reset(client)
                     continue
                 if self.throttling:
-                    threading.Thread(target=self._slow_down, args=(client, b""), daemon=True).start()
+                    threading.Thread(
+                        target=self._slow_down, args=(client, b""), daemon=True
+                    ).start()
                     continue
                 try:
                     server = socket.create_connection(self.upstream)
@@ -154,7 +156,7 @@ class Relay:
                 b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
                 + f"Content-Length: {len(SLOW_DOWN)}\r\n".encode()
                 + b"Connection: close\r\n\r\n"
-                + SLOW_DOWN
+                + (b"" if head.startswith(b"HEAD") else SLOW_DOWN)  # a HEAD answer has no body
             )
             client.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + 2
@@ -168,6 +170,8 @@ class Relay:
 
     def restore(self) -> None:
         with self.lock:
+            if self.up:
+                return
             self.listener = self._listen(self.port)
             self.up = True
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
