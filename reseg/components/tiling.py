@@ -377,10 +377,9 @@ def tile(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) -> artifa
 
 def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> dict:
     """The Beam job writing shards into staging directory `tmp`; returns the manifest."""
-    err_dir = tmp / "errors"
-    if err_dir.exists():
-        for f in err_dir.iterdir():
-            f.unlink()
+    # a previous attempt's error records (or the empty folder a full disk left) are stale:
+    # the shards they name are done again, and the folder must not be published with the tiles
+    storage.rmtree(storage.path(tmp) / "errors")
     todo = [s for s in shards if not (tmp / f"{s.name}.json").exists()]
     if len(todo) < len(shards):
         log.info(
