@@ -133,3 +133,39 @@ def test_a_corrupt_model_says_so(tmp_path, capsys, model_dir, damage):
     assert f"{keras_file}: corrupt model file" in line, line
     assert "File not found" not in line
     assert not out.exists()
+
+
+KILLED_REPORT = """
+import os, signal, sys
+import reseg.report
+from reseg.cli import main
+
+def killed(*a, **k):  # kill -9 after report.md is written, before report.html
+    os.kill(os.getpid(), signal.SIGKILL)
+
+reseg.report.to_html = killed
+main(["report", sys.argv[1]])
+"""
+
+
+def test_the_report_is_staged_so_a_killed_report_leaves_no_report_folder(tmp_path, demo_root):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from reseg import artifacts
+
+    root = tmp_path / "root"
+    shutil.copytree(demo_root, root)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_REPORT, str(root)], capture_output=True, timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert not (root / "report").exists()
+    (staging,) = root.glob("report.tmp-*")
+    assert (staging / "report.md").exists()  # what the killed run wrote, never published
+    assert main(["report", str(root)]) == 0
+    assert artifacts.read_manifest(root / "report")["step"] == "report"
+    assert (root / "report" / "report.html").exists()
+    assert not list(root.glob("report.tmp-*"))
