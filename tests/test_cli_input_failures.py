@@ -169,3 +169,50 @@ def test_the_report_is_staged_so_a_killed_report_leaves_no_report_folder(tmp_pat
     assert artifacts.read_manifest(root / "report")["step"] == "report"
     assert (root / "report" / "report.html").exists()
     assert not list(root.glob("report.tmp-*"))
+
+
+def test_polygons_in_a_projected_crs_without_their_crs_are_one_line(tmp_path):
+    """GeoJSON without 'crs' is longitude/latitude: UTM coordinates in it make PROJ fail (fiona
+    logs its 'Invalid latitude' errors, shown only with -v) and reseg say why, once."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    img, _ = scene(tmp_path)  # EPSG:32632
+    x0, y0 = 500_100, 6_199_100
+    ring = [(x0, y0), (x0 + 500, y0), (x0 + 500, y0 + 500), (x0, y0 + 500), (x0, y0)]
+    vec = tmp_path / "utm.geojson"
+    feature = {"type": "Feature", "id": 0, "properties": {}}
+    feature["geometry"] = {"type": "Polygon", "coordinates": [ring]}
+    vec.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    raw = config_dict(img, None, classes=2)
+    raw["data"]["scenes"][0]["vector"] = {"path": str(vec), "burn_class": 1, "background": 0}
+    cfg = config(tmp_path, raw)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run(
+        [sys.executable, "-m", "reseg", "tile", cfg, "--root", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert out.returncode == 3
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"reseg tile: error: {vec}: feature 0 cannot be transformed")
+    assert "a shapefile without its .prj, GeoJSON without 'crs'" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_storage_and_gdal_library_records_stay_behind_verbose():
+    import logging
+
+    from reseg.quiet import OwnMessages
+
+    def passes(name: str) -> bool:
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, "m", None, None)
+        return OwnMessages().filter(record)
+
+    for name in ("fiona._env", "gcsfs", "gcsfs.retry", "aiohttp.client", "botocore", "asyncio"):
+        assert not passes(name), name
+    assert passes("tensorflow") and passes("reseg.x")
