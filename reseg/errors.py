@@ -404,7 +404,8 @@ _THROTTLE_TEXT = re.compile(
     r"\((?:" + "|".join(_THROTTLE_CODES) + r")\) when calling"
     r"|Please reduce your request rate|\b429 Too Many Requests"
 )
-_ENDPOINT_TEXT = re.compile(r"(https?://[^/\s\"']+)|host ([\w.-]+:\d+)")
+_ENDPOINT_URL = re.compile(r"https?://[^/\s\"']+")
+_ENDPOINT_HOST = re.compile(r"host ([\w.-]+:\d+)")
 _REASONS = (
     ("Name or service not known", "the host name does not resolve"),
     ("Temporary failure in name resolution", "the host name does not resolve"),
@@ -477,8 +478,8 @@ def store_unavailable(
             f"{label}: the object store throttled the requests (SlowDown) and the clients' "
             "retries ran out; run again later (retries: AWS_MAX_ATTEMPTS, AWS_RETRY_MODE)"
         )
-    m = _ENDPOINT_TEXT.search(text)
-    at = f" at {m.group(1) or m.group(2)}" if m else ""
+    url, host = _ENDPOINT_URL.search(text), _ENDPOINT_HOST.search(text)
+    at = f" at {url.group(0)}" if url else f" at {host.group(1)}" if host else ""
     reason = next((r for k, r in _REASONS if k.lower() in text.lower()), "no connection")
     return StoreError(
         f"{label}: object store unreachable{at} ({reason}, after the clients' retries); "

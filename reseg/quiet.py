@@ -46,6 +46,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import IO
 
@@ -134,7 +135,37 @@ def configure(verbose: bool) -> None:
     # Beam logs each failed bundle with its traceback before re-raising the error, which
     # `reseg.cli.main` reports on one line (all of it with -v)
     logging.getLogger("apache_beam.runners").setLevel(logging.CRITICAL)
+    # ... and its in-process SDK worker (the default runner's threads) prints it too
+    if not isinstance(sys.stderr, _BeamTracebacks):
+        sys.stderr = _BeamTracebacks(sys.stderr)
     library()
+
+
+class _BeamTracebacks:
+    """sys.stderr without the tracebacks that Beam's SDK worker prints for a failed bundle
+    (`sdk_worker._execute`: `print(traceback_string, file=sys.stderr)`) before the runner
+    raises the error, which the command reports on one line; they go to the debug log.
+    Everything else is written through."""
+
+    MARK = "apache_beam/runners/worker/sdk_worker.py"
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+        self._dropped = threading.local()
+
+    def write(self, text: str) -> int:
+        if text.startswith("Traceback (most recent call last):") and self.MARK in text:
+            log.debug("a Beam bundle failed:\n%s", text)
+            self._dropped.last = True
+            return len(text)
+        if text == "\n" and getattr(self._dropped, "last", False):  # print's end
+            self._dropped.last = False
+            return len(text)
+        self._dropped.last = False
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def library() -> None:

@@ -35,6 +35,7 @@ class Relay:
         self.conns: list[socket.socket] = []
         self.up = True
         self.marker: bytes | None = None
+        self.nth = self.seen = 0
         self.cuts = 0
         self.requests: list[bytes] = []
         self.throttle_marker: bytes | None = None
@@ -90,9 +91,11 @@ class Relay:
                         if line[:4] in METHODS:
                             self.requests.append(line)
                             if self.marker is not None and self.marker in line:
-                                self.marker = None
-                                self.cut()
-                                return
+                                self.seen += 1
+                                if self.seen >= self.nth:
+                                    self.marker = None
+                                    self.cut()
+                                    return
                             if self.throttle_marker is not None and self.throttle_marker in line:
                                 self.throttling = True
                     if self.throttling and data[:4] in METHODS:
@@ -119,9 +122,10 @@ class Relay:
         for c in conns:
             _reset(c)
 
-    def cut_on(self, marker: str) -> None:
-        """Cut when a request line containing `marker` arrives (that request is not relayed)."""
+    def cut_on(self, marker: str, nth: int = 1) -> None:
+        """Cut when the `nth` request line containing `marker` arrives (not relayed)."""
         self.marker = marker.encode()
+        self.nth, self.seen = nth, 0
 
     def throttle_on(self, marker: str | None) -> None:
         """Answer `503 SlowDown` from the request whose first line contains `marker` on, until
