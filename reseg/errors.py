@@ -16,9 +16,12 @@ traceback. Exit codes:
     9  OutputError      an output place is unusable (a regular file where a folder goes, ...)
     10 IOFailure        any other operating-system I/O error (EIO, ...)
     11 LeaseError       another run holds the root's lease (one writer per root)
+    12 StoreError       the object store is unreachable, dropped the connection or throttled,
+                        after the storage clients' own retries
     130                 interrupted (Ctrl-C)
 
-`user_error(exc)` maps `OSError` and its kinds, `UnicodeDecodeError`, and GDAL/rasterio
+`user_error(exc)` maps object-store outages (`store_unavailable`: the clients' connection,
+timeout and throttling errors, also as the text of a Beam worker's error), `OSError` and its kinds, `UnicodeDecodeError`, and GDAL/rasterio
 I/O errors (also when Beam wraps them in a `RuntimeError`) to these types, with one line
 naming the path and what is wrong; for a full disk, also the free space and, when the
 step said how much it writes (`expect_write`), that amount.
@@ -95,7 +98,14 @@ class LeaseError(ResegError):
     exit_code = 11
 
 
-PLACE_ERRORS = (AccessError, DiskFullError, OutputError, IOFailure)
+class StoreError(ResegError):
+    """The object store could not be reached, dropped the connection or throttled the requests
+    after the storage clients' retries (`store_unavailable`); what was staged stays for a rerun."""
+
+    exit_code = 12
+
+
+PLACE_ERRORS = (AccessError, DiskFullError, OutputError, IOFailure, StoreError)
 """Errors of the place written to, not of the inputs: work staged so far stays for a rerun."""
 
 
@@ -300,6 +310,18 @@ def user_error(
         seen.add(id(e))
         if isinstance(e, ResegError):
             return e
+    store = store_unavailable(exc, path or fallback)
+    if store is not None:
+        return store
+    seen.clear()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ResegError):
+            return e
         if _is_gdal_error(e):
             found = _from_gdal(e, path, fallback)
             if found is not None:
@@ -340,3 +362,126 @@ def check_output_folder(path: str | os.PathLike) -> None:
     culprit = _file_in_the_way(p)
     if culprit is not None:
         raise OutputError(f"{path}: {culprit} is a file, expected a folder")
+
+
+# --- object-store outages --------------------------------------------------------------------
+
+_STORE_CLIENTS = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "aiohttp", "requests")
+_THROTTLE_CODES = (
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "ServiceUnavailable",
+    "RequestThrottled",
+)
+_CONNECTION_TYPES = (
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ConnectionClosedError",
+    "ReadTimeoutError",
+    "ProxyConnectionError",
+    "ResponseStreamingError",
+    "ClientConnectorError",
+    "ClientConnectorDNSError",
+    "ClientConnectionResetError",
+    "ClientOSError",
+    "ServerDisconnectedError",
+    "ServerTimeoutError",
+    "ConnectionTimeoutError",
+    "SocketTimeoutError",
+    "ClientPayloadError",
+    "FSTimeoutError",
+)
+# what these errors say, as Beam passes a worker's error on: as the text of a RuntimeError
+_CONNECTION_TEXT = re.compile(
+    r"(?:" + "|".join(_CONNECTION_TYPES) + r")\b"
+    r"|Could not connect to the endpoint URL|Cannot connect to host"
+    r"|Connection was closed before we received a valid response"
+)
+_THROTTLE_TEXT = re.compile(
+    r"\((?:" + "|".join(_THROTTLE_CODES) + r")\) when calling"
+    r"|Please reduce your request rate|\b429 Too Many Requests"
+)
+_ENDPOINT_URL = re.compile(r"https?://[^/\s\"']+")
+_ENDPOINT_HOST = re.compile(r"host ([\w.-]+:\d+)")
+_REASONS = (
+    ("Name or service not known", "the host name does not resolve"),
+    ("Temporary failure in name resolution", "the host name does not resolve"),
+    ("nodename nor servname", "the host name does not resolve"),
+    ("Connection refused", "connection refused"),
+    ("Connect call failed", "connection refused"),
+    ("Connection reset", "the connection was reset"),
+    ("closed before we received", "the connection was dropped"),
+    ("Server disconnected", "the connection was dropped"),
+    ("timed out", "timed out"),
+    ("Timeout", "timed out"),
+)
+
+
+def _module(e: BaseException) -> str:
+    return type(e).__module__.split(".")[0]
+
+
+def store_unavailable(
+    exc: BaseException, where: str | os.PathLike | None = None
+) -> StoreError | None:
+    """The `StoreError` of an object store that could not be reached, dropped the connection
+    or throttled after the clients' retries; None for any other error.
+
+    Recognised by the storage clients' exception types (botocore, aiobotocore, aiohttp,
+    s3fs, gcsfs, google-auth, requests: duck-typed by module and name, nothing is imported)
+    anywhere in the chain of causes, a socket error raised under one of them, or, for
+    an error that Beam re-raised from a worker as text, by those names and messages.
+    `where` (the root or URI) starts the line.
+    """
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        chain.append(e)
+        stack += [e.__context__, e.__cause__]
+    client = any(_module(e) in _STORE_CLIENTS for e in chain)
+    kind = None
+    for e in chain:
+        name = type(e).__name__
+        code = ""
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+        status = getattr(e, "code", None) if _module(e) == "gcsfs" else None
+        if client and (code in _THROTTLE_CODES or code == "503" or status in (429, 503)):
+            kind = "throttled"
+            break
+        if _module(e) in _STORE_CLIENTS and name in _CONNECTION_TYPES:
+            kind = "unreachable"
+        elif client and isinstance(e, (ConnectionError, TimeoutError)):
+            kind = kind or "unreachable"
+        elif client and type(e).__name__ == "gaierror":
+            kind = kind or "unreachable"
+    text = "\n".join(str(e) for e in chain)
+    if kind is None and isinstance(exc, RuntimeError | OSError):  # Beam's text of a worker's error
+        if _THROTTLE_TEXT.search(text):
+            kind = "throttled"
+        elif _CONNECTION_TEXT.search(text):
+            kind = "unreachable"
+    if kind is None:
+        return None
+    label = str(where) if where else "object store"
+    if kind == "throttled":
+        return StoreError(
+            f"{label}: the object store throttled the requests (SlowDown) and the clients' "
+            "retries ran out; run again later (retries: AWS_MAX_ATTEMPTS, AWS_RETRY_MODE)"
+        )
+    url, host = _ENDPOINT_URL.search(text), _ENDPOINT_HOST.search(text)
+    at = f" at {url.group(0)}" if url else f" at {host.group(1)}" if host else ""
+    reason = next((r for k, r in _REASONS if k.lower() in text.lower()), "no connection")
+    return StoreError(
+        f"{label}: object store unreachable{at} ({reason}, after the clients' retries); "
+        "nothing unfinished is published: run again when it is back"
+    )

@@ -13,7 +13,9 @@ Without `-v`, `configure(verbose=False)`:
   C++ logs go to the debug log and any other line is written back to stderr.
 - **Python log records.** The stderr handler shows reseg's own records (loggers
   `reseg.*`) from INFO up, and other loggers' from ERROR up, plus the warnings of the
-  loggers in `SHOWN_WARNINGS` (Beam saying that a pipeline option was not understood).
+  loggers in `SHOWN_WARNINGS` (Beam saying that a pipeline option was not understood),
+  except those in `HIDDEN` (the storage clients', asyncio's and GDAL's), never shown:
+  their errors reach reseg as exceptions, reported on one line.
   This hides Beam's optional-dependency warnings (`apitools not found, ...`, logged on
   the root logger), TensorFlow's and Keras' warnings, retracing warnings included.
 - **Python warnings** (`warnings.warn`) are routed into the log, so the same rule applies.
@@ -44,6 +46,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import IO
 
@@ -66,6 +69,24 @@ LIBRARIES = (
     "urllib3",
 )
 """Loggers kept at WARNING even with `-v` (their INFO and DEBUG records are about themselves)."""
+HIDDEN = (
+    "gcsfs",
+    "s3fs",
+    "fsspec",
+    "botocore",
+    "aiobotocore",
+    "boto3",
+    "aiohttp",
+    "asyncio",
+    "google",
+    "urllib3",
+    "fiona",
+    "rasterio",
+)
+"""Loggers whose records stay behind `-v` at every level: the storage clients (gcsfs logs
+each exhausted retry with its traceback; reseg reports the outage on one line), asyncio
+(a failed upload's unawaited task) and GDAL's (fiona's PROJ lines, rasterio's): every error
+of theirs reaches reseg as an exception, which the command reports on one line."""
 QUIET_IMPORTS = ("tensorflow", "apache_beam")
 """Top-level packages whose first import runs with file descriptor 2 captured."""
 
@@ -85,6 +106,8 @@ class OwnMessages(logging.Filter):
         name = record.name
         if name == OWN or name.startswith(OWN + "."):
             return True
+        if name.split(".")[0] in HIDDEN:
+            return False
         if record.levelno >= logging.ERROR:
             return True
         return record.levelno >= logging.WARNING and name.startswith(SHOWN_WARNINGS)
@@ -112,7 +135,37 @@ def configure(verbose: bool) -> None:
     # Beam logs each failed bundle with its traceback before re-raising the error, which
     # `reseg.cli.main` reports on one line (all of it with -v)
     logging.getLogger("apache_beam.runners").setLevel(logging.CRITICAL)
+    # ... and its in-process SDK worker (the default runner's threads) prints it too
+    if not isinstance(sys.stderr, _BeamTracebacks):
+        sys.stderr = _BeamTracebacks(sys.stderr)
     library()
+
+
+class _BeamTracebacks:
+    """sys.stderr without the tracebacks that Beam's SDK worker prints for a failed bundle
+    (`sdk_worker._execute`: `print(traceback_string, file=sys.stderr)`) before the runner
+    raises the error, which the command reports on one line; they go to the debug log.
+    Everything else is written through."""
+
+    MARK = "apache_beam/runners/worker/sdk_worker.py"
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+        self._dropped = threading.local()
+
+    def write(self, text: str) -> int:
+        if text.startswith("Traceback (most recent call last):") and self.MARK in text:
+            log.debug("a Beam bundle failed:\n%s", text)
+            self._dropped.last = True
+            return len(text)
+        if text == "\n" and getattr(self._dropped, "last", False):  # print's end
+            self._dropped.last = False
+            return len(text)
+        self._dropped.last = False
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def library() -> None:

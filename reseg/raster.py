@@ -469,9 +469,19 @@ class VectorShapes:
                     try:
                         geom = transform_geom(src_crs, dst_crs.to_wkt(), geom)
                     except Exception as e:  # fiona's TransformError: PROJ cannot map it
+                        xs, ys = _coords(geom)
+                        hint = ""
+                        if rasterio.crs.CRS.from_user_input(src_crs).is_geographic and (
+                            np.abs(xs).max() > 360 or np.abs(ys).max() > 90
+                        ):
+                            hint = (
+                                "; its coordinates are not longitudes and latitudes: a file "
+                                "in a projected CRS without its CRS (a shapefile without its "
+                                ".prj, GeoJSON without 'crs')? Save it with its CRS"
+                            )
                         raise InputError(
                             f"{spec.path}: feature {feat.id} cannot be transformed from "
-                            f"{src_crs} to the image CRS ({e})"
+                            f"{src_crs} to the image CRS ({e}){hint}"
                         ) from None
                 geom, fixed = _valid(geom)
                 if fixed:

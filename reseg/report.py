@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from reseg import layout, storage
+from reseg import artifacts, layout, storage
 
 
 @dataclass
@@ -228,11 +228,28 @@ def plot_miou(view: FoldView, path: Path) -> Path | None:
     return path
 
 
+REPORT_VERSION = 1
+"""Part of the report's staging folder name (`report.tmp-FP`); the report is written anew by
+every call, so a killed one's folder is simply written over by the next."""
+
+
 def write_report(root: str | Path) -> Path:
-    """`<root>/report/report.md` and `report.html` with tables and pictures; returns the md path."""
+    """`<root>/report/report.md` and `report.html` with tables and pictures; returns the md path.
+
+    Staged and published like every artifact (`reseg.artifacts.stage`): written into
+    `report.tmp-FP/` and moved into place with its manifest, so a killed report leaves no
+    `report/` (nor half of one) and an older report stays whole until the new one replaces it.
+    Links are relative to `report/`, where the files end up."""
     root = storage.path(root)
     out = layout.report_dir(root)
-    storage.mkdir(out)
+    fp = artifacts.fingerprint("report", REPORT_VERSION)
+    with artifacts.stage(out, fp, "report") as st:
+        _write_report(root, out, storage.path(st.dir))
+    return out / "report.md"
+
+
+def _write_report(root: Path, out: Path, into: Path) -> None:
+    """The report's files written `into` a folder, their links relative to `out`."""
     views = collect(root)
     name = storage.resolve(root).name
     md = [f"# reseg report: {name}", ""]
@@ -262,7 +279,7 @@ def write_report(root: str | Path) -> Path:
     for v in views:
         md += [f"## Evaluation {v.fold}", "", round_table(v), "", convention(v), ""]
         md += pseudo_section(root, v, out)
-        png = plot_miou(v, out / f"miou_{v.fold}.png")
+        png = plot_miou(v, into / f"miou_{v.fold}.png")
         if png:
             md += [f"![mIoU per round]({png.name})", ""]
         for r in v.rounds:
@@ -287,9 +304,8 @@ def write_report(root: str | Path) -> Path:
         if (mdir / layout.CONFUSION_PNG).exists():
             md += ["### Merged", "", f"![confusion]({_rel(mdir / layout.CONFUSION_PNG, out)})", ""]
     text = "\n".join(md)
-    (out / "report.md").write_text(text)
-    (out / "report.html").write_text(to_html(text, f"reseg report {root.name}"))
-    return out / "report.md"
+    (into / "report.md").write_text(text)
+    (into / "report.html").write_text(to_html(text, f"reseg report {root.name}"))
 
 
 def _rel(path: Path, start: Path) -> str:

@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import IO, Any, TypeAlias
 from urllib.parse import urlparse
 
-from reseg.errors import AccessError, InputError, IOFailure, OutputError, ResegError
+from reseg.errors import (
+    AccessError,
+    InputError,
+    IOFailure,
+    OutputError,
+    ResegError,
+    StoreError,
+    store_unavailable,
+)
 
 SCHEMES = ("s3", "gs")
 """URI schemes reseg reads and writes (besides local paths)."""
@@ -556,13 +564,63 @@ def upload(local: str | os.PathLike, dst: AnyPath) -> None:
 # --- errors ---------------------------------------------------------------------------------
 
 
+PROXY_ENV = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+_RESOLVED: set[str] = set()
+
+
+def endpoint(x: str | os.PathLike) -> str:
+    """The endpoint URL the clients send requests for URI `x` to, from the same settings they
+    read: `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` (else AWS's regional S3 endpoint) and
+    `STORAGE_EMULATOR_HOST` (else `https://storage.googleapis.com`)."""
+    env = os.environ
+    if scheme(x) == "gs":
+        emulator = env.get("STORAGE_EMULATOR_HOST")
+        if not emulator:
+            return "https://storage.googleapis.com"
+        return emulator if "://" in emulator else f"http://{emulator}"
+    url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if url:
+        return url if "://" in url else f"https://{url}"
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return f"https://s3.{region}.amazonaws.com"
+
+
+def check_endpoint(x: str | os.PathLike) -> None:
+    """Raise `StoreError` at once when the host name of the endpoint of URI `x` does not
+    resolve (no network, no DNS, a typo in the endpoint, `gs://` without an emulator on an
+    offline machine), instead of the clients' retries and credential probes (about a
+    minute for gcsfs). Once per endpoint and process; skipped behind an HTTP proxy (the
+    proxy resolves). Other faults (refused, reset, throttled) are left to the clients'
+    retries, which the storage libraries' own settings configure (docs: Reliability)."""
+    if not is_remote(x) or any(env in os.environ for env in PROXY_ENV):
+        return
+    url = endpoint(x)
+    u = urlparse(url)
+    host = u.hostname or ""
+    if not host or host in _RESOLVED:
+        return
+    import socket
+
+    try:
+        socket.getaddrinfo(host, u.port or (443 if u.scheme == "https" else 80))
+    except (socket.gaierror, UnicodeError) as e:
+        raise StoreError(
+            f"{x}: object store unreachable at {url} (the host name does not resolve: "
+            f"{e.args[-1] if e.args else e}); check the network, or the endpoint setting "
+            f"({'STORAGE_EMULATOR_HOST' if scheme(x) == 'gs' else 'AWS_ENDPOINT_URL'})"
+        ) from None
+    _RESOLVED.add(host)
+
+
 def check_output(root: AnyPath) -> None:
     """Raise the one-line error of an object-store root that cannot be written: an
-    unsupported scheme, a bucket that does not exist or cannot be reached, missing or
-    refused credentials. Creates nothing. Local roots are not checked here."""
+    unsupported scheme, an endpoint that does not resolve (`check_endpoint`), a bucket that
+    does not exist or cannot be reached, missing or refused credentials. Creates nothing.
+    Local roots are not checked here."""
     check_uri(root)
     if not is_remote(root):
         return
+    check_endpoint(root)
     p = path(root)
     bucket = p.path.split("/", 1)[0]
     try:
@@ -578,6 +636,7 @@ def check_input(x: str | os.PathLike, what: str = "file") -> None:
     check_uri(x)
     if not is_remote(x):
         return
+    check_endpoint(x)
     p = path(x)
     try:
         found = p.fs.exists(p.path)
@@ -589,6 +648,9 @@ def check_input(x: str | os.PathLike, what: str = "file") -> None:
 
 def remote_error(e: BaseException, where: str | os.PathLike) -> ResegError:
     """The one-line error of a failed object-store call (the client's exception `e`)."""
+    down = store_unavailable(e, where)
+    if down is not None:
+        return down
     text = f"{type(e).__name__}: {e}"
     low = text.lower()
     if isinstance(e, FileNotFoundError) or "nosuchbucket" in low or "nosuchkey" in low:
@@ -599,7 +661,7 @@ def remote_error(e: BaseException, where: str | os.PathLike) -> ResegError:
     ) or isinstance(e, PermissionError):
         return AccessError(f"{where}: access refused or no credentials ({_short(e)})")
     if any(s in low for s in ("connect", "endpoint", "timeout", "resolve", "unreachable")):
-        return IOFailure(f"{where}: object store unreachable ({_short(e)})")
+        return StoreError(f"{where}: object store unreachable ({_short(e)})")
     return IOFailure(f"{where}: object store error ({_short(e)})")
 
 

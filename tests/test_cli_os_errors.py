@@ -296,6 +296,7 @@ def test_a_full_disk_during_tiling_then_a_rerun_resumes(tmpfs, tile_config):
         assert "resuming" not in again.stderr
     assert (root / "tiles" / "manifest.json").exists()
     assert not list(root.glob("tiles.tmp-*"))
+    assert not (root / "tiles" / "errors").exists(), "the full disk's error folder published"
 
 
 @pytest.mark.slow

@@ -132,7 +132,8 @@ class Lease:
                 self.holder = new
                 self._version = storage.read_object(self.file)[1]  # type: ignore[index]
             except Exception as e:  # keep beating: the lease lapses only after `ttl`
-                log.warning("%s: could not renew the lease (%s)", self.file, e)
+                # the run's own calls fail too and report the store on one line
+                log.debug("%s: could not renew the lease (%s)", self.file, e)
 
     def release(self) -> None:
         """Remove the lease file (on a disk before the lock ends, so no later holder's file
@@ -205,8 +206,18 @@ def hold(root: Any, wait: float = 0.0) -> Iterator[Lease]:
     lease = _acquire(root, wait)
     try:
         yield lease
-    finally:
+    except BaseException:
+        # the run failed; when the store is what failed, the lease cannot be removed either:
+        # it stays and lapses (object storage: RESEG_LEASE_SECONDS), and the run's own error,
+        # not the release's, is the one reported
+        try:
+            lease.release()
+        except Exception as e:
+            log.debug("%s: lease not released (%s)", lease.file, e)
+        raise
+    else:
         lease.release()
+    finally:
         if created:
             try:
                 root.rmdir()  # only when the run left nothing: a failed run leaves no root

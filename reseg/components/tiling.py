@@ -39,6 +39,7 @@ from reseg.errors import (
     InputError,
     IOFailure,
     ResegError,
+    StoreError,
     error_class,
     expect_write,
     user_error,
@@ -230,8 +231,8 @@ class WriteShards(beam.DoFn):
             _record(self.ctx.out, shard, e)
         except OSError as e:  # Beam would print its traceback; the launcher reports one line
             err = user_error(e, fallback=self.ctx.out)
-            if err is None:
-                raise
+            if err is None or isinstance(err, StoreError):
+                raise  # the store is down: the job ends now, and the launcher names it
             _record(self.ctx.out, shard, err)
 
 
@@ -376,10 +377,9 @@ def tile(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) -> artifa
 
 def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> dict:
     """The Beam job writing shards into staging directory `tmp`; returns the manifest."""
-    err_dir = tmp / "errors"
-    if err_dir.exists():
-        for f in err_dir.iterdir():
-            f.unlink()
+    # a previous attempt's error records (or the empty folder a full disk left) are stale:
+    # the shards they name are done again, and the folder must not be published with the tiles
+    storage.rmtree(storage.path(tmp) / "errors")
     todo = [s for s in shards if not (tmp / f"{s.name}.json").exists()]
     if len(todo) < len(shards):
         log.info(
@@ -529,7 +529,10 @@ class _Progress:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
-            n = len(list(self.tmp.glob("part-*.json")))
+            try:
+                n = len(list(self.tmp.glob("part-*.json")))
+            except Exception:  # the store unreachable: the job reports it, the bar waits
+                continue
             self.bar.update(n - self.bar.n)
 
     def __exit__(self, *exc) -> None:

@@ -228,6 +228,8 @@ def read_text(path: str | Path, what: str = "config") -> str:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} file not found") from None
+    except IsADirectoryError:  # the config named wrongly: a config error, as a missing one is
+        raise ConfigError(f"{path}: is a folder, expected a {what} file") from None
     except UnicodeDecodeError as e:
         raise from_decode_error(e, path, what) from None
     except OSError as e:

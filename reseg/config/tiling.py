@@ -12,7 +12,15 @@ class TilingConfig(Section):
 
     tile_size: int = Field(256, ge=8, le=4096, description="Tile height and width, pixels.")
     overlap: int = Field(32, ge=0, description="Pixels shared by neighbouring tiles (even).")
-    folds: int = Field(5, ge=1, le=100, description="K of K-fold cross validation.")
+    folds: int = Field(
+        5,
+        ge=2,
+        le=100,
+        description=(
+            "K of K-fold cross validation: at least 2, since the models of fold k train on the "
+            "other folds (3 or more for a validation fold)."
+        ),
+    )
     block_size: int | None = Field(
         None,
         ge=1,

@@ -112,11 +112,8 @@ class KerasBackend:
         path = model_dir / layout.MODEL_KERAS
         if not path.exists():
             raise ArtifactError(f"{model_dir}: no {layout.MODEL_KERAS} beside {layout.MODEL_JSON}")
-        try:
-            local = storage.local_copy(path)  # Keras reads local files only
-            model = keras.models.load_model(local, safe_mode=True, compile=False)
-        except Exception as e:  # a corrupt or foreign file; keras raises many kinds
-            raise ArtifactError(f"{path}: cannot load the Keras model: {e}") from None
+        local = storage.local_copy(path)  # Keras reads local files only
+        model = reseg.models.load_saved(local, path, ArtifactError)
         self.model = with_precision(model, "float32")  # a model saved under a mixed policy
         self._max_batch = 0
         self._jit = bool(jit_compile)

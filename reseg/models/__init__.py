@@ -14,6 +14,7 @@ from reseg.models.inference import fold_batch_norm
 from reseg.models.registry import (
     build_model,
     encoder_layers,
+    load_saved,
     names,
     output_stride,
     parameters,
@@ -26,6 +27,7 @@ __all__ = [
     "build_model",
     "encoder_layers",
     "fold_batch_norm",
+    "load_saved",
     "names",
     "output_stride",
     "parameters",

@@ -21,7 +21,9 @@ reloaded PSPNet, so fine-tuning a reloaded PSPNet starts a new auxiliary head.
 from __future__ import annotations
 
 import importlib
+import os
 import weakref
+import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -152,3 +154,23 @@ def encoder_layers(model: keras.Model) -> list[keras.layers.Layer]:
         or la.name.startswith("encoder_")
         or (fcn and la.name.startswith("conv") and la.name[4:5].isdigit())
     ]
+
+
+def load_saved(
+    local: str | os.PathLike, name: str | os.PathLike | None = None, error: type = ValueError
+) -> keras.Model:
+    """`keras.models.load_model(local, safe_mode=True, compile=False)`, or the one-line `error`
+    (a `reseg.errors` type) of a file that is not a model, naming it by `name` (its URI when
+    `local` is a cached copy): "corrupt" for a file that is not a `.keras` zip archive
+    (truncated or overwritten; Keras itself says "File not found"), Keras' own reason for
+    an archive it cannot read."""
+    name = name or local
+    if not zipfile.is_zipfile(local):
+        raise error(
+            f"{name}: corrupt model file: not a .keras (zip) archive, truncated or overwritten"
+        )
+    try:
+        return keras.models.load_model(local, safe_mode=True, compile=False)
+    except Exception as e:  # a damaged member or a foreign archive; keras raises many kinds
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise error(f"{name}: corrupt model file: Keras cannot load it ({reason})") from None

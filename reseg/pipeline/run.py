@@ -18,7 +18,14 @@ from typing import Any
 from reseg import artifacts, layout, storage, tracking
 from reseg.components.tiling import plan as plan_tiles
 from reseg.config import Config
-from reseg.errors import ConfigError, check_output_folder
+from reseg.errors import (
+    PLACE_ERRORS,
+    ConfigError,
+    LeaseError,
+    ResegError,
+    check_output_folder,
+    user_error,
+)
 from reseg.inference.precision import pinned_config
 from reseg.pipeline import steps as step_fns
 
@@ -103,7 +110,30 @@ def run_pipeline(
     names = step_names(steps)
     check_inputs(cfg, root, names)
     with artifacts.hold(root, wait):
-        return _run_steps(cfg, root, beam_args, names)
+        fresh = all(p.name == layout.LEASE for p in storage.path(root).iterdir())
+        try:
+            return _run_steps(cfg, root, beam_args, names)
+        except Exception as e:
+            if fresh and _failed_on_inputs(e):
+                _remove_all_but_the_lease(root)
+            raise
+
+
+def _failed_on_inputs(e: BaseException) -> bool:
+    """Whether a run ended on a user error of its inputs (found inside a Beam job too), not of
+    the place written to (kept for the rerun to resume), the lease, or a bug (kept to see)."""
+    err = e if isinstance(e, ResegError) else user_error(e)
+    return err is not None and not isinstance(err, (*PLACE_ERRORS, LeaseError))
+
+
+def _remove_all_but_the_lease(root: Path) -> None:
+    """What a run made in a root that was empty before it (`config.json`, `mlflow.db`, the
+    MLflow artifacts): the run failed on its inputs, so it leaves nothing, as a run whose
+    inputs are refused before it starts (the lease, released next, removes the root)."""
+    for name in storage.files_under(root):
+        top = name.split("/", 1)[0]
+        if top != layout.LEASE:
+            storage.rmtree(storage.join(root, top))
 
 
 def _run_steps(

@@ -87,7 +87,7 @@ def init_info(init_model: Path | None) -> ModelInfo | None:
 
 def load_init(init_model: Path, bands: int, num_classes: int):
     path = model_file(init_model)
-    model = keras.models.load_model(storage.local_copy(path), safe_mode=True, compile=False)
+    model = models.load_saved(storage.local_copy(path), path, InputError)
     shape_in, shape_out = model.inputs[0].shape, model.outputs[0].shape
     if shape_in[-1] != bands or shape_out[-1] != num_classes:
         raise InputError(
