@@ -42,6 +42,14 @@ class UNetParams(Params):
         "its ImageNet weights once, online; or a local .weights.h5 of the backbone (3 bands: "
         "the first convolution is adapted to the band count).",
     )
+    encoder_bands: tuple[Annotated[StrictStr, Field(min_length=1)], ...] | None = Field(
+        None,
+        description="Names of the scene's bands in input order (after data.bands), e.g. "
+        "[B04, B03, B02, B08]: the first convolution takes each band's channel of the weights "
+        "by name (the band order `reseg weights convert --band-order` records; 'imagenet' is "
+        "red, green, blue), the mean of the channels for a band the weights lack. None: adapt "
+        "by position (repeat and rescale).",
+    )
     encoder_depth: Count = Field(
         5,
         le=5,
@@ -55,6 +63,11 @@ class UNetParams(Params):
             raise invalid(
                 "weights_need_encoder",
                 f"encoder_weights needs an encoder {list(UNET_ENCODERS[1:])}, not encoder='none'",
+            )
+        if self.encoder_bands is not None and self.encoder_weights is None:
+            raise invalid(
+                "bands_need_weights",
+                "encoder_bands maps the bands of encoder_weights: set encoder_weights too",
             )
         if self.encoder_weights == "imagenet" and self.encoder != "resnet50":
             raise invalid(

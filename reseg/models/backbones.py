@@ -22,7 +22,9 @@ Weights (`encoder_weights`):
         weights convert`) records the weights' band order, which is logged.
 
 A 3-band file on an N-band scene adapts the first convolution with
-`adapt_input_conv`; the adaptation is logged. A missing file, or a file that is
+`adapt_input_conv`; the adaptation is logged. With `band_names` (the scene's bands, in input
+order) and a sidecar band order, the first convolution is mapped by name instead
+(`map_input_conv`): multispectral weights meet the scene's bands whatever their order. A missing file, or a file that is
 not of this backbone, is a `ConfigError` naming the file.
 """
 
@@ -32,7 +34,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -50,7 +52,7 @@ RESNET50_TAPS = (
     "conv5_block3_out",
 )
 
-__all__ = ["adapt_input_conv", "build_backbone", "sidecar", "transfer_weights"]
+__all__ = ["adapt_input_conv", "build_backbone", "map_input_conv", "sidecar", "transfer_weights"]
 
 
 def sidecar(path: str) -> str:
@@ -79,6 +81,31 @@ def adapt_input_conv(kernel: np.ndarray, bands: int) -> np.ndarray:
     if bands == 1:
         return kernel.sum(axis=2, keepdims=True).astype(kernel.dtype)
     return (kernel[:, :, [i % c for i in range(bands)], :] * (c / bands)).astype(kernel.dtype)
+
+
+def map_input_conv(
+    kernel: np.ndarray, weight_bands: Sequence[str], scene_bands: Sequence[str]
+) -> tuple[np.ndarray, list[str]]:
+    """A first-convolution kernel for `scene_bands`, its channels taken by band name.
+
+    `kernel` is `(kh, kw, len(weight_bands), filters)`. Scene band i takes the channel of
+    the weights' band of the same name (case-insensitive); a band the weights do not have
+    takes the mean of their channels. Nothing is rescaled: a matched band keeps the response
+    it was trained with (timm's rescaling keeps the sum over channels of a kernel made for
+    other inputs; here the channels are the inputs the weights were made for).
+
+    Returns:
+        (`(kh, kw, len(scene_bands), filters)` kernel in `kernel`'s dtype, one
+        "scene <- weights" note per band for the log).
+    """
+    index = {b.casefold(): i for i, b in enumerate(weight_bands)}
+    mean = kernel.mean(axis=2)
+    channels, notes = [], []
+    for band in scene_bands:
+        k = index.get(band.casefold())
+        channels.append(mean if k is None else kernel[:, :, k, :])
+        notes.append(f"{band}<-{'mean' if k is None else weight_bands[k]}")
+    return np.stack(channels, axis=2).astype(kernel.dtype), notes
 
 
 def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
@@ -118,17 +145,28 @@ def _builder(name: str) -> Callable[[int], keras.Model]:
     return lambda bands: resnet.build(name, bands)
 
 
-def build_backbone(name: str, bands: int, weights: str | None = None) -> keras.Model:
+def build_backbone(
+    name: str, bands: int, weights: str | None = None, band_names: Sequence[str] | None = None
+) -> keras.Model:
     """The backbone `name` for `bands` bands with `weights` (see the module docstring).
+
+    Args:
+        band_names: the scene's bands in input order; with a weights file whose sidecar
+            records its band order, the first convolution is mapped by name.
 
     Returns:
         Model named "encoder": `(B, H, W, bands)` -> five features at strides 2 .. 32.
 
     Raises:
         ConfigError: missing weights file, a file of another network, "imagenet"
-            for a backbone Keras has no ImageNet weights of.
+            for a backbone Keras has no ImageNet weights of, band names without a
+            recorded band order or of another count than the bands.
     """
     build = _builder(name)
+    if band_names is not None and len(band_names) != bands:
+        raise ConfigError(
+            f"model.params.encoder_bands names {len(band_names)} bands but the scenes have {bands}"
+        )
     if weights is None:
         return build(bands)
     if weights == "imagenet":
@@ -141,10 +179,25 @@ def build_backbone(name: str, bands: int, weights: str | None = None) -> keras.M
             "encoder resnet50: ImageNet weights from keras.applications (Keras downloads them once)"
         )
         source = _resnet50(3, "imagenet")
+        if band_names is not None:
+            return _mapped(source, build(bands), "imagenet", ("red", "green", "blue"), band_names)
         return _adapted(source, build(bands), "imagenet")
     if not os.path.isfile(weights):
         raise ConfigError(f"model.params.encoder_weights: {weights}: no such file")
-    _log_band_order(name, weights)
+    order = _log_band_order(name, weights)
+    if band_names is not None:
+        if not order:
+            raise ConfigError(
+                f"model.params.encoder_bands: {weights} records no band order to match by name "
+                "(`reseg weights convert --band-order`); leave encoder_bands unset to adapt by "
+                "position"
+            )
+        source = build(len(order))
+        try:
+            _load(source, weights)
+        except ValueError as err:
+            raise _mismatch(name, weights, err) from None
+        return _mapped(source, build(bands), weights, order, band_names)
     model = build(bands)
     try:
         _load(model, weights)
@@ -159,6 +212,37 @@ def build_backbone(name: str, bands: int, weights: str | None = None) -> keras.M
     except ValueError as err:
         raise _mismatch(name, weights, err) from None
     return _adapted(source, model, weights)
+
+
+def _mapped(
+    source: keras.Model,
+    target: keras.Model,
+    origin: str,
+    weight_bands: Sequence[str],
+    scene_bands: Sequence[str],
+) -> keras.Model:
+    """`source`'s weights in `target`, the first convolution's channels mapped by band name."""
+    first = _first_conv(source)
+    kernel, *rest = source.get_layer(first).get_weights()
+    mapped, notes = map_input_conv(kernel, weight_bands, scene_bands)
+    transfer_weights(source, target)  # every layer; the first convolution is replaced below
+    target.get_layer(first).set_weights([mapped, *rest])
+    log.info(
+        "encoder weights %s: first convolution %s mapped by band name: %s",
+        origin,
+        first,
+        ", ".join(notes),
+    )
+    return target
+
+
+def _first_conv(model: keras.Model) -> str:
+    """The name of `model`'s first layer with a 4-d kernel (the convolution of the input)."""
+    for layer in model.layers:
+        w = layer.get_weights()
+        if w and w[0].ndim == 4:
+            return layer.name
+    raise ValueError(f"{model.name} has no convolution")
 
 
 def _load(model: keras.Model, path: str) -> None:
@@ -192,15 +276,19 @@ def _mismatch(name: str, path: str, err: Exception) -> ConfigError:
     )
 
 
-def _log_band_order(name: str, path: str) -> None:
+def _log_band_order(name: str, path: str) -> list[str] | None:
+    """The band order recorded beside weights file `path` (logged), None without one."""
     meta = sidecar(path)
-    if os.path.isfile(meta):
-        with open(meta, encoding="utf-8") as f:
-            info = json.load(f)
-        log.info(
-            "encoder %s: weights %s were made for bands %s (from %s)",
-            name,
-            path,
-            info.get("band_order"),
-            info.get("source"),
-        )
+    if not os.path.isfile(meta):
+        return None
+    with open(meta, encoding="utf-8") as f:
+        info = json.load(f)
+    log.info(
+        "encoder %s: weights %s were made for bands %s (from %s)",
+        name,
+        path,
+        info.get("band_order"),
+        info.get("source"),
+    )
+    order = info.get("band_order")
+    return [str(b) for b in order] if order else None

@@ -53,7 +53,7 @@ def build(num_classes: int, bands: int, params: Params | None = None) -> keras.M
         skips, x = _contracting_path(x, p)
         x = _double_conv(x, p.base_filters * 2**p.depth, "bottleneck", p.batch_norm)
     else:
-        encoder = backbones.build_backbone(p.encoder, bands, p.encoder_weights)
+        encoder = backbones.build_backbone(p.encoder, bands, p.encoder_weights, p.encoder_bands)
         features = encoder(x)[: p.encoder_depth]
         # skip of level l (output stride 2**l): none at stride 1, the stride-2**l feature after
         skips, x = [None, *features[:-1]], features[-1]

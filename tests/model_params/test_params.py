@@ -102,8 +102,8 @@ def test_a_bad_value_is_one_line_naming_the_key_path(model, line):
 
 def test_unknown_keys_are_rejected_with_the_allowed_ones():
     allowed = (
-        "['base_filters', 'batch_norm', 'depth', 'dropout', 'encoder', 'encoder_depth', "
-        "'encoder_weights']"
+        "['base_filters', 'batch_norm', 'depth', 'dropout', 'encoder', 'encoder_bands', "
+        "'encoder_depth', 'encoder_weights']"
     )
     assert _error_lines({"name": "unet", "params": {"widht": 3, "bins": [1]}}) == [
         f"model.params.widht: unknown parameter; allowed: {allowed} (received: 3)",
@@ -154,6 +154,7 @@ def test_params_read_as_keyword_arguments_and_are_immutable():
             "dropout": 0.0,
             "encoder": "none",
             "encoder_weights": None,
+            "encoder_bands": None,
             "encoder_depth": 5,
         }
     )

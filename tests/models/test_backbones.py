@@ -150,3 +150,51 @@ def test_bfloat16_reaches_the_nested_encoder():
     assert model.get_layer("encoder").get_layer("conv1").dtype_policy.name == "float32"
     x, _ = batch(4, 32, 32, n=1)
     np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(model(x)), atol=0.03)
+
+
+def _with_band_order(path: str, order: list[str]) -> None:
+    import json
+
+    with open(backbones.sidecar(path), "w", encoding="utf-8") as f:
+        json.dump({"encoder": "resnet18", "bands": len(order), "band_order": order}, f)
+
+
+def test_multispectral_weights_meet_the_scenes_bands_by_name(tmp_path, caplog):
+    """Weights made for B02, B03, B04, B08 on a scene of B08, b04 and B11: each scene band takes
+    its own channel (case-insensitive), B11 the mean; every other layer loads as saved."""
+    path, source = _weights_file(tmp_path, "resnet18", bands=4)
+    _with_band_order(path, ["B02", "B03", "B04", "B08"])
+    with caplog.at_level(logging.INFO, logger="reseg.models.backbones"):
+        model = build_model(
+            "unet", 3, 3, encoder="resnet18", encoder_weights=path,
+            encoder_bands=["B08", "b04", "B11"], **TINY,
+        )  # fmt: skip
+    kernel = source.get_layer("conv1").get_weights()[0]
+    got = model.get_layer("encoder").get_layer("conv1").get_weights()[0]
+    np.testing.assert_array_equal(got[:, :, 0], kernel[:, :, 3])
+    np.testing.assert_array_equal(got[:, :, 1], kernel[:, :, 2])
+    np.testing.assert_allclose(got[:, :, 2], kernel.mean(axis=2), rtol=1e-6)
+    np.testing.assert_array_equal(
+        model.get_layer("encoder").get_layer("layer4_1_conv2").get_weights()[0],
+        source.get_layer("layer4_1_conv2").get_weights()[0],
+    )
+    assert "mapped by band name: B08<-B08, b04<-B04, B11<-mean" in caplog.text
+
+
+def test_band_names_need_a_recorded_order_and_the_scenes_count(tmp_path):
+    path, _ = _weights_file(tmp_path, "resnet18", bands=4)
+    with pytest.raises(ConfigError, match="records no band order") as err:
+        backbones.build_backbone("resnet18", 2, path, ["B04", "B08"])
+    assert "\n" not in str(err.value)
+    _with_band_order(path, ["B02", "B03", "B04", "B08"])
+    with pytest.raises(ConfigError, match="names 2 bands but the scenes have 3"):
+        backbones.build_backbone("resnet18", 3, path, ["B04", "B08"])
+    with pytest.raises(ValueError, match="set encoder_weights too"):
+        validate_params("unet", {"encoder": "resnet18", "encoder_bands": ["B04"]})
+
+
+def test_map_input_conv_keeps_matched_channels_unscaled():
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 4, 2)).astype("float32")
+    out, notes = backbones.map_input_conv(kernel, ["a", "b", "c", "d"], ["d", "a"])
+    np.testing.assert_array_equal(out, kernel[:, :, [3, 0], :])
+    assert notes == ["d<-d", "a<-a"] and out.dtype == kernel.dtype
