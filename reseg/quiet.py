@@ -47,7 +47,7 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO
 
 log = logging.getLogger(__name__)
@@ -113,12 +113,32 @@ class OwnMessages(logging.Filter):
         return record.levelno >= logging.WARNING and name.startswith(SHOWN_WARNINGS)
 
 
+_VERBOSE = [True]
+"""Whether the command runs with `-v` (`configure`); Python hosts count as verbose: their
+logging decides."""
+
+WORKER_LOG_LEVEL = "--default_sdk_harness_log_level"
+
+
+def beam_args(args: Sequence[str]) -> list[str]:
+    """Beam pipeline options `args`, plus `--default_sdk_harness_log_level=ERROR` without
+    `-v` unless given: the SDK workers of `direct_running_mode=multi_processing` (and of
+    Dataflow) log at INFO to their own stderr otherwise, about 20 lines per worker on a run
+    that succeeds. Their start-up lines written before that option is read, and TensorFlow's
+    native start-up lines in each worker, remain."""
+    out = list(args)
+    if not _VERBOSE[0] and not any(a.startswith(WORKER_LOG_LEVEL) for a in out):
+        out.append(f"{WORKER_LOG_LEVEL}=ERROR")
+    return out
+
+
 def configure(verbose: bool) -> None:
     """Set up logging for a command (module docstring); call before TensorFlow is imported.
 
     Adds a stderr handler to the root logger only when it has none (as
     `logging.basicConfig` does), so a host application's or pytest's handlers are kept.
     """
+    _VERBOSE[0] = verbose
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()

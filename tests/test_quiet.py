@@ -100,3 +100,34 @@ def test_the_progress_flag_forces_bars_for_the_run(where, tmp_path, monkeypatch,
     monkeypatch.delenv(PROGRESS_ENV)
     assert main(args) == 0
     assert PROGRESS_ENV not in os.environ
+
+
+def test_beam_workers_log_errors_only_without_verbose(monkeypatch):
+    from reseg import quiet
+
+    monkeypatch.setattr(quiet, "_VERBOSE", [False])
+    assert quiet.beam_args(["--runner=DirectRunner"]) == [
+        "--runner=DirectRunner",
+        "--default_sdk_harness_log_level=ERROR",
+    ]
+    given = ["--default_sdk_harness_log_level=DEBUG"]
+    assert quiet.beam_args(given) == given  # the user's level stays
+    monkeypatch.setattr(quiet, "_VERBOSE", [True])
+    assert quiet.beam_args(["--runner=DirectRunner"]) == ["--runner=DirectRunner"]
+
+
+def test_tiling_with_worker_processes_prints_no_worker_logs(tmp_path):
+    """Two SDK worker processes: their INFO records (about 20 lines each before) stay out."""
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", PROGRESS_ENV)}
+    out = subprocess.run(
+        [sys.executable, "-m", "reseg", "tile", str(REPO / "examples" / "stac_items.yaml"),
+         "--root", str(tmp_path / "root"), "--",
+         "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "wrote 75 tiles" in out.stderr
+    worker_records = [x for x in out.stderr.splitlines() if x.startswith(("INFO:", "WARNING:apache"))]
+    assert len(worker_records) <= 4, worker_records  # start-up lines before the level is read

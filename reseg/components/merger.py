@@ -21,7 +21,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts, layout, storage
+from reseg import artifacts, layout, quiet, storage
 from reseg.components.beamio import WriteShards
 from reseg.inference import METHODS, combine
 from reseg.metrics import confusion, scores
@@ -148,7 +148,7 @@ def _merge(
     """The Beam job: merged scores into `out`; returns every method's metrics and the files."""
     n = len(round_scores)
     c = len(class_names)
-    with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
+    with beam.Pipeline(options=PipelineOptions(quiet.beam_args(beam_args))) as p:
         keyed = {}
         for r, sc in enumerate(round_scores):
             keyed[r] = (

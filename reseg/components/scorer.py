@@ -17,7 +17,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts, layout, storage
+from reseg import artifacts, layout, quiet, storage
 from reseg.components.beamio import WriteShards, count_records
 from reseg.components.trainer.inputs import files_fingerprint
 from reseg.config import Config
@@ -129,7 +129,7 @@ def score(
         precision, guard = score_precision(cfg, model, tile_files)
         args = [*cfg.beam.args, *beam_args]
         log.info("scoring %d tile files with %s in %s", len(tile_files), model.path, precision)
-        with beam.Pipeline(options=PipelineOptions(args)) as p:
+        with beam.Pipeline(options=PipelineOptions(quiet.beam_args(args))) as p:
             _ = (
                 p
                 | "Files" >> beam.Create([str(f) for f in tile_files])

@@ -29,7 +29,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts, layout, storage
+from reseg import artifacts, layout, quiet, storage
 from reseg.config import IGNORE, Config
 from reseg.tfrecords_schema import decode
 from reseg.tfrecords_schema.schema import iter_records
@@ -221,7 +221,7 @@ def _compute(
     integer = np.dtype(tiles.image_dtype).kind in "ui"
     args = [*cfg.beam.args, *beam_args]
     log.info("statistics of %d tile files with Beam", len(tiles.files))
-    with beam.Pipeline(options=PipelineOptions(args)) as p:
+    with beam.Pipeline(options=PipelineOptions(quiet.beam_args(args))) as p:
         # one element per shard, read through reseg's storage layer (local or object store)
         records = (
             p

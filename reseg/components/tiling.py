@@ -400,7 +400,7 @@ def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> di
         with (
             expect_write(str(tmp), need, "the tiles (uncompressed)"),
             _Progress(tmp, len(shards), len(shards) - len(todo)),
-            beam.Pipeline(options=PipelineOptions(args)) as p,
+            beam.Pipeline(options=PipelineOptions(quiet.beam_args(args))) as p,
         ):
             _ = p | "Shards" >> beam.Create(todo) | "Tile" >> TileScenes(ctx)
     err = _recorded_error(tmp, shards)

@@ -34,7 +34,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import storage
+from reseg import quiet, storage
 from reseg.artifacts import ModelInfo
 from reseg.components.predictor.blocks import (
     assemble,
@@ -183,7 +183,7 @@ def predict_beam(
     cfg_dict = cfg.model_dump(mode="json")
     data_dict = None if data is None else data.model_dump(mode="json")
     log.info("predicting %d scenes as a Beam job (%s)", len(tasks), " ".join(beam_args))
-    with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
+    with beam.Pipeline(options=PipelineOptions(quiet.beam_args(beam_args))) as p:
         _ = (
             p
             | "Scenes" >> beam.Create(list(tasks.values()))
