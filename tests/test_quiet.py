@@ -129,5 +129,7 @@ def test_tiling_with_worker_processes_prints_no_worker_logs(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "wrote 75 tiles" in out.stderr
-    worker_records = [x for x in out.stderr.splitlines() if x.startswith(("INFO:", "WARNING:apache"))]
+    worker_records = [
+        x for x in out.stderr.splitlines() if x.startswith(("INFO:", "WARNING:apache"))
+    ]
     assert len(worker_records) <= 4, worker_records  # start-up lines before the level is read
