@@ -297,7 +297,7 @@ def _pipeline_step(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.root is not None:
         return _pipeline_step(args)
-    sources = _stac_scenes(args)
+    sources = stac_scenes(args)
     if args.model is None or args.out is None or not args.scenes:
         raise ConfigError(
             "give --model MODEL SCENE... --out DIR (or --config CONFIG --root DIR for the "
@@ -319,13 +319,17 @@ def run(args: argparse.Namespace) -> int:
     # one writer per --out: two predictions into it would remove each other's staging
     with hold_root(args.out, args.wait):
         results = how.run(scenes_of(args, how), args.out, print_scene)
-        if args.stac_items:
-            props = {"reseg:model_path": str(args.model)}
-            publish_items(args.out, [(r.scene, r.outputs) for r in results], sources, props)
+        publish(args, results, sources, {"reseg:model_path": str(args.model)})
     return 0
 
 
-def _stac_scenes(args: argparse.Namespace) -> dict[str, str]:
+def publish(args: argparse.Namespace, results: list, sources: dict[str, str], props: dict) -> None:
+    """The predicted scenes as STAC items and a collection in --out (unless --no-stac-items)."""
+    if args.stac_items:
+        publish_items(args.out, [(r.scene, r.outputs) for r in results], sources, props)
+
+
+def stac_scenes(args: argparse.Namespace) -> dict[str, str]:
     """With --stac: the items' images (and labels) as SCENE (and --labels), their ids as the
     scene ids; returns scene id -> source item href (empty without --stac)."""
     if args.stac is None and args.stac_search is None:

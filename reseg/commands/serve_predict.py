@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             f"--retries must be >= 0, --timeout > 0 and --backoff >= 0; received "
             f"{args.retries}, {args.timeout}, {args.backoff}"
         )
+    sources = local.stac_scenes(args)  # --stac / --stac-search: the items' images
     if args.out is None or not args.scenes:
         raise ConfigError("give SCENE... --out DIR: the scenes to segment and where to write")
     for x in [*args.scenes, *(args.labels or [])]:
@@ -123,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
         # has no pipeline path to find its own by), scenes, outputs
         how = prediction(pcfg, backend=backend, tuning=args.tuning, data=cfg.data if cfg else None)
         with hold_root(args.out, args.wait):  # one writer per --out, as `reseg predict`
-            how.run(local.scenes_of(args, how), args.out, local.print_scene)
+            results = how.run(local.scenes_of(args, how), args.out, local.print_scene)
+            props = {"reseg:served_model": args.model, "reseg:served_version": backend.version}
+            local.publish(args, results, sources, props)
     finally:
         backend.close()
     log.info(

@@ -137,3 +137,28 @@ def test_serve_predict_applies_the_refine_tuning_as_predict_does(exported_demo, 
     want = _read(tmp_path / "p" / "landsat_multiband.tif")[0]
     np.testing.assert_array_equal(_read(tmp_path / "s" / "landsat_multiband.tif")[0], want)
     assert (_read(tmp_path / "u" / "landsat_multiband.tif")[0] != want).any()
+
+
+def test_serve_predict_reads_stac_items_and_publishes_its_outputs_as_stac(exported_demo, tmp_path):
+    """`--stac` gives the scenes (ids from the items), and the outputs are published as valid
+    STAC items naming the served model and version, as `reseg predict` publishes its own."""
+    from reseg import stac
+
+    root, cfg = exported_demo
+    version = layout.export_dir(root, cfg.export.model_name) / "1"
+    scene = cfg.data.scenes[0].image
+    items = tmp_path / "items.json"
+    doc = stac.describe("demo-scene", {"image": scene}, relative_to=tmp_path)
+    items.write_text(json.dumps(stac.item_collection([doc])))
+    out = tmp_path / "out"
+    opts = ["--tile-size", "256", "--overlap", "32", "--no-progress", "--no-preview"]
+    with StandIn({cfg.export.model_name: version.parent}) as server:
+        remote = ["serve-predict", "--url", server.url, "--model", cfg.export.model_name]
+        assert main([*remote, "--stac", str(items), "--out", str(out), *opts]) == 0
+    item = json.loads((out / "demo-scene.item.json").read_text())
+    stac.validate(item, out / "demo-scene.item.json")
+    stac.validate(json.loads((out / "collection.json").read_text()), out / "collection.json")
+    assert item["properties"]["reseg:served_model"] == cfg.export.model_name
+    assert item["properties"]["reseg:served_version"] == 1
+    assert [x["href"] for x in item["links"] if x["rel"] == "derived_from"] == [str(items)]
+    assert (out / "demo-scene.tif").exists()
