@@ -170,18 +170,7 @@ def build_backbone(
     if weights is None:
         return build(bands)
     if weights == "imagenet":
-        if name != "resnet50":
-            raise ConfigError(
-                f"model.params.encoder_weights: imagenet: Keras has no ImageNet weights of "
-                f"{name}; convert torchvision's with `reseg weights convert`, or use resnet50"
-            )
-        log.info(
-            "encoder resnet50: ImageNet weights from keras.applications (Keras downloads them once)"
-        )
-        source = _resnet50(3, "imagenet")
-        if band_names is not None:
-            return _mapped(source, build(bands), "imagenet", ("red", "green", "blue"), band_names)
-        return _adapted(source, build(bands), "imagenet")
+        return _imagenet(name, build(bands), band_names)
     if not os.path.isfile(weights):
         raise ConfigError(f"model.params.encoder_weights: {weights}: no such file")
     order = _log_band_order(name, weights)
@@ -212,6 +201,22 @@ def build_backbone(
     except ValueError as err:
         raise _mismatch(name, weights, err) from None
     return _adapted(source, model, weights)
+
+
+def _imagenet(name: str, target: keras.Model, band_names: Sequence[str] | None) -> keras.Model:
+    """`target` (a resnet50) with Keras' ImageNet weights (red, green, blue)."""
+    if name != "resnet50":
+        raise ConfigError(
+            f"model.params.encoder_weights: imagenet: Keras has no ImageNet weights of "
+            f"{name}; convert torchvision's with `reseg weights convert`, or use resnet50"
+        )
+    log.info(
+        "encoder resnet50: ImageNet weights from keras.applications (Keras downloads them once)"
+    )
+    source = _resnet50(3, "imagenet")
+    if band_names is not None:
+        return _mapped(source, target, "imagenet", ("red", "green", "blue"), band_names)
+    return _adapted(source, target, "imagenet")
 
 
 def _mapped(
