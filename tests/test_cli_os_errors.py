@@ -362,4 +362,11 @@ def test_kill_9_during_prediction_leaves_a_staging_folder_the_rerun_removes(
     res = reseg("predict", "--model", str(model_dir), str(scenes4["big"]), "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert f"removing {out / left}, left by a run that did not finish" in res.stderr
-    assert entries(out) == ["big.confidence.tif", "big.preview.png", "big.qml", "big.tif"]
+    assert entries(out) == [
+        "big.confidence.tif",
+        "big.item.json",  # its STAC item and the collection
+        "big.preview.png",
+        "big.qml",
+        "big.tif",
+        "collection.json",
+    ]

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from reseg import layout
+from reseg import artifacts, layout
 from reseg.components.exporter import export, export_info
 from reseg.config import parse_config
 from reseg.inference import load_backend as load_keras
@@ -21,9 +21,16 @@ RAW = {
 
 
 @pytest.mark.slow  # two exports, each validated in a fresh process
+def _published_model(trained_dir, root) -> None:
+    """The trained model as round 0 of fold 0, with a manifest: sources are found by it."""
+    d = layout.model_dir(root, 0, 0)
+    shutil.copytree(trained_dir, d)
+    artifacts.write_json(d / layout.MANIFEST, {"fingerprint": "trained", "step": "train"})
+
+
 def test_bfloat16_export_records_its_precision_and_agrees_with_float32(trained_dir, tmp_path):
     root = tmp_path / "root"
-    shutil.copytree(trained_dir, layout.model_dir(root, 0, 0))
+    _published_model(trained_dir, root)
     cfg = parse_config({**RAW, "export": {"precision": "bfloat16", "source": "r0", "fold": 0}})
     v1 = export(cfg, root)
     info = export_info(v1)
@@ -54,7 +61,7 @@ def test_auto_export_that_fails_the_guard_is_float32_and_says_why(trained_dir, t
 
     guard._verdicts.clear()
     root = tmp_path / "root"
-    shutil.copytree(trained_dir, layout.model_dir(root, 0, 0))
+    _published_model(trained_dir, root)
     export_cfg = {"source": "r0", "fold": 0, "validation": False, "min_agreement": 1.0}
     info = export_info(export(parse_config({**RAW, "export": export_cfg}), root))
     record = info["precision_guard"]

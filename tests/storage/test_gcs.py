@@ -94,4 +94,7 @@ def test_predict_from_a_gcs_bucket_into_it(gcs_bucket, cnn, cnn_dir, tmp_path, n
         with rasterio.open(storage.gdal_path(f"{out}/{local.outputs[key].name}")) as a:
             with rasterio.open(local.outputs[key]) as b:
                 np.testing.assert_array_equal(a.read(), b.read(), err_msg=key)
-    assert storage.files_under(out) == sorted(p.name for p in local.outputs.values())
+    stac_files = ["collection.json", "scene.item.json"]  # published in the bucket too
+    assert storage.files_under(out) == sorted(
+        [*(p.name for p in local.outputs.values()), *stac_files]
+    )
