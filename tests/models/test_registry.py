@@ -91,6 +91,7 @@ def test_parameters_are_the_builder_defaults():
         "dropout": 0.0,
         "encoder": "none",
         "encoder_weights": None,
+        "encoder_bands": None,
         "encoder_depth": 5,
     }
     assert parameters("fcn8s") == parameters("fcn32s")
