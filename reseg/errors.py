@@ -288,6 +288,20 @@ def _path_in(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception in its causes and contexts, each once (depth first, a
+    cause before the context of the same exception)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        stack += [e.__context__, e.__cause__]
+
+
 def user_error(
     exc: BaseException,
     path: str | os.PathLike | None = None,
@@ -301,25 +315,12 @@ def user_error(
     Looks through the exception's causes and contexts (Beam re-raises a worker's
     `OSError` as a `RuntimeError` whose text keeps "[Errno N]").
     """
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, ResegError):
-            return e
+    if isinstance(exc, ResegError):
+        return exc
     store = store_unavailable(exc, path or fallback)
     if store is not None:
         return store
-    seen.clear()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in chain(exc):
         if isinstance(e, ResegError):
             return e
         if _is_gdal_error(e):
@@ -330,7 +331,6 @@ def user_error(
             return from_os_error(e, path, fallback)
         if isinstance(e, UnicodeDecodeError) and path is not None:
             return from_decode_error(e, path, "input")
-        stack += [e.__context__, e.__cause__]
     text = str(exc)
     m = _ERRNO_IN_TEXT.search(text)
     if m and isinstance(exc, (RuntimeError, OSError)):
@@ -436,19 +436,10 @@ def store_unavailable(
     an error that Beam re-raised from a worker as text, by those names and messages.
     `where` (the root or URI) starts the line.
     """
-    chain: list[BaseException] = []
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        chain.append(e)
-        stack += [e.__context__, e.__cause__]
-    client = any(_module(e) in _STORE_CLIENTS for e in chain)
+    links = list(chain(exc))
+    client = any(_module(e) in _STORE_CLIENTS for e in links)
     kind = None
-    for e in chain:
+    for e in links:
         name = type(e).__name__
         code = ""
         response = getattr(e, "response", None)
@@ -464,7 +455,7 @@ def store_unavailable(
             kind = kind or "unreachable"
         elif client and type(e).__name__ == "gaierror":
             kind = kind or "unreachable"
-    text = "\n".join(str(e) for e in chain)
+    text = "\n".join(str(e) for e in links)
     if kind is None and isinstance(exc, RuntimeError | OSError):  # Beam's text of a worker's error
         if _THROTTLE_TEXT.search(text):
             kind = "throttled"
