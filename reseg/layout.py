@@ -5,6 +5,8 @@ Every path of the layout is built here, so no other module spells it out.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reseg import storage
@@ -131,6 +133,49 @@ LEASE = "lease.json"
 
 def lease_file(root: str | Path) -> Path:
     return storage.path(root) / LEASE
+
+
+SHARED_JSON = "shared.json"
+"""What a root reads from other roots (`Shared`); absent in a root that has everything."""
+
+
+def shared_file(root: str | Path) -> Path:
+    return storage.path(root) / SHARED_JSON
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The roots a root reads instead of its own folders: a study's cells and groups.
+
+    `data` holds `tiles/` and `stats/`; `round0` holds round 0's published artifacts of every
+    fold, `rounds/r0/<fold>/{model,scores,eval,val,target}` (not round 0's `selection` or
+    `pseudo`: those depend on the rounds config and stay in the root). Recorded in
+    `<root>/shared.json`, so every command on the root (`reseg run`, `report`, `train`, ...)
+    finds them; None: the root's own folder.
+    """
+
+    data: str | None = None
+    round0: str | None = None
+
+    @classmethod
+    def load(cls, root: str | Path) -> Shared:
+        """The record of `root`; `Shared()` (everything in the root) when it has none."""
+        try:
+            raw = json.loads(shared_file(root).read_text())
+        except FileNotFoundError:
+            return cls()
+        return cls(raw.get("data"), raw.get("round0"))
+
+    def to_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+    def data_root(self, root: str | Path) -> Path:
+        """Where `tiles/` and `stats/` of `root` are."""
+        return storage.path(self.data if self.data is not None else root)
+
+    def round_root(self, root: str | Path, r: int) -> Path:
+        """Where round r's model, scores and metrics (eval, val, target) of `root` are."""
+        return storage.path(self.round0 if r == 0 and self.round0 is not None else root)
 
 
 def tracking_uri(root: str | Path) -> str | None:

@@ -40,29 +40,28 @@ def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def collect(root: str | Path) -> list[FoldView]:
-    """Every fold of a root with the rounds found on disk, in order."""
+def collect(root: str | Path, shared: layout.Shared | None = None) -> list[FoldView]:
+    """Every fold of a root with the rounds found on disk, in order.
+
+    Round 0's model, scores and metrics may be another root's (`shared`, default the root's
+    `shared.json`: a study's cell reads its group's): a round's `dir` is the root's folder
+    (selection, pseudo-labels), its `published` the folder of its metrics."""
     root = storage.path(root)
+    shared = layout.Shared.load(root) if shared is None else shared
     folds: dict[str, FoldView] = {}
-    rounds_dir = layout.rounds_root(root)
-    for rdir in sorted(
-        rounds_dir.glob("r*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1
-    ):
-        if not rdir.name[1:].isdigit():
-            continue
-        for fdir in sorted(rdir.iterdir()):
-            if not fdir.is_dir() or ".tmp-" in fdir.name:
-                continue
-            view = folds.setdefault(fdir.name, FoldView(fdir.name))
-            view.rounds.append(
-                {
-                    "round": int(rdir.name[1:]),
-                    "metrics": _json(fdir / layout.EVAL / layout.METRICS_JSON),
-                    "validation": _json(fdir / layout.VALIDATION / layout.METRICS_JSON),
-                    "selection": _json(fdir / layout.SELECTION / layout.SELECTION_JSON),
-                    "dir": fdir,
-                }
-            )
+    for r, name in _round_folders(root, shared):
+        own = layout.rounds_root(root) / f"r{r}" / name
+        pub = layout.rounds_root(shared.round_root(root, r)) / f"r{r}" / name
+        folds.setdefault(name, FoldView(name)).rounds.append(
+            {
+                "round": r,
+                "metrics": _json(pub / layout.EVAL / layout.METRICS_JSON),
+                "validation": _json(pub / layout.VALIDATION / layout.METRICS_JSON),
+                "selection": _json(own / layout.SELECTION / layout.SELECTION_JSON),
+                "dir": own,
+                "published": pub,
+            }
+        )
     for name, view in folds.items():
         mdir = layout.merged_root(root) / name
         view.merged = _json(mdir / layout.EVAL / layout.METRICS_JSON)
@@ -71,6 +70,22 @@ def collect(root: str | Path) -> list[FoldView]:
         spec = _json(mdir / layout.MERGED_JSON)
         view.merge_method = spec["method"] if spec else None
     return [folds[k] for k in sorted(folds)]
+
+
+def _round_folders(root: Path, shared: layout.Shared) -> list[tuple[int, str]]:
+    """(round, fold folder) of every round in the root, and of round 0 in `shared.round0`."""
+    keys: set[tuple[int, str]] = set()
+    bases = [(root, None)] + ([(shared.round_root(root, 0), 0)] if shared.round0 else [])
+    for base, only in bases:
+        for rdir in layout.rounds_root(base).glob("r*"):
+            if not rdir.name[1:].isdigit() or only not in (None, int(rdir.name[1:])):
+                continue
+            keys |= {(int(rdir.name[1:]), f.name) for f in rdir.iterdir() if _round_folder(f)}
+    return sorted(keys)
+
+
+def _round_folder(p: Path) -> bool:
+    return p.is_dir() and ".tmp-" not in p.name
 
 
 def _f(v: float | None, digits: int = 3) -> str:
@@ -233,7 +248,7 @@ REPORT_VERSION = 1
 every call, so a killed one's folder is simply written over by the next."""
 
 
-def write_report(root: str | Path) -> Path:
+def write_report(root: str | Path, shared: layout.Shared | None = None) -> Path:
     """`<root>/report/report.md` and `report.html` with tables and pictures; returns the md path.
 
     Staged and published like every artifact (`reseg.artifacts.stage`): written into
@@ -244,13 +259,14 @@ def write_report(root: str | Path) -> Path:
     out = layout.report_dir(root)
     fp = artifacts.fingerprint("report", REPORT_VERSION)
     with artifacts.stage(out, fp, "report") as st:
-        _write_report(root, out, storage.path(st.dir))
+        _write_report(root, out, storage.path(st.dir), shared)
     return out / "report.md"
 
 
-def _write_report(root: Path, out: Path, into: Path) -> None:
+def _write_report(root: Path, out: Path, into: Path, shared: layout.Shared | None) -> None:
     """The report's files written `into` a folder, their links relative to `out`."""
-    views = collect(root)
+    shared = layout.Shared.load(root) if shared is None else shared
+    views = collect(root, shared)
     name = storage.resolve(root).name
     md = [f"# reseg report: {name}", ""]
     cfg = _json(layout.config_file(root))
@@ -273,7 +289,7 @@ def _write_report(root: Path, out: Path, into: Path) -> None:
                 + f", weight {ps['weight']:g}.",
                 "",
             ]
-    stats = layout.stats_dir(root) / layout.CLASS_PIXELS_PNG
+    stats = layout.stats_dir(shared.data_root(root)) / layout.CLASS_PIXELS_PNG
     if stats.exists():
         md += ["## Data", "", f"![class pixels per fold]({_rel(stats, out)})", ""]
     for v in views:
@@ -283,12 +299,12 @@ def _write_report(root: Path, out: Path, into: Path) -> None:
         if png:
             md += [f"![mIoU per round]({png.name})", ""]
         for r in v.rounds:
-            d = r["dir"]
+            d, pub = r["dir"], r["published"]
             pics = [
                 p
                 for p in (
-                    d / layout.EVAL / layout.CONFUSION_PNG,
-                    d / layout.EVAL / layout.PER_CLASS_PNG,
+                    pub / layout.EVAL / layout.CONFUSION_PNG,
+                    pub / layout.EVAL / layout.PER_CLASS_PNG,
                     d / layout.SELECTION / layout.SCORE_HIST_PNG,
                 )
                 if p.exists()
@@ -371,7 +387,7 @@ def pseudo_rows(root: str | Path, view: FoldView) -> list[dict[str, Any]]:
     names = _class_names(view)  # class order (pseudo.json's keys are sorted)
     for r in view.rounds:
         d = r["dir"]
-        t = _json(d / layout.TARGET / layout.METRICS_JSON) or {}
+        t = _json(r["published"] / layout.TARGET / layout.METRICS_JSON) or {}
         p = _json(d / layout.PSEUDO / layout.PSEUDO_JSON)
         if not t and not p:
             continue
@@ -441,7 +457,7 @@ def pseudo_section(root: Path, view: FoldView, out: Path) -> list[str]:
         pics = [
             p
             for p in (
-                d / layout.TARGET / layout.CONFUSION_PNG,
+                r["published"] / layout.TARGET / layout.CONFUSION_PNG,
                 d / layout.PSEUDO / layout.SCORE_HIST_PNG,
             )
             if p.exists()

@@ -34,6 +34,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +76,36 @@ MERGED = "merged"
 
 @dataclass(frozen=True)
 class Context:
-    """What every step gets: the config, the root, extra Beam options, the parent MLflow run."""
+    """What every step gets: the config, the root, extra Beam options, the parent MLflow run,
+    and the roots it reads its tiles, stats and round 0 from (`shared`, default the root's
+    `shared.json`: a study's cells share their group's; see `layout.Shared`)."""
 
     cfg: Config
     root: Path
     beam_args: tuple[str, ...] = ()
     run: tracking.Run = field(default=tracking.NULL_RUN)
+    shared: layout.Shared | None = None
+
+    @cached_property
+    def sources(self) -> layout.Shared:
+        return self.shared if self.shared is not None else layout.Shared.load(self.root)
+
+    @property
+    def data_root(self) -> Path:
+        """Where the tiles and stats are read and written."""
+        return self.sources.data_root(self.root)
+
+    def round_root(self, r: int) -> Path:
+        """Where round r's model, scores and metrics (eval, val, target) are read and written;
+        its selection and pseudo-labels are always the root's."""
+        return self.sources.round_root(self.root, r)
 
     @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.cfg.data.classes]
 
     def tiles(self) -> TileSet:
-        return TileSet.load(layout.tiles_dir(self.root))
+        return TileSet.load(layout.tiles_dir(self.data_root))
 
     def folds(self, text: str | None = None, *, allow_full: bool = True) -> list[Fold]:
         """The folds of a `--fold` value (default the config's `rounds.folds`)."""
@@ -110,12 +128,12 @@ def round_config(cfg: Config, r: int) -> Config:
 
 def tile(ctx: Context) -> TileSet:
     """Scenes -> overlapping tiles (TFRecords) with spatial folds: `<root>/tiles`."""
-    return tiling.tile(ctx.cfg, ctx.root, ctx.beam_args)
+    return tiling.tile(ctx.cfg, ctx.data_root, ctx.beam_args)
 
 
 def stats(ctx: Context) -> Stats:
     """Per-band statistics and class counts of the tiles: `<root>/stats`."""
-    return statistics.compute_stats(ctx.cfg, ctx.root, ctx.beam_args)
+    return statistics.compute_stats(ctx.cfg, ctx.data_root, ctx.beam_args)
 
 
 # --- one round of one fold ------------------------------------------------------------------
@@ -143,7 +161,8 @@ def train(
         init_model = _model(ctx, r - 1, fold).path
     return trainer_mod.train(
         cfg,
-        ctx.root,
+        ctx.round_root(r),
+        data=ctx.data_root,
         fold=fold,
         round=r,
         tile_files=tile_files,
@@ -207,7 +226,7 @@ def score(ctx: Context, r: int, fold: Fold) -> Scores:
         ctx.cfg,
         _model(ctx, r, fold),
         list(ctx.tiles().files),
-        layout.scores_dir(ctx.root, r, fold),
+        layout.scores_dir(ctx.round_root(r), r, fold),
         r,
         ctx.beam_args,
     )
@@ -226,7 +245,10 @@ def evaluate(ctx: Context, r: int | str, fold: Fold) -> Metrics:
         scores, out = _merged(ctx, fold).scores, layout.merged_eval_dir(ctx.root, fold)
         title = f"merged ({ctx.cfg.rounds.merge}) {layout.fold_name(fold)}"
     else:
-        scores, out = _scores(ctx, int(r), fold), layout.eval_dir(ctx.root, int(r), fold)
+        scores, out = (
+            _scores(ctx, int(r), fold),
+            layout.eval_dir(ctx.round_root(int(r)), int(r), fold),
+        )
         title = f"round {r} {layout.fold_name(fold)}"
         validate(ctx, int(r), fold)
     return evaluator.evaluate(scores, out, fold, ctx.class_names, title=title)
@@ -249,7 +271,11 @@ def validate(ctx: Context, r: int, fold: Fold) -> Metrics | None:
         return None
     title = f"round {r} {layout.fold_name(fold)}, validation fold {v}"
     return evaluator.evaluate(
-        _scores(ctx, r, fold), layout.val_dir(ctx.root, r, fold), v, ctx.class_names, title=title
+        _scores(ctx, r, fold),
+        layout.val_dir(ctx.round_root(r), r, fold),
+        v,
+        ctx.class_names,
+        title=title,
     )
 
 
@@ -307,7 +333,8 @@ def evaluate_target(ctx: Context, r: int | str, fold: Fold) -> Metrics | None:
         scores, out = _merged(ctx, fold).scores, layout.merged_target_dir(ctx.root, fold)
         title = f"merged ({ctx.cfg.rounds.merge}) {layout.fold_name(fold)} target"
     else:
-        scores, out = _scores(ctx, int(r), fold), layout.target_eval_dir(ctx.root, int(r), fold)
+        r = int(r)
+        scores, out = _scores(ctx, r, fold), layout.target_eval_dir(ctx.round_root(r), r, fold)
         title = f"round {r} {layout.fold_name(fold)} target"
     assert scores is not None
     return target_mod.evaluate_target(scores, out, ctx.class_names, title=title)
@@ -336,7 +363,7 @@ def scored_rounds(ctx: Context, fold: Fold) -> list[int]:
     """The rounds 0, 1, ... (at most `rounds.count`) of `fold` whose scores are published."""
     found = []
     for r in range(ctx.cfg.rounds.count + 1):
-        if not _published(layout.scores_dir(ctx.root, r, fold)):
+        if not _published(layout.scores_dir(ctx.round_root(r), r, fold)):
             break
         found.append(r)
     return found
@@ -403,6 +430,23 @@ class FoldResult:
     merged_target: Metrics | None = None
 
 
+def trained_round(ctx: Context, r: int, fold: Fold, run: tracking.Run | None = None) -> RoundResult:
+    """Round r of one fold trained, scored and evaluated (evaluation, validation and target
+    pixels), without what round r + 1 trains on (`next_labels`: selection and pseudo None)."""
+    model = train(ctx, r, fold, run=run)
+    scores = score(ctx, r, fold)
+    metrics = evaluate(ctx, r, fold) if fold is not None else None
+    validation = validate(ctx, r, fold) if fold is not None else None
+    target = evaluate_target(ctx, r, fold)
+    return RoundResult(r, fold, model, scores, metrics, None, validation, target=target)
+
+
+def round_zero(ctx: Context, fold: Fold, run: tracking.Run | None = None) -> RoundResult:
+    """Round 0 of one fold (`trained_round`): what every rounds setting starts from, so a
+    study trains it once per group and its cells read it (`Context.round_root`)."""
+    return trained_round(ctx, 0, fold, run)
+
+
 def rounds(ctx: Context, fold: Fold) -> FoldResult:
     """Rounds 0..R of one fold (train, score, evaluate, select), then their merge.
 
@@ -413,29 +457,13 @@ def rounds(ctx: Context, fold: Fold) -> FoldResult:
     name = layout.fold_name(fold)
     for r in range(ctx.cfg.rounds.count + 1):
         with ctx.run.nested(f"round {r} {name}", tags={"reseg.round": r, "reseg.fold": name}) as rr:
-            model = train(ctx, r, fold, run=rr)
-            scores = score(ctx, r, fold)
-            metrics = evaluate(ctx, r, fold) if fold is not None else None
-            validation = validate(ctx, r, fold) if fold is not None else None
-            target = evaluate_target(ctx, r, fold)
+            done = round_zero(ctx, fold, rr) if r == 0 else trained_round(ctx, r, fold, rr)
             chosen = next_labels(ctx, r, fold)
-            selection = chosen if isinstance(chosen, Selection) else None
-            labels = chosen if isinstance(chosen, PseudoLabels) else None
-            result.rounds.append(
-                RoundResult(
-                    r,
-                    fold,
-                    model,
-                    scores,
-                    metrics,
-                    selection,
-                    validation,
-                    pseudo=labels,
-                    target=target,
-                )
-            )
-            _log_round(rr, metrics, validation, selection)
-            _log_pseudo(rr, target, labels)
+            done.selection = chosen if isinstance(chosen, Selection) else None
+            done.pseudo = chosen if isinstance(chosen, PseudoLabels) else None
+            result.rounds.append(done)
+            _log_round(rr, done.metrics, done.validation, done.selection)
+            _log_pseudo(rr, done.target, done.pseudo)
         if _no_gain(ctx.cfg, result):
             log.info(
                 "round %d did not raise the validation fold's mIoU; stopping "
@@ -588,7 +616,7 @@ def predict(ctx: Context) -> Predictions:
 
 def report(ctx: Context) -> Path:
     """`report/report.md` and `report.html` of the root; returns the md path."""
-    path = write_report(ctx.root)
+    path = write_report(ctx.root, ctx.sources)
     if ctx.run.enabled:
         ctx.run.log_artifacts(path.parent, "report")
     return path
@@ -602,14 +630,14 @@ def _published(path: Path) -> bool:
 
 
 def _model(ctx: Context, r: int, fold: Fold) -> Model:
-    d = layout.model_dir(ctx.root, r, fold)
+    d = layout.model_dir(ctx.round_root(r), r, fold)
     if not _published(d):
         raise ArtifactError(f"{d}: round {r} of {layout.fold_name(fold)} is not trained yet")
     return Model.load(d)
 
 
 def _scores(ctx: Context, r: int, fold: Fold) -> Scores:
-    d = layout.scores_dir(ctx.root, r, fold)
+    d = layout.scores_dir(ctx.round_root(r), r, fold)
     if not _published(d):
         raise ArtifactError(f"{d}: round {r} of {layout.fold_name(fold)} is not scored yet")
     return Scores.load(d)

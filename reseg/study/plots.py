@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg import storage
 from reseg.study.cells import ROUND0_KINDS
 from reseg.study.results import CellResult
 
@@ -24,7 +25,8 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
+    with storage.atomic_write(path, "wb") as fh:  # a local file or one object in a bucket
+        fig.savefig(fh, format=storage.path(path).suffix.lstrip("."), bbox_inches="tight")
     _plt().close(fig)
     return path
 
@@ -248,7 +250,7 @@ def hist_plot(results: Sequence[CellResult], path: Path, title: str) -> Path | N
     fig.legend(handles, labels, fontsize=6, loc="lower center", ncol=3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.12, 1, 0.95))
-    fig.savefig(path)
+    storage.save_figure(fig, path)
     plt.close(fig)
     return path
 

@@ -14,6 +14,7 @@ is in the tuning's `refine.json`.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def run_refine(ctx: steps.Context, fold: int, cells: dict[str, Path]) -> None:
     """Tune CRF and SLIC on round 0 of `fold` (root `ctx.root`, the group's) and write each
     cell's held-out metrics and per-tile confusions. `cells`: method -> cell root."""
     tuning = steps.tune_refine(ctx, fold, source="r0")
-    with np.load(tuning / layout.REFINE_TILES_NPZ) as z:
+    with np.load(io.BytesIO((tuning / layout.REFINE_TILES_NPZ).read_bytes())) as z:
         keys, per_tile = z["keys"], {m: z[m] for m in METHODS}
     for method, root in cells.items():
         cms = per_tile[method]

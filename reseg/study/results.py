@@ -142,7 +142,7 @@ def _fold_data(plan: Plan, cell: Cell, group: Group, seed: int, fold: int) -> Fo
         fd.merged, fd.merged_pc = (m or {}).get("mean_iou"), _pc(m)
         return fd
     for r in range(plan.rounds + 1):
-        m = _json(layout.eval_dir(root, r, fold) / layout.METRICS_JSON)
+        m = r0 if r == 0 else _json(layout.eval_dir(root, r, fold) / layout.METRICS_JSON)
         sel = _json(layout.selection_dir(root, r, fold) / layout.SELECTION_JSON)
         if m is not None and r > 0:
             fd.rounds[r], fd.rounds_pc[r] = m.get("mean_iou"), _pc(m)

@@ -2,7 +2,8 @@
 
 A job whose done marker matches its fingerprint is skipped (that is how an
 interrupted study resumes); a job whose dependency failed is not started. Each
-worker's output goes to `<study>/logs/<job>.log`. Workers die with the runner
+worker's output goes to `<study>/logs/<job>.log` (`logs_dir`; for a root in a bucket, a local
+folder whose logs are copied to `<study>/logs/` as each job ends). Workers die with the runner
 (PR_SET_PDEATHSIG), and Ctrl-C terminates them.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reseg import storage
+from reseg import artifacts, storage
 from reseg.study.plan import Job, Plan, is_done
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,16 @@ def worker_env(threads: int, extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def logs_dir(root: str | Path) -> Path:
+    """The local folder of the workers' logs: `<study>/logs` for a study on a disk; for one on
+    object storage `<cache>/study-logs/<fingerprint of the root>` (`RESEG_CACHE_DIR`), since a
+    log grows while its job runs and an object cannot be appended to: each log is copied to
+    `<study>/logs/` when its job ends."""
+    if not storage.is_remote(root):
+        return storage.path(root) / "logs"
+    return storage.cache_dir() / "study-logs" / artifacts.fingerprint(storage.resolved(root))[:16]
+
+
 def worker_command(root: Path, job: Job) -> list[str]:
     """The worker process of a job: `python -m reseg.study.worker ROOT JOB`."""
     return [sys.executable, "-m", "reseg.study.worker", str(root), job.id]
@@ -69,7 +80,7 @@ def run_jobs(
     and write the job's done marker (`reseg.study.plan.marker`) when the job succeeded.
     """
     root = storage.path(plan.root)
-    (root / "logs").mkdir(parents=True, exist_ok=True)
+    logs_dir(root).mkdir(parents=True, exist_ok=True)
     out = Outcome()
     state: dict[str, str] = {}
     for j in plan.jobs:
@@ -118,7 +129,7 @@ def _blocked(job: Job, state: dict[str, str]) -> bool:
 def _start(
     job: Job, root: Path, env: Mapping[str, str], cmd: list[str]
 ) -> tuple[subprocess.Popen, float, object]:
-    logfile = root / "logs" / f"{job.id}.log"
+    logfile = logs_dir(root) / f"{job.id}.log"
     fh = open(logfile, "a")  # noqa: SIM115  (closed when the job ends)
     fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start {job.id}\n")
     fh.flush()
@@ -135,6 +146,7 @@ def _reap(running: dict, state: dict[str, str], out: Outcome, root: Path) -> Non
             continue
         fh.close()
         del running[jid]
+        _keep_log(root, jid)
         out.seconds[jid] = round(time.time() - started, 1)
         if rc == 0:
             state[jid] = "done"
@@ -143,8 +155,18 @@ def _reap(running: dict, state: dict[str, str], out: Outcome, root: Path) -> Non
         else:
             state[jid] = "failed"
             out.failed.append(jid)
-            tail = _tail(root / "logs" / f"{jid}.log")
+            tail = _tail(logs_dir(root) / f"{jid}.log")
             log.error("study job %s failed (exit %d); log tail:\n%s", jid, rc, tail)
+
+
+def _keep_log(root: Path, jid: str) -> None:
+    """Copy a finished job's log into a study root on object storage (`logs_dir`)."""
+    if not storage.is_remote(root):
+        return
+    try:
+        storage.upload(logs_dir(root) / f"{jid}.log", root / "logs" / f"{jid}.log")
+    except Exception as e:  # the log stays in the local folder; the study goes on
+        log.warning("%s: log of job %s not copied to the root (%s)", logs_dir(root), jid, e)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -30,7 +30,7 @@ from reseg.metrics import scores
 from reseg.study import stats, tilecm
 from reseg.study.cells import ROUND0_KINDS, seed_root
 from reseg.study.plan import Plan
-from reseg.study.results import CellResult, adjust, runs_comparison
+from reseg.study.results import CellResult, FoldData, adjust, runs_comparison
 
 PSEUDO_KINDS = ("pseudo", "pseudo_cbst")
 
@@ -77,27 +77,7 @@ def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
         pairs: dict[str, list] = {"last": [], "merged": []}
         runs: dict[str, dict] = {"last": {}, "merged": {}}
         for (seed, k), f in r.runs.items():
-            g, root = seed_root(r.group.root, seed), seed_root(r.cell.root, seed)
-            r0 = _miou(layout.target_eval_dir(g, 0, k))
-            vals["r0"].append(r0)
-            got = {"last": None, "merged": _miou(layout.merged_target_dir(root, k))}
-            if f.last_round is not None:
-                got["last"] = _miou(layout.target_eval_dir(root, f.last_round, k))
-                if f.last_round > 0:
-                    p = _json(layout.pseudo_dir(root, f.last_round - 1, k) / layout.PSEUDO_JSON)
-                    vals["acc"].append((p or {}).get("accuracy"))
-            a = tilecm.load(g / "study" / f"r0_target_fold{k}.npz")
-            for what in pairs:
-                vals[what].append(got[what])
-                c = tilecm.load(root / "study" / f"{what}_target_fold{k}.npz")
-                if a is not None and c is not None:
-                    pairs[what].append(tilecm.aligned(a, c))
-                if what == "merged":
-                    # the merge covers fold k's tiles only: round 0 on those same tiles
-                    runs[what][(seed, k)] = _same_tiles(a, c)
-                else:
-                    ok = got[what] is not None and r0 is not None
-                    runs[what][(seed, k)] = got[what] - r0 if ok else None
+            _add_run(r, seed, k, f, vals, pairs, runs)
         if not any(v is not None for v in vals["r0"]):
             continue
         acc = stats.mean_sd(vals["acc"])[0]
@@ -122,6 +102,35 @@ def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _add_run(
+    r: CellResult, seed: int, k: int, f: FoldData, vals: dict, pairs: dict, runs: dict
+) -> None:
+    """One run's (seed, fold k) target figures of cell result `r`, added to `target_rows`'s
+    values, tile pairs and run differences."""
+    g, root = seed_root(r.group.root, seed), seed_root(r.cell.root, seed)
+    r0 = _miou(layout.target_eval_dir(g, 0, k))
+    vals["r0"].append(r0)
+    got = {"last": None, "merged": _miou(layout.merged_target_dir(root, k))}
+    if f.last_round is not None:
+        where = g if f.last_round == 0 else root  # round 0 is the group's
+        got["last"] = _miou(layout.target_eval_dir(where, f.last_round, k))
+        if f.last_round > 0:
+            p = _json(layout.pseudo_dir(root, f.last_round - 1, k) / layout.PSEUDO_JSON)
+            vals["acc"].append((p or {}).get("accuracy"))
+    a = tilecm.load(g / "study" / f"r0_target_fold{k}.npz")
+    for what in pairs:
+        vals[what].append(got[what])
+        c = tilecm.load(root / "study" / f"{what}_target_fold{k}.npz")
+        if a is not None and c is not None:
+            pairs[what].append(tilecm.aligned(a, c))
+        if what == "merged":
+            # the merge covers fold k's tiles only: round 0 on those same tiles
+            runs[what][(seed, k)] = _same_tiles(a, c)
+        else:
+            ok = got[what] is not None and r0 is not None
+            runs[what][(seed, k)] = got[what] - r0 if ok else None
 
 
 def _f(v: float | None) -> str:

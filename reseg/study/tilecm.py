@@ -7,6 +7,7 @@ summing gives a bootstrap replicate of it.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -47,23 +48,23 @@ def _stacked(
 
 
 def save(path: str | Path, keys: np.ndarray, cms: np.ndarray) -> Path:
-    """Write keys and confusions to `path` (.npz) atomically."""
-    import os
-
+    """Write keys and confusions to `path` (.npz) atomically (one object on object storage)."""
     path = storage.path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".partial.npz")
-    np.savez_compressed(part, keys=keys, cms=cms)
-    os.replace(part, path)
+    storage.mkdir(path.parent)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, keys=keys, cms=cms)
+    with storage.atomic_write(path, "wb") as fh:
+        fh.write(buf.getvalue())
     return path
 
 
 def load(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(keys, cms) of a saved file; None when it does not exist."""
-    path = storage.path(path)
-    if not path.exists():
+    try:
+        data = storage.path(path).read_bytes()
+    except FileNotFoundError:
         return None
-    with np.load(path) as z:
+    with np.load(io.BytesIO(data)) as z:
         return z["keys"], z["cms"]
 
 

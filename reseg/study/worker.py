@@ -25,22 +25,18 @@ from reseg.report import collect
 from reseg.study import refine as refine_factor
 from reseg.study import tilecm
 from reseg.study.cells import seed_root, seeded
-from reseg.study.plan import Group, Job, Plan, config_of, marker
+from reseg.study.plan import Job, Plan, config_of, marker
 from reseg.study.resample import resample_scenes
 
 log = logging.getLogger(__name__)
 
 
-def link(target: str | Path, path: Path) -> None:
-    """Make `path` a symlink to `target` unless it already is one or a real artifact is there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():
-        if os.readlink(path) == str(target):
-            return
-        path.unlink()
-    elif path.exists():
-        return
-    path.symlink_to(target, target_is_directory=True)
+def share(root: Path, shared: layout.Shared) -> layout.Shared:
+    """Record in `root` the roots it reads its data and round 0 from (`<root>/shared.json`), so
+    the steps and every command on the root find them; returns `shared`."""
+    storage.mkdir(root)
+    artifacts.write_json(layout.shared_file(root), shared.to_dict())
+    return shared
 
 
 def run_data(plan: Plan, job: Job) -> None:
@@ -50,25 +46,21 @@ def run_data(plan: Plan, job: Job) -> None:
     if g.resolution > 1:
         source = DataConfig.model_validate(plan.source_data)
         resample_scenes(source, g.resolution, storage.path(g.data_root) / "scenes")
-    ctx = steps.Context(cfg, storage.path(g.data_root), tuple(plan.beam_args))
+    ctx = steps.Context(
+        cfg, storage.path(g.data_root), tuple(plan.beam_args), shared=layout.Shared()
+    )
     steps.tile(ctx)
     steps.stats(ctx)
 
 
-def _share_data(g: Group, root: Path) -> None:
-    link(storage.path(g.data_root) / "tiles", layout.tiles_dir(root))
-    link(storage.path(g.data_root) / "stats", layout.stats_dir(root))
-
-
 def run_r0(plan: Plan, job: Job) -> None:
-    """Round 0 of a group, seed and evaluation fold (train, score, evaluate, per-tile
-    confusions), then the group's TTA baseline and refine cells on that seed and fold."""
+    """Round 0 of a group, seed and evaluation fold (`steps.round_zero`, per-tile confusions),
+    then the group's TTA baseline and refine cells on that seed and fold."""
     g = plan.group(job.params["group"])
     fold, seed = job.params["fold"], job.params["seed"]
     cfg = config_of(seeded(g.config, seed), g.id)
     root = seed_root(g.root, seed)
-    _share_data(g, root)
-    tiles = artifacts.TileSet.load(layout.tiles_dir(root))
+    shared = share(root, layout.Shared(data=g.data_root))
     key = artifacts.fingerprint("study-r0", job.fingerprint, str(root))
     tags = {"reseg.step": "round0", "reseg.fold": fold, "reseg.seed": seed, "reseg.group": g.id}
     with tracking.open_run(
@@ -78,22 +70,20 @@ def run_r0(plan: Plan, job: Job) -> None:
         tags={**parent_tags(), **tags},
         resume_key=key,
     ) as run:
-        ctx = steps.Context(cfg, root, tuple(plan.beam_args), run)
-        steps.train(ctx, 0, fold, run=run)
-        scores = steps.score(ctx, 0, fold)
-        metrics = steps.evaluate(ctx, 0, fold)
-        run.log_metrics({"eval_mean_iou": metrics.mean_iou})
-        target = steps.evaluate_target(ctx, 0, fold)
-        if target is not None:  # source only: round 0 on the target pixels
-            run.log_metrics({"target_mean_iou": target.mean_iou})
+        r0 = steps.round_zero(
+            steps.Context(cfg, root, tuple(plan.beam_args), run, shared), fold, run
+        )
+        run.log_metrics({"eval_mean_iou": r0.metrics.mean_iou})  # type: ignore[union-attr]
+        if r0.target is not None:  # source only: round 0 on the target pixels
+            run.log_metrics({"target_mean_iou": r0.target.mean_iou})
+    n = cfg.data.num_classes
     tilecm.save(
-        root / "study" / f"r0_fold{fold}.npz",
-        *tilecm.tile_confusions(scores, fold, tiles.num_classes),
+        root / "study" / f"r0_fold{fold}.npz", *tilecm.tile_confusions(r0.scores.path, fold, n)
     )
-    if target is not None:
+    if r0.target is not None:
         tilecm.save(
             root / "study" / f"r0_target_fold{fold}.npz",
-            *tilecm.target_tile_confusions(scores, tiles.num_classes),
+            *tilecm.target_tile_confusions(r0.scores.path, n),
         )
     if job.params.get("tta_cell"):
         run_tta(plan, job.params["tta_cell"], seed, fold, job.fingerprint)
@@ -101,7 +91,8 @@ def run_r0(plan: Plan, job: Job) -> None:
         cells = {
             plan.cell(c).x: seed_root(plan.cell(c).root, seed) for c in job.params["refine_cells"]
         }
-        refine_factor.run_refine(steps.Context(cfg, root, tuple(plan.beam_args)), fold, cells)
+        ctx = steps.Context(cfg, root, tuple(plan.beam_args), shared=shared)
+        refine_factor.run_refine(ctx, fold, cells)
 
 
 def run_tta(plan: Plan, cell_id: str, seed: int, fold: int, key: str) -> None:
@@ -111,7 +102,6 @@ def run_tta(plan: Plan, cell_id: str, seed: int, fold: int, key: str) -> None:
     cfg = config_of(seeded(g.config, seed), g.id)
     root = seed_root(cell.root, seed)
     group_root = seed_root(g.root, seed)
-    tiles = artifacts.TileSet.load(layout.tiles_dir(group_root))
     out = root / layout.fold_name(fold)
     tags = {"reseg.step": "tta", "reseg.fold": fold, "reseg.seed": seed, "reseg.cell": cell.id}
     with tracking.open_run(
@@ -121,12 +111,13 @@ def run_tta(plan: Plan, cell_id: str, seed: int, fold: int, key: str) -> None:
         tags={**parent_tags(), **tags},
         resume_key=artifacts.fingerprint("study-tta", key, str(root)),
     ) as run:
-        ctx = steps.Context(cfg, group_root, tuple(plan.beam_args), run)
+        shared = layout.Shared(data=g.data_root)
+        ctx = steps.Context(cfg, group_root, tuple(plan.beam_args), run, shared)
         metrics = steps.score_tta(ctx, fold, cell.tta or ("identity",), out)
         run.log_metrics({"eval_mean_iou": metrics.mean_iou})
     tilecm.save(
         root / "study" / f"merged_fold{fold}.npz",
-        *tilecm.tile_confusions(out / layout.SCORES, fold, tiles.num_classes),
+        *tilecm.tile_confusions(out / layout.SCORES, fold, cfg.data.num_classes),
     )
 
 
@@ -135,44 +126,38 @@ CELL_STEPS = ("tile", "stats", "rounds", "report")
 
 
 def run_cell(plan: Plan, job: Job) -> None:
-    """The rounds of one cell and seed as a pipeline run reusing the group's tiles and round 0."""
+    """The rounds of one cell and seed as a pipeline run that reads the group's tiles and round
+    0 (`layout.Shared`), then the per-tile confusions of its last round and merge."""
     cell = plan.cell(job.params["cell"])
     g = plan.group(cell.group)
     seed = job.params["seed"]
     raw = seeded(cell.config, seed)  # type: ignore[arg-type]
     cfg = config_of(raw, cell.id)
     root = seed_root(cell.root, seed)
-    group_root = seed_root(g.root, seed)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "cell.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    _share_data(g, root)
-    for fold in plan.folds:
-        for part in (layout.model_dir, layout.scores_dir, layout.eval_dir):
-            link(part(group_root, 0, fold), part(root, 0, fold))
+    shared = share(root, layout.Shared(data=g.data_root, round0=str(seed_root(g.root, seed))))
+    with storage.atomic_write(root / "cell.yaml", "w") as fh:
+        fh.write(yaml.safe_dump(raw, sort_keys=False))
     # a study compares rounds: no SavedModel export and no whole-scene prediction per cell
     run_pipeline(cfg, root, plan.beam_args, steps=CELL_STEPS)
-    names = plan.class_names
-    for view in collect(root):
+    target = steps.has_target(steps.Context(cfg, root, shared=shared))
+    n = cfg.data.num_classes
+    for view in collect(root, shared):
         if not view.fold.startswith("fold"):
             continue
         fold = int(view.fold[4:])
         last = max((r for r in view.rounds if r["metrics"]), key=lambda r: r["round"])
-        tilecm.save(
-            root / "study" / f"last_fold{fold}.npz",
-            *tilecm.tile_confusions(layout.scores_dir(root, last["round"], fold), fold, len(names)),
-        )
-        tilecm.save(
-            root / "study" / f"merged_fold{fold}.npz",
-            *tilecm.tile_confusions(layout.merged_scores_dir(root, fold), fold, len(names)),
-        )
-        if steps.has_target(steps.Context(cfg, root)):
-            for what, d in (
-                ("last", layout.scores_dir(root, last["round"], fold)),
-                ("merged", layout.merged_scores_dir(root, fold)),
-            ):
+        found = {
+            "last": last["published"] / layout.SCORES,
+            "merged": layout.merged_scores_dir(root, fold),
+        }
+        for what, d in found.items():
+            tilecm.save(
+                root / "study" / f"{what}_fold{fold}.npz", *tilecm.tile_confusions(d, fold, n)
+            )
+            if target:
                 tilecm.save(
                     root / "study" / f"{what}_target_fold{fold}.npz",
-                    *tilecm.target_tile_confusions(d, len(names)),
+                    *tilecm.target_tile_confusions(d, n),
                 )
 
 
@@ -186,7 +171,7 @@ def run_job(root: str | Path, job_id: str) -> None:
     started = time.time()
     log.info("study job %s (%s) starts", job.id, job.kind)
     RUNNERS[job.kind](plan, job)
-    marker(root, job.id).parent.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(marker(root, job.id).parent)
     artifacts.write_json(
         marker(root, job.id),
         {

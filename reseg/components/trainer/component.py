@@ -86,6 +86,7 @@ def _pinned_precision(cfg: Config) -> Config:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": policy})})
 
 
+# over 60 lines before `data` was added; its split comes with the artifacts-in signature
 def train(
     cfg: Config,
     root: str | Path,
@@ -95,12 +96,14 @@ def train(
     tile_files: Sequence[str | Path] | None = None,
     init_model: str | Path | None = None,
     tracking: tracking_mod.Run | None = None,
+    data: str | Path | None = None,
 ) -> artifacts.Model:
     """Train `cfg.model` on the tiles of `root` for validation fold `fold`; returns the model.
 
     Args:
         cfg: the pipeline config (sections `model`, `train`, `data`, `tracking`).
-        root: pipeline root with `tiles/` and `stats/`.
+        root: pipeline root with `tiles/` and `stats/` (unless `data` has them); the model
+            goes into its `rounds/`.
         fold: evaluation fold k: train on the pixels of the training folds
             (`reseg.folds.training_folds`), validate (early stopping, best epoch) on the cores
             of the validation fold (k + 1) mod K, never read fold k; with K < 3 no validation.
@@ -113,14 +116,16 @@ def train(
             `cfg.model` from scratch.
         tracking: the MLflow run to log into (e.g. a nested run of the pipeline's); None opens
             a run of its own (unless `tracking.enabled` is false).
+        data: the root whose `tiles/` and `stats/` are read (a study's shared data), default
+            `root`.
 
     Returns:
         The published model directory (also on non-chief workers, which publish nothing).
     """
     root = storage.path(root)
     cfg = _pinned_precision(cfg)
-    tiles = TileSet.load(layout.tiles_dir(root))
-    stats = Stats.load(layout.stats_dir(root))
+    tiles = TileSet.load(layout.tiles_dir(root if data is None else data))
+    stats = Stats.load(layout.stats_dir(root if data is None else data))
     if fold is not None and not 0 <= fold < tiles.folds:
         raise ConfigError(
             f"fold must be in 0..{tiles.folds - 1} (tiling.folds), received fold={fold}"
