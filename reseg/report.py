@@ -254,7 +254,8 @@ def write_report(root: str | Path, shared: layout.Shared | None = None) -> Path:
     Staged and published like every artifact (`reseg.artifacts.stage`): written into
     `report.tmp-FP/` and moved into place with its manifest, so a killed report leaves no
     `report/` (nor half of one) and an older report stays whole until the new one replaces it.
-    Links are relative to `report/`, where the files end up."""
+    Links are relative to `report/`, where the files end up. `shared`: the roots the tiles,
+    stats and round 0 are read from (default the root's `shared.json`, `layout.Shared`)."""
     root = storage.path(root)
     out = layout.report_dir(root)
     fp = artifacts.fingerprint("report", REPORT_VERSION)

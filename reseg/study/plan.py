@@ -4,8 +4,8 @@
   and round 0 of every fold (round 0 depends on data, tiling, model, train and fold, not
   on the selection).
 - A *cell* is one rounds setting of a group (a grid point or a baseline), run per seed
-  as a pipeline root of its own whose `tiles/`, `stats/` and
-  `rounds/r0/fold<k>/{model,scores,eval}` are links to the shared ones.
+  as a pipeline root of its own that reads its tiles, stats and round 0 (model, scores,
+  metrics) from the data and group roots named in its `shared.json` (`layout.Shared`).
 - A *seed* s is `train.seed` of every training of a (group or cell) run: round 0 and
   every cell train once per seed and fold, in `<group or cell>/seed<s>/`.
 - A *job* is what one worker process does: `data` (resample, tile, statistics of a
@@ -19,9 +19,12 @@ Study root layout::
     <study>/data/res<f>/              scenes (f > 1), tiles/, stats/ of resolution f
     <study>/groups/<group>/seed<s>/   round 0 of each fold (+ study/r0_fold<k>.npz)
     <study>/cells/<cell>/seed<s>/     a pipeline root per cell and seed (+ cell.yaml, study/*.npz)
-    <study>/jobs/<job>.json           done markers; <study>/logs/<job>.log
+    <study>/jobs/<job>.json           done markers; <study>/logs/<job>.log (`scheduler.logs_dir`)
     <study>/report/                   report.md, report.html, results.md, *.png
     <study>/mlflow.db                 one MLflow store: the study run and its children
+    <study>/lease.json                the lease of the study that runs (`reseg.artifacts.lease`)
+
+`<study>` is a local folder or an object-store URI; every file goes through `reseg.storage`.
 """
 
 from __future__ import annotations

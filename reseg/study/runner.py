@@ -5,7 +5,9 @@ scorings, the cells' pipeline runs with their nested rounds) are its children,
 all in `sqlite:///<study>/mlflow.db`. A study killed at any point resumes when run
 again: finished jobs are skipped by their done markers, a half-finished job
 resumes from its components' staged artifacts, and the study's MLflow run,
-left RUNNING by the kill, is continued.
+left RUNNING by the kill, is continued. The root is a local folder or an object-store URI
+(`s3://`, `gs://`); the study holds its lease while it runs (one study process per root), and
+on object storage MLflow tracks only with `tracking.uri` naming a server.
 """
 
 from __future__ import annotations
