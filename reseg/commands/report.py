@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     storage.check_uri(args.root)
-    if not layout.tiles_dir(args.root).exists():
+    if not layout.tiles_dir(layout.Shared.load(args.root).data_root(args.root)).exists():
         raise ArtifactError(f"{args.root}: not a pipeline root (no tiles/)")
     md = write_report(args.root)
     for view in collect(args.root):

@@ -85,12 +85,13 @@ def check_root(root: Path) -> None:
 
 def check_inputs(cfg: Config, root: Path, names: Sequence[str]) -> None:
     """Check what the first step reads before anything is created (no root, run or config
-    left behind by a user error): the scenes when tiling runs, else the tiles."""
+    left behind by a user error): the scenes when tiling runs, else the tiles (the root's own,
+    or those of the root its `shared.json` names)."""
     check_root(root)
     if "tile" in names:
         plan_tiles(cfg)  # every scene's header, labels and polygons
     else:
-        artifacts.TileSet.load(layout.tiles_dir(root))
+        artifacts.TileSet.load(layout.tiles_dir(layout.Shared.load(root).data_root(root)))
 
 
 def run_pipeline(
