@@ -215,27 +215,25 @@ def resample_scenes(data: DataConfig, f: int, out: Path) -> list[SceneSpec]:
     """Every scene of `data` at factor `f` under `out` (skipped when current); the new specs.
 
     Label rasters are mode-resampled; label polygons stay polygons (the tiler burns them onto
-    the coarser image grid).
+    the coarser image grid). GDAL writes into a local stage, uploaded when `out` is in a bucket.
     """
     out = storage.path(out)
-    specs = []
     fp = artifacts.fingerprint("resample", CODE_VERSION, data.model_dump(mode="json"), f)
-    current = artifacts.is_current(out, fp)
-    tmp = None if current else artifacts.staging_dir(out, fp)
+    specs = []
     for s in data.scenes:
-        image = out / f"{s.scene_id}.image.tif"
-        labels = out / f"{s.scene_id}.labels.tif" if s.labels else None
-        if tmp is not None:
-            log.info("resampling scene %s by %d", s.scene_id, f)
-            resample_image(s.image, tmp / image.name, f, data)
-            if s.labels:
-                resample_labels(s.labels, tmp / labels.name, f, data, s.image)  # type: ignore[union-attr]
-        update: dict = {"id": s.scene_id, "image": str(image)}
-        if labels is not None:
-            update["labels"] = str(labels)
+        update: dict = {"id": s.scene_id, "image": str(out / f"{s.scene_id}.image.tif")}
+        if s.labels:
+            update["labels"] = str(out / f"{s.scene_id}.labels.tif")
         specs.append(s.model_copy(update=update))
-    if tmp is not None:
-        artifacts.publish(tmp, out, {"fingerprint": fp, "step": "resample", "factor": f})
+    if artifacts.is_current(out, fp):
+        return specs
+    with artifacts.stage(out, fp, "resample", local=True) as st:
+        st.manifest["factor"] = f
+        for s in data.scenes:
+            log.info("resampling scene %s by %d", s.scene_id, f)
+            resample_image(s.image, st.dir / f"{s.scene_id}.image.tif", f, data)
+            if s.labels:
+                resample_labels(s.labels, st.dir / f"{s.scene_id}.labels.tif", f, data, s.image)
     return specs
 
 

@@ -91,6 +91,31 @@ def test_resample_scenes_writes_coarser_rasters_on_the_same_ground(tmp_path):
     assert (tmp_path / "res2" / "manifest.json").stat().st_mtime_ns == manifest
 
 
+def test_resample_scenes_into_a_bucket_equals_the_local_ones(tmp_path, s3_bucket):
+    """A study root in a bucket: GDAL writes a local stage, published into the bucket."""
+    from reseg import storage
+
+    rng = np.random.default_rng(1)
+    write_raster(tmp_path / "img.tif", rng.integers(1, 1000, (2, 10, 13)).astype(np.uint16))
+    write_raster(tmp_path / "lab.tif", np.where(rng.random((10, 13)) < 0.5, 2, 3).astype(np.uint8))
+    data = DataConfig.model_validate(
+        {
+            "scenes": [
+                {"id": "s", "image": str(tmp_path / "img.tif"), "labels": str(tmp_path / "lab.tif")}
+            ],
+            "classes": [{"name": "a"}, {"name": "b"}],
+            "label_values": {2: 0, 3: 1},
+        }
+    )
+    local = resample_scenes(data, 2, tmp_path / "res2")[0]
+    remote = resample_scenes(data, 2, storage.path(f"{s3_bucket}/study/data/res2/scenes"))[0]
+    assert remote.image.startswith(s3_bucket) and remote.labels.startswith(s3_bucket)
+    for a, b in ((local.image, remote.image), (local.labels, remote.labels)):
+        with rasterio.open(a) as x, rasterio.open(storage.gdal_path(b)) as y:
+            np.testing.assert_array_equal(x.read(), y.read())
+            assert x.transform == y.transform
+
+
 def test_scaled_tiling_keeps_the_ground_and_the_stride_rules():
     assert scaled_tiling(64, 16, 96, 1, 8) == {"tile_size": 64, "overlap": 16, "block_size": 96}
     t = scaled_tiling(256, 32, None, 4, 16)
