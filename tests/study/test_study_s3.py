@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reseg import layout, storage
+from reseg import artifacts, layout, storage
+from reseg.errors import LeaseError
 from reseg.study.runner import run_study
 
 REPO = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.slow  # two tiny studies, one of them in a bucket
 
 STUDY = {
     "name": "tiny-s3-study",
@@ -69,6 +68,7 @@ def _links(root: Path) -> list[str]:
     return out
 
 
+@pytest.mark.slow  # two tiny studies, one of them in a bucket
 def test_a_study_on_a_bucket_equals_the_local_study_and_nothing_is_a_link(
     demo_root, s3_bucket, tmp_path, monkeypatch
 ):
@@ -128,3 +128,15 @@ def test_a_study_on_a_bucket_equals_the_local_study_and_nothing_is_a_link(
     # the cell's own report shows round 0 (read from the group's root)
     md = local / "cells" / "res1-unet.true_class.top20" / "seed0" / "report" / "report.md"
     assert "### Round 0" in md.read_text()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_one_study_process_per_root_by_the_roots_lease(where, landsat, tmp_path, request):
+    """The lease a pipeline run holds (no fcntl lock of the study's own): a second study on a
+    held root stops before it writes anything."""
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(STUDY))
+    root = tmp_path / "root" if where == "local" else request.getfixturevalue("s3_bucket") + "/s"
+    with artifacts.hold(root), pytest.raises(LeaseError, match="another run writes this root"):
+        run_study(study, root)
+    assert not (storage.path(root) / "plan.json").exists()
