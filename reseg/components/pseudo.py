@@ -45,13 +45,13 @@ from reseg import artifacts, layout, storage
 from reseg.components.selector import (
     BINS,
     Q,
-    _histograms,
-    _open_selection_raster,
     key_at,
+    open_selection_raster,
     pixel_keys,
     pixel_scores,
     plot_histograms,
     quantize,
+    score_histograms,
 )
 from reseg.config.data import IGNORE
 from reseg.config.rounds import PseudoConfig
@@ -218,7 +218,7 @@ def _pseudo(
     written = _write_training_tiles(tiles, tmp, {s["id"] for s in scenes}, cfg.weight)
     report = _report(run, counts, acc)
     artifacts.write_json(tmp / layout.PSEUDO_JSON, report)
-    hist_json = _histograms(counts.hist, tiles.class_names)
+    hist_json = score_histograms(counts.hist, tiles.class_names)
     artifacts.write_json(tmp / layout.SCORE_HIST_JSON, hist_json)
     plot_histograms(hist_json, report, tmp / layout.SCORE_HIST_PNG)
     return {
@@ -269,7 +269,7 @@ def _lows(run: _Run, counts: _Counts) -> list[int | None]:
 def _mark(run: _Run, lows: list[int | None], scenes: list[dict[str, Any]], tmp: Path) -> _Tally:
     """Pass 3: rasters; counts, Jaccard with the previous round, precision on target labels."""
     acc = _Tally(run.tiles.num_classes)
-    dsts = {s["id"]: _open_selection_raster(tmp / f"{s['id']}.tif", s, run.tiles) for s in scenes}
+    dsts = {s["id"]: open_selection_raster(tmp / f"{s['id']}.tif", s, run.tiles) for s in scenes}
     previous = run.previous
     prev = (
         {

@@ -302,7 +302,7 @@ def _select(
     _write_weighted(tiles, tmp, cfg)
     report = _report(run, counts, bounds, marks)
     artifacts.write_json(tmp / layout.SELECTION_JSON, report)
-    hist_json = _histograms(counts.hist_all, tiles.class_names)
+    hist_json = score_histograms(counts.hist_all, tiles.class_names)
     artifacts.write_json(tmp / layout.SCORE_HIST_JSON, hist_json)
     plot_histograms(hist_json, report, tmp / layout.SCORE_HIST_PNG)
     return {"files": [f.name for f in tiles.files], "selected": marks.selected.tolist()}
@@ -369,7 +369,7 @@ def _mark(run: _Run, bounds: _Bounds, tmp: Path) -> _Marks:
     C = run.C
     marks = _Marks(np.zeros(C, np.int64), np.zeros(C, np.int64), np.zeros(C, np.int64))
     scenes = run.tiles.manifest["scenes"]
-    srcs = {s["id"]: _open_selection_raster(tmp / f"{s['id']}.tif", s, run.tiles) for s in scenes}
+    srcs = {s["id"]: open_selection_raster(tmp / f"{s['id']}.tif", s, run.tiles) for s in scenes}
     previous = run.previous
     prev = (
         {
@@ -417,7 +417,7 @@ def _core_selection(
     return core, RioWindow(c0, r0, w, h)
 
 
-def _open_selection_raster(path: Path, scene: dict, tiles: artifacts.TileSet):
+def open_selection_raster(path: Path, scene: dict, tiles: artifacts.TileSet):
     from affine import Affine
 
     profile = dict(
@@ -501,7 +501,7 @@ def _report(run: _Run, counts: _Counts, bounds: _Bounds, marks: _Marks) -> dict:
     }
 
 
-def _histograms(hist_all: np.ndarray, names: Sequence[str]) -> dict:
+def score_histograms(hist_all: np.ndarray, names: Sequence[str]) -> dict:
     idx = np.arange(BINS) * HIST_BINS // BINS
     coarse = np.zeros((hist_all.shape[0], HIST_BINS), np.int64)
     for c in range(hist_all.shape[0]):

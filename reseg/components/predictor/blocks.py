@@ -47,7 +47,7 @@ from reseg.components.predictor.outputs import SceneOutputs, encode, output_spec
 from reseg.components.predictor.preview import PreviewCanvas
 from reseg.components.predictor.reader import SceneImage
 from reseg.components.predictor.refine import rgb_indexes
-from reseg.components.predictor.scene import _slide, plan_scene, prepare
+from reseg.components.predictor.scene import plan_scene, prepare, slide
 from reseg.components.predictor.sliding import TileBlock, split_blocks
 from reseg.config import DataConfig, PredictConfig, VectorLabels
 from reseg.errors import ArtifactError
@@ -123,7 +123,7 @@ def block_name(block: TileBlock) -> str:
 
 
 class BlockOutputs:
-    """One block's raw rasters (its window only) and its preview samples; `_slide` writes here."""
+    """One block's raw rasters (its window only) and its preview samples; `slide` writes here."""
 
     def __init__(
         self,
@@ -212,7 +212,7 @@ def predict_block(
     with storage.written_locally(d, "block") as local:
         sink = BlockOutputs(scene, window, local, info, cfg)
         try:
-            cm, timing = _slide(backend, scene, plan, cfg, sink, label_reader, block)
+            cm, timing = slide(backend, scene, plan, cfg, sink, label_reader, block)
         finally:
             sink.close()
             if label_reader is not None:

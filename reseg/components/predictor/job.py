@@ -48,8 +48,8 @@ from reseg.components.predictor.labels import label_data_config
 from reseg.components.predictor.reader import SceneImage, open_scene
 from reseg.components.predictor.scene import (
     ScenePrediction,
-    _fixed_mmap_threshold,
     choose_precision,
+    fixed_mmap_threshold,
     plan_scene,
     unique_ids,
 )
@@ -91,7 +91,7 @@ class PredictBlock(beam.DoFn):
         self.backend = None
 
     def setup(self) -> None:
-        _fixed_mmap_threshold()
+        fixed_mmap_threshold()
         self.backend = load_backend(self.model)
         self.cfg = PredictConfig.model_validate(self.cfg_dict)
         self.data = None if self.data_dict is None else DataConfig.model_validate(self.data_dict)

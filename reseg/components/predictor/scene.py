@@ -181,7 +181,7 @@ def _batches(
         yield _Batch(keys, np.stack(tiles), np.stack(valid))
 
 
-def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
+def fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
     """Serve allocations of `nbytes` or more by mmap, returned to the system on free (glibc only).
 
     glibc raises its mmap threshold each time a large block is freed, after which
@@ -208,7 +208,7 @@ _MALLOC_SET = False
 
 
 class BlockSink(Protocol):
-    """Where `_slide` writes finished blocks (`SceneOutputs`, or one block's files)."""
+    """Where `slide` writes finished blocks (`SceneOutputs`, or one block's files)."""
 
     preview: PreviewCanvas | None
 
@@ -259,7 +259,7 @@ def predict_scene(
         `precision`, the arithmetic the model ran in (`auto` resolved and guarded).
     """
     cfg = cfg or PredictConfig()
-    _fixed_mmap_threshold()
+    fixed_mmap_threshold()
     backend = model if isinstance(model, Backend) else load_backend(model)
     info = backend.info
     t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -270,7 +270,7 @@ def predict_scene(
         label_reader = LabelReader(*label_data_config(image, labels, info, scene.nodata, data))
     outputs = SceneOutputs(scene, out_dir, info, cfg)
     try:
-        cm, timing = _slide(backend, scene, plan, cfg, outputs, label_reader)
+        cm, timing = slide(backend, scene, plan, cfg, outputs, label_reader)
         metrics = None
         if label_reader is not None:
             metrics = {"scene": scene.id, "image": scene.path, **scores(cm, list(info.class_names))}
@@ -398,7 +398,7 @@ def choose_precision(backend: Any, scene: SceneImage, plan: SlidingPlan, cfg: Pr
 
 @dataclass
 class _Sliding:
-    """What the three stages of one `_slide` share: the tiles to read, where they go, the
+    """What the three stages of one `slide` share: the tiles to read, where they go, the
     queues between the stages, the failure flag, and the confusion the writer counts into."""
 
     scene: SceneImage
@@ -416,7 +416,7 @@ class _Sliding:
     cm: np.ndarray  # (C, C) int64
 
 
-def _slide(
+def slide(
     backend: Backend,
     scene: SceneImage,
     plan: SlidingPlan,
