@@ -133,6 +133,11 @@ def mean_iou_of(cm: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray
         return np.where(n > 0, iou.sum(-1) / np.maximum(n, 1), np.nan)
 
 
+def _clean(v: np.ndarray) -> list[float | None]:
+    """Floats of `v` as JSON has them: NaN -> None."""
+    return [None if np.isnan(x) else float(x) for x in v]
+
+
 def scores(
     cm: np.ndarray,
     class_names: list[str] | tuple[str, ...] | None = None,
@@ -155,10 +160,6 @@ def scores(
     kappa = (oa - pe) / (1 - pe) if n and pe < 1 else float("nan")
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(tp))]
     outside = ~member & (cols > 0)
-
-    def clean(v: np.ndarray) -> list[float | None]:
-        return [None if np.isnan(x) else float(x) for x in v]
-
     return {
         "pixels": int(n),
         "overall_accuracy": None if np.isnan(oa) else oa,
@@ -182,10 +183,10 @@ def scores(
             }
             for name, i, f, p, r, s, q in zip(
                 names,
-                clean(iou),
-                clean(f1),
-                clean(precision),
-                clean(recall),
+                _clean(iou),
+                _clean(f1),
+                _clean(precision),
+                _clean(recall),
                 rows,
                 cols,
                 strict=True,

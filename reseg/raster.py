@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,33 +67,13 @@ class SceneInfo:
 
 
 def fingerprint_file(path: str | Path) -> str:
-    """Cheap content fingerprint: size, mtime and SHA-256 of the first and last MiB (on object
-    storage: size, ETag or generation, and the same bytes)."""
-    if storage.is_remote(path):
-        return _fingerprint_object(str(path))
-    p = Path(path)
-    st = p.stat()
-    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    with open(p, "rb") as fh:
-        h.update(fh.read(1 << 20))
-        if st.st_size > 2 << 20:
-            fh.seek(-(1 << 20), os.SEEK_END)
-            h.update(fh.read())
-    return h.hexdigest()[:16]
-
-
-def _fingerprint_object(uri: str) -> str:
-    p = storage.path(uri)
-    try:
-        info = p.fs.info(p.path)
-        size = int(info.get("size") or 0)
-        version = info.get("ETag") or info.get("etag") or info.get("generation") or ""
-        h = hashlib.sha256(f"{size}:{version}".encode())
-        h.update(p.fs.cat_file(p.path, start=0, end=min(size, 1 << 20)))
-        if size > 2 << 20:
-            h.update(p.fs.cat_file(p.path, start=size - (1 << 20), end=size))
-    except Exception as e:  # the object store's client raises its own types
-        raise storage.remote_error(e, uri) from None
+    """Cheap content fingerprint: size, version (mtime on a disk; ETag or generation on object
+    storage) and SHA-256 of the first and last MiB."""
+    size, version = storage.stat(path)
+    h = hashlib.sha256(f"{size}:{version}".encode())
+    h.update(storage.read_range(path, 0, min(size, 1 << 20)))
+    if size > 2 << 20:
+        h.update(storage.read_range(path, size - (1 << 20), size))
     return h.hexdigest()[:16]
 
 

@@ -264,6 +264,28 @@ def write_report(root: str | Path, shared: layout.Shared | None = None) -> Path:
     return out / "report.md"
 
 
+def _setup_line(cfg: dict[str, Any]) -> str:
+    """The report's header: the model, the rounds and what each round after round 0 trains on
+    (the labelled-pixel selection, or the pseudo-labels that replace it)."""
+    rounds = cfg["rounds"]
+    head = f"Model `{cfg['model']['name']}`, {rounds['count']} rounds after round 0"
+    ps = rounds.get("pseudo")
+    if ps:
+        x = ps["grow"] and "{start}% + {step}% a round, at most {max}%".format(**ps["grow"])
+        return (
+            f"{head}, pseudo-label rounds: per predicted class the top "
+            f"{x or format(ps['percent'], 'g') + '%'} of the unlabelled and target pixels by `{ps['score']}`"
+            + (f", score >= {ps['floor']}" if ps["floor"] is not None else "")
+            + f", weight {ps['weight']:g}, rounds start by `{rounds['init']}`."
+        )
+    sel = rounds.get("selection", {})
+    return (
+        f"{head}, selection: {sel.get('direction')} {sel.get('percent')}% by "
+        f"`{sel.get('score')}` score, weighting `{sel.get('weighting')}`, rounds start by "
+        f"`{rounds['init']}`."
+    )
+
+
 def _write_report(root: Path, out: Path, into: Path, shared: layout.Shared | None) -> None:
     """The report's files written `into` a folder, their links relative to `out`."""
     shared = layout.Shared.load(root) if shared is None else shared
@@ -272,24 +294,7 @@ def _write_report(root: Path, out: Path, into: Path, shared: layout.Shared | Non
     md = [f"# reseg report: {name}", ""]
     cfg = _json(layout.config_file(root))
     if cfg:
-        sel = cfg.get("rounds", {}).get("selection", {})
-        md += [
-            f"Model `{cfg['model']['name']}`, {cfg['rounds']['count']} rounds after round 0, selection: "
-            f"{sel.get('direction')} {sel.get('percent')}% by `{sel.get('score')}` score, weighting "
-            f"`{sel.get('weighting')}`, rounds start by `{cfg['rounds']['init']}`.",
-            "",
-        ]
-        ps = cfg["rounds"].get("pseudo")
-        if ps:
-            x = ps["grow"] and "{start}% + {step}% a round, at most {max}%".format(**ps["grow"])
-            md += [
-                f"Pseudo-label rounds (replace the selection above): per predicted class the top "
-                f"{x or str(ps['percent']) + '%'} of the unlabelled and target pixels by "
-                f"`{ps['score']}`"
-                + (f", score >= {ps['floor']}" if ps["floor"] is not None else "")
-                + f", weight {ps['weight']:g}.",
-                "",
-            ]
+        md += [_setup_line(cfg), ""]
     stats = layout.stats_dir(shared.data_root(root)) / layout.CLASS_PIXELS_PNG
     if stats.exists():
         md += ["## Data", "", f"![class pixels per fold]({_rel(stats, out)})", ""]

@@ -360,35 +360,11 @@ def scene_dicts(
         if "label:type" in it.properties:
             continue  # a label item (label extension): labels of the item it links to
         assets = [_asset(it, k, source) for k in keys]
-        r = it.properties.get(role_property, role) if role_property else role
-        if r not in ("labelled", "unlabelled", "target"):
-            raise InputError(
-                f"{source}: item {it.id}: {role_property} {r!r} is not labelled, unlabelled "
-                "or target"
-            )
+        r = _role(it, source, role, role_property)
         lab = None
         if labels is not None and r != "unlabelled":
             lab = _asset(by_source.get(it.href, it), labels, source)["href"]
-        if isinstance(image, str):
-            n = _declared_bands(assets[0])
-            if n is not None:
-                counts.setdefault(n, it.id)
-            path = assets[0]["href"]
-        else:
-            for k, a in zip(keys, assets, strict=True):
-                n = _declared_bands(a)
-                if n is not None and n != 1:
-                    raise InputError(
-                        f"{source}: item {it.id}: asset '{k}' has {n} bands; stacked image "
-                        "assets must have one band each"
-                    )
-            path = None  # stacked below, once every item is known to be complete
-        if len(counts) > 1:
-            (n0, first), (n1, other) = list(counts.items())[:2]
-            raise InputError(
-                f"{source}: image asset '{image}' has {n0} bands in item {first} and {n1} in "
-                f"item {other}; every item's image needs the same bands"
-            )
+        path = _image_href(source, it, image, assets, counts)
         entry: dict[str, Any] = {"id": it.id, "image": path, "role": r, "stac_item": it.href}
         if lab is not None and vector is not None:
             entry["vector"] = {**vector, "path": lab}
@@ -403,9 +379,79 @@ def scene_dicts(
     return result
 
 
+def _role(it: Item, source: str, role: str, role_property: str | None) -> str:
+    """The item's role: its `role_property`, else `role`; one of labelled, unlabelled, target."""
+    r = it.properties.get(role_property, role) if role_property else role
+    if r not in ("labelled", "unlabelled", "target"):
+        raise InputError(
+            f"{source}: item {it.id}: {role_property} {r!r} is not labelled, unlabelled or target"
+        )
+    return r
+
+
+def _image_href(
+    source: str, it: Item, image: str | list[str], assets: list[dict], counts: dict[int, str]
+) -> str | None:
+    """The href of the item's image asset, or None for single-band assets to be stacked
+    (each checked to have one band). `counts` (band count -> first item declaring it)
+    gathers the image asset's band counts across items: two different ones are an error."""
+    if isinstance(image, str):
+        n = _declared_bands(assets[0])
+        if n is not None:
+            counts.setdefault(n, it.id)
+        path = assets[0]["href"]
+    else:
+        for k, a in zip(image, assets, strict=True):
+            n = _declared_bands(a)
+            if n is not None and n != 1:
+                raise InputError(
+                    f"{source}: item {it.id}: asset '{k}' has {n} bands; stacked image "
+                    "assets must have one band each"
+                )
+        path = None  # stacked below, once every item is known to be complete
+    if len(counts) > 1:
+        (n0, first), (n1, other) = list(counts.items())[:2]
+        raise InputError(
+            f"{source}: image asset '{image}' has {n0} bands in item {first} and {n1} in "
+            f"item {other}; every item's image needs the same bands"
+        )
+    return path
+
+
 def stack_bands(hrefs: list[str], where: str) -> str:
     """A VRT (in the cache, named by its content) stacking single-band rasters `hrefs` in
     order; they must share size, transform and CRS. Returns its path."""
+    bands, shape = _band_sources(hrefs, where)
+    dtypes = {b[1] for b in bands}
+    if len(dtypes) != 1:
+        raise InputError(f"{where}: stacked bands have different data types {sorted(dtypes)}")
+    text = _vrt(bands, shape)
+    folder = storage.cache_dir() / "stac"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = posixpath.basename(hrefs[0]).rsplit(".", 1)[0]
+    out = folder / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.vrt"
+    if not out.exists():
+        with storage.atomic_write(out, "w") as fh:
+            fh.write(text)
+    return str(out)
+
+
+_GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "float32": "Float32",
+    "float64": "Float64",
+}
+"""numpy dtype -> GDAL data type name of a VRT band."""
+
+
+def _band_sources(hrefs: list[str], where: str) -> tuple[list[tuple], tuple]:
+    """Each single-band raster's (href, dtype, nodata, block shape), and the one grid
+    (width, height, transform, CRS) they must share."""
     import rasterio
 
     storage.configure_gdal()
@@ -428,20 +474,13 @@ def stack_bands(hrefs: list[str], where: str) -> str:
         except rasterio.errors.RasterioIOError as e:
             raise InputError(f"{where}: {href} cannot be read ({str(e)[:200]})") from None
     assert shape is not None
+    return bands, shape
+
+
+def _vrt(bands: list[tuple], shape: tuple) -> str:
+    """The VRT's XML stacking `bands` (`_band_sources`) on grid `shape`."""
     width, height, transform, crs = shape
-    gdal_types = {
-        "uint8": "Byte",
-        "int8": "Int8",
-        "uint16": "UInt16",
-        "int16": "Int16",
-        "uint32": "UInt32",
-        "int32": "Int32",
-        "float32": "Float32",
-        "float64": "Float64",
-    }
-    dtypes = {b[1] for b in bands}
-    if len(dtypes) != 1:
-        raise InputError(f"{where}: stacked bands have different data types {sorted(dtypes)}")
+    gdal_types = _GDAL_TYPES
     a, b, c, d, e, f = transform
     lines = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">']
     if crs is not None:
@@ -465,15 +504,7 @@ def stack_bands(hrefs: list[str], where: str) -> str:
             "  </VRTRasterBand>",
         ]
     lines.append("</VRTDataset>")
-    text = "\n".join(lines) + "\n"
-    folder = storage.cache_dir() / "stac"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = posixpath.basename(hrefs[0]).rsplit(".", 1)[0]
-    out = folder / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.vrt"
-    if not out.exists():
-        with storage.atomic_write(out, "w") as fh:
-            fh.write(text)
-    return str(out)
+    return "\n".join(lines) + "\n"
 
 
 # --- describing rasters -------------------------------------------------------------------

@@ -45,6 +45,7 @@ from reseg.errors import (
     OutputError,
     ResegError,
     StoreError,
+    check_output_folder,
     store_unavailable,
 )
 
@@ -121,6 +122,16 @@ def resolved(x: str | os.PathLike) -> str:
 def same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether `a` and `b` name the same location (local links resolved)."""
     return resolved(a) == resolved(b)
+
+
+def against(x: str, base: str | os.PathLike) -> str:
+    """A location as written in a file, as text: a URI checked and kept, a local path with `~`
+    expanded and made absolute against folder `base` (links not followed)."""
+    if is_remote(x):
+        check_uri(x)
+        return x
+    p = Path(os.path.expanduser(x))
+    return str(p if p.is_absolute() else (Path(base) / p).resolve())
 
 
 def argument(x: str) -> AnyPath | str:
@@ -311,6 +322,52 @@ def files_with_versions(p: AnyPath) -> dict[str, tuple[int, str]]:
         for k, v in found.items()
         if k.startswith(base) and v.get("type", "file") != "directory"
     }
+
+
+def stat(p: str | os.PathLike) -> tuple[int, str]:
+    """(size, version) of file `p`: its modification time (ns) on a disk; what the store keeps
+    of the object's content on object storage (S3's ETag, GCS's generation)."""
+    if not is_remote(p):
+        st = os.stat(p)
+        return st.st_size, str(st.st_mtime_ns)
+    u = path(p)
+    try:
+        info = u.fs.info(u.path)
+    except Exception as e:  # the object store's client raises its own types
+        raise client_error(e, p) or remote_error(e, p) from None
+    version = info.get("ETag") or info.get("etag") or info.get("generation") or ""
+    return int(info.get("size") or 0), str(version)
+
+
+def read_range(p: str | os.PathLike, start: int, end: int) -> bytes:
+    """Bytes [start, end) of file `p` (one ranged GET on object storage)."""
+    if not is_remote(p):
+        with open(p, "rb") as fh:
+            fh.seek(start)
+            return fh.read(end - start)
+    u = path(p)
+    try:
+        return u.fs.cat_file(u.path, start=start, end=end)
+    except Exception as e:  # the object store's client raises its own types
+        raise client_error(e, p) or remote_error(e, p) from None
+
+
+@contextlib.contextmanager
+def written_locally(final: AnyPath, fp: str) -> Iterator[Path]:
+    """A local folder for writers that need files (GDAL, Keras) whose content ends up in folder
+    `final`: `final` itself on a disk; on object storage a staging folder (`local_stage`)
+    whose files are uploaded, sorted by name, when the block ends without an error and then
+    removed (after an error it is kept, so a rerun on this machine can look at it)."""
+    final = path(final)
+    if not is_remote(final):
+        final.mkdir(parents=True, exist_ok=True)
+        yield final
+        return
+    local = local_stage(final, fp)
+    yield local
+    for name in sorted(os.listdir(local)):
+        upload(local / name, final / name)
+    shutil.rmtree(local, ignore_errors=True)
 
 
 def mkdir(p: AnyPath) -> None:
@@ -615,10 +672,11 @@ def check_endpoint(x: str | os.PathLike) -> None:
 def check_output(root: AnyPath) -> None:
     """Raise the one-line error of an object-store root that cannot be written: an
     unsupported scheme, an endpoint that does not resolve (`check_endpoint`), a bucket that
-    does not exist or cannot be reached, missing or refused credentials. Creates nothing.
-    Local roots are not checked here."""
+    does not exist or cannot be reached, missing or refused credentials; or of a local folder
+    that cannot be made (`errors.check_output_folder`). Creates nothing."""
     check_uri(root)
     if not is_remote(root):
+        check_output_folder(root)
         return
     check_endpoint(root)
     p = path(root)

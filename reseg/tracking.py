@@ -264,38 +264,16 @@ def open_run(
 
     uri = resolve_uri(cfg, root)
     if uri is None:
-        if str(root) not in _UNTRACKED:  # a pipeline opens a run per step: say it once
-            _UNTRACKED.add(str(root))
-            log.warning(
-                "%s: a root on object storage has no local MLflow store; not tracking this "
-                "run (set tracking.uri to a tracking server, whose artifact store can be in "
-                "the same bucket)",
-                root,
-            )
+        _warn_untracked(root)
         yield NULL_RUN
         return
     client = MlflowClient(tracking_uri=uri)
-    local = uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
-    artifacts = None
-    if local:  # a local store keeps its artifacts in the root (a bucket's root: the bucket)
-        here = storage.path(root) / "mlartifacts"
-        artifacts = str(here) if storage.is_remote(here) else Path(here).resolve().as_uri()
+    artifacts = _artifact_location(uri, root)
     exp_id = _experiment_id(client, cfg.tracking.experiment or cfg.name, artifacts)
-    run_id = None
-    if resume_key is not None:
-        status = "" if reopen else " and attributes.status = 'RUNNING'"
-        found = client.search_runs(
-            [exp_id],
-            filter_string=f"tags.`{RESUME_TAG}` = '{resume_key}'{status}",
-            max_results=1,
-            order_by=["attributes.start_time DESC"],
-        )
-        if found:
-            run_id = found[0].info.run_id
-            if found[0].info.status != "RUNNING":
-                client.update_run(run_id, status="RUNNING")
-            log.info("continuing MLflow run %s (%s)", run_id, run_name)
-    if run_id is None:
+    run_id = None if resume_key is None else _resumable(client, exp_id, resume_key, reopen)
+    if run_id is not None:
+        log.info("continuing MLflow run %s (%s)", run_id, run_name)
+    else:
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if resume_key is not None:
             all_tags[RESUME_TAG] = resume_key
@@ -303,6 +281,46 @@ def open_run(
         log.info("MLflow run %s (%s) in %s", run_id, run_name, uri)
     with _ended(Run(client, run_id, exp_id)) as run:
         yield run
+
+
+def _warn_untracked(root: str | Path) -> None:
+    """Warn, once per root, that a root on object storage is not tracked (no local store)."""
+    if str(root) not in _UNTRACKED:  # a pipeline opens a run per step: say it once
+        _UNTRACKED.add(str(root))
+        log.warning(
+            "%s: a root on object storage has no local MLflow store; not tracking this "
+            "run (set tracking.uri to a tracking server, whose artifact store can be in "
+            "the same bucket)",
+            root,
+        )
+
+
+def _artifact_location(uri: str, root: str | Path) -> str | None:
+    """Where a new experiment keeps its artifacts: `<root>/mlartifacts` for a local store
+    (a bucket's root: the bucket), None (the server's default) for a tracking server."""
+    local = uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
+    if not local:
+        return None
+    here = storage.path(root) / "mlartifacts"
+    return str(here) if storage.is_remote(here) else Path(here).resolve().as_uri()
+
+
+def _resumable(client: Any, exp_id: str, resume_key: str, reopen: bool) -> str | None:
+    """Id of the latest run carrying `resume_key` (RUNNING only unless `reopen`), set
+    RUNNING again; None when there is none."""
+    status = "" if reopen else " and attributes.status = 'RUNNING'"
+    found = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`{RESUME_TAG}` = '{resume_key}'{status}",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    if not found:
+        return None
+    run_id = found[0].info.run_id
+    if found[0].info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    return run_id
 
 
 # --- model registry (exports) ------------------------------------------------------------
@@ -364,20 +382,46 @@ def register_export(
     """
     if not run.enabled:
         return None
-    from mlflow.exceptions import MlflowException
-
     _quiet()
     client = run._client
+    _ensure_registered_model(client, name)
+    existing = _registry_versions(run, name)
+    mv = existing.get(version)
+    if mv is not None and fingerprint and mv.tags.get(EXPORT_FINGERPRINT_TAG) == fingerprint:
+        return version
+    _fill_gap(client, name, max(existing, default=0) + 1, version, source, backfill)
+    tags = {EXPORT_VERSION_TAG: str(version)}
+    if fingerprint:
+        tags[EXPORT_FINGERPRINT_TAG] = fingerprint
+    mv = client.create_model_version(
+        name, source, run_id=run.run_id, tags=tags, description=description
+    )
+    got = int(mv.version)
+    _log_registered(name, version, got, source)
+    return got
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
+    """Create registered model `name` unless it exists."""
+    from mlflow.exceptions import MlflowException
+
     try:
         client.create_registered_model(name, description="reseg exports (TF Serving SavedModels)")
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    existing = _registry_versions(run, name)
-    mv = existing.get(version)
-    if mv is not None and fingerprint and mv.tags.get(EXPORT_FINGERPRINT_TAG) == fingerprint:
-        return version
-    following = max(existing, default=0) + 1
+
+
+def _fill_gap(
+    client: Any,
+    name: str,
+    following: int,
+    version: int,
+    source: str,
+    backfill: Mapping[int, Path] | None,
+) -> None:
+    """Register versions `following` .. `version - 1` of `name` (the registry is behind):
+    from `backfill[k]` when that folder exists, else as a placeholder deleted at once."""
     while following < version:
         folder = (backfill or {}).get(following)
         if folder is not None and Path(folder).exists():
@@ -396,13 +440,10 @@ def register_export(
             "registry: %s version %s stands for export version %d", name, got.version, following
         )
         following = int(got.version) + 1
-    tags = {EXPORT_VERSION_TAG: str(version)}
-    if fingerprint:
-        tags[EXPORT_FINGERPRINT_TAG] = fingerprint
-    mv = client.create_model_version(
-        name, source, run_id=run.run_id, tags=tags, description=description
-    )
-    got = int(mv.version)
+
+
+def _log_registered(name: str, version: int, got: int, source: str) -> None:
+    """Say which registry version export `version` became (a warning when they differ)."""
     if got != version:
         log.warning(
             "registry: %s export version %d became registry version %d (the registry had used "
@@ -415,7 +456,6 @@ def register_export(
         )
     else:
         log.info("registered %s version %d (%s)", name, got, source)
-    return got
 
 
 def artifact_uri(run: Run, artifact_path: str = "") -> str | None:

@@ -22,12 +22,12 @@ def run(args: argparse.Namespace) -> int:
             m = steps.evaluate(ctx, r, k)
             title = f"{'merged' if r == steps.MERGED else f'round {r}'} {fold_name(k)}"
             print(
-                f"{title}: mIoU {_f(m.mean_iou)}  OA {_f(m.overall_accuracy)}  "
-                f"kappa {_f(m.kappa)}  ({m.path})"
+                f"{title}: mIoU {fmt(m.mean_iou)}  OA {fmt(m.overall_accuracy)}  "
+                f"kappa {fmt(m.kappa)}  ({m.path})"
             )
             for name, pc in m.per_class.items():
                 print(
-                    f"  {name:>16}: IoU {_f(pc['iou'])}  F1 {_f(pc['f1'])}  support {pc['support']}"
+                    f"  {name:>16}: IoU {fmt(pc['iou'])}  F1 {fmt(pc['f1'])}  support {pc['support']}"
                 )
             absent = m.values.get("false_positives") or {}
             if absent:
@@ -39,17 +39,17 @@ def run(args: argparse.Namespace) -> int:
                 v = steps.validate(ctx, int(r), k)
                 if v is not None:
                     print(
-                        f"  validation fold {v.values['fold']}: mIoU {_f(v.mean_iou)}  ({v.path})"
+                        f"  validation fold {v.values['fold']}: mIoU {fmt(v.mean_iou)}  ({v.path})"
                     )
             t = steps.evaluate_target(ctx, r, k)  # None without target pixels
             if t is not None:
                 print(
-                    f"{title} target: mIoU {_f(t.mean_iou)}  OA {_f(t.overall_accuracy)}  "
-                    f"kappa {_f(t.kappa)}  ({t.path})"
+                    f"{title} target: mIoU {fmt(t.mean_iou)}  OA {fmt(t.overall_accuracy)}  "
+                    f"kappa {fmt(t.kappa)}  ({t.path})"
                 )
         return 0
 
 
-def _f(v: float | None) -> str:
+def fmt(v: float | None) -> str:
     """A metric to 4 decimals; "–" where it is undefined (e.g. kappa with one class)."""
     return "–" if v is None else f"{v:.4f}"

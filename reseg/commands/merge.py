@@ -5,7 +5,7 @@ import argparse
 from reseg import layout
 from reseg.artifacts import Metrics
 from reseg.commands._common import add_config_and_root, add_fold, writing
-from reseg.commands.evaluate import _f
+from reseg.commands.evaluate import fmt
 from reseg.pipeline import steps
 
 
@@ -22,6 +22,6 @@ def run(args: argparse.Namespace) -> int:
             rounds = steps.scored_rounds(ctx, k)
             print(
                 f"merged rounds {rounds} of {layout.fold_name(k)} ({ctx.cfg.rounds.merge}): "
-                f"mIoU {_f(m.mean_iou)} -> {merged.path}"
+                f"mIoU {fmt(m.mean_iou)} -> {merged.path}"
             )
         return 0

@@ -53,7 +53,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=storage.argument, help="output folder (a local path, s3:// or gs://)"
     )
-    s = parser.add_argument_group("STAC (docs/stac.md)")
+    _add_stac(parser.add_argument_group("STAC (docs/stac.md)"))
+    add_wait(parser, "--out (or --root)")
+    parser.add_argument(
+        "--root",
+        type=storage.argument,
+        help="with --config and no --model: the pipeline's predict step into <root>/predictions",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,  # local: config files are read from disk (reseg.config.load_config)
+        help="YAML config: its `predict` section sets the defaults of the options below, and its "
+        "`data` section says how labels are read (label values, vector attributes); scenes listed "
+        "there with labels are scored without --labels",
+    )
+    _add_labels(parser)
+    _add_prediction_options(
+        parser.add_argument_group("prediction (override the config's predict section)")
+    )
+    parser.set_defaults(beam_args=[])  # `-- BEAM_OPTIONS` (reseg.cli moves them here)
+
+
+def _add_stac(s) -> None:
+    """Scenes from STAC (a file, catalog or API search) and the items published beside the
+    outputs."""
     s.add_argument(
         "--stac",
         metavar="SOURCE",
@@ -86,24 +109,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not publish <scene>.item.json and collection.json beside the outputs",
     )
-    add_wait(parser, "--out (or --root)")
-    parser.add_argument(
-        "--root",
-        type=storage.argument,
-        help="with --config and no --model: the pipeline's predict step into <root>/predictions",
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,  # local: config files are read from disk (reseg.config.load_config)
-        help="YAML config: its `predict` section sets the defaults of the options below, and its "
-        "`data` section says how labels are read (label values, vector attributes); scenes listed "
-        "there with labels are scored without --labels",
-    )
-    _add_labels(parser)
-    _add_prediction_options(
-        parser.add_argument_group("prediction (override the config's predict section)")
-    )
-    parser.set_defaults(beam_args=[])  # `-- BEAM_OPTIONS` (reseg.cli moves them here)
 
 
 def _add_labels(parser: argparse.ArgumentParser) -> None:

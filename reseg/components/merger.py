@@ -121,19 +121,27 @@ def merge(
                 "files": files,
             },
         )
-        spec = {
-            "method": method,
-            "members": [
-                {
-                    "model": storage.relpath(m.path, out),
-                    "weight": float(w) if method == "weighted" else 1.0,
-                }
-                for m, w in zip(round_models, weights, strict=True)
-            ],
-        }
+        spec = _merged_spec(round_models, weights, method, out)
         artifacts.write_json(st.dir / layout.MERGED_JSON, spec)
         st.manifest.update(method=method, rounds=len(round_scores), weights=list(weights))
     return artifacts.Merged.load(out)
+
+
+def _merged_spec(
+    round_models: Sequence[artifacts.Model], weights: Sequence[float], method: str, out: Path
+) -> dict:
+    """`merged.json`: the method and its members, each model by its path relative to `out`
+    with its weight (1 unless `weighted`)."""
+    return {
+        "method": method,
+        "members": [
+            {
+                "model": storage.relpath(m.path, out),
+                "weight": float(w) if method == "weighted" else 1.0,
+            }
+            for m, w in zip(round_models, weights, strict=True)
+        ],
+    }
 
 
 def _merge(

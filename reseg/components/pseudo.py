@@ -45,13 +45,13 @@ from reseg import artifacts, layout, storage
 from reseg.components.selector import (
     BINS,
     Q,
-    _histograms,
-    _open_selection_raster,
     key_at,
+    open_selection_raster,
     pixel_keys,
     pixel_scores,
     plot_histograms,
     quantize,
+    score_histograms,
 )
 from reseg.config.data import IGNORE
 from reseg.config.rounds import PseudoConfig
@@ -159,6 +159,36 @@ def pool_scenes(tiles: artifacts.TileSet) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass
+class _Run:
+    """What every pass of one pseudo-labelling reads: the scored tiles, the training folds, x."""
+
+    cfg: PseudoConfig
+    tiles: artifacts.TileSet
+    files: Any  # the scores' tile files
+    scene_ids: dict[str, int]
+    folds: np.ndarray
+    x: list[float]
+    fold: int | None
+    selection_index: int
+    previous: artifacts.PseudoLabels | None
+
+    def pools(self):
+        """One read of the scored tiles: (tile, its pool) for the tiles with a pool."""
+        return _iter_pools(self.files, self.scene_ids, self.folds, self.cfg.score)
+
+
+@dataclass
+class _Counts:
+    """Pass 1 per predicted class: score histogram (C, BINS) and how many pixels to take."""
+
+    hist: np.ndarray
+    n_class: np.ndarray  # pool pixels predicted as c
+    above: np.ndarray  # of those, with a score >= the floor
+    asked: np.ndarray  # round(x_c N_c / 100)
+    take: np.ndarray  # min(asked, above)
+
+
 def _pseudo(
     scores: artifacts.Scores,
     tiles: artifacts.TileSet,
@@ -169,30 +199,62 @@ def _pseudo(
     previous: artifacts.PseudoLabels | None,
 ) -> dict[str, Any]:
     """The pseudo-labels written into staging directory `tmp`; returns the manifest's entries."""
-    C = tiles.num_classes
-    scene_ids = {s["id"]: i for i, s in enumerate(tiles.manifest["scenes"])}
-    folds = np.array(training_folds(fold, tiles.folds), np.uint8)
-    x = cfg.percent_for(selection_index, C)
-    files = scores.files
+    run = _Run(
+        cfg=cfg,
+        tiles=tiles,
+        files=scores.files,
+        scene_ids={s["id"]: i for i, s in enumerate(tiles.manifest["scenes"])},
+        folds=np.array(training_folds(fold, tiles.folds), np.uint8),
+        x=cfg.percent_for(selection_index, tiles.num_classes),
+        fold=fold,
+        selection_index=selection_index,
+        previous=previous,
+    )
+    counts = _count(run)
+    lows = _lows(run, counts)
+    scenes = pool_scenes(tiles)
+    acc = _mark(run, lows, scenes, tmp)
+    # pass 4: the next round's training tiles
+    written = _write_training_tiles(tiles, tmp, {s["id"] for s in scenes}, cfg.weight)
+    report = _report(run, counts, acc)
+    artifacts.write_json(tmp / layout.PSEUDO_JSON, report)
+    hist_json = score_histograms(counts.hist, tiles.class_names)
+    artifacts.write_json(tmp / layout.SCORE_HIST_JSON, hist_json)
+    plot_histograms(hist_json, report, tmp / layout.SCORE_HIST_PNG)
+    return {
+        "files": [f.name for f in tiles.files],
+        "selected": acc.selected.tolist(),
+        "training_tiles": written,
+        "rasters": sorted(f"{s['id']}.tif" for s in scenes),
+    }
 
-    # pass 1: histograms of quantised scores per predicted class
+
+def _count(run: _Run) -> _Counts:
+    """Pass 1: histograms of quantised scores per predicted class, and each class's m_c."""
+    C, cfg, x = run.tiles.num_classes, run.cfg, run.x
     hist = np.zeros((C, BINS), np.int64)
-    for _, p in _iter_pools(files, scene_ids, folds, cfg.score):
+    for _, p in run.pools():
         q = (p.keys >> np.uint64(48)).astype(np.int64)
         hist += np.bincount(p.classes * BINS + q, minlength=C * BINS).reshape(C, BINS)
     n_class = hist.sum(1)
-    cum = np.cumsum(hist, axis=1)
     qf = 0 if cfg.floor is None else int(np.rint(cfg.floor * Q))
     above = hist[:, qf:].sum(1)
     asked = np.array([int(round(x[c] * n_class[c] / 100)) for c in range(C)], np.int64)
-    take = np.minimum(asked, above)
-    first = n_class - take  # ascending rank of the lowest selected pixel
+    return _Counts(hist, n_class, above, asked, np.minimum(asked, above))
 
-    # pass 2: keys of the boundary bins only -> the exact lowest selected key per class
-    need = {c: int(np.searchsorted(cum[c], first[c], side="right")) for c in range(C) if take[c]}
+
+def _lows(run: _Run, counts: _Counts) -> list[int | None]:
+    """Pass 2: keys of the boundary bins only -> the exact lowest selected key per class
+    (None: the class takes nothing)."""
+    C = run.tiles.num_classes
+    cum = np.cumsum(counts.hist, axis=1)
+    first = counts.n_class - counts.take  # ascending rank of the lowest selected pixel
+    need = {
+        c: int(np.searchsorted(cum[c], first[c], side="right")) for c in range(C) if counts.take[c]
+    }
     found: dict[int, list[np.ndarray]] = {c: [] for c in need}
     if need:
-        for _, p in _iter_pools(files, scene_ids, folds, cfg.score):
+        for _, p in run.pools():
             qs = (p.keys >> np.uint64(48)).astype(np.int64)
             for c, b in need.items():
                 sel = (p.classes == c) & (qs == b)
@@ -201,11 +263,14 @@ def _pseudo(
     lows: list[int | None] = [None] * C
     for c, b in need.items():
         lows[c] = key_at(cum[c], int(first[c]), {b: np.sort(np.concatenate(found[c]))})
+    return lows
 
-    # pass 3: rasters; counts, Jaccard with the previous round, precision on target labels
-    acc = _Tally(C)
-    scenes = pool_scenes(tiles)
-    dsts = {s["id"]: _open_selection_raster(tmp / f"{s['id']}.tif", s, tiles) for s in scenes}
+
+def _mark(run: _Run, lows: list[int | None], scenes: list[dict[str, Any]], tmp: Path) -> _Tally:
+    """Pass 3: rasters; counts, Jaccard with the previous round, precision on target labels."""
+    acc = _Tally(run.tiles.num_classes)
+    dsts = {s["id"]: open_selection_raster(tmp / f"{s['id']}.tif", s, run.tiles) for s in scenes}
+    previous = run.previous
     prev = (
         {
             s["id"]: rasterio.open(storage.gdal_path(previous.path / f"{s['id']}.tif"))
@@ -215,17 +280,8 @@ def _pseudo(
         else None
     )
     try:
-        for t, p in _iter_pools(files, scene_ids, folds, cfg.score):
-            rs, cs = t.core_slice()
-            h, w = rs.stop - rs.start, cs.stop - cs.start
-            r0, c0 = rs.start + t.row, cs.start + t.col
-            chosen = np.zeros(len(p.classes), bool)
-            for c in np.unique(p.classes):
-                if lows[c] is not None:
-                    chosen |= (p.classes == c) & (p.keys >= np.uint64(lows[c]))
-            core = np.zeros((h, w), np.uint8)
-            core[p.rows[chosen] - r0, p.cols[chosen] - c0] = p.classes[chosen] + 1
-            win = RioWindow(c0, r0, w, h)
+        for t, p in run.pools():
+            chosen, core, win = _core_labels(t, p, lows)
             dsts[t.scene].write(core, 1, window=win)
             old = None if prev is None else prev[t.scene].read(1, window=win)
             acc.add(p, chosen, core, old)
@@ -234,20 +290,23 @@ def _pseudo(
             d.close()
         for d in (prev or {}).values():
             d.close()
+    return acc
 
-    # pass 4: the next round's training tiles
-    written = _write_training_tiles(tiles, tmp, {s["id"] for s in scenes}, cfg.weight)
-    report = _report(cfg, tiles, x, n_class, above, asked, acc, previous, fold, selection_index)
-    artifacts.write_json(tmp / layout.PSEUDO_JSON, report)
-    hist_json = _histograms(hist, tiles.class_names)
-    artifacts.write_json(tmp / layout.SCORE_HIST_JSON, hist_json)
-    plot_histograms(hist_json, report, tmp / layout.SCORE_HIST_PNG)
-    return {
-        "files": [f.name for f in tiles.files],
-        "selected": acc.selected.tolist(),
-        "training_tiles": written,
-        "rasters": sorted(f"{s}.tif" for s in dsts),
-    }
+
+def _core_labels(
+    t: Tile, p: _Pool, lows: list[int | None]
+) -> tuple[np.ndarray, np.ndarray, RioWindow]:
+    """One tile's chosen pool pixels, its core as a raster (0, or class + 1), its scene window."""
+    rs, cs = t.core_slice()
+    h, w = rs.stop - rs.start, cs.stop - cs.start
+    r0, c0 = rs.start + t.row, cs.start + t.col
+    chosen = np.zeros(len(p.classes), bool)
+    for c in np.unique(p.classes):
+        if lows[c] is not None:
+            chosen |= (p.classes == c) & (p.keys >= np.uint64(lows[c]))
+    core = np.zeros((h, w), np.uint8)
+    core[p.rows[chosen] - r0, p.cols[chosen] - c0] = p.classes[chosen] + 1
+    return chosen, core, RioWindow(c0, r0, w, h)
 
 
 class _Tally:
@@ -288,7 +347,11 @@ def _ratio(a: int, b: int) -> float | None:
     return None if b == 0 else float(a / b)
 
 
-def _report(cfg, tiles, x, n_class, above, asked, acc: _Tally, previous, fold, s_index) -> dict:
+def _report(run: _Run, counts: _Counts, acc: _Tally) -> dict:
+    """`pseudo.json`: per class its pool, asked and selected pixels, score range, Jaccard and
+    precision; and the totals."""
+    cfg, tiles, x, previous = run.cfg, run.tiles, run.x, run.previous
+    n_class, above, asked = counts.n_class, counts.above, counts.asked
     per_class = {}
     for c, name in enumerate(tiles.class_names):
         sel = int(acc.selected[c])
@@ -311,8 +374,8 @@ def _report(cfg, tiles, x, n_class, above, asked, acc: _Tally, previous, fold, s
             "pool_precision": _ratio(int(acc.pool_correct[c]), int(acc.pool_judged[c])),
         }
     return {
-        "fold": fold,
-        "selection_index": s_index,
+        "fold": run.fold,
+        "selection_index": run.selection_index,
         "score": cfg.score,
         "direction": "top",
         "floor": cfg.floor,

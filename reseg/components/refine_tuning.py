@@ -175,37 +175,13 @@ def tune(
         )
     out = storage.path(out)
     grids = {m: grid(pcfg, m) for m in TUNED}
-    fp = _fingerprint(members, combine_method, info, fold, k, pcfg, class_names)
+    inputs = _Inputs(members, combine_method, info, fold, k, pcfg, class_names)
+    fp = _fingerprint(inputs)
     if artifacts.is_current(out, fp):
         log.info("refinement tuning is current (%s); skipping", out)
         return artifacts.RefineTuning.load(out)
     with artifacts.stage(out, fp, "tune-refine", local=True) as st:  # numpy writes tiles.npz
-        methods, none_val, n_val, pixel_sizes, pixel_m = _validation(
-            members, combine_method, grids, info, pcfg, val, class_names
-        )
-        keys, stacked = _held_out(
-            members, combine_method, methods, info, pcfg, fold, class_names, pixel_sizes
-        )
-        held = {m: _summary(a.sum(0), class_names, per_class=True) for m, a in stacked.items()}
-        for m in grids:
-            methods[m]["evaluation"] = held[m]
-        record = {
-            "fold": fold,
-            "validation_fold": val,
-            "folds": k,
-            "source": source,
-            "members": [{"scores": str(mb.scores.path), "weight": mb.weight} for mb in members],
-            "combine": combine_method,
-            "pixel_size_m": pixel_m,
-            "validation_tiles": n_val,
-            "evaluation_tiles": len(keys),
-            "none": {"validation": none_val, "evaluation": held["none"]},
-            "methods": methods,
-        }
-        artifacts.write_json(st.dir / layout.REFINE_JSON, record)
-        np.savez_compressed(
-            st.dir / layout.REFINE_TILES_NPZ, keys=np.array(keys, dtype=str), **stacked
-        )
+        methods = _tune_into(st.dir, inputs, grids, val, source)
         st.manifest.update(fold=fold, validation_fold=val, source=source)
     tuning = artifacts.RefineTuning.load(out)
     log.info(
@@ -220,43 +196,70 @@ def tune(
     return tuning
 
 
-def _fingerprint(
-    members: Sequence[Member],
-    combine_method: str,
-    info: ModelInfo,
-    fold: int,
-    k: int,
-    pcfg: PredictConfig,
-    class_names: Sequence[str],
-) -> str:
+@dataclass(frozen=True)
+class _Inputs:
+    """What a tuning reads and depends on (`tune`'s arguments of the same names)."""
+
+    members: Sequence[Member]
+    combine_method: str
+    info: ModelInfo
+    fold: int
+    k: int
+    pcfg: PredictConfig
+    class_names: Sequence[str]
+
+
+def _fingerprint(inp: _Inputs) -> str:
     """What a tuning depends on: the scores and how they combine, the folds, the grids and
     settings, the band statistics (colour units) and the class set."""
     return artifacts.fingerprint(
         "tune-refine",
         CODE_VERSION,
-        [m.scores.version for m in members],
-        [m.weight for m in members],
-        combine_method,
-        fold,
-        k,
-        pcfg.crf.model_dump(mode="json"),
-        pcfg.slic.model_dump(mode="json"),
-        pcfg.tune.model_dump(mode="json"),
-        pcfg.rgb_bands,
-        list(info.mean),
-        list(info.std),
-        list(class_names),
+        [m.scores.version for m in inp.members],
+        [m.weight for m in inp.members],
+        inp.combine_method,
+        inp.fold,
+        inp.k,
+        inp.pcfg.crf.model_dump(mode="json"),
+        inp.pcfg.slic.model_dump(mode="json"),
+        inp.pcfg.tune.model_dump(mode="json"),
+        inp.pcfg.rgb_bands,
+        list(inp.info.mean),
+        list(inp.info.std),
+        list(inp.class_names),
     )
 
 
+def _tune_into(
+    d: Path, inp: _Inputs, grids: dict[str, list[dict]], val: int, source: dict[str, Any]
+) -> dict[str, Any]:
+    """The tuning on validation, its best settings held out, written into staging directory
+    `d` (`refine.json`, per-tile confusions); returns the record's `methods`."""
+    methods, none_val, n_val, pixel_sizes, pixel_m = _validation(inp, grids, val)
+    keys, stacked = _held_out(inp, methods, pixel_sizes)
+    held = {m: _summary(a.sum(0), inp.class_names, per_class=True) for m, a in stacked.items()}
+    for m in grids:
+        methods[m]["evaluation"] = held[m]
+    record = {
+        "fold": inp.fold,
+        "validation_fold": val,
+        "folds": inp.k,
+        "source": source,
+        "members": [{"scores": str(mb.scores.path), "weight": mb.weight} for mb in inp.members],
+        "combine": inp.combine_method,
+        "pixel_size_m": pixel_m,
+        "validation_tiles": n_val,
+        "evaluation_tiles": len(keys),
+        "none": {"validation": none_val, "evaluation": held["none"]},
+        "methods": methods,
+    }
+    artifacts.write_json(d / layout.REFINE_JSON, record)
+    np.savez_compressed(d / layout.REFINE_TILES_NPZ, keys=np.array(keys, dtype=str), **stacked)
+    return methods
+
+
 def _validation(
-    members: Sequence[Member],
-    combine_method: str,
-    grids: dict[str, list[dict]],
-    info: ModelInfo,
-    pcfg: PredictConfig,
-    val: int,
-    class_names: Sequence[str],
+    inp: _Inputs, grids: dict[str, list[dict]], val: int
 ) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, float | None], float | None]:
     """Every setting of every method, and no refinement, on the validation tiles: each
     method's settings tried, its best and whether that beats no refinement (tile bootstrap).
@@ -266,11 +269,12 @@ def _validation(
         no refinement, the number of validation tiles, the ground pixel size per scene, and
         the one pixel size of the validation scenes (None when they differ).
     """
+    members, info, pcfg, class_names = inp.members, inp.info, inp.pcfg, inp.class_names
     c = len(class_names)
     val_cms: dict[str, list[np.ndarray]] = {m: [] for m in grids}
     none_cms: list[np.ndarray] = []
     pixel_sizes: dict[str, float | None] = {}
-    for t, probs in _tiles(members, combine_method, {val}):
+    for t, probs in _tiles(members, inp.combine_method, {val}):
         px = pixel_sizes.setdefault(t.scene, ground_pixel_size(t.crs, t.transform))
         none_cms.append(_core_cm(t, probs, c))
         for m, g in grids.items():
@@ -310,20 +314,14 @@ def _validation(
 
 
 def _held_out(
-    members: Sequence[Member],
-    combine_method: str,
-    methods: dict[str, Any],
-    info: ModelInfo,
-    pcfg: PredictConfig,
-    fold: int,
-    class_names: Sequence[str],
-    pixel_sizes: dict[str, float | None],
+    inp: _Inputs, methods: dict[str, Any], pixel_sizes: dict[str, float | None]
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """No refinement and each method's best setting on the held-out fold k: the tile keys
     (sorted) and per method (and `none`) the (n, C, C) per-tile confusions."""
-    c = len(class_names)
+    info, pcfg = inp.info, inp.pcfg
+    c = len(inp.class_names)
     per_tile: dict[str, dict[str, np.ndarray]] = {"none": {}, **{m: {} for m in methods}}
-    for t, probs in _tiles(members, combine_method, {fold}):
+    for t, probs in _tiles(inp.members, inp.combine_method, {inp.fold}):
         px = pixel_sizes.setdefault(t.scene, ground_pixel_size(t.crs, t.transform))
         per_tile["none"][t.key] = _core_cm(t, probs, c)
         for m in methods:

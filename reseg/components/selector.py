@@ -211,6 +211,69 @@ def select(
     return artifacts.Selection.load(out)
 
 
+@dataclass
+class _Run:
+    """What every pass of one selection reads: the scored tiles, the folds held out, the percents."""
+
+    cfg: SelectionConfig
+    tiles: artifacts.TileSet
+    scores_files: Sequence[Path]
+    scene_ids: dict[str, int]
+    held: tuple[int, ...]
+    x: list[float]
+    fold: int | None
+    selection_index: int
+    previous: Any  # the previous selection's directory, or None
+
+    @property
+    def C(self) -> int:
+        return self.tiles.num_classes
+
+    def candidates(self):
+        """One read of the scored tiles: (tile, its candidates) for the tiles not held out."""
+        return _iter_candidates(self.scores_files, self.scene_ids, self.held, self.cfg)
+
+
+@dataclass
+class _Counts:
+    """Pass 1: histograms of quantised scores per class, (C, BINS) each."""
+
+    hist_pool: np.ndarray  # candidates
+    hist_all: np.ndarray  # every labelled training pixel
+
+    @property
+    def n_class(self) -> np.ndarray:
+        return self.hist_all.sum(1)
+
+    @property
+    def pool(self) -> np.ndarray:
+        return self.hist_pool.sum(1)
+
+    @property
+    def cum(self) -> np.ndarray:
+        return np.cumsum(self.hist_pool, axis=1)
+
+
+@dataclass
+class _Bounds:
+    """Key bounds per class: selected iff lo <= key < hi (None: no bound; lo None: nothing).
+
+    `ranks[c]` is (a, b, asked) from `rank_range`, or None under an absolute threshold.
+    """
+
+    bounds: list[tuple[int | None, int | None]]
+    ranks: list[tuple[int, int, int] | None]
+
+
+@dataclass
+class _Marks:
+    """Pass 3's counts per class: selected pixels, and intersection/union with the previous round's."""
+
+    selected: np.ndarray
+    inter: np.ndarray
+    union: np.ndarray
+
+
 def _select(
     scores: artifacts.Scores,
     tiles: artifacts.TileSet,
@@ -221,67 +284,93 @@ def _select(
     previous: artifacts.Selection | None,
 ) -> dict[str, Any]:
     """The selection written into staging directory `tmp`; returns the manifest's entries."""
-    scores_files = scores.files
-    previous = None if previous is None else previous.path
-    C = tiles.num_classes
-    scenes = tiles.manifest["scenes"]
-    scene_ids = {s["id"]: i for i, s in enumerate(scenes)}
-    x = cfg.percent_for(selection_index, C)
-    held = held_folds(fold, tiles.folds)
+    run = _Run(
+        cfg=cfg,
+        tiles=tiles,
+        scores_files=scores.files,
+        scene_ids={s["id"]: i for i, s in enumerate(tiles.manifest["scenes"])},
+        held=held_folds(fold, tiles.folds),
+        x=cfg.percent_for(selection_index, tiles.num_classes),
+        fold=fold,
+        selection_index=selection_index,
+        previous=None if previous is None else previous.path,
+    )
+    counts = _count(run)
+    bounds = _bounds(run, counts)
+    marks = _mark(run, bounds, tmp)
+    # pass 4: the tile set with per-pixel weights from the rasters
+    _write_weighted(tiles, tmp, cfg)
+    report = _report(run, counts, bounds, marks)
+    artifacts.write_json(tmp / layout.SELECTION_JSON, report)
+    hist_json = score_histograms(counts.hist_all, tiles.class_names)
+    artifacts.write_json(tmp / layout.SCORE_HIST_JSON, hist_json)
+    plot_histograms(hist_json, report, tmp / layout.SCORE_HIST_PNG)
+    return {"files": [f.name for f in tiles.files], "selected": marks.selected.tolist()}
 
-    # pass 1: histograms of quantised scores per class (pool and all labelled pixels)
+
+def _count(run: _Run) -> _Counts:
+    """Pass 1: histograms of quantised scores per class (pool and all labelled pixels)."""
+    C = run.C
     hist_pool = np.zeros((C, BINS), np.int64)
     hist_all = np.zeros((C, BINS), np.int64)
-    for _, cand in _iter_candidates(scores_files, scene_ids, held, cfg):
+    for _, cand in run.candidates():
         q = (cand.keys >> np.uint64(48)).astype(np.int64)
         hist_pool += np.bincount(cand.classes * BINS + q, minlength=C * BINS).reshape(C, BINS)
         q_all = cand.q_all.astype(np.int64)
         hist_all += np.bincount(cand.classes_all * BINS + q_all, minlength=C * BINS).reshape(
             C, BINS
         )
-    n_class = hist_all.sum(1)
-    pool = hist_pool.sum(1)
-    cum = np.cumsum(hist_pool, axis=1)
+    return _Counts(hist_pool, hist_all)
 
-    # key bounds per class: selected iff lo <= key < hi (hi None = no upper bound)
-    bounds: list[tuple[int | None, int | None]] = []
-    ranks = []
+
+def _bounds(run: _Run, counts: _Counts) -> _Bounds:
+    """Each class's key bounds: from the absolute threshold, or from its ranks (pass 2)."""
+    cfg = run.cfg
     if cfg.threshold is not None:
         qt = int(np.rint(cfg.threshold * Q))
-        for _ in range(C):
-            bounds.append((qt << 48, None) if cfg.direction == "top" else (0, (qt + 1) << 48))
-            ranks.append(None)
-    else:
-        need: dict[tuple[int, int], list[int]] = {}
-        for c in range(C):
-            a, b, asked = rank_range(cfg, x[c], int(n_class[c]), int(pool[c]))
-            ranks.append((a, b, asked))
-            for r in (a, b):
-                if a < b and r < pool[c]:
-                    need.setdefault((c, boundary_bin(cum[c], r)), [])
-        # pass 2: keys of the boundary bins only
-        if need:
-            for _, cand in _iter_candidates(scores_files, scene_ids, held, cfg):
-                qs = (cand.keys >> np.uint64(48)).astype(np.int64)
-                for (c, b), acc in need.items():
-                    sel = (cand.classes == c) & (qs == b)
-                    if sel.any():
-                        acc.append(cand.keys[sel])
-        for c in range(C):
-            a, b, _ = ranks[c]
-            if a >= b:
-                bounds.append((None, None))
-                continue
-            keys = {bb: np.sort(np.concatenate(v)) for (cc, bb), v in need.items() if cc == c and v}
-            lo = key_at(cum[c], a, keys)
-            hi = key_at(cum[c], b, keys) if b < pool[c] else None
-            bounds.append((lo, hi))
+        bound = (qt << 48, None) if cfg.direction == "top" else (0, (qt + 1) << 48)
+        return _Bounds([bound] * run.C, [None] * run.C)
+    n_class, pool, cum = counts.n_class, counts.pool, counts.cum
+    ranks = []
+    need: dict[tuple[int, int], list[np.ndarray]] = {}
+    for c in range(run.C):
+        a, b, asked = rank_range(cfg, run.x[c], int(n_class[c]), int(pool[c]))
+        ranks.append((a, b, asked))
+        for r in (a, b):
+            if a < b and r < pool[c]:
+                need.setdefault((c, boundary_bin(cum[c], r)), [])
+    if need:
+        _collect_boundary_keys(run, need)
+    bounds: list[tuple[int | None, int | None]] = []
+    for c in range(run.C):
+        a, b, _ = ranks[c]
+        if a >= b:
+            bounds.append((None, None))
+            continue
+        keys = {bb: np.sort(np.concatenate(v)) for (cc, bb), v in need.items() if cc == c and v}
+        lo = key_at(cum[c], a, keys)
+        hi = key_at(cum[c], b, keys) if b < pool[c] else None
+        bounds.append((lo, hi))
+    return _Bounds(bounds, ranks)
 
-    # pass 3: selection rasters (and counts, Jaccard with the previous selection)
-    selected = np.zeros(C, np.int64)
-    inter = np.zeros(C, np.int64)
-    union = np.zeros(C, np.int64)
-    srcs = {s["id"]: _open_selection_raster(tmp / f"{s['id']}.tif", s, tiles) for s in scenes}
+
+def _collect_boundary_keys(run: _Run, need: dict[tuple[int, int], list[np.ndarray]]) -> None:
+    """Pass 2: append to `need[(class, bin)]` the keys of the candidates in those bins only."""
+    for _, cand in run.candidates():
+        qs = (cand.keys >> np.uint64(48)).astype(np.int64)
+        for (c, b), acc in need.items():
+            sel = (cand.classes == c) & (qs == b)
+            if sel.any():
+                acc.append(cand.keys[sel])
+
+
+def _mark(run: _Run, bounds: _Bounds, tmp: Path) -> _Marks:
+    """Pass 3: selection rasters (and counts, Jaccard with the previous selection)."""
+    C = run.C
+    marks = _Marks(np.zeros(C, np.int64), np.zeros(C, np.int64), np.zeros(C, np.int64))
+    scenes = run.tiles.manifest["scenes"]
+    srcs = {s["id"]: open_selection_raster(tmp / f"{s['id']}.tif", s, run.tiles) for s in scenes}
+    previous = run.previous
     prev = (
         {
             s["id"]: rasterio.open(storage.gdal_path(storage.path(previous) / f"{s['id']}.tif"))
@@ -291,60 +380,44 @@ def _select(
         else None
     )
     try:
-        for t, cand in _iter_candidates(scores_files, scene_ids, held, cfg):
-            rs, cs = t.core_slice()
-            h, w = rs.stop - rs.start, cs.stop - cs.start
-            r0, c0 = rs.start + t.row, cs.start + t.col
-            core = np.zeros((h, w), np.uint8)
-            for c in np.unique(cand.classes):
-                lo, hi = bounds[c]
-                if lo is None:
-                    continue
-                m = (cand.classes == c) & (cand.keys >= np.uint64(lo))
-                if hi is not None:
-                    m &= cand.keys < np.uint64(hi)
-                core[cand.rows[m] - r0, cand.cols[m] - c0] = c + 1
-            win = RioWindow(c0, r0, w, h)
+        for t, cand in run.candidates():
+            core, win = _core_selection(t, cand, bounds.bounds)
             srcs[t.scene].write(core, 1, window=win)
-            counts = np.bincount(core.ravel(), minlength=C + 1)[1:]
-            selected += counts
+            marks.selected += np.bincount(core.ravel(), minlength=C + 1)[1:]
             if prev is not None:
                 old = prev[t.scene].read(1, window=win)
                 for c in range(C):
                     a_, b_ = core == c + 1, old == c + 1
-                    inter[c] += int((a_ & b_).sum())
-                    union[c] += int((a_ | b_).sum())
+                    marks.inter[c] += int((a_ & b_).sum())
+                    marks.union[c] += int((a_ | b_).sum())
     finally:
         for s in srcs.values():
             s.close()
         for s in (prev or {}).values():
             s.close()
-
-    # pass 4: the tile set with per-pixel weights from the rasters
-    _write_weighted(tiles, tmp, cfg)
-    report = _report(
-        cfg,
-        tiles,
-        x,
-        n_class,
-        pool,
-        selected,
-        ranks,
-        bounds,
-        inter,
-        union,
-        previous,
-        fold,
-        selection_index,
-    )
-    artifacts.write_json(tmp / layout.SELECTION_JSON, report)
-    hist_json = _histograms(hist_all, tiles.class_names)
-    artifacts.write_json(tmp / layout.SCORE_HIST_JSON, hist_json)
-    plot_histograms(hist_json, report, tmp / layout.SCORE_HIST_PNG)
-    return {"files": [f.name for f in tiles.files], "selected": selected.tolist()}
+    return marks
 
 
-def _open_selection_raster(path: Path, scene: dict, tiles: artifacts.TileSet):
+def _core_selection(
+    t: Tile, cand: _Candidates, bounds: list[tuple[int | None, int | None]]
+) -> tuple[np.ndarray, RioWindow]:
+    """One tile's core as a selection raster (0, or class + 1) and its window on the scene."""
+    rs, cs = t.core_slice()
+    h, w = rs.stop - rs.start, cs.stop - cs.start
+    r0, c0 = rs.start + t.row, cs.start + t.col
+    core = np.zeros((h, w), np.uint8)
+    for c in np.unique(cand.classes):
+        lo, hi = bounds[c]
+        if lo is None:
+            continue
+        m = (cand.classes == c) & (cand.keys >= np.uint64(lo))
+        if hi is not None:
+            m &= cand.keys < np.uint64(hi)
+        core[cand.rows[m] - r0, cand.cols[m] - c0] = c + 1
+    return core, RioWindow(c0, r0, w, h)
+
+
+def open_selection_raster(path: Path, scene: dict, tiles: artifacts.TileSet):
     from affine import Affine
 
     profile = dict(
@@ -393,12 +466,14 @@ def _write_weighted(tiles: artifacts.TileSet, tmp: Path, cfg: SelectionConfig) -
             r.close()
 
 
-def _report(
-    cfg, tiles, x, n_class, pool, selected, ranks, bounds, inter, union, previous, fold, s_index
-) -> dict:
+def _report(run: _Run, counts: _Counts, bounds: _Bounds, marks: _Marks) -> dict:
+    """`selection.json`: per class its counts, asked and selected pixels, score range, Jaccard."""
+    cfg, tiles, previous = run.cfg, run.tiles, run.previous
+    x, n_class, pool = run.x, counts.n_class, counts.pool
+    ranks, selected, inter, union = bounds.ranks, marks.selected, marks.inter, marks.union
     per_class = {}
     for c, name in enumerate(tiles.class_names):
-        lo, hi = bounds[c]
+        lo, hi = bounds.bounds[c]
         per_class[name] = {
             "pixels": int(n_class[c]),
             "pool": int(pool[c]),
@@ -413,9 +488,9 @@ def _report(
             ),
         }
     return {
-        "fold": fold,
-        "held_folds": list(held_folds(fold, tiles.folds)),
-        "selection_index": s_index,
+        "fold": run.fold,
+        "held_folds": list(run.held),
+        "selection_index": run.selection_index,
         "score": cfg.score,
         "direction": cfg.direction,
         "weighting": cfg.weighting,
@@ -426,7 +501,7 @@ def _report(
     }
 
 
-def _histograms(hist_all: np.ndarray, names: Sequence[str]) -> dict:
+def score_histograms(hist_all: np.ndarray, names: Sequence[str]) -> dict:
     idx = np.arange(BINS) * HIST_BINS // BINS
     coarse = np.zeros((hist_all.shape[0], HIST_BINS), np.int64)
     for c in range(hist_all.shape[0]):

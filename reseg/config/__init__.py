@@ -121,11 +121,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     def fix(p: Any) -> Any:
         if not isinstance(p, str):
             return p
-        if storage.is_remote(_expand(p)):
-            storage.check_uri(_expand(p))
-            return _expand(p)
-        path = Path(os.path.expanduser(_expand(p)))
-        return str(path if path.is_absolute() else (base / path).resolve())
+        return storage.against(_expand(p), base)
 
     for scene in (data.get("data") or {}).get("scenes") or []:
         if not isinstance(scene, dict):
@@ -152,16 +148,11 @@ def resolve_weights(model: Any, weights: Any, base: Path) -> Any:
     (no path separator, and no such file or folder under `base`)."""
     if not isinstance(weights, str) or weights == "imagenet":
         return weights
-    if storage.is_remote(_expand(weights)):
-        storage.check_uri(_expand(weights))
-        return _expand(weights)
-    path = Path(os.path.expanduser(_expand(weights)))
-    if path.is_absolute():
-        return str(path)
+    text = _expand(weights)
     named = model == "segformer" and "/" not in weights and os.sep not in weights
-    if named and not weights.startswith(".") and not (base / path).exists():
+    if named and not weights.startswith(".") and not (base / os.path.expanduser(text)).exists():
         return weights  # a keras-hub preset name, e.g. "mit_b0_ade20k_512"
-    return str((base / path).resolve())
+    return storage.against(text, base)
 
 
 def _stac_scenes(raw: dict[str, Any], source: str) -> None:

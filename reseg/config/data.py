@@ -68,7 +68,8 @@ round, a source of pseudo-labels, never evaluated), target (labels for evaluatio
 
 class BlockRegion(Section):
     """A rectangle of fold blocks of a scene, half-open: blocks rows[0] <= bi < rows[1] and
-    cols[0] <= bj < cols[1]. A block is `tiling.block_cells` x `block_cells` tile cores."""
+    cols[0] <= bj < cols[1]. A block is g x g tile cores, g = `tiling.block_size` / stride rounded
+    (at least 1, default 2); a scene of R x C tiles has ceil(R / g) x ceil(C / g) blocks."""
 
     rows: tuple[int, int] = Field(description="[first, end) block row.")
     cols: tuple[int, int] = Field(description="[first, end) block column.")

@@ -23,7 +23,6 @@ from reseg.errors import (
     ConfigError,
     LeaseError,
     ResegError,
-    check_output_folder,
     user_error,
 )
 from reseg.inference.precision import pinned_config
@@ -77,10 +76,7 @@ def hold_root(root: str | Path, wait: float = 0.0):
 def check_root(root: Path) -> None:
     """A root that cannot be a folder is a user error, raised before anything is written; so
     is a root in a bucket that does not exist, cannot be reached or refuses the credentials."""
-    if storage.is_remote(root):
-        storage.check_output(root)
-    else:
-        check_output_folder(root)
+    storage.check_output(root)
 
 
 def check_inputs(cfg: Config, root: Path, names: Sequence[str]) -> None:

@@ -112,7 +112,6 @@ def load_backend(
     if path.is_file() and path.name == tfs.SAVED_MODEL:
         path = path.parent
     if path.is_dir() and ((path / tfs.SAVED_MODEL).exists() or tfs.versions(path)):
-        if storage.is_remote(path):  # TensorFlow loads local folders only: one cached copy
-            return SavedModelBackend(storage.local_folder(find_saved_model(path)))
-        return SavedModelBackend(path)
+        # TensorFlow loads local folders only: a bucket's export is read from one cached copy
+        return SavedModelBackend(storage.local_folder(find_saved_model(path)))
     return load_inprocess(path, jit_compile, precision)

@@ -53,6 +53,19 @@ def _weights(n: int, weights: Sequence[float] | None, method: str) -> np.ndarray
     return (w / w.sum()).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _Graph:
+    """The constants the serving graph is traced with."""
+
+    weights: np.ndarray  # normalised float32, one per member (`_weights`)
+    method: str
+    dtype: Any  # tf.DType of the raw images
+    bands: int
+    stride: int  # height and width must be multiples of it
+    nodata: np.ndarray | None  # in the image dtype; None: no nodata value (or NaN)
+    info_json: str  # the `model_info` signature's answer
+
+
 def build_module(
     members: Sequence[Member],
     info: ModelInfo,
@@ -75,14 +88,25 @@ def build_module(
     if method not in METHODS:
         raise ValueError(f"Argument `method` must be one of {METHODS}. Received: method={method!r}")
     w = _weights(len(members), weights, method)
-    dtype = tf.as_dtype(np.dtype(info.image_dtype))
-    stride = int(info.output_stride)
     nodata = None
     if info.nodata is not None and not np.isnan(info.nodata):
         nodata = np.asarray(info.nodata).astype(info.image_dtype)
-    images_spec = tf.TensorSpec([None, None, None, info.bands], dtype, name=c.IMAGES)
+    graph = _Graph(
+        weights=w,
+        method=method,
+        dtype=tf.as_dtype(np.dtype(info.image_dtype)),
+        bands=info.bands,
+        stride=int(info.output_stride),
+        nodata=nodata,
+        info_json=c.info_to_json(info),
+    )
+    return _serving_module(tf, members, graph)
+
+
+def _serving_module(tf, members: Sequence[Member], g: _Graph):
+    """The `tf.Module` of `build_module`: per member normalise, predict; combine; signatures."""
+    images_spec = tf.TensorSpec([None, None, None, g.bands], g.dtype, name=c.IMAGES)
     valid_spec = tf.TensorSpec([None, None, None], tf.uint8, name=c.VALID)
-    info_json = c.info_to_json(info)
 
     class ServingModule(tf.Module):
         def __init__(self):
@@ -91,16 +115,8 @@ def build_module(
             self.means = [tf.constant(np.asarray(m.info.mean, np.float32)) for m in members]
             self.stds = [tf.constant(np.asarray(m.info.std, np.float32)) for m in members]
 
-        def _check(self, images):
-            shape = tf.shape(images)
-            msg = f"image height and width must be multiples of the output stride {stride}"
-            return [
-                tf.debugging.assert_equal(shape[1] % stride, 0, message=msg),
-                tf.debugging.assert_equal(shape[2] % stride, 0, message=msg),
-            ]
-
         def _probs(self, images, valid):
-            with tf.control_dependencies(self._check(images)):
+            with tf.control_dependencies(_stride_checks(tf, images, g.stride)):
                 raw = tf.cast(images, tf.float32)
             mask = tf.expand_dims(valid > 0, -1)
             probs = []
@@ -108,18 +124,11 @@ def build_module(
                 x = (raw - mean) / std
                 x = tf.where(mask, x, tf.zeros_like(x))
                 probs.append(tf.cast(model(x, training=False), tf.float32))
-            return _combine(tf, probs, w, method)
+            return _combine(tf, probs, g.weights, g.method)
 
         @tf.function(input_signature=[images_spec])
         def serve(self, images):
-            valid = tf.ones(tf.shape(images)[:3], tf.bool)
-            if dtype.is_floating:
-                nan = tf.math.is_nan(images)
-                valid = tf.logical_and(valid, tf.logical_not(tf.reduce_any(nan, axis=-1)))
-                images = tf.where(nan, tf.zeros_like(images), images)
-            if nodata is not None:
-                hit = tf.reduce_any(tf.equal(images, tf.constant(nodata, dtype)), axis=-1)
-                valid = tf.logical_and(valid, tf.logical_not(hit))
+            images, valid = _raw_validity(tf, images, g.dtype, g.nodata)
             p = self._probs(images, tf.cast(valid, tf.uint8))
             classes = tf.cast(tf.argmax(p, axis=-1), tf.uint8)
             return {c.PROBABILITIES: p, c.CLASSES: classes}
@@ -131,7 +140,7 @@ def build_module(
         @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name=c.INFO_REQUEST)])
         def model_info(self, request):
             del request  # TF Serving needs an input; the answer does not depend on it
-            return {c.INFO_OUTPUT: tf.constant(info_json)}
+            return {c.INFO_OUTPUT: tf.constant(g.info_json)}
 
         def signatures(self) -> dict[str, Any]:
             return {
@@ -141,6 +150,30 @@ def build_module(
             }
 
     return ServingModule()
+
+
+def _stride_checks(tf, images, stride: int) -> list:
+    """Assertions that the images' height and width are multiples of `stride`."""
+    shape = tf.shape(images)
+    msg = f"image height and width must be multiples of the output stride {stride}"
+    return [
+        tf.debugging.assert_equal(shape[1] % stride, 0, message=msg),
+        tf.debugging.assert_equal(shape[2] % stride, 0, message=msg),
+    ]
+
+
+def _raw_validity(tf, images, dtype, nodata):
+    """Raw tiles (B, H, W, bands) -> (images with NaN set to 0, valid (B, H, W) bool):
+    a pixel is valid unless a band is NaN (float dtypes) or equals `nodata`."""
+    valid = tf.ones(tf.shape(images)[:3], tf.bool)
+    if dtype.is_floating:
+        nan = tf.math.is_nan(images)
+        valid = tf.logical_and(valid, tf.logical_not(tf.reduce_any(nan, axis=-1)))
+        images = tf.where(nan, tf.zeros_like(images), images)
+    if nodata is not None:
+        hit = tf.reduce_any(tf.equal(images, tf.constant(nodata, dtype)), axis=-1)
+        valid = tf.logical_and(valid, tf.logical_not(hit))
+    return images, valid
 
 
 def _combine(tf, probs: list, w: np.ndarray, method: str):

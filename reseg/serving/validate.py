@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,39 +65,21 @@ def validate_export(
 
     version_dir = Path(version_dir)
     t0 = time.perf_counter()
-    try:
-        loaded = tf.saved_model.load(str(version_dir))
-    except Exception as e:  # anything TF raises on a broken SavedModel
-        raise ArtifactError(f"{version_dir}: tf.saved_model.load failed: {e}") from None
+    loaded = _load(tf, version_dir)
     load_s = time.perf_counter() - t0
-    missing = {c.DEFAULT_SIGNATURE, c.MASKED_SIGNATURE, c.INFO_SIGNATURE} - set(loaded.signatures)
-    if missing:
-        raise ArtifactError(f"{version_dir}: signatures {sorted(missing)} are missing")
-    served = loaded.signatures[c.INFO_SIGNATURE](**{c.INFO_REQUEST: tf.constant([0])})
-    info = c.info_from_json(served[c.INFO_OUTPUT].numpy(), f"{version_dir} model_info")
-    if info != ModelInfo.load(version_dir / layout.ASSETS_EXTRA):
-        raise ArtifactError(f"{version_dir}: model_info signature differs from model.json")
+    info = _check_signatures(tf, loaded, version_dir)
     want = dict(np.load(expected)) if expected is not None else {}
-    worst = None
-    same = compared = 0
+    cmp = _Comparison()
     n = 0
     for n, (_, sig, inputs) in enumerate(layout.read_warmup(version_dir), start=1):
-        if sig not in loaded.signatures:
-            raise ArtifactError(f"{version_dir}: warmup request {n} names signature {sig!r}")
-        try:
-            out = loaded.signatures[sig](**{k: tf.constant(v) for k, v in inputs.items()})
-        except Exception as e:  # the graph failed on the request
-            raise ArtifactError(f"{version_dir}: warmup request {n} ({sig}) failed: {e}") from None
+        out = _replay(tf, loaded, version_dir, n, sig, inputs)
         if sig == c.INFO_SIGNATURE:
             c.info_from_json(out[c.INFO_OUTPUT].numpy(), f"{version_dir} warmup request {n}")
             continue
         probs = _check_outputs(version_dir, n, inputs, out, len(info.class_names))
         key = f"request{n - 1}"
         if key in want:
-            diff = float(np.abs(probs - want[key]).max())
-            worst = diff if worst is None else max(worst, diff)
-            same += int((probs.argmax(-1) == want[key].argmax(-1)).sum())
-            compared += probs[..., 0].size
+            diff = cmp.add(probs, want[key])
             if min_agreement is None and not diff <= atol:
                 raise ArtifactError(
                     f"{version_dir}: warmup request {n} ({sig}): probabilities differ from the "
@@ -104,7 +87,7 @@ def validate_export(
                 )
     if n == 0:
         raise ArtifactError(f"{version_dir}: the warmup file holds no requests")
-    agreement = same / compared if compared else None
+    worst, agreement = cmp.worst, cmp.agreement
     if min_agreement is not None and agreement is not None and agreement < min_agreement:
         raise ArtifactError(
             f"{version_dir}: classes equal the float32 Keras model's on {agreement:.2%} of "
@@ -117,6 +100,57 @@ def validate_export(
         "load_s": round(load_s, 3),
         "run_s": round(time.perf_counter() - t0 - load_s, 3),
     }
+
+
+def _load(tf, version_dir: Path) -> Any:
+    """`tf.saved_model.load` of the export, its failure an ArtifactError."""
+    try:
+        return tf.saved_model.load(str(version_dir))
+    except Exception as e:  # anything TF raises on a broken SavedModel
+        raise ArtifactError(f"{version_dir}: tf.saved_model.load failed: {e}") from None
+
+
+def _check_signatures(tf, loaded: Any, version_dir: Path) -> ModelInfo:
+    """The contract's signatures are there and `model_info` answers model.json; returns it."""
+    missing = {c.DEFAULT_SIGNATURE, c.MASKED_SIGNATURE, c.INFO_SIGNATURE} - set(loaded.signatures)
+    if missing:
+        raise ArtifactError(f"{version_dir}: signatures {sorted(missing)} are missing")
+    served = loaded.signatures[c.INFO_SIGNATURE](**{c.INFO_REQUEST: tf.constant([0])})
+    info = c.info_from_json(served[c.INFO_OUTPUT].numpy(), f"{version_dir} model_info")
+    if info != ModelInfo.load(version_dir / layout.ASSETS_EXTRA):
+        raise ArtifactError(f"{version_dir}: model_info signature differs from model.json")
+    return info
+
+
+def _replay(tf, loaded: Any, version_dir: Path, n: int, sig: str, inputs: dict) -> Any:
+    """Warmup request `n` run through its signature `sig`; its outputs."""
+    if sig not in loaded.signatures:
+        raise ArtifactError(f"{version_dir}: warmup request {n} names signature {sig!r}")
+    try:
+        return loaded.signatures[sig](**{k: tf.constant(v) for k, v in inputs.items()})
+    except Exception as e:  # the graph failed on the request
+        raise ArtifactError(f"{version_dir}: warmup request {n} ({sig}) failed: {e}") from None
+
+
+@dataclass
+class _Comparison:
+    """The warmup requests' probabilities against the expected ones, so far."""
+
+    worst: float | None = None  # max |p - p_expected|
+    same: int = 0  # pixels whose argmax equals the expected argmax
+    compared: int = 0  # pixels compared
+
+    def add(self, probs: np.ndarray, want: np.ndarray) -> float:
+        """Count one request's (B, H, W, C) probabilities; returns its max |p - p_expected|."""
+        diff = float(np.abs(probs - want).max())
+        self.worst = diff if self.worst is None else max(self.worst, diff)
+        self.same += int((probs.argmax(-1) == want.argmax(-1)).sum())
+        self.compared += probs[..., 0].size
+        return diff
+
+    @property
+    def agreement(self) -> float | None:
+        return self.same / self.compared if self.compared else None
 
 
 def _check_outputs(version_dir, n, inputs, out, num_classes: int) -> np.ndarray:

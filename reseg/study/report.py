@@ -22,13 +22,13 @@ from reseg.study.plan import Plan
 from reseg.study.results import collect, to_json
 from reseg.study.tables import (
     SUMMARY_HEAD,
-    _f,
-    _groups,
-    _iv,
-    _table,
     baselines_section,
     best_x_section,
+    cells_by_group,
     comparisons_section,
+    fmt,
+    interval_text,
+    markdown_table,
     results_table,
     seed_spread_section,
     summary_rows,
@@ -95,7 +95,7 @@ def _intro(plan: Plan, results: list, elapsed: float | None) -> list[str]:
         "",
         "## Summary",
         "",
-        *_table(SUMMARY_HEAD, summary_rows(results)),
+        *markdown_table(SUMMARY_HEAD, summary_rows(results)),
         *seed_spread_section(plan, results),
         "## mIoU per round",
         "",
@@ -117,8 +117,8 @@ def _rounds_section(plan: Plan, results: list, out: Path) -> list[str]:
         ]
         for r in results
     ]
-    md += _table(head, rows)
-    for gid, rs in _groups(plan, results):
+    md += markdown_table(head, rows)
+    for gid, rs in cells_by_group(plan, results):
         p = plots.rounds_plot(rs, plan.rounds, out / f"rounds_{gid}.png", f"mIoU per round, {gid}")
         if p:
             md += [f"![mIoU per round {gid}]({p.name})", ""]
@@ -129,21 +129,21 @@ def _class_iou_section(plan: Plan, results: list) -> list[str]:
     """Merged IoU per class, per group."""
     md: list[str] = []
     md += ["## Per-class IoU", "", "Merged IoU per class, mean over runs (round 0 first).", ""]
-    for gid, rs in _groups(plan, results):
+    for gid, rs in cells_by_group(plan, results):
         rows = (
-            [["round 0", *[_f(rs[0].class_iou("r0", n)) for n in plan.class_names]]] if rs else []
+            [["round 0", *[fmt(rs[0].class_iou("r0", n)) for n in plan.class_names]]] if rs else []
         )
         rows += [
-            [r.cell.label, *[_f(r.class_iou("merged", n)) for n in plan.class_names]] for r in rs
+            [r.cell.label, *[fmt(r.class_iou("merged", n)) for n in plan.class_names]] for r in rs
         ]
-        md += [f"### {gid}", "", *_table(["cell", *plan.class_names], rows)]
+        md += [f"### {gid}", "", *markdown_table(["cell", *plan.class_names], rows)]
     return md
 
 
 def _x_plots(plan: Plan, results: list, out: Path) -> list[str]:
     """Merged mIoU against x, a plot per group."""
     md: list[str] = []
-    for gid, rs in _groups(plan, results):
+    for gid, rs in cells_by_group(plan, results):
         p = plots.x_plot(rs, out / f"x_{gid}.png", f"merged mIoU against x, {gid}")
         if p:
             md += [f"![x {gid}]({p.name})", ""]
@@ -159,9 +159,9 @@ def _three_way_section(plan: Plan, results: list, out: Path) -> list[str]:
         vals = {w: r.over_runs(w)[0] for w in ("r0", "last", "merged")}
         known = {k: v for k, v in vals.items() if v is not None}
         best = max(known, key=known.get) if known else "–"
-        rows.append([r.cell.id, _f(vals["r0"]), _f(vals["last"]), _f(vals["merged"]), best])
-    md += _table(["cell", "round 0", "last round", "merged", "best"], rows)
-    for gid, rs in _groups(plan, results):
+        rows.append([r.cell.id, fmt(vals["r0"]), fmt(vals["last"]), fmt(vals["merged"]), best])
+    md += markdown_table(["cell", "round 0", "last round", "merged", "best"], rows)
+    for gid, rs in cells_by_group(plan, results):
         p = plots.three_way_plot(
             rs, out / f"three_{gid}.png", f"round 0, last round, merged: {gid}"
         )
@@ -185,10 +185,10 @@ def _selection_section(plan: Plan, results: list, out: Path) -> list[str]:
         j = []
         for k in range(1, plan.rounds + 1):
             vals = [f.jaccard.get(k) for f in r.runs.values() if f.jaccard.get(k) is not None]
-            j.append(_f(sum(vals) / len(vals)) if vals else "–")
+            j.append(fmt(sum(vals) / len(vals)) if vals else "–")
         sel = [f.selected.get(0) for f in r.runs.values() if f.selected.get(0) is not None]
         rows.append([r.cell.id, str(round(sum(sel) / len(sel))) if sel else "–", *j])
-    md += _table(
+    md += markdown_table(
         [
             "cell",
             "selected after r0 (pixels)",
@@ -196,7 +196,7 @@ def _selection_section(plan: Plan, results: list, out: Path) -> list[str]:
         ],
         rows,
     )
-    for gid, rs in _groups(plan, results):
+    for gid, rs in cells_by_group(plan, results):
         for score in sorted({r.cell.score for r in rs if r.cell.score}):
             sub = [r for r in rs if r.cell.score == score]
             p = plots.hist_plot(
@@ -239,9 +239,15 @@ def _paired_section(plan: Plan, results: list, out: Path) -> list[str]:
             per_fold.append(f"{sum(d) / len(d):+.3f}" if d else "–")
         cmp = r.comparisons.get("vs_r0")
         rows.append(
-            [r.cell.id, *per_fold, _iv(cmp) if cmp else "–", _iv(r.d_merged), _iv(r.d_last)]
+            [
+                r.cell.id,
+                *per_fold,
+                interval_text(cmp) if cmp else "–",
+                interval_text(r.d_merged),
+                interval_text(r.d_last),
+            ]
         )
-    md += _table(
+    md += markdown_table(
         [
             "cell",
             *[f"d fold{k}" for k in plan.folds],

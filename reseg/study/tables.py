@@ -16,7 +16,7 @@ from reseg.study.plan import Plan
 from reseg.study.results import COMPARISONS, CellResult, seed_spread
 
 
-def _f(v: float | None, d: int = 3) -> str:
+def fmt(v: float | None, d: int = 3) -> str:
     return "–" if v is None else f"{v:.{d}f}"
 
 
@@ -27,7 +27,7 @@ def _ms(t: tuple) -> str:
     return f"{m:.3f}" if sd is None else f"{m:.3f} ± {sd:.3f}"
 
 
-def _iv(iv: stats.Interval | stats.Comparison) -> str:
+def interval_text(iv: stats.Interval | stats.Comparison) -> str:
     if iv.mean is None:
         return "–"
     if iv.low is None:
@@ -35,13 +35,13 @@ def _iv(iv: stats.Interval | stats.Comparison) -> str:
     return f"{iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return [*out, ""]
 
 
-def _groups(plan: Plan, results: list[CellResult]) -> list[tuple[str, list[CellResult]]]:
+def cells_by_group(plan: Plan, results: list[CellResult]) -> list[tuple[str, list[CellResult]]]:
     return [(g.id, [r for r in results if r.cell.group == g.id]) for g in plan.groups]
 
 
@@ -84,8 +84,8 @@ def summary_rows(results: Sequence[CellResult]) -> list[list[str]]:
                 _ms(r.over_runs("r0")),
                 _ms(r.over_runs("last")) if r.cell.kind not in ROUND0_KINDS else "–",
                 _ms(r.over_runs("merged")),
-                _iv(_cmp(r, "vs_r0")),
-                _iv(_cmp(r, "last_vs_r0")),
+                interval_text(_cmp(r, "vs_r0")),
+                interval_text(_cmp(r, "last_vs_r0")),
             ]
         )
     return rows
@@ -114,7 +114,7 @@ def best_x_section(plan: Plan, results: list[CellResult]) -> list[str]:
         "",
     ]
     rows = []
-    for gid, rs in _groups(plan, grid):
+    for gid, rs in cells_by_group(plan, grid):
         for name in plan.class_names:
             scored = [(r.class_iou("merged", name), r) for r in rs]
             scored = [(v, r) for v, r in scored if v is not None]
@@ -128,12 +128,14 @@ def best_x_section(plan: Plan, results: list[CellResult]) -> list[str]:
                     gid,
                     name,
                     best.cell.label,
-                    _f(v),
-                    _f(base),
+                    fmt(v),
+                    fmt(base),
                     "–" if gain is None else f"{gain:+.3f}",
                 ]
             )
-    md += _table(["group", "class", "best setting", "IoU merged", "IoU round 0", "gain"], rows)
+    md += markdown_table(
+        ["group", "class", "best setting", "IoU merged", "IoU round 0", "gain"], rows
+    )
     for axis, key in (
         ("resolution", lambda r: f"res{r.group.resolution}"),
         ("model", lambda r: r.group.model),
@@ -149,10 +151,12 @@ def best_x_section(plan: Plan, results: list[CellResult]) -> list[str]:
                     best.cell.id,
                     best.cell.label,
                     _ms(best.over_runs("merged")),
-                    _iv(_cmp(best, "vs_r0")),
+                    interval_text(_cmp(best, "vs_r0")),
                 ]
             )
-        md += _table([axis, "cell", "setting", "merged mIoU", "Δ vs r0 [CI seeds × folds]"], rows)
+        md += markdown_table(
+            [axis, "cell", "setting", "merged mIoU", "Δ vs r0 [CI seeds × folds]"], rows
+        )
     return md
 
 
@@ -168,21 +172,21 @@ def baselines_section(plan: Plan, results: list[CellResult]) -> list[str]:
         "",
     ]
     rows = []
-    for gid, rs in _groups(plan, results):
+    for gid, rs in cells_by_group(plan, results):
         for r in (x for x in rs if x.cell.kind not in ROUND0_KINDS):
             rows.append(
                 [
                     gid,
                     r.cell.label,
                     _ms(r.over_runs("merged")),
-                    _iv(_cmp(r, "vs_all_pixels")),
+                    interval_text(_cmp(r, "vs_all_pixels")),
                     _ms(r.over_runs("last")),
-                    _iv(_cmp(r, "last_vs_all_pixels")),
-                    _iv(_cmp(r, "vs_tta")),
+                    interval_text(_cmp(r, "last_vs_all_pixels")),
+                    interval_text(_cmp(r, "vs_tta")),
                 ]
             )
     head = ["group", "cell", "merged", "merged − all pixels", "last round", "last − all pixels"]
-    return md + _table([*head, "merged − TTA of r0"], rows)
+    return md + markdown_table([*head, "merged − TTA of r0"], rows)
 
 
 def seed_spread_section(plan: Plan, results: list[CellResult]) -> list[str]:
@@ -197,10 +201,12 @@ def seed_spread_section(plan: Plan, results: list[CellResult]) -> list[str]:
         "",
     ]
     rows = [
-        [row["group"], str(row["fold"]), _f(row["mean"]), _f(row["sd"]), str(row["seeds"])]
+        [row["group"], str(row["fold"]), fmt(row["mean"]), fmt(row["sd"]), str(row["seeds"])]
         for row in seed_spread(plan, results)
     ]
-    return md + _table(["group", "fold", "round 0 mIoU (mean)", "sd over seeds", "seeds"], rows)
+    return md + markdown_table(
+        ["group", "fold", "round 0 mIoU (mean)", "sd over seeds", "seeds"], rows
+    )
 
 
 def comparisons_section(plan: Plan, results: list[CellResult]) -> list[str]:
@@ -241,18 +247,18 @@ def comparisons_section(plan: Plan, results: list[CellResult]) -> list[str]:
                 [
                     r.cell.id,
                     words,
-                    _iv(iv),
+                    interval_text(iv),
                     _p(iv.p),
                     _p(iv.p_adj),
-                    _f(iv.se),
-                    _f(iv.df, 1),
-                    _f(iv.mde),
+                    fmt(iv.se),
+                    fmt(iv.df, 1),
+                    fmt(iv.mde),
                     str(iv.n),
                     iv.verdict,
                 ]
             )
     head = ["cell", "comparison", "Δ [CI]", "p", "Holm p", "SE", "df", "MDE", "runs", "verdict"]
-    md += _table(head, rows)
+    md += markdown_table(head, rows)
     p_tiles = [
         "The per-tile view (secondary, section 'Paired differences against round 0') holds the "
         "trained models fixed and resamples evaluation tiles; it is narrower because it leaves "
@@ -286,7 +292,9 @@ def verdict_section(plan: Plan, results: list[CellResult]) -> list[str]:
 
         def names(xs):
             return (
-                ", ".join(f"`{r.cell.id}` ({_iv(iv)}, Holm p {_p(iv.p_adj)})" for r, iv in xs)
+                ", ".join(
+                    f"`{r.cell.id}` ({interval_text(iv)}, Holm p {_p(iv.p_adj)})" for r, iv in xs
+                )
                 or "none"
             )
 
@@ -322,7 +330,7 @@ def results_table(plan: Plan, results: list[CellResult]) -> str:
         "",
     ]
     rows = []
-    for gid, rs in _groups(plan, results):
+    for gid, rs in cells_by_group(plan, results):
         if not rs:
             continue
         rows.append([gid, "round 0", _ms(rs[0].over_runs("r0")), "", "", "", "", ""])
@@ -338,14 +346,14 @@ def results_table(plan: Plan, results: list[CellResult]) -> str:
                     gid,
                     r.cell.label,
                     _ms(r.over_runs("merged")),
-                    _iv(d),
+                    interval_text(d),
                     _p(d.p_adj),
-                    _f(d.mde),
+                    fmt(d.mde),
                     _ms(r.over_runs("last")) if last else "",
-                    _iv(_cmp(r, "last_vs_r0")) if last else "",
+                    interval_text(_cmp(r, "last_vs_r0")) if last else "",
                 ]
             )
     head = ["group", "cell", "merged mIoU", "Δ merged", "Holm p", "MDE", "last round mIoU"]
     head += ["Δ last"]
-    lines += _table(head, rows)
+    lines += markdown_table(head, rows)
     return "\n".join(lines)

@@ -22,6 +22,7 @@ the pick.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from reseg.metrics import scores
 from reseg.study import stats, tilecm
 from reseg.study.cells import ROUND0_KINDS, seed_root
 from reseg.study.plan import Plan
-from reseg.study.results import CellResult, FoldData, adjust, runs_comparison
+from reseg.study.results import CellResult, adjust, runs_comparison
 
 PSEUDO_KINDS = ("pseudo", "pseudo_cbst")
 
@@ -73,64 +74,79 @@ def target_rows(plan: Plan, results: list[CellResult]) -> list[dict[str, Any]]:
     for i, r in enumerate(results):
         if r.cell.kind in ROUND0_KINDS:
             continue
-        vals: dict[str, list] = {"r0": [], "last": [], "merged": [], "acc": []}
-        pairs: dict[str, list] = {"last": [], "merged": []}
-        runs: dict[str, dict] = {"last": {}, "merged": {}}
-        for (seed, k), f in r.runs.items():
-            _add_run(r, seed, k, f, vals, pairs, runs)
-        if not any(v is not None for v in vals["r0"]):
+        t = _cell_target(r)
+        if not any(v is not None for v in t.vals["r0"]):
             continue
-        acc = stats.mean_sd(vals["acc"])[0]
-        rows.append(
-            {
-                "cell": r.cell.id,
-                "root": str(r.cell.root),
-                "group": r.cell.group,
-                "kind": r.cell.kind,
-                "label": r.cell.label,
-                "r0": stats.mean_sd(vals["r0"]),
-                "last": stats.mean_sd(vals["last"]),
-                "merged": stats.mean_sd(vals["merged"]),
-                "pseudo_accuracy": acc if r.cell.kind in PSEUDO_KINDS else None,
-                **{f"runs_{w}": runs_comparison(runs[w], r.k_total, b) for w in runs},
-                **{
-                    f"d_{w}": stats.tile_interval(
-                        pairs[w], b["samples"], b["level"], b["seed"] + 1000 + i
-                    ).as_dict()
-                    for w in pairs
-                },
-            }
-        )
+        rows.append(_target_row(r, t, b, i))
     return rows
 
 
-def _add_run(
-    r: CellResult, seed: int, k: int, f: FoldData, vals: dict, pairs: dict, runs: dict
-) -> None:
-    """One run's (seed, fold k) target figures of cell result `r`, added to `target_rows`'s
-    values, tile pairs and run differences."""
-    g, root = seed_root(r.group.root, seed), seed_root(r.cell.root, seed)
-    r0 = _miou(layout.target_eval_dir(g, 0, k))
-    vals["r0"].append(r0)
-    got = {"last": None, "merged": _miou(layout.merged_target_dir(root, k))}
-    if f.last_round is not None:
-        where = g if f.last_round == 0 else root  # round 0 is the group's
-        got["last"] = _miou(layout.target_eval_dir(where, f.last_round, k))
-        if f.last_round > 0:
-            p = _json(layout.pseudo_dir(root, f.last_round - 1, k) / layout.PSEUDO_JSON)
-            vals["acc"].append((p or {}).get("accuracy"))
-    a = tilecm.load(g / "study" / f"r0_target_fold{k}.npz")
-    for what in pairs:
-        vals[what].append(got[what])
-        c = tilecm.load(root / "study" / f"{what}_target_fold{k}.npz")
-        if a is not None and c is not None:
-            pairs[what].append(tilecm.aligned(a, c))
-        if what == "merged":
-            # the merge covers fold k's tiles only: round 0 on those same tiles
-            runs[what][(seed, k)] = _same_tiles(a, c)
-        else:
-            ok = got[what] is not None and r0 is not None
-            runs[what][(seed, k)] = got[what] - r0 if ok else None
+@dataclass
+class _CellTarget:
+    """A cell's target figures over its (seed, fold) runs, as `target_rows` summarises them."""
+
+    vals: dict[str, list]  # target mIoU of round 0, last, merged; pseudo-label accuracy
+    pairs: dict[str, list]  # last, merged: aligned per-tile confusions (round 0, cell)
+    runs: dict[str, dict]  # last, merged: (seed, fold) -> difference to round 0, or None
+
+
+def _cell_target(r: CellResult) -> _CellTarget:
+    """Read each run's target mIoU (round 0, last round, merge), the accuracy of the
+    pseudo-labels the last round trained on, and the per-tile confusions to pair."""
+    t = _CellTarget(
+        vals={"r0": [], "last": [], "merged": [], "acc": []},
+        pairs={"last": [], "merged": []},
+        runs={"last": {}, "merged": {}},
+    )
+    vals, pairs, runs = t.vals, t.pairs, t.runs
+    for (seed, k), f in r.runs.items():
+        g, root = seed_root(r.group.root, seed), seed_root(r.cell.root, seed)
+        r0 = _miou(layout.target_eval_dir(g, 0, k))
+        vals["r0"].append(r0)
+        got = {"last": None, "merged": _miou(layout.merged_target_dir(root, k))}
+        if f.last_round is not None:
+            where = g if f.last_round == 0 else root  # round 0 is the group's
+            got["last"] = _miou(layout.target_eval_dir(where, f.last_round, k))
+            if f.last_round > 0:
+                p = _json(layout.pseudo_dir(root, f.last_round - 1, k) / layout.PSEUDO_JSON)
+                vals["acc"].append((p or {}).get("accuracy"))
+        a = tilecm.load(g / "study" / f"r0_target_fold{k}.npz")
+        for what in pairs:
+            vals[what].append(got[what])
+            c = tilecm.load(root / "study" / f"{what}_target_fold{k}.npz")
+            if a is not None and c is not None:
+                pairs[what].append(tilecm.aligned(a, c))
+            if what == "merged":
+                # the merge covers fold k's tiles only: round 0 on those same tiles
+                runs[what][(seed, k)] = _same_tiles(a, c)
+            else:
+                ok = got[what] is not None and r0 is not None
+                runs[what][(seed, k)] = got[what] - r0 if ok else None
+    return t
+
+
+def _target_row(r: CellResult, t: _CellTarget, b: dict[str, Any], i: int) -> dict[str, Any]:
+    """The record of one cell (`target_rows`); `i`, the cell's index, seeds its bootstrap."""
+    vals, pairs, runs = t.vals, t.pairs, t.runs
+    acc = stats.mean_sd(vals["acc"])[0]
+    return {
+        "cell": r.cell.id,
+        "root": str(r.cell.root),
+        "group": r.cell.group,
+        "kind": r.cell.kind,
+        "label": r.cell.label,
+        "r0": stats.mean_sd(vals["r0"]),
+        "last": stats.mean_sd(vals["last"]),
+        "merged": stats.mean_sd(vals["merged"]),
+        "pseudo_accuracy": acc if r.cell.kind in PSEUDO_KINDS else None,
+        **{f"runs_{w}": runs_comparison(runs[w], r.k_total, b) for w in runs},
+        **{
+            f"d_{w}": stats.tile_interval(
+                pairs[w], b["samples"], b["level"], b["seed"] + 1000 + i
+            ).as_dict()
+            for w in pairs
+        },
+    }
 
 
 def _f(v: float | None) -> str:

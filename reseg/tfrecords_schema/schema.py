@@ -348,7 +348,47 @@ def make_parser(image_dtype: str, bands: int, num_classes: int | None = None):
     if image_dtype not in IMAGE_DTYPES:
         raise SchemaError(f"image dtype must be one of {IMAGE_DTYPES}, received {image_dtype}")
     out_type = tf.as_dtype(image_dtype)
-    spec = {
+    spec = _feature_spec(tf)
+
+    def parse(record):
+        ex = tf.io.parse_single_example(record, spec)
+        tf.debugging.assert_equal(
+            ex[K_VERSION],
+            tf.constant(SCHEMA_VERSION, tf.int64),
+            message=f"tile schema version is not {SCHEMA_VERSION}; re-run `reseg tile`",
+        )
+        h, w = ex[K_HEIGHT], ex[K_WIDTH]
+        hw = tf.stack([h, w])
+        image = tf.reshape(tf.io.decode_raw(ex[K_IMAGE], out_type), tf.concat([hw, [bands]], 0))
+
+        def u8(k):
+            return tf.reshape(tf.io.decode_raw(ex[k], tf.uint8), hw)
+
+        weight = _float16_or(tf, ex[K_WEIGHT], hw, tf.ones)
+        out = {
+            "image": tf.cast(image, tf.float32),
+            "label": u8(K_LABEL),
+            "valid": u8(K_VALID),
+            "fold_map": u8(K_FOLD_MAP),
+            "weight": weight,
+            "core": ex[K_CORE],
+            "fold": ex[K_FOLD],
+            "scene": ex[K_SCENE],
+            "row": ex[K_ROW],
+            "col": ex[K_COL],
+        }
+        if num_classes is not None:
+            shape = tf.concat([hw, [num_classes]], 0)
+            out["probs"] = _float16_or(tf, ex[K_PROBS], shape, tf.zeros)
+        return out
+
+    return parse
+
+
+def _feature_spec(tf) -> dict:
+    """`tf.io.parse_single_example`'s spec of a tile (version -1 and empty weight and probs
+    when a record has none)."""
+    return {
         K_VERSION: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
         K_IMAGE: tf.io.FixedLenFeature([], tf.string),
         K_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
@@ -365,46 +405,13 @@ def make_parser(image_dtype: str, bands: int, num_classes: int | None = None):
         K_PROBS: tf.io.FixedLenFeature([], tf.string, default_value=""),
     }
 
-    def parse(record):
-        ex = tf.io.parse_single_example(record, spec)
-        tf.debugging.assert_equal(
-            ex[K_VERSION],
-            tf.constant(SCHEMA_VERSION, tf.int64),
-            message=f"tile schema version is not {SCHEMA_VERSION}; re-run `reseg tile`",
-        )
-        h, w = ex[K_HEIGHT], ex[K_WIDTH]
-        hw = tf.stack([h, w])
-        image = tf.reshape(tf.io.decode_raw(ex[K_IMAGE], out_type), tf.concat([hw, [bands]], 0))
 
-        def u8(k):
-            return tf.reshape(tf.io.decode_raw(ex[k], tf.uint8), hw)
-
-        weight = tf.cond(
-            tf.strings.length(ex[K_WEIGHT]) > 0,
-            lambda: tf.cast(tf.reshape(tf.io.decode_raw(ex[K_WEIGHT], tf.float16), hw), tf.float32),
-            lambda: tf.ones(hw, tf.float32),
-        )
-        out = {
-            "image": tf.cast(image, tf.float32),
-            "label": u8(K_LABEL),
-            "valid": u8(K_VALID),
-            "fold_map": u8(K_FOLD_MAP),
-            "weight": weight,
-            "core": ex[K_CORE],
-            "fold": ex[K_FOLD],
-            "scene": ex[K_SCENE],
-            "row": ex[K_ROW],
-            "col": ex[K_COL],
-        }
-        if num_classes is not None:
-            shape = tf.concat([hw, [num_classes]], 0)
-            out["probs"] = tf.cond(
-                tf.strings.length(ex[K_PROBS]) > 0,
-                lambda: tf.cast(
-                    tf.reshape(tf.io.decode_raw(ex[K_PROBS], tf.float16), shape), tf.float32
-                ),
-                lambda: tf.zeros(shape, tf.float32),
-            )
-        return out
-
-    return parse
+def _float16_or(tf, data, shape, fill):
+    """Graph of an optional float16 array: `data` (bytes) as float32 `shape`, or
+    `fill(shape, float32)` (tf.ones, tf.zeros) when `data` is empty. Called once, while
+    tf.data traces the parser, so it adds nothing per record."""
+    return tf.cond(
+        tf.strings.length(data) > 0,
+        lambda: tf.cast(tf.reshape(tf.io.decode_raw(data, tf.float16), shape), tf.float32),
+        lambda: fill(shape, tf.float32),
+    )

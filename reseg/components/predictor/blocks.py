@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 import warnings
@@ -48,7 +47,7 @@ from reseg.components.predictor.outputs import SceneOutputs, encode, output_spec
 from reseg.components.predictor.preview import PreviewCanvas
 from reseg.components.predictor.reader import SceneImage
 from reseg.components.predictor.refine import rgb_indexes
-from reseg.components.predictor.scene import _slide, plan_scene, prepare
+from reseg.components.predictor.scene import plan_scene, prepare, slide
 from reseg.components.predictor.sliding import TileBlock, split_blocks
 from reseg.config import DataConfig, PredictConfig, VectorLabels
 from reseg.errors import ArtifactError
@@ -78,35 +77,19 @@ def plan_blocks(info: ModelInfo, scene: SceneImage, cfg: PredictConfig) -> list[
 
 
 def file_stamp(p: str | Path) -> str:
-    """A file's version: its modification time on a disk, its ETag (or generation) and size on
-    object storage."""
-    if not storage.is_remote(p):
-        return str(os.stat(p).st_mtime_ns)
-    u = storage.path(p)
-    info = u.fs.info(u.path)
-    return f"{info.get('ETag') or info.get('generation') or info.get('mtime')}:{info.get('size')}"
+    """A file's version and size (`storage.stat`: its modification time on a disk, its ETag or
+    generation on object storage)."""
+    size, version = storage.stat(p)
+    return f"{version}:{size}"
 
 
 def model_stamp(model: str | Path) -> list:
-    """Names, sizes and modification times (object versions in a bucket) of a model's files:
-    a retrained model at the same path changes it (so blocks staged by the old one are not
-    reused)."""
-    if storage.is_remote(model):
-        root = storage.path(model)
-        if root.is_file():
-            root = root.parent
-        return [[n, file_stamp(root / n)] for n in storage.files_under(root)]
+    """Each file of a model with its version and size: a retrained model at the same path
+    changes it (so blocks staged by the old one are not reused)."""
     root = storage.path(model)
     if root.is_file():
         root = root.parent
-    stamp = []
-    for dirpath, _, files in os.walk(root):
-        for f in sorted(files):
-            st = os.stat(os.path.join(dirpath, f))
-            stamp.append(
-                [os.path.relpath(os.path.join(dirpath, f), root), st.st_size, st.st_mtime_ns]
-            )
-    return sorted(stamp)
+    return [[n, file_stamp(storage.join(root, n))] for n in storage.files_under(root)]
 
 
 def staging_dir(
@@ -140,7 +123,7 @@ def block_name(block: TileBlock) -> str:
 
 
 class BlockOutputs:
-    """One block's raw rasters (its window only) and its preview samples; `_slide` writes here."""
+    """One block's raw rasters (its window only) and its preview samples; `slide` writes here."""
 
     def __init__(
         self,
@@ -217,8 +200,6 @@ def predict_block(
         log.info("%s: block %s already predicted", scene.id, block_name(block))
         return json.loads((d / BLOCK_JSON).read_text())
     storage.rmtree(d)  # a killed run's partial block, if any
-    remote = storage.is_remote(d)
-    local = storage.local_stage(d, "block") if remote else d  # GDAL writes local files
     t0 = time.perf_counter()
     plan = prepare(backend, scene, cfg)
     info = backend.info
@@ -227,26 +208,24 @@ def predict_block(
         spec, dcfg = label_data_config(scene.path, labels, info, scene.nodata, data)
         label_reader = LabelReader(spec, dcfg)
     window = block.window(plan)
-    sink = BlockOutputs(scene, window, local, info, cfg)
-    try:
-        cm, timing = _slide(backend, scene, plan, cfg, sink, label_reader, block)
-    finally:
-        sink.close()
-        if label_reader is not None:
-            label_reader.close()
-    record = {
-        "block": [block.i0, block.i1, block.j0, block.j1],
-        "window": [window.row_off, window.col_off, window.height, window.width],
-        "confusion": None if label_reader is None else cm.tolist(),
-        "tiles": block.num_processed(),
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
-        "wall_s": time.perf_counter() - t0,
-        **timing,
-    }
-    if remote:  # the rasters first, block.json (what a reader trusts) last
-        for name in sorted(os.listdir(local)):
-            storage.upload(local / name, d / name)
-        shutil.rmtree(local, ignore_errors=True)
+    # GDAL writes local files; the rasters are in `d` before block.json, what a reader trusts
+    with storage.written_locally(d, "block") as local:
+        sink = BlockOutputs(scene, window, local, info, cfg)
+        try:
+            cm, timing = slide(backend, scene, plan, cfg, sink, label_reader, block)
+        finally:
+            sink.close()
+            if label_reader is not None:
+                label_reader.close()
+        record = {
+            "block": [block.i0, block.i1, block.j0, block.j1],
+            "window": [window.row_off, window.col_off, window.height, window.width],
+            "confusion": None if label_reader is None else cm.tolist(),
+            "tiles": block.num_processed(),
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "wall_s": time.perf_counter() - t0,
+            **timing,
+        }
     write_json(d / BLOCK_JSON, record)
     return record
 

@@ -48,8 +48,8 @@ from reseg.components.predictor.labels import label_data_config
 from reseg.components.predictor.reader import SceneImage, open_scene
 from reseg.components.predictor.scene import (
     ScenePrediction,
-    _fixed_mmap_threshold,
     choose_precision,
+    fixed_mmap_threshold,
     plan_scene,
     unique_ids,
 )
@@ -91,7 +91,7 @@ class PredictBlock(beam.DoFn):
         self.backend = None
 
     def setup(self) -> None:
-        _fixed_mmap_threshold()
+        fixed_mmap_threshold()
         self.backend = load_backend(self.model)
         self.cfg = PredictConfig.model_validate(self.cfg_dict)
         self.data = None if self.data_dict is None else DataConfig.model_validate(self.data_dict)
@@ -165,21 +165,9 @@ def predict_beam(
     backend = load_backend(model) if info is None or cfg.precision == "auto" else None
     info = info or backend.info  # checks the model here, before a worker starts
     out = storage.path(out_dir)
-    scenes = []
-    for k, image in enumerate(images):  # every input checked before anything is written
-        scene = open_scene(image, info, cfg.nodata, ids[k])
-        lab = labels[k] if labels else None
-        if lab is not None:
-            label_data_config(image, lab, info, scene.nodata, data)
-            lab = lab if isinstance(lab, VectorLabels) else str(lab)
-        scenes.append((scene, lab))
+    scenes = _open_inputs(images, labels, ids, info, cfg, data)
     storage.mkdir(out)
-    tasks: dict[str, SceneTask] = {}
-    for scene, lab in scenes:
-        staging = staging_dir(out, scene, model, cfg)
-        remove_stale(out, scene.id, staging)
-        precision = launch_precision(backend, scene, cfg)
-        tasks[scene.id] = SceneTask(scene.path, scene.id, lab, str(staging), precision)
+    tasks = _tasks(out, scenes, model, backend, cfg)
     cfg_dict = cfg.model_dump(mode="json")
     data_dict = None if data is None else data.model_dump(mode="json")
     log.info("predicting %d scenes as a Beam job (%s)", len(tasks), " ".join(beam_args))
@@ -195,6 +183,44 @@ def predict_beam(
         )
     wall = time.perf_counter() - t0
     return [_result(out, t, cfg, wall) for t in tasks.values()]
+
+
+def _open_inputs(
+    images: Sequence[str | Path],
+    labels: Sequence[str | Path | VectorLabels | None] | None,
+    ids: list[str],
+    info: ModelInfo,
+    cfg: PredictConfig,
+    data: DataConfig | None,
+) -> list[tuple[SceneImage, str | VectorLabels | None]]:
+    """Every scene opened and its labels checked, before anything is written: (scene, its
+    label source as a worker reads it) per image."""
+    scenes = []
+    for k, image in enumerate(images):
+        scene = open_scene(image, info, cfg.nodata, ids[k])
+        lab = labels[k] if labels else None
+        if lab is not None:
+            label_data_config(image, lab, info, scene.nodata, data)
+            lab = lab if isinstance(lab, VectorLabels) else str(lab)
+        scenes.append((scene, lab))
+    return scenes
+
+
+def _tasks(
+    out: Path,
+    scenes: list[tuple[SceneImage, str | VectorLabels | None]],
+    model: str | Path,
+    backend: Any,
+    cfg: PredictConfig,
+) -> dict[str, SceneTask]:
+    """A task per scene, by id: its staging folder (stale outputs removed) and precision."""
+    tasks: dict[str, SceneTask] = {}
+    for scene, lab in scenes:
+        staging = staging_dir(out, scene, model, cfg)
+        remove_stale(out, scene.id, staging)
+        precision = launch_precision(backend, scene, cfg)
+        tasks[scene.id] = SceneTask(scene.path, scene.id, lab, str(staging), precision)
+    return tasks
 
 
 def _result(out: Path, task: SceneTask, cfg: PredictConfig, wall: float) -> ScenePrediction:

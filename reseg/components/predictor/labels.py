@@ -64,36 +64,8 @@ def label_data_config(
         raise InputError(
             f"the config's classes {[c.name for c in data.classes]} differ from the model's {list(info.class_names)}"
         )
-    vector: VectorLabels | None = labels if isinstance(labels, VectorLabels) else None
-    raster: str | None = None
-    if vector is None:
-        path = _resolve(labels)
-        if storage.path(path).suffix.lower() in VECTOR_SUFFIXES:
-            listed = [
-                s
-                for s in (data.scenes if data else [])
-                if s.vector and _resolve(s.vector.path) == path
-            ]
-            if not listed:
-                raise InputError(
-                    f"{path}: vector labels need to know which attribute holds the class: give a config "
-                    "(--config) whose data section lists this file as a scene's `vector`, or "
-                    "--label-attribute/--burn-class"
-                )
-            vector = listed[0].vector
-        else:
-            raster = path
-    if data is not None:
-        label_values = data.label_values
-        unknown = data.unknown_labels
-    else:
-        label_values = None
-        if info.label_values is not None:
-            label_values = {
-                float(k): (None if int(v) == IGNORE else int(v))
-                for k, v in info.label_values.items()
-            }
-        unknown = "ignore"
+    raster, vector = _label_source(labels, data)
+    label_values, unknown = _label_values(info, data)
     spec = SceneSpec(image=image, labels=raster, vector=vector)
     cfg = DataConfig(
         scenes=[spec],
@@ -106,6 +78,43 @@ def label_data_config(
         label_grid=data.label_grid if data is not None else "auto",
     )
     return spec, cfg
+
+
+def _label_source(
+    labels: str | Path | VectorLabels, data: DataConfig | None
+) -> tuple[str | None, VectorLabels | None]:
+    """(raster path, None) or (None, vector spec) of the labels; a vector path's spec is the
+    one `data` lists for it."""
+    if isinstance(labels, VectorLabels):
+        return None, labels
+    path = _resolve(labels)
+    if storage.path(path).suffix.lower() not in VECTOR_SUFFIXES:
+        return path, None
+    listed = [
+        s for s in (data.scenes if data else []) if s.vector and _resolve(s.vector.path) == path
+    ]
+    if not listed:
+        raise InputError(
+            f"{path}: vector labels need to know which attribute holds the class: give a config "
+            "(--config) whose data section lists this file as a scene's `vector`, or "
+            "--label-attribute/--burn-class"
+        )
+    return None, listed[0].vector
+
+
+def _label_values(
+    info: ModelInfo, data: DataConfig | None
+) -> tuple[dict[float, int | None] | None, str]:
+    """The label value map and what unknown labels become: the config's, else the model's
+    (ignored ones as None) and `ignore`."""
+    if data is not None:
+        return data.label_values, data.unknown_labels
+    label_values = None
+    if info.label_values is not None:
+        label_values = {
+            float(k): (None if int(v) == IGNORE else int(v)) for k, v in info.label_values.items()
+        }
+    return label_values, "ignore"
 
 
 class LabelReader:

@@ -12,6 +12,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -65,26 +66,7 @@ def open_scene(
     except RasterioError as e:
         raise InputError(f"{path}: cannot open image raster: {e}") from None
     with ds:
-        if info.band_indexes:
-            bands = tuple(int(b) for b in info.band_indexes)
-            if max(bands) > ds.count:
-                raise InputError(
-                    f"{path}: the model reads bands {list(bands)} but the image has {ds.count} bands"
-                )
-        else:
-            bands = tuple(range(1, ds.count + 1))
-        if len(bands) != info.bands:
-            raise InputError(
-                f"{path}: image has {len(bands)} bands but the model was trained on {info.bands} bands"
-            )
-        dtypes = {ds.dtypes[b - 1] for b in bands}
-        if len(dtypes) > 1:
-            raise InputError(f"{path}: bands have different dtypes {sorted(dtypes)}")
-        dtype = dtypes.pop()
-        if dtype != info.image_dtype:
-            raise InputError(
-                f"{path}: image dtype is {dtype} but the model was trained on {info.image_dtype} images"
-            )
+        bands, dtype = _model_bands(path, ds, info)
         georef = ds.crs is not None and not ds.transform.is_identity
         if not georef:
             log.warning(
@@ -104,6 +86,32 @@ def open_scene(
             transform=ds.transform if georef else rasterio.Affine.identity(),
             georeferenced=georef,
         )
+
+
+def _model_bands(path: str, ds: Any, info: ModelInfo) -> tuple[tuple[int, ...], str]:
+    """The image's bands the model reads (1-based) and their one dtype, checked against
+    the model's band count and dtype."""
+    if info.band_indexes:
+        bands = tuple(int(b) for b in info.band_indexes)
+        if max(bands) > ds.count:
+            raise InputError(
+                f"{path}: the model reads bands {list(bands)} but the image has {ds.count} bands"
+            )
+    else:
+        bands = tuple(range(1, ds.count + 1))
+    if len(bands) != info.bands:
+        raise InputError(
+            f"{path}: image has {len(bands)} bands but the model was trained on {info.bands} bands"
+        )
+    dtypes = {ds.dtypes[b - 1] for b in bands}
+    if len(dtypes) > 1:
+        raise InputError(f"{path}: bands have different dtypes {sorted(dtypes)}")
+    dtype = dtypes.pop()
+    if dtype != info.image_dtype:
+        raise InputError(
+            f"{path}: image dtype is {dtype} but the model was trained on {info.image_dtype} images"
+        )
+    return bands, dtype
 
 
 class ImageReader:

@@ -181,7 +181,7 @@ def _batches(
         yield _Batch(keys, np.stack(tiles), np.stack(valid))
 
 
-def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
+def fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
     """Serve allocations of `nbytes` or more by mmap, returned to the system on free (glibc only).
 
     glibc raises its mmap threshold each time a large block is freed, after which
@@ -208,7 +208,7 @@ _MALLOC_SET = False
 
 
 class BlockSink(Protocol):
-    """Where `_slide` writes finished blocks (`SceneOutputs`, or one block's files)."""
+    """Where `slide` writes finished blocks (`SceneOutputs`, or one block's files)."""
 
     preview: PreviewCanvas | None
 
@@ -259,7 +259,7 @@ def predict_scene(
         `precision`, the arithmetic the model ran in (`auto` resolved and guarded).
     """
     cfg = cfg or PredictConfig()
-    _fixed_mmap_threshold()
+    fixed_mmap_threshold()
     backend = model if isinstance(model, Backend) else load_backend(model)
     info = backend.info
     t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -267,11 +267,10 @@ def predict_scene(
     plan = prepare(backend, scene, cfg)
     label_reader = None
     if labels is not None:
-        spec, dcfg = label_data_config(image, labels, info, scene.nodata, data)
-        label_reader = LabelReader(spec, dcfg)
+        label_reader = LabelReader(*label_data_config(image, labels, info, scene.nodata, data))
     outputs = SceneOutputs(scene, out_dir, info, cfg)
     try:
-        cm, timing = _slide(backend, scene, plan, cfg, outputs, label_reader)
+        cm, timing = slide(backend, scene, plan, cfg, outputs, label_reader)
         metrics = None
         if label_reader is not None:
             metrics = {"scene": scene.id, "image": scene.path, **scores(cm, list(info.class_names))}
@@ -283,25 +282,37 @@ def predict_scene(
     finally:
         if label_reader is not None:
             label_reader.close()
-    wall = time.perf_counter() - t_start
     timing.update(
-        wall_s=wall,
+        wall_s=time.perf_counter() - t_start,
         cpu_s=time.process_time() - cpu_start,
         finish_s=time.perf_counter() - t_fin,
+        **_plan_facts(backend, plan, cfg),
+    )
+    _log_done(scene.id, timing, paths)
+    return ScenePrediction(scene.id, paths, metrics, timing)
+
+
+def _log_done(scene_id: str, timing: dict[str, Any], paths: dict[str, Path]) -> None:
+    """The scene's closing line: its wall time, how busy the model was, the files written."""
+    log.info(
+        "%s: done in %.1f s (model busy %.0f%% of the sliding window); wrote %s",
+        scene_id,
+        timing["wall_s"],
+        100 * timing["model_busy"],
+        ", ".join(p.name for p in paths.values()),
+    )
+
+
+def _plan_facts(backend: Backend, plan: SlidingPlan, cfg: PredictConfig) -> dict[str, Any]:
+    """What a scene's timings record of its plan: tiles, their size, the pixels the model
+    saw (TTA counted) and the precision it ran in."""
+    return dict(
         tiles=plan.num_tiles,
         tile_rows=plan.rows.tile,
         tile_cols=plan.cols.tile,
         pixels_processed=plan.pixels() * len(cfg.transforms),
         precision=getattr(backend, "precision", getattr(backend, "exported_precision", None)),
     )
-    log.info(
-        "%s: done in %.1f s (model busy %.0f%% of the sliding window); wrote %s",
-        scene.id,
-        wall,
-        100 * timing["model_busy"],
-        ", ".join(p.name for p in paths.values()),
-    )
-    return ScenePrediction(scene.id, paths, metrics, timing)
 
 
 def plan_scene(info: ModelInfo, scene: SceneImage, cfg: PredictConfig) -> SlidingPlan:
@@ -385,7 +396,27 @@ def choose_precision(backend: Any, scene: SceneImage, plan: SlidingPlan, cfg: Pr
     return used
 
 
-def _slide(
+@dataclass
+class _Sliding:
+    """What the three stages of one `slide` share: the tiles to read, where they go, the
+    queues between the stages, the failure flag, and the confusion the writer counts into."""
+
+    scene: SceneImage
+    plan: SlidingPlan
+    cfg: PredictConfig
+    block: TileBlock
+    outputs: BlockSink
+    label_reader: LabelReader | None
+    refiner: Refiner
+    c: int  # classes
+    env: dict[str, int]  # GDAL options of the reader and writer threads
+    failed: threading.Event
+    to_model: _Pipe
+    to_writer: _Pipe
+    cm: np.ndarray  # (C, C) int64
+
+
+def slide(
     backend: Backend,
     scene: SceneImage,
     plan: SlidingPlan,
@@ -401,61 +432,30 @@ def _slide(
     c = len(info.class_names)
     failed = threading.Event()
     errors: list[BaseException] = []
-    to_model, to_writer = _Pipe(cfg.prefetch, failed), _Pipe(cfg.prefetch, failed)
-    env = cfg.gdal_env
-    cm = np.zeros((c, c), np.int64)
-    refiner = Refiner.make(
-        cfg.refine,
-        info,
-        cfg.rgb_bands,
-        cfg.crf,
-        cfg.slic,
-        ground_pixel_size(scene.crs, scene.transform),
+    ground = ground_pixel_size(scene.crs, scene.transform)
+    s = _Sliding(
+        scene=scene,
+        plan=plan,
+        cfg=cfg,
+        block=block,
+        outputs=outputs,
+        label_reader=label_reader,
+        to_model=_Pipe(cfg.prefetch, failed),
+        to_writer=_Pipe(cfg.prefetch, failed),
+        env=cfg.gdal_env,
+        cm=np.zeros((c, c), np.int64),
+        refiner=Refiner.make(cfg.refine, info, cfg.rgb_bands, cfg.crf, cfg.slic, ground),
+        c=c,
+        failed=failed,
     )
-
-    def read() -> None:
-        with rasterio.Env(**env):
-            for batch in _batches(plan, scene, cfg, block, outputs.preview):
-                to_model.put(batch)
-                if failed.is_set():
-                    return
-        to_model.put(_END)
-
-    def write() -> None:
-        from tqdm import tqdm
-
-        blender = Blender(plan, c, block)
-        bar = tqdm(
-            total=block.num_processed(),
-            desc=scene.id,
-            unit="tile",
-            disable=not (cfg.progress and quiet.progress_bars()),
-            leave=False,
-        )
-        with rasterio.Env(**env), bar:
-            while (item := to_writer.get()) is not _END:
-                batch, probs = item
-                for k, (i, j) in enumerate(batch.keys):
-                    p = probs[k] if refiner.method == "none" else refiner(probs[k], batch.tiles[k])
-                    for part in blender.add(i, j, p):
-                        valid = batch.valid[k][part.local]
-                        cls = outputs.write(part.window, part.probs, valid)
-                        if label_reader is not None:
-                            cm[...] += confusion(label_reader.read(part.window), cls, c, mask=valid)
-                    bar.update(1)
-
     t0 = time.perf_counter()
-    threads = [_run_thread(read, failed, errors), _run_thread(write, failed, errors)]
+    threads = [
+        _run_thread(lambda: _read_stage(s), failed, errors),
+        _run_thread(lambda: _write_stage(s), failed, errors),
+    ]
     model_s = 0.0
     try:
-        while (batch := to_model.get()) is not _END:
-            t = time.perf_counter()
-            probs = predict_tta(backend, batch.tiles, batch.valid, cfg.transforms)
-            model_s += time.perf_counter() - t
-            if cfg.refine == "none":
-                batch.tiles = None  # the writer needs them only to refine: free them now
-            to_writer.put((batch, probs))
-        to_writer.put(_END)
+        model_s = _model_stage(backend, s)
     except BaseException as e:
         errors.append(e)
         failed.set()
@@ -468,10 +468,61 @@ def _slide(
         "slide_s": wall,
         "model_s": model_s,
         "model_busy": model_s / wall if wall > 0 else 0.0,
-        "read_wait_s": to_model.get_wait_s,
-        "write_wait_s": to_writer.put_wait_s,
+        "read_wait_s": s.to_model.get_wait_s,
+        "write_wait_s": s.to_writer.put_wait_s,
     }
-    return cm, timing
+    return s.cm, timing
+
+
+def _read_stage(s: _Sliding) -> None:
+    """Reader thread: the block's batches of tiles into `to_model`, then the end mark."""
+    with rasterio.Env(**s.env):
+        for batch in _batches(s.plan, s.scene, s.cfg, s.block, s.outputs.preview):
+            s.to_model.put(batch)
+            if s.failed.is_set():
+                return
+    s.to_model.put(_END)
+
+
+def _model_stage(backend: Backend, s: _Sliding) -> float:
+    """Main thread: each batch through the model (with TTA) into `to_writer`, then the end
+    mark; returns the seconds spent in the model."""
+    model_s = 0.0
+    while (batch := s.to_model.get()) is not _END:
+        t = time.perf_counter()
+        probs = predict_tta(backend, batch.tiles, batch.valid, s.cfg.transforms)
+        model_s += time.perf_counter() - t
+        if s.cfg.refine == "none":
+            batch.tiles = None  # the writer needs them only to refine: free them now
+        s.to_writer.put((batch, probs))
+    s.to_writer.put(_END)
+    return model_s
+
+
+def _write_stage(s: _Sliding) -> None:
+    """Writer thread: refine each tile, blend, write finished blocks, count the confusion."""
+    from tqdm import tqdm
+
+    c, refiner, label_reader = s.c, s.refiner, s.label_reader
+    blender = Blender(s.plan, c, s.block)
+    bar = tqdm(
+        total=s.block.num_processed(),
+        desc=s.scene.id,
+        unit="tile",
+        disable=not (s.cfg.progress and quiet.progress_bars()),
+        leave=False,
+    )
+    with rasterio.Env(**s.env), bar:
+        while (item := s.to_writer.get()) is not _END:
+            batch, probs = item
+            for k, (i, j) in enumerate(batch.keys):
+                p = probs[k] if refiner.method == "none" else refiner(probs[k], batch.tiles[k])
+                for part in blender.add(i, j, p):
+                    valid = batch.valid[k][part.local]
+                    cls = s.outputs.write(part.window, part.probs, valid)
+                    if label_reader is not None:
+                        s.cm[...] += confusion(label_reader.read(part.window), cls, c, mask=valid)
+                bar.update(1)
 
 
 def predict(

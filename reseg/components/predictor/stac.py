@@ -177,61 +177,14 @@ def scene_item(
     that of the source item (`when`), else `now`."""
     g = _grid(outputs["classes"])
     props: dict[str, Any] = {"datetime": now, **(when or {}), "created": now}
-    geometry = None
-    bbox = None
-    if g["crs"] is not None:
-        from rasterio.warp import transform_bounds, transform_geom
-
-        left, bottom, right, top = g["bounds"]
-        ring = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
-        geometry = transform_geom(g["crs"], "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
-        geometry = {
-            "type": "Polygon",
-            "coordinates": [[list(p) for p in geometry["coordinates"][0]]],
-        }
-        bbox = list(
-            transform_bounds(g["crs"], "EPSG:4326", left, bottom, right, top, densify_pts=21)
-        )
-        epsg = g["crs"].to_epsg()
-        if epsg is not None:
-            props["proj:code"] = f"EPSG:{epsg}"
-        else:
-            props["proj:code"] = None
-            props["proj:wkt2"] = g["crs"].to_wkt()
-        props["proj:bbox"] = list(g["bounds"])
-        props["proj:transform"] = list(g["transform"])[:6]
+    geometry, bbox = _footprint(g, props)
     props["proj:shape"] = g["shape"]
-    names = json.loads(g["tags"].get("CLASS_NAMES", "[]"))
-    classes = []
-    for i, name in enumerate(names):
-        c: dict[str, Any] = {"value": i, "name": name, "description": name}
-        rgba = g["colormap"].get(i)
-        if rgba is not None:
-            c["color_hint"] = "".join(f"{v:02X}" for v in rgba[:3])
-        classes.append(c)
     if g["tags"].get("RESEG_MODEL"):
         props["reseg:architecture"] = g["tags"]["RESEG_MODEL"]
     props.update({k: v for k, v in properties.items() if v is not None})
     if source is not None:
         props.setdefault("reseg:source_item", source)
-    assets: dict[str, Any] = {}
-    for kind, path in outputs.items():
-        a: dict[str, Any] = {
-            "href": f"./{storage.path(path).name}",
-            "type": _MEDIA.get(kind, "application/octet-stream"),
-            "roles": _ROLES.get(kind, ["metadata"]),
-            "title": kind,
-        }
-        if kind in ("classes", "confidence", "probabilities"):
-            a["raster:bands"] = _bands(g if kind == "classes" else _grid(path))
-        if kind == "classes":
-            a["classification:classes"] = classes
-        if kind == "confidence":
-            a["description"] = (
-                "maximum class probability; p = value x scale + offset (raster:bands), "
-                "nodata where the input is nodata"
-            )
-        assets[kind] = a
+    assets = _assets(outputs, g)
     links = [
         {"rel": "collection", "href": f"./{COLLECTION}", "type": "application/json"},
         {"rel": "parent", "href": f"./{COLLECTION}", "type": "application/json"},
@@ -253,6 +206,73 @@ def scene_item(
     if bbox is not None:
         doc["bbox"] = bbox
     return doc
+
+
+def _footprint(
+    g: dict[str, Any], props: dict[str, Any]
+) -> tuple[dict[str, Any] | None, list[float] | None]:
+    """The class COG's footprint in EPSG:4326 (geometry, bbox), and its projection facts
+    (`proj:code` or `proj:wkt2`, `proj:bbox`, `proj:transform`) added to `props`; (None,
+    None) and nothing added when it has no CRS."""
+    if g["crs"] is None:
+        return None, None
+    from rasterio.warp import transform_bounds, transform_geom
+
+    left, bottom, right, top = g["bounds"]
+    ring = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
+    geometry = transform_geom(g["crs"], "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
+    geometry = {
+        "type": "Polygon",
+        "coordinates": [[list(p) for p in geometry["coordinates"][0]]],
+    }
+    bbox = list(transform_bounds(g["crs"], "EPSG:4326", left, bottom, right, top, densify_pts=21))
+    epsg = g["crs"].to_epsg()
+    if epsg is not None:
+        props["proj:code"] = f"EPSG:{epsg}"
+    else:
+        props["proj:code"] = None
+        props["proj:wkt2"] = g["crs"].to_wkt()
+    props["proj:bbox"] = list(g["bounds"])
+    props["proj:transform"] = list(g["transform"])[:6]
+    return geometry, bbox
+
+
+def _classes(g: dict[str, Any]) -> list[dict[str, Any]]:
+    """`classification:classes` of the class COG: value, name and colour of each class."""
+    names = json.loads(g["tags"].get("CLASS_NAMES", "[]"))
+    classes = []
+    for i, name in enumerate(names):
+        c: dict[str, Any] = {"value": i, "name": name, "description": name}
+        rgba = g["colormap"].get(i)
+        if rgba is not None:
+            c["color_hint"] = "".join(f"{v:02X}" for v in rgba[:3])
+        classes.append(c)
+    return classes
+
+
+def _assets(outputs: Mapping[str, Any], g: dict[str, Any]) -> dict[str, Any]:
+    """The item's assets: each output by relative href, with its media type and roles, the
+    raster's bands, and the class map's classes."""
+    classes = _classes(g)
+    assets: dict[str, Any] = {}
+    for kind, path in outputs.items():
+        a: dict[str, Any] = {
+            "href": f"./{storage.path(path).name}",
+            "type": _MEDIA.get(kind, "application/octet-stream"),
+            "roles": _ROLES.get(kind, ["metadata"]),
+            "title": kind,
+        }
+        if kind in ("classes", "confidence", "probabilities"):
+            a["raster:bands"] = _bands(g if kind == "classes" else _grid(path))
+        if kind == "classes":
+            a["classification:classes"] = classes
+        if kind == "confidence":
+            a["description"] = (
+                "maximum class probability; p = value x scale + offset (raster:bands), "
+                "nodata where the input is nodata"
+            )
+        assets[kind] = a
+    return assets
 
 
 def collection(

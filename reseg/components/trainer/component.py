@@ -86,7 +86,6 @@ def _pinned_precision(cfg: Config) -> Config:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": policy})})
 
 
-# over 60 lines before `data` was added; its split comes with the artifacts-in signature
 def train(
     cfg: Config,
     root: str | Path,
