@@ -1,11 +1,14 @@
 """Experiment tracking with MLflow; the only module of reseg that imports mlflow.
 
 A `Run` is a handle on one MLflow run. Components receive a `Run` and log into
-it; they never open runs of their own unless they are called alone:
+it; they never open runs themselves (they know no root). Where a step has no run to
+give, it gives an `opener` (`open_run` with its config and root bound), which the
+component calls only when it has work to log (an artifact found current opens none):
 
     with open_run(cfg, root, run_name="pipeline") as parent:      # one per pipeline run
         with parent.nested("r0/fold1") as run:                     # one per round/fold
-            train(cfg, root, fold=1, tracking=run)
+            train(cfg, tiles, stats, out, fold=1, tracking=run)
+    train(cfg, tiles, stats, out, fold=1, open_run=opener(cfg, root))  # a run of its own
 
 `open_run` and `Run.nested` end the run FINISHED when the block completes,
 FAILED when it raises, KILLED on Ctrl-C. With `tracking.enabled: false` (or on a
@@ -26,9 +29,10 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from reseg import layout, storage
 from reseg.config import Config
@@ -321,6 +325,24 @@ def _resumable(client: Any, exp_id: str, resume_key: str, reopen: bool) -> str |
     if found[0].info.status != "RUNNING":
         client.update_run(run_id, status="RUNNING")
     return run_id
+
+
+class RunOpener(Protocol):
+    """`open_run` with its config and root bound (`opener`): what a component calls to open
+    a top-level run of its own, when its step gave it none."""
+
+    def __call__(
+        self,
+        *,
+        run_name: str,
+        tags: Mapping[str, Any] | None = None,
+        resume_key: str | None = None,
+    ) -> AbstractContextManager[Run]: ...
+
+
+def opener(cfg: Config, root: str | Path) -> RunOpener:
+    """A `RunOpener` of `cfg`'s experiment in the store of `root` (see `open_run`)."""
+    return partial(open_run, cfg, root)
 
 
 # --- model registry (exports) ------------------------------------------------------------

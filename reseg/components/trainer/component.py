@@ -1,8 +1,8 @@
 """`train`: a model of the registry trained on the tiles of a fold -> a model directory.
 
-The model directory (`layout.model_dir(root, round, fold)`) holds `model.keras`
-(the prediction model: normalised (H, W, B) float32 in, softmax (H, W, C) out),
-`model.json` (`reseg.artifacts.ModelInfo`), `history.json`, `curves.png`,
+The model directory (`out`: the train step gives `layout.model_dir(root, round, fold)`)
+holds `model.keras` (the prediction model: normalised (H, W, B) float32 in, softmax
+(H, W, C) out), `model.json` (`reseg.artifacts.ModelInfo`), `history.json`, `curves.png`,
 `config.json` and `manifest.json`. It is built in a staging directory named
 after the fingerprint of the inputs and the config, which also holds the
 per-epoch checkpoints: a rerun after a crash resumes there, a rerun after
@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,6 @@ class _Job:
     """One training: its config, inputs and output."""
 
     cfg: Config
-    root: Path
     tiles: TileSet
     stats: Stats
     files: tuple[Path, ...]
@@ -88,43 +88,62 @@ def _pinned_precision(cfg: Config) -> Config:
 
 def train(
     cfg: Config,
-    root: str | Path,
+    tiles: TileSet,
+    stats: Stats,
+    out: str | Path,
     *,
     fold: int | None,
     round: int = 0,
     tile_files: Sequence[str | Path] | None = None,
     init_model: str | Path | None = None,
     tracking: tracking_mod.Run | None = None,
-    data: str | Path | None = None,
+    open_run: tracking_mod.RunOpener | None = None,
 ) -> artifacts.Model:
-    """Train `cfg.model` on the tiles of `root` for validation fold `fold`; returns the model.
+    """Train `cfg.model` on `tiles` for validation fold `fold` into model directory `out`.
 
     Args:
         cfg: the pipeline config (sections `model`, `train`, `data`, `tracking`).
-        root: pipeline root with `tiles/` and `stats/` (unless `data` has them); the model
-            goes into its `rounds/`.
+        tiles: the tile set (validation reads it; the default training files).
+        stats: the tile set's statistics (normalisation, class pixels).
+        out: the model directory to publish, e.g. `rounds/r<r>/<fold>/model` of a root.
         fold: evaluation fold k: train on the pixels of the training folds
             (`reseg.folds.training_folds`), validate (early stopping, best epoch) on the cores
             of the validation fold (k + 1) mod K, never read fold k; with K < 3 no validation.
             None trains on every tile without validation.
-        round: confidence round r; the model goes to `rounds/r<r>/<fold>/model`.
+        round: confidence round r (in the fingerprint, the run's name and the manifest).
         tile_files: TFRecord files or folders to train on, e.g. a previous round's selection
             (tiles with per-pixel weights); default the tile set. Validation always reads the
             tile set.
         init_model: a model directory or `.keras` file to fine-tune instead of building
             `cfg.model` from scratch.
-        tracking: the MLflow run to log into (e.g. a nested run of the pipeline's); None opens
-            a run of its own (unless `tracking.enabled` is false).
-        data: the root whose `tiles/` and `stats/` are read (a study's shared data), default
-            `root`.
+        tracking: the MLflow run to log into (e.g. a nested run of the pipeline's).
+        open_run: with no `tracking`, opens a run of its own (`reseg.tracking.opener`), called
+            only when there is a model to train; None: nothing is logged.
 
     Returns:
         The published model directory (also on non-chief workers, which publish nothing).
     """
-    root = storage.path(root)
     cfg = _pinned_precision(cfg)
-    tiles = TileSet.load(layout.tiles_dir(root if data is None else data))
-    stats = Stats.load(layout.stats_dir(root if data is None else data))
+    _check_fold(cfg, tiles, fold)
+    files = inputs.tile_files(tile_files, tiles)
+    init = storage.path(init_model) if init_model is not None else None
+    fp = _fingerprint(cfg, tiles, stats, files, init, fold, round)
+    job = _Job(cfg, tiles, stats, files, init, fold, round, storage.path(out), fp)
+    if artifacts.is_current(job.final, fp):
+        log.info("%s is up to date", job.final)
+        if tracking is not None:
+            tracking.set_tags({"reseg.skipped": "up to date", "reseg.model_dir": job.final})
+        return artifacts.Model.load(job.final)
+
+    if init is None:
+        inputs.check_model(cfg)
+    cluster = get_cluster(cfg.train.distribute)
+    with _run(job, cluster, tracking, open_run) as run:
+        return _train(job, cluster, run)
+
+
+def _check_fold(cfg: Config, tiles: TileSet, fold: int | None) -> None:
+    """`fold` is a fold of the tile set, whose classes are the config's."""
     if fold is not None and not 0 <= fold < tiles.folds:
         raise ConfigError(
             f"fold must be in 0..{tiles.folds - 1} (tiling.folds), received fold={fold}"
@@ -134,9 +153,21 @@ def train(
             f"{tiles.path}: tiles have {tiles.num_classes} classes, the config {cfg.data.num_classes}; "
             "re-run `reseg tile`"
         )
-    files = inputs.tile_files(tile_files, tiles)
-    init = storage.path(init_model) if init_model is not None else None
-    fp = artifacts.fingerprint(
+
+
+def _fingerprint(
+    cfg: Config,
+    tiles: TileSet,
+    stats: Stats,
+    files: Sequence[Path],
+    init: Path | None,
+    fold: int | None,
+    round: int,
+) -> str:
+    """What the model depends on: the config sections read, the versions of the tiles, the
+    statistics, the training files and the initial model, the folds and the round (no
+    location: a root moved, or made by `reseg run` or step by step, stays current)."""
+    return artifacts.fingerprint(
         "train",
         CODE_VERSION,
         cfg.section_json("model", "train"),
@@ -149,32 +180,25 @@ def train(
         validation_fold(fold, tiles.folds),
         round,
     )
-    job = _Job(
-        cfg, root, tiles, stats, files, init, fold, round, layout.model_dir(root, round, fold), fp
-    )
-    if artifacts.is_current(job.final, fp):
-        log.info("%s is up to date", job.final)
-        if tracking is not None:
-            tracking.set_tags({"reseg.skipped": "up to date", "reseg.model_dir": job.final})
-        return artifacts.Model.load(job.final)
 
-    if init is None:
-        inputs.check_model(cfg)
-    cluster = get_cluster(cfg.train.distribute)
-    if not cluster.is_chief:
-        run_cm: Any = contextlib.nullcontext(tracking_mod.NULL_RUN)
-    elif tracking is not None:
-        run_cm = contextlib.nullcontext(tracking)
-    else:
-        run_cm = tracking_mod.open_run(
-            cfg,
-            root,
-            run_name=f"train r{round} {job.fold_name}",
-            tags={"reseg.step": "train", "reseg.round": round, "reseg.fold": job.fold_name},
-            resume_key=fp,
-        )
-    with run_cm as run:
-        return _train(job, cluster, run)
+
+def _run(
+    job: _Job,
+    cluster: Cluster,
+    given: tracking_mod.Run | None,
+    open_run: tracking_mod.RunOpener | None,
+) -> AbstractContextManager[tracking_mod.Run]:
+    """The run to log into: none on a non-chief worker, else the given one, else one opened
+    (resumed after a crash: keyed by the fingerprint)."""
+    if not cluster.is_chief or (given is None and open_run is None):
+        return contextlib.nullcontext(tracking_mod.NULL_RUN)
+    if given is not None:
+        return contextlib.nullcontext(given)
+    return open_run(
+        run_name=f"train r{job.round} {job.fold_name}",
+        tags={"reseg.step": "train", "reseg.round": job.round, "reseg.fold": job.fold_name},
+        resume_key=job.fingerprint,
+    )
 
 
 def _training_class_pixels(job: _Job) -> list[int]:
@@ -202,13 +226,55 @@ def _input_shard(job: _Job, cluster: Cluster) -> tuple[int, int] | None:
     return n, cluster.worker_index
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one training reads per epoch: tile counts, steps, this worker's share."""
+
+    n_train: int
+    n_val: int
+    steps_per_epoch: int
+    shard: tuple[int, int] | None
+
+
 def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Model:
+    """Set up, fit and publish one training (on non-chief workers: fit only)."""
+    t0, tc = time.time(), job.cfg.train
+    _seed(job, cluster)
+    loss_fn = _loss(job)
+    plan = _plan(job, cluster)
+    _log_start(job, cluster, run, plan)
+    # Keras and TF checkpoints write local files: for a root on object storage the model is
+    # staged in the local cache and uploaded when published
+    checkpoints = artifacts.staging_dir(job.final, job.fingerprint, local=True) / "checkpoints"
+    with _workspace(job, cluster) as st:
+        steps, stride = _build(job, cluster, loss_fn, plan.steps_per_epoch)
+        result = _fit(job, cluster, run, steps, plan, checkpoints, st.dir)
+        digest = _save(job, cluster, steps.model, st.dir)
+        if not cluster.is_chief:
+            return artifacts.Model(job.final, {}, None)
+        _write_model_dir(job, stride, st.dir, result.history)
+        counts = {
+            "train_tiles": plan.n_train,
+            "val_tiles": plan.n_val,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "epochs": len(result.history),
+            "global_batch": tc.batch_size,
+        }
+        manifest = _manifest(
+            job, cluster, result, counts, steps.loss_weights, digest, time.time() - t0, run.run_id
+        )
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        st.manifest.update(manifest)
+    _log_end(job, run, manifest, result)
+    return artifacts.Model.load(job.final)
+
+
+def _seed(job: _Job, cluster: Cluster) -> None:
+    """Seeds, op determinism (`train.deterministic`), and a batch the replicas can share."""
     import keras
     import tensorflow as tf
 
-    from reseg.models.precision import with_precision  # imports keras, as above
-
-    t0, cfg, tc, tiles = time.time(), job.cfg, job.cfg.train, job.tiles
+    tc = job.cfg.train
     keras.utils.set_random_seed(tc.seed)
     if tc.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -216,23 +282,37 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
         raise ConfigError(
             f"train.batch_size must be a multiple of the {cluster.replicas} replicas, received {tc.batch_size}"
         )
-    spec = data_mod.InputSpec(
+
+
+def _input_spec(job: _Job) -> data_mod.InputSpec:
+    tiles = job.tiles
+    return data_mod.InputSpec(
         tiles.image_dtype,
         tiles.bands,
         tiles.num_classes,
         tuple(map(float, job.stats.mean)),
         tuple(map(float, job.stats.std)),
     )
-    names = [c.name for c in cfg.data.classes]
+
+
+def _loss(job: _Job) -> Any:
+    """The loss of `train.loss` and `train.class_weights` (`auto` resolved on the training
+    folds' class pixels)."""
+    tc, num_classes = job.cfg.train, job.tiles.num_classes
+    names = [c.name for c in job.cfg.data.classes]
     counts = _training_class_pixels(job)
     loss_kind, weighting = resolve_auto(tc.loss, tc.class_weights, counts, names)
-    loss_fn = make_loss(
+    return make_loss(
         loss_kind,
-        tiles.num_classes,
-        class_weights(weighting, counts, tiles.num_classes, names),
+        num_classes,
+        class_weights(weighting, counts, num_classes, names),
         tc.focal_gamma,
     )
 
+
+def _plan(job: _Job, cluster: Cluster) -> _Plan:
+    """Count the training and validation tiles (none is an input error); steps per epoch."""
+    tc = job.cfg.train
     n_train = data_mod.count_examples(job.files, job.held, validation=False)
     if n_train == 0:
         raise InputError(
@@ -240,24 +320,31 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
             f"fold(s) {list(job.held)} (evaluation, validation)"
         )
     if job.fold is not None and job.val_fold is None:
-        warn_no_validation(tiles.folds)
+        warn_no_validation(job.tiles.folds)
     n_val = (
-        data_mod.count_examples(tiles.files, [job.val_fold], validation=True)
+        data_mod.count_examples(job.tiles.files, [job.val_fold], validation=True)
         if job.val_fold is not None
         else 0
     )
     if job.val_fold is not None and n_val == 0:
         raise InputError(f"validation fold {job.val_fold} has no tiles to validate on")
     steps_per_epoch = tc.steps_per_epoch or math.ceil(n_train / tc.batch_size)
-    shard = _input_shard(job, cluster)
+    return _Plan(n_train, n_val, steps_per_epoch, _input_shard(job, cluster))
+
+
+def _log_start(job: _Job, cluster: Cluster, run: tracking_mod.Run, plan: _Plan) -> None:
+    """The training's first log line, its run's tags and parameters, a float16-on-CPU warning."""
+    import tensorflow as tf
+
+    cfg, tc = job.cfg, job.cfg.train
     log.info(
         "training %s on %d tiles (%d steps of %d per epoch) for %s, validating on %d tiles of %s",
         cfg.model.name if job.init is None else job.init,
-        n_train,
-        steps_per_epoch,
+        plan.n_train,
+        plan.steps_per_epoch,
         tc.batch_size,
         job.fold_name,
-        n_val,
+        plan.n_val,
         layout.fold_name(job.val_fold) if job.val_fold is not None else "no fold",
     )
     run.set_tags(
@@ -274,124 +361,128 @@ def _train(job: _Job, cluster: Cluster, run: tracking_mod.Run) -> artifacts.Mode
                 "fold": job.fold_name,
                 "validation_fold": "none" if job.val_fold is None else job.val_fold,
                 "round": job.round,
-                "train_tiles": n_train,
-                "val_tiles": n_val,
-                "steps_per_epoch": steps_per_epoch,
+                "train_tiles": plan.n_train,
+                "val_tiles": plan.n_val,
+                "steps_per_epoch": plan.steps_per_epoch,
                 "init_model": str(job.init or "none"),
             }
         }
     )
-
     if tc.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
         log.warning(
             "train.precision mixed_float16 on a CPU: TF emulates float16 convolution gradients "
             "(about 100x slower than float32 measured); mixed_bfloat16 is the CPU's choice"
         )
-    # Keras and TF checkpoints write local files: for a root on object storage the model is
-    # staged in the local cache and uploaded when published
-    checkpoints = artifacts.staging_dir(job.final, job.fingerprint, local=True) / "checkpoints"
-    with _workspace(job, cluster) as st:
-        work = st.dir
-        with cluster.strategy.scope():
-            model, train_model, loss_weights, stride = inputs.build(
-                cfg, tiles.bands, tiles.num_classes, job.init
+
+
+def _build(job: _Job, cluster: Cluster, loss_fn: Any, steps_per_epoch: int) -> tuple[Steps, int]:
+    """The model (built, or the initial one loaded), its optimiser and compiled steps, in the
+    strategy's scope; returns the steps and the model's output stride."""
+    cfg, tc, tiles = job.cfg, job.cfg.train, job.tiles
+    with cluster.strategy.scope():
+        model, train_model, loss_weights, stride = inputs.build(
+            cfg, tiles.bands, tiles.num_classes, job.init
+        )
+        if tiles.tile_size % stride:
+            raise ConfigError(
+                f"tiling.tile_size {tiles.tile_size} is not a multiple of the output stride {stride} "
+                f"of model {cfg.model.name}"
             )
-            if tiles.tile_size % stride:
-                raise ConfigError(
-                    f"tiling.tile_size {tiles.tile_size} is not a multiple of the output stride {stride} "
-                    f"of model {cfg.model.name}"
-                )
-            encoder = inputs.fine_tuned_encoder(cfg, model)
-            optimizer = make_optimizer(tc, steps_per_epoch)
-            optimizer.build(train_model.trainable_variables)
-        steps = Steps(
-            cluster,
-            model,
-            train_model,
-            loss_weights,
-            optimizer,
-            loss_fn,
-            tiles.num_classes,
-            tc.batch_size,
-            tc.jit_compile,
-            encoder=encoder,
-            encoder_lr_multiplier=tc.encoder_lr_multiplier,
+        encoder = inputs.fine_tuned_encoder(cfg, model)
+        optimizer = make_optimizer(tc, steps_per_epoch)
+        optimizer.build(train_model.trainable_variables)
+    steps = Steps(
+        cluster,
+        model,
+        train_model,
+        loss_weights,
+        optimizer,
+        loss_fn,
+        tiles.num_classes,
+        tc.batch_size,
+        tc.jit_compile,
+        encoder=encoder,
+        encoder_lr_multiplier=tc.encoder_lr_multiplier,
+    )
+    return steps, stride
+
+
+def _fit(
+    job: _Job,
+    cluster: Cluster,
+    run: tracking_mod.Run,
+    steps: Steps,
+    plan: _Plan,
+    checkpoints: Path,
+    work: Path,
+) -> FitResult:
+    """The training loop on this worker's input, each epoch's metrics logged to `run`."""
+    tc, tiles, spec = job.cfg.train, job.tiles, _input_spec(job)
+    names = [c.name for c in job.cfg.data.classes]
+
+    def train_data(seed: int):
+        return data_mod.training_dataset(
+            job.files,
+            spec,
+            held=job.held,
+            batch_size=tc.batch_size // cluster.num_workers,
+            shuffle_buffer=tc.shuffle_buffer,
+            seed=seed,
+            augment=tc.augment,
+            cache=tc.cache,
+            deterministic=tc.deterministic,
+            shard=plan.shard,
         )
 
-        def train_data(seed: int):
-            return data_mod.training_dataset(
-                job.files,
-                spec,
-                held=job.held,
-                batch_size=tc.batch_size // cluster.num_workers,
-                shuffle_buffer=tc.shuffle_buffer,
-                seed=seed,
-                augment=tc.augment,
-                cache=tc.cache,
-                deterministic=tc.deterministic,
-                shard=shard,
-            )
-
-        val = None
-        if job.val_fold is not None:
-            val = data_mod.validation_dataset(
-                tiles.files, spec, fold=job.val_fold, batch_size=tc.batch_size
-            )
-
-        def on_epoch(record: dict[str, Any]) -> None:
-            metrics = {k: v for k, v in record.items() if not isinstance(v, bool | list)}
-            metrics.pop("epoch")
-            for name, iou in zip(names, record.get("val_iou") or [], strict=False):
-                metrics[f"val_iou/{name}"] = iou
-            run.log_metrics(metrics, step=record["epoch"])
-
-        result = fit(
-            steps,
-            tc,
-            make_train_data=train_data,
-            val_data=val,
-            steps_per_epoch=steps_per_epoch,
-            checkpoint_dir=checkpoints,
-            work_dir=work,
-            on_epoch=on_epoch,
-            on_resume=lambda history: run.log_history(
-                [{k: v for k, v in h.items() if k != "best"} for h in history]
-            ),
-            class_names=tuple(names),
+    val = None
+    if job.val_fold is not None:
+        val = data_mod.validation_dataset(
+            tiles.files, spec, fold=job.val_fold, batch_size=tc.batch_size
         )
-        digest = _weights_digest(model)
-        log.info("weights digest %s (%s %d)", digest, cluster.task_type or "local", cluster.task_id)
-        # every worker saves (TF multi-worker guide); the chief's is kept. Float32 whatever
-        # train.precision, so scoring, prediction and export choose their own precision
-        with_precision(model, "float32").save(work / MODEL_FILE)
-        if not cluster.is_chief:
-            return artifacts.Model(job.final, {}, None)
-        _write_model_dir(job, stride, work, result.history)
-        manifest = _manifest(
-            job,
-            cluster,
-            result,
-            {
-                "train_tiles": n_train,
-                "val_tiles": n_val,
-                "steps_per_epoch": steps_per_epoch,
-                "epochs": len(result.history),
-                "global_batch": tc.batch_size,
-            },
-            loss_weights,
-            digest,
-            time.time() - t0,
-            run.run_id,
-        )
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        st.manifest.update(manifest)
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        metrics = {k: v for k, v in record.items() if not isinstance(v, bool | list)}
+        metrics.pop("epoch")
+        for name, iou in zip(names, record.get("val_iou") or [], strict=False):
+            metrics[f"val_iou/{name}"] = iou
+        run.log_metrics(metrics, step=record["epoch"])
+
+    return fit(
+        steps,
+        tc,
+        make_train_data=train_data,
+        val_data=val,
+        steps_per_epoch=plan.steps_per_epoch,
+        checkpoint_dir=checkpoints,
+        work_dir=work,
+        on_epoch=on_epoch,
+        on_resume=lambda history: run.log_history(
+            [{k: v for k, v in h.items() if k != "best"} for h in history]
+        ),
+        class_names=tuple(names),
+    )
+
+
+def _save(job: _Job, cluster: Cluster, model: Any, work: Path) -> str:
+    """Save the trained model into `work` (on every worker); its weights' digest."""
+    from reseg.models.precision import with_precision  # imports keras (see `inputs`)
+
+    digest = _weights_digest(model)
+    log.info("weights digest %s (%s %d)", digest, cluster.task_type or "local", cluster.task_id)
+    # every worker saves (TF multi-worker guide); the chief's is kept. Float32 whatever
+    # train.precision, so scoring, prediction and export choose their own precision
+    with_precision(model, "float32").save(work / MODEL_FILE)
+    return digest
+
+
+def _log_end(job: _Job, run: tracking_mod.Run, manifest: dict[str, Any], result: FitResult) -> None:
+    """The run's summary metrics and the published model's files."""
     run.log_metrics(
         {"best_val_miou": manifest["metrics"]["val_miou"], "epochs_run": len(result.history)}
     )
-    if cfg.tracking.log_model:
+    if job.cfg.tracking.log_model:
         run.log_artifacts(job.final, "model")
     run.log_artifact(job.final / "curves.png")
-    return artifacts.Model.load(job.final)
 
 
 @contextlib.contextmanager

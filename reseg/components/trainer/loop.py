@@ -159,6 +159,66 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
+@dataclass
+class _State:
+    """The loop's checkpointed state: counters in TF variables, their two checkpoint managers."""
+
+    vars: dict[str, Any]
+    ckpt: Any
+    best_ckpt: Any
+    manager: Any
+    best_manager: Any
+
+    def value(self, name: str) -> Any:
+        return self.vars[name].numpy()
+
+
+def _checkpoints(steps: Steps, write_dir: Path) -> _State:
+    """The state (epoch, best score and epoch, wait, stopped) with the model, optimiser and
+    seed states in a checkpoint kept in `write_dir`, the best weights in `write_dir/best`."""
+    import tensorflow as tf
+
+    state = {
+        "epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
+        "best": tf.Variable(-1.0, dtype=tf.float64, trainable=False),
+        "best_epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
+        "wait": tf.Variable(0, dtype=tf.int64, trainable=False),
+        "stopped": tf.Variable(False, trainable=False),
+    }
+    ckpt = tf.train.Checkpoint(
+        model=steps.train_model,
+        optimizer=steps.optimizer,
+        seeds=seed_states(steps.train_model),
+        **state,
+    )
+    best_ckpt = tf.train.Checkpoint(model=steps.model)
+    manager = tf.train.CheckpointManager(ckpt, str(write_dir), max_to_keep=1)
+    best_manager = tf.train.CheckpointManager(best_ckpt, str(write_dir / "best"), max_to_keep=1)
+    return _State(state, ckpt, best_ckpt, manager, best_manager)
+
+
+def _resume(
+    st: _State,
+    checkpoint_dir: Path,
+    history_path: Path,
+    on_resume: Callable[[list[dict[str, Any]]], None] | None,
+) -> list[dict[str, Any]]:
+    """Restore the last complete epoch of `checkpoint_dir`, if any; its history records."""
+    import tensorflow as tf
+
+    history: list[dict[str, Any]] = []
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    if latest:
+        st.ckpt.restore(latest).assert_existing_objects_matched()
+        done = int(st.value("epoch"))
+        if history_path.exists():
+            history = [h for h in json.loads(history_path.read_text()) if h["epoch"] <= done]
+        log.info("resumed from the checkpoint of epoch %d (%s)", done, latest)
+        if on_resume is not None:
+            on_resume(history)
+    return history
+
+
 def fit(
     steps: Steps,
     cfg: TrainConfig,
@@ -192,134 +252,167 @@ def fit(
             (records of a killed run that `on_epoch` may not have seen).
         class_names: names of the classes, for the warning about a class not learnt.
     """
-    import tensorflow as tf
-
-    cluster = steps.cluster
-    chief = cluster.is_chief
-    state = {
-        "epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
-        "best": tf.Variable(-1.0, dtype=tf.float64, trainable=False),
-        "best_epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
-        "wait": tf.Variable(0, dtype=tf.int64, trainable=False),
-        "stopped": tf.Variable(False, trainable=False),
-    }
-    ckpt = tf.train.Checkpoint(
-        model=steps.train_model,
-        optimizer=steps.optimizer,
-        seeds=seed_states(steps.train_model),
-        **state,
-    )
-    best_ckpt = tf.train.Checkpoint(model=steps.model)
-    write_dir = checkpoint_dir if chief else work_dir / "checkpoints"
-    manager = tf.train.CheckpointManager(ckpt, str(write_dir), max_to_keep=1)
-    best_manager = tf.train.CheckpointManager(best_ckpt, str(write_dir / "best"), max_to_keep=1)
-
-    history: list[dict[str, Any]] = []
+    chief = steps.cluster.is_chief
+    st = _checkpoints(steps, checkpoint_dir if chief else work_dir / "checkpoints")
     history_path = work_dir / "history.json"
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
-    if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
-        done = int(state["epoch"].numpy())
-        if history_path.exists():
-            history = [h for h in json.loads(history_path.read_text()) if h["epoch"] <= done]
-        log.info("resumed from the checkpoint of epoch %d (%s)", done, latest)
-        if chief and on_resume is not None:
-            on_resume(history)
-    start = int(state["epoch"].numpy())
+    history = _resume(st, checkpoint_dir, history_path, on_resume if chief else None)
+    start = int(st.value("epoch"))
+    if bool(st.value("stopped")) or start >= cfg.epochs:
+        return FitResult(
+            history, start, int(st.value("best_epoch")) or None, bool(st.value("stopped"))
+        )
     has_val = val_data is not None
     patience = cfg.early_stopping if has_val else None
-    if bool(state["stopped"].numpy()) or start >= cfg.epochs:
-        return FitResult(
-            history, start, int(state["best_epoch"].numpy()) or None, bool(state["stopped"].numpy())
-        )
-
     iterator = None
     for epoch in range(start + 1, cfg.epochs + 1):
         _freeze_for(steps, cfg, epoch, chief)
-        if iterator is None or cfg.deterministic:
-            # deterministic: every epoch draws from its own stream, seeded by (seed, epoch)
-            # alone, so a run resumed at any epoch draws exactly what an uninterrupted one
-            # does; otherwise one endless stream, reseeded where a resumed run starts
-            iterator = iter(make_train_data(cfg.seed + epoch - 1))
-        t0 = time.perf_counter()
-        bar = _progbar(cfg, steps_per_epoch, chief)
-        if bar is not None:
-            print(f"epoch {epoch}/{cfg.epochs}", file=sys.stdout, flush=True)
-        loss, cm = steps.train_epoch(iterator, steps_per_epoch, bar)
-        record: dict[str, Any] = {"epoch": epoch, "loss": loss, "miou": miou(cm)}
-        if has_val:
-            val_loss, val_cm = steps.validate(val_data)
-            record.update(val_loss=val_loss, val_miou=miou(val_cm), val_iou=class_iou(val_cm))
-            record["val_support"] = [int(n) for n in val_cm.sum(1)]
-            if val_cm.sum() == 0:
-                record["val_miou"] = None
-        record["lr"] = float(np.asarray(steps.optimizer.learning_rate))
-        record["seconds"] = time.perf_counter() - t0
-        record["tiles_per_second"] = (
-            steps_per_epoch * steps.global_batch / max(record["seconds"], 1e-9)
-        )
-
-        improved = False
-        if has_val:
-            score = record["val_miou"] if record["val_miou"] is not None else -math.inf
-            if score > float(state["best"].numpy()) + cfg.min_delta:
-                state["best"].assign(score)
-                state["best_epoch"].assign(epoch)
-                state["wait"].assign(0)
-                improved = True
-                best_manager.save(checkpoint_number=epoch)
-            else:
-                state["wait"].assign_add(1)
+        iterator = _stream(make_train_data, cfg, epoch, iterator)
+        record = _epoch(steps, cfg, epoch, iterator, steps_per_epoch, val_data)
+        improved = has_val and _keep_best(st, cfg, epoch, record)
         record["best"] = improved
-        stop = patience is not None and int(state["wait"].numpy()) >= patience
-        state["stopped"].assign(stop)
-        state["epoch"].assign(epoch)
         history.append(record)
-        if chief:  # history first: a checkpoint is never ahead of the history it belongs to
-            work_dir.mkdir(parents=True, exist_ok=True)
-            write_json(history_path, history)
-        manager.save(checkpoint_number=epoch)
+        stop = _checkpoint(st, epoch, patience, history, history_path if chief else None)
         if chief:
-            log.info(
-                "epoch %d/%d: loss %s mIoU %s%s | lr %.3g | %.1f s, %.1f tiles/s",
-                epoch,
-                cfg.epochs,
-                _fmt(record["loss"]),
-                _fmt(record["miou"]),
-                f" | val_loss {_fmt(record['val_loss'])} val_mIoU {_fmt(record['val_miou'])}{' *' if improved else ''}"
-                if has_val
-                else "",
-                record["lr"],
-                record["seconds"],
-                record["tiles_per_second"],
-            )
-            if on_epoch is not None:
-                on_epoch(record)
-            if has_val and epoch == warmup_epochs(cfg) + 1:
-                _warn_not_learnt(history, cfg, class_names)
+            _after_epoch(record, history, cfg, improved, has_val, on_epoch, class_names)
         if stop:
             log.info("early stopping: no validation mIoU gain for %d epochs", patience)
             break
+    return _finish(steps, st, cfg, history, start, has_val, checkpoint_dir, class_names)
+
+
+def _stream(
+    make_train_data: Callable[[int], Any], cfg: TrainConfig, epoch: int, iterator: Any
+) -> Any:
+    """The iterator of the training batches of `epoch`: a new one, or `iterator` going on."""
+    if iterator is None or cfg.deterministic:
+        # deterministic: every epoch draws from its own stream, seeded by (seed, epoch)
+        # alone, so a run resumed at any epoch draws exactly what an uninterrupted one
+        # does; otherwise one endless stream, reseeded where a resumed run starts
+        iterator = iter(make_train_data(cfg.seed + epoch - 1))
+    return iterator
+
+
+def _epoch(
+    steps: Steps, cfg: TrainConfig, epoch: int, iterator, steps_per_epoch: int, val_data
+) -> dict[str, Any]:
+    """Train one epoch from `iterator`, validate on `val_data` (if any); its history record."""
+    t0 = time.perf_counter()
+    bar = _progbar(cfg, steps_per_epoch, steps.cluster.is_chief)
+    if bar is not None:
+        print(f"epoch {epoch}/{cfg.epochs}", file=sys.stdout, flush=True)
+    loss, cm = steps.train_epoch(iterator, steps_per_epoch, bar)
+    record: dict[str, Any] = {"epoch": epoch, "loss": loss, "miou": miou(cm)}
+    if val_data is not None:
+        val_loss, val_cm = steps.validate(val_data)
+        record.update(val_loss=val_loss, val_miou=miou(val_cm), val_iou=class_iou(val_cm))
+        record["val_support"] = [int(n) for n in val_cm.sum(1)]
+        if val_cm.sum() == 0:
+            record["val_miou"] = None
+    record["lr"] = float(np.asarray(steps.optimizer.learning_rate))
+    record["seconds"] = time.perf_counter() - t0
+    record["tiles_per_second"] = steps_per_epoch * steps.global_batch / max(record["seconds"], 1e-9)
+    return record
+
+
+def _keep_best(st: _State, cfg: TrainConfig, epoch: int, record: dict[str, Any]) -> bool:
+    """Early-stopping bookkeeping of an epoch with validation: a validation mIoU above the best
+    by more than `train.min_delta` saves the best weights and resets the wait (True)."""
+    score = record["val_miou"] if record["val_miou"] is not None else -math.inf
+    improved = score > float(st.value("best")) + cfg.min_delta
+    if improved:
+        st.vars["best"].assign(score)
+        st.vars["best_epoch"].assign(epoch)
+        st.vars["wait"].assign(0)
+        st.best_manager.save(checkpoint_number=epoch)
+    else:
+        st.vars["wait"].assign_add(1)
+    return improved
+
+
+def _checkpoint(
+    st: _State,
+    epoch: int,
+    patience: int | None,
+    history: list[dict[str, Any]],
+    history_path: Path | None,
+) -> bool:
+    """Checkpoint the end of `epoch` (after writing the history to `history_path`, on the
+    chief); whether early stopping ends the training now."""
+    stop = patience is not None and int(st.value("wait")) >= patience
+    st.vars["stopped"].assign(stop)
+    st.vars["epoch"].assign(epoch)
+    if history_path is not None:
+        # history first: a checkpoint is never ahead of the history it belongs to
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(history_path, history)
+    st.manager.save(checkpoint_number=epoch)
+    return stop
+
+
+def _after_epoch(
+    record: dict[str, Any],
+    history: list[dict[str, Any]],
+    cfg: TrainConfig,
+    improved: bool,
+    has_val: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    class_names: tuple[str, ...] | None,
+) -> None:
+    """The chief's epoch line, `on_epoch`, and the warning about classes not learnt."""
+    epoch = record["epoch"]
+    log.info(
+        "epoch %d/%d: loss %s mIoU %s%s | lr %.3g | %.1f s, %.1f tiles/s",
+        epoch,
+        cfg.epochs,
+        _fmt(record["loss"]),
+        _fmt(record["miou"]),
+        f" | val_loss {_fmt(record['val_loss'])} val_mIoU {_fmt(record['val_miou'])}{' *' if improved else ''}"
+        if has_val
+        else "",
+        record["lr"],
+        record["seconds"],
+        record["tiles_per_second"],
+    )
+    if on_epoch is not None:
+        on_epoch(record)
+    if has_val and epoch == warmup_epochs(cfg) + 1:
+        _warn_not_learnt(history, cfg, class_names)
+
+
+def _finish(
+    steps: Steps,
+    st: _State,
+    cfg: TrainConfig,
+    history: list[dict[str, Any]],
+    start: int,
+    has_val: bool,
+    checkpoint_dir: Path,
+    class_names: tuple[str, ...] | None,
+) -> FitResult:
+    """After the last epoch: the encoder trainable again, the final warning about classes not
+    learnt, the best epoch's weights restored (`train.restore_best`)."""
+    import tensorflow as tf
 
     steps.freeze_encoder(False)  # the saved model's encoder is trainable, for later fine-tuning
-    best_epoch = int(state["best_epoch"].numpy()) or None
+    best_epoch = int(st.value("best_epoch")) or None
+    chief = steps.cluster.is_chief
     if chief and has_val and history and history[-1]["epoch"] > warmup_epochs(cfg) + 1:
         _warn_not_learnt(history, cfg, class_names, final=True)
     if (
         has_val
         and cfg.restore_best
         and best_epoch is not None
-        and best_epoch != int(state["epoch"].numpy())
+        and best_epoch != int(st.value("epoch"))
     ):
         best_path = tf.train.latest_checkpoint(str(checkpoint_dir / "best"))
         if best_path:
-            best_ckpt.restore(best_path).expect_partial()
+            st.best_ckpt.restore(best_path).expect_partial()
             log.info(
                 "restored the weights of epoch %d (best validation mIoU %.4f)",
                 best_epoch,
-                float(state["best"].numpy()),
+                float(st.value("best")),
             )
-    return FitResult(history, start, best_epoch, bool(state["stopped"].numpy()))
+    return FitResult(history, start, best_epoch, bool(st.value("stopped")))
 
 
 def _freeze_for(steps: Steps, cfg: TrainConfig, epoch: int, chief: bool) -> None:

@@ -91,15 +91,18 @@ class Steps:
         self._compile()
 
     def _compile(self) -> None:
+        """Trace the training, validation and statistics-sync steps (again)."""
+        self._train = self._train_step()
+        self._val = self._val_step()
+        self._sync = self._sync_step()
+
+    def _forward(self) -> Any:
+        """Per replica: (x, y, w) -> (loss, gradients, confusion) of one batch, XLA-compiled
+        with `jit_compile`."""
         import tensorflow as tf
 
-        strategy, c, global_batch = self.cluster.strategy, self.num_classes, self.global_batch
-        model, train_model, opt, loss_fn = (
-            self.model,
-            self.train_model,
-            self.optimizer,
-            self.loss_fn,
-        )
+        c, global_batch = self.num_classes, self.global_batch
+        train_model, opt, loss_fn = self.train_model, self.optimizer, self.loss_fn
         weights = list(self.loss_weights)
 
         def forward(x, y, w):
@@ -119,9 +122,17 @@ class Steps:
             grads = tape.gradient(scaled, train_model.trainable_variables)
             return loss, grads, confusion(y, tf.cast(outs[0], tf.float32), c)
 
-        fwd = (
+        return (
             tf.function(forward, jit_compile=True, autograph=False) if self.jit_compile else forward
         )
+
+    def _train_step(self) -> Any:
+        """The distributed training step: each replica's update, the encoder's scaled, and
+        the loss and confusion summed over replicas."""
+        import tensorflow as tf
+
+        strategy, train_model, opt = self.cluster.strategy, self.train_model, self.optimizer
+        fwd = self._forward()
 
         def replica_train(batch):
             x, y, w = batch
@@ -129,7 +140,7 @@ class Steps:
             opt.apply_gradients(zip(grads, train_model.trainable_variables, strict=True))
             return loss, cm
 
-        sum_, mean_ = tf.distribute.ReduceOp.SUM, tf.distribute.ReduceOp.MEAN
+        sum_ = tf.distribute.ReduceOp.SUM
 
         # no autograph: the steps have no tensor-dependent Python control flow, and
         # converting every Keras layer's call only costs tracing time
@@ -144,16 +155,32 @@ class Steps:
                 v.assign(b + m * (v.value - b))
             return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, cm, axis=None)
 
+        return train_step
+
+    def _val_step(self) -> Any:
+        """(x, y, w) -> (summed loss, confusion) of the prediction model on one batch."""
+        import tensorflow as tf
+
+        model, loss_fn, c = self.model, self.loss_fn, self.num_classes
+
         @tf.function(autograph=False)
         def val_step(x, y, w):
             probs = tf.cast(model(x, training=False), tf.float32)
             return tf.reduce_sum(loss_fn(y, probs, w)), confusion(y, probs, c)
 
+        return val_step
+
+    def _sync_step(self) -> Any:
+        """The replicas' moving statistics replaced by their mean; None with one replica or
+        no statistics."""
+        import tensorflow as tf
+
+        strategy, mean_ = self.cluster.strategy, tf.distribute.ReduceOp.MEAN
         # moving statistics (a frozen encoder's kernels are non-trainable too, and equal anyway)
         frozen = {id(v) for la in self.encoder for v in la.weights} if self._frozen else set()
         stats = [
             v
-            for v in train_model.non_trainable_variables
+            for v in self.train_model.non_trainable_variables
             if v.dtype.startswith("float") and id(v) not in frozen
         ]
 
@@ -163,8 +190,7 @@ class Steps:
             for v, x in zip(stats, local, strict=True):
                 v.assign(strategy.reduce(mean_, x, axis=None))
 
-        self._train, self._val = train_step, val_step
-        self._sync = sync_statistics if stats and self.cluster.replicas > 1 else None
+        return sync_statistics if stats and self.cluster.replicas > 1 else None
 
     def _scaled_variables(self) -> list[Any]:
         """The trainable variables whose updates `encoder_lr_multiplier` scales (none at 1)."""
