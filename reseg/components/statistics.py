@@ -30,7 +30,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from reseg import artifacts, layout, quiet, storage
-from reseg.config import IGNORE, Config
+from reseg.config import IGNORE
 from reseg.tfrecords_schema import decode
 from reseg.tfrecords_schema.schema import iter_records
 
@@ -201,25 +201,35 @@ def stats_fingerprint(tiles: artifacts.TileSet) -> str:
     return artifacts.fingerprint("stats", CODE_VERSION, tiles.version)
 
 
-def compute_stats(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) -> artifacts.Stats:
-    """Write `<root>/stats/stats.json` and `class_pixels.png` (skipped when current)."""
-    tiles = artifacts.TileSet.load(layout.tiles_dir(root))
-    out = layout.stats_dir(root)
+def compute_stats(
+    tiles: artifacts.TileSet,
+    out: str | Path,
+    beam_args: Sequence[str] = (),
+    *,
+    config_json: str | None = None,
+) -> artifacts.Stats:
+    """Write `stats.json` and `class_pixels.png` of `tiles` into `out` (skipped when current).
+
+    Args:
+        tiles: the tile set.
+        out: the statistics folder (the stats step gives `<root>/stats`).
+        beam_args: the Beam pipeline options (`beam.args` and the command's).
+        config_json: the resolved config written beside the statistics (`config.json`).
+    """
+    out = storage.path(out)
     fp = stats_fingerprint(tiles)
     if artifacts.is_current(out, fp):
         log.info("stats are current (%s); skipping", out)
         return artifacts.Stats.load(out)
-    with artifacts.stage(out, fp, "stats", cfg.to_json()) as st:
-        st.manifest.update(_compute(cfg, tiles, st.dir, beam_args))
+    with artifacts.stage(out, fp, "stats", config_json) as st:
+        st.manifest.update(_compute(tiles, st.dir, beam_args))
     return artifacts.Stats.load(out)
 
 
-def _compute(
-    cfg: Config, tiles: artifacts.TileSet, tmp: Path, beam_args: Sequence[str]
-) -> dict[str, Any]:
+def _compute(tiles: artifacts.TileSet, tmp: Path, beam_args: Sequence[str]) -> dict[str, Any]:
     """The Beam job: `stats.json` and its plot into staging directory `tmp`; manifest entries."""
     integer = np.dtype(tiles.image_dtype).kind in "ui"
-    args = [*cfg.beam.args, *beam_args]
+    args = list(beam_args)
     log.info("statistics of %d tile files with Beam", len(tiles.files))
     with beam.Pipeline(options=PipelineOptions(quiet.beam_args(args))) as p:
         # one element per shard, read through reseg's storage layer (local or object store)

@@ -32,8 +32,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from reseg import artifacts, layout, quiet, storage
-from reseg.config import IGNORE, Config, DataConfig, SceneSpec, TilingConfig
+from reseg import artifacts, quiet, storage
+from reseg.config import IGNORE, DataConfig, SceneSpec, TilingConfig
 from reseg.errors import (
     ConfigError,
     InputError,
@@ -157,6 +157,8 @@ def _emit(
     summary,
     roles: np.ndarray | None = None,
 ) -> None:
+    """Write the tile of `spec` (cut from `chunk`, read over `outer`) unless its core holds no
+    valid pixel; count it in `summary`."""
     sl = spec.window.relative_to(outer)
     valid = chunk.valid[sl]
     core_sl = spec.core.relative_to(spec.window)
@@ -164,22 +166,7 @@ def _emit(
     if n_valid == 0:
         summary["dropped"] += 1
         return
-    label = chunk.label[sl]
-    fmap = fold_map(grid, spec.window, table, t.block_cells)
-    role_map = target = None
-    if roles is not None:
-        # the labels of unlabelled and target pixels never enter `label/raw`
-        role_map = fold_map(grid, spec.window, roles, t.block_cells)
-        if (roles == ROLE_TARGET).any():
-            target = np.where(role_map == ROLE_TARGET, label, IGNORE).astype(np.uint8)
-            tc = target[core_sl]
-            for k, v in enumerate(
-                np.bincount(
-                    tc[tc != IGNORE], minlength=len(summary["target_class_pixels"])
-                ).tolist()
-            ):
-                summary["target_class_pixels"][k] += v
-        label = np.where(role_map == ROLE_LABELLED, label, IGNORE).astype(np.uint8)
+    label, role_map, target = _role_labels(spec, chunk.label[sl], grid, roles, t, summary)
     fold = int(table[spec.cell[0] // t.block_cells, spec.cell[1] // t.block_cells])
     a, b, c, d, e, f = _affine(info.transform)
     x0 = c + a * spec.window.col_off + b * spec.window.row_off
@@ -188,7 +175,7 @@ def _emit(
         image=np.ascontiguousarray(chunk.image[sl]),
         label=np.ascontiguousarray(label),
         valid=np.ascontiguousarray(valid),
-        fold_map=fmap,
+        fold_map=fold_map(grid, spec.window, table, t.block_cells),
         scene=info.id,
         row=spec.window.row_off,
         col=spec.window.col_off,
@@ -203,11 +190,29 @@ def _emit(
     summary["tiles"] += 1
     summary["tiles_per_fold"][fold] += 1
     summary["valid_core_pixels"] += n_valid
-    core_labels = label[core_sl]
-    counts = np.bincount(
-        core_labels[core_labels != IGNORE], minlength=len(summary["class_pixels_per_fold"][0])
-    )
-    row = summary["class_pixels_per_fold"][fold]
+    _add_counts(summary["class_pixels_per_fold"][fold], label[core_sl])
+
+
+def _role_labels(
+    spec, label: np.ndarray, grid: TileGrid, roles: np.ndarray | None, t: TilingConfig, summary
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(label, role map, target labels) of a tile: with roles, the labels of unlabelled and
+    target pixels are IGNORE in `label` (they never enter `label/raw`), the target pixels'
+    labels go to `target` (counted in `summary["target_class_pixels"]`)."""
+    if roles is None:
+        return label, None, None
+    target = None
+    role_map = fold_map(grid, spec.window, roles, t.block_cells)
+    if (roles == ROLE_TARGET).any():
+        target = np.where(role_map == ROLE_TARGET, label, IGNORE).astype(np.uint8)
+        _add_counts(summary["target_class_pixels"], target[spec.core.relative_to(spec.window)])
+    label = np.where(role_map == ROLE_LABELLED, label, IGNORE).astype(np.uint8)
+    return label, role_map, target
+
+
+def _add_counts(row: list[int], labels: np.ndarray) -> None:
+    """Add the pixels of each class in `labels` (IGNORE left out) to `row` (one per class)."""
+    counts = np.bincount(labels[labels != IGNORE], minlength=len(row))
     for k, v in enumerate(counts.tolist()):
         row[k] += v
 
@@ -284,13 +289,14 @@ class TileScenes(beam.PTransform):
 # --- launcher ---------------------------------------------------------------------------
 
 
-def plan(cfg: Config) -> tuple[list[SceneInfo], list[TileGrid], list[np.ndarray], list[Shard]]:
+def plan(
+    data: DataConfig, t: TilingConfig
+) -> tuple[list[SceneInfo], list[TileGrid], list[np.ndarray], list[Shard]]:
     """Inspect scenes (headers only), lay out grids and fold blocks, cut shards."""
-    infos = [inspect_scene(s, cfg.data) for s in cfg.data.scenes]
+    infos = [inspect_scene(s, data) for s in data.scenes]
     check_consistent(infos)
-    t = cfg.tiling
     grids = [TileGrid(s.height, s.width, t.tile_size, t.overlap) for s in infos]
-    roles = role_tables(cfg, grids)
+    roles = role_tables(data, t, grids)
     labelled, other = [], []
     for s, g, rt in zip(infos, grids, roles, strict=True):
         for b in scene_blocks(s.id, g, t.block_cells):
@@ -332,16 +338,16 @@ def role_table(spec: SceneSpec, grid: TileGrid, block_cells: int) -> np.ndarray 
     return table
 
 
-def role_tables(cfg: Config, grids: Sequence[TileGrid]) -> list[np.ndarray | None]:
-    """The `role_table` of every scene of `cfg.data`, in order."""
-    return [
-        role_table(s, g, cfg.tiling.block_cells)
-        for s, g in zip(cfg.data.scenes, grids, strict=True)
-    ]
+def role_tables(
+    data: DataConfig, t: TilingConfig, grids: Sequence[TileGrid]
+) -> list[np.ndarray | None]:
+    """The `role_table` of every scene of `data`, in order."""
+    return [role_table(s, g, t.block_cells) for s, g in zip(data.scenes, grids, strict=True)]
 
 
-def tiles_fingerprint(cfg: Config) -> str:
-    files = [f for s in cfg.data.scenes for f in scene_files(s)]
+def tiles_fingerprint(data: DataConfig, t: TilingConfig) -> str:
+    """The scenes' files and the `data` and `tiling` sections (as `Config.section_json`)."""
+    files = [f for s in data.scenes for f in scene_files(s)]
     missing = [f for f in files if not storage.path(f).exists()]
     if missing:
         raise InputError(f"{missing[0]}: file not found")
@@ -349,21 +355,36 @@ def tiles_fingerprint(cfg: Config) -> str:
         "tiles",
         SCHEMA_VERSION,
         CODE_VERSION,
-        cfg.section_json("data", "tiling"),
+        {"data": data.model_dump(mode="json"), "tiling": t.model_dump(mode="json")},
         {f: fingerprint_file(f) for f in files},
     )
 
 
-def tile(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) -> artifacts.TileSet:
-    """Tile every scene of `cfg.data` into `<root>/tiles` (skipped when current)."""
-    out = layout.tiles_dir(root)
-    fp = tiles_fingerprint(cfg)
+def tile(
+    data: DataConfig,
+    t: TilingConfig,
+    out: str | Path,
+    beam_args: Sequence[str] = (),
+    *,
+    config_json: str | None = None,
+) -> artifacts.TileSet:
+    """Tile every scene of `data` into `out` (skipped when current).
+
+    Args:
+        data: the `data` section (scenes, classes, nodata).
+        t: the `tiling` section.
+        out: the tile set's folder (the tile step gives `<root>/tiles`).
+        beam_args: the Beam pipeline options (`beam.args` and the command's).
+        config_json: the resolved config written beside the tiles (`config.json`).
+    """
+    out = storage.path(out)
+    fp = tiles_fingerprint(data, t)
     if artifacts.is_current(out, fp):
         log.info("tiles are current (%s); skipping", out)
         return artifacts.TileSet.load(out)
-    infos, grids, tables, shards = plan(cfg)
-    with artifacts.stage(out, fp, "tile", cfg.to_json()) as st:
-        st.manifest.update(_run(cfg, infos, grids, tables, shards, st.dir, fp, beam_args))
+    infos, grids, tables, shards = plan(data, t)
+    with artifacts.stage(out, fp, "tile", config_json) as st:
+        st.manifest.update(_run(data, t, infos, grids, tables, shards, st.dir, fp, beam_args))
     c = st.manifest["counts"]
     log.info(
         "wrote %d tiles (%d dropped without valid pixels) to %s; tiles per fold %s",
@@ -375,7 +396,9 @@ def tile(cfg: Config, root: str | Path, beam_args: Sequence[str] = ()) -> artifa
     return artifacts.TileSet.load(out)
 
 
-def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> dict:
+def _run(
+    data: DataConfig, t: TilingConfig, infos, grids, tables, shards, tmp: Path, fp: str, beam_args
+) -> dict:
     """The Beam job writing shards into staging directory `tmp`; returns the manifest."""
     # a previous attempt's error records (or the empty folder a full disk left) are stale:
     # the shards they name are done again, and the folder must not be published with the tiles
@@ -390,13 +413,13 @@ def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> di
         )
     started = time.time()
     if todo:
-        roles = tuple(role_tables(cfg, grids))
-        ctx = ShardContext(tuple(infos), cfg.data, cfg.tiling, tuple(tables), str(tmp), roles=roles)
-        args = [*cfg.beam.args, *beam_args]
+        roles = tuple(role_tables(data, t, grids))
+        ctx = ShardContext(tuple(infos), data, t, tuple(tables), str(tmp), roles=roles)
+        args = list(beam_args)
         log.info(
             "tiling %d scenes: %d shards with Beam (%s)", len(infos), len(todo), " ".join(args)
         )
-        need = _raw_bytes(cfg, infos, grids, todo)
+        need = _raw_bytes(t.tile_size, infos, grids, todo)
         with (
             expect_write(str(tmp), need, "the tiles (uncompressed)"),
             _Progress(tmp, len(shards), len(shards) - len(todo)),
@@ -407,7 +430,7 @@ def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> di
     if err is not None:
         raise err
     summaries = [json.loads((tmp / f"{s.name}.json").read_text()) for s in shards]
-    manifest = _manifest(cfg, infos, grids, shards, summaries, fp, time.time() - started)
+    manifest = _manifest(data, t, infos, grids, summaries, fp, time.time() - started)
     tileset_files = [f"{s.name}.tfrecord.gz" for s in shards]
     manifest["files"] = tileset_files
     manifest["scene_files"] = {
@@ -417,9 +440,9 @@ def _run(cfg, infos, grids, tables, shards, tmp: Path, fp: str, beam_args) -> di
     return manifest
 
 
-def _raw_bytes(cfg: Config, infos, grids, shards) -> int:
-    """Upper bound of the bytes `shards` write: every tile's pixels, label, valid and fold map."""
-    t = cfg.tiling.tile_size
+def _raw_bytes(t: int, infos, grids, shards) -> int:
+    """Upper bound of the bytes `shards` write: every tile's pixels, label, valid and fold map
+    (tiles of `t` x `t` pixels)."""
     total = 0
     for s in shards:
         info, grid = infos[s.scene], grids[s.scene]
@@ -428,80 +451,87 @@ def _raw_bytes(cfg: Config, infos, grids, shards) -> int:
     return total
 
 
-def _manifest(cfg: Config, infos, grids, shards, summaries, fp: str, seconds: float) -> dict:
-    data, t = cfg.data, cfg.tiling
+def _manifest(
+    data: DataConfig, t: TilingConfig, infos, grids, summaries, fp: str, seconds: float
+) -> dict:
+    """The tile set's manifest from the shards' summaries (a scene's bad labels, NaN or no
+    valid pixel raise here, as `data.unknown_labels` and `data.nan` say)."""
     by_scene: dict[str, list[dict]] = {s.id: [] for s in infos}
     for s in summaries:
         by_scene[s["scene"]].append(s)
-    scenes = []
-    for info, grid, spec in zip(infos, grids, data.scenes, strict=True):
-        ss = by_scene[info.id]
-        unknown = sorted({v for s in ss for v in s["unknown_labels"]}, key=str)
-        nan = sum(s["nan_pixels"] for s in ss)
-        label_src = info.labels.path or "(polygons)"
-        if unknown and data.unknown_labels == "error":
-            shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in unknown[:20])
-            raise InputError(
-                f"{label_src}: label values outside the class map: {shown}"
-                f"{' ...' if len(unknown) > 20 else ''} (map them in data.label_values, or set "
-                "data.unknown_labels: ignore)"
-            )
-        if unknown:
-            log.warning(
-                "%s: ignoring label values outside the class map: %s", label_src, unknown[:20]
-            )
-        if nan and data.nan == "error":
-            raise InputError(f"{info.image}: {nan} pixels are NaN (data.nan: error)")
-        if nan:
-            log.warning("%s: %d NaN pixels treated as nodata", info.image, nan)
-        valid = sum(s["valid_core_pixels"] for s in ss)
-        if valid == 0:
-            raise InputError(
-                f"{info.image}: every pixel is nodata (nodata={info.nodata}); nothing to tile"
-            )
-        scenes.append(
-            {
-                **asdict(info),
-                "rows": grid.rows,
-                "cols": grid.cols,
-                "tiles": sum(s["tiles"] for s in ss),
-                "valid_pixels": valid,
-                "nan_pixels": nan,
-                "unknown_labels": unknown,
-                "role": spec.role,
-                "target_blocks": (
-                    None if spec.target_blocks is None else spec.target_blocks.model_dump()
-                ),
-            }
-        )
-    k, c = t.folds, data.num_classes
-    per_fold = np.zeros((k, c), np.int64)
-    for s in summaries:
-        per_fold += np.array(s["class_pixels_per_fold"], np.int64)
+    scenes = [
+        _scene_entry(data, info, grid, spec, by_scene[info.id])
+        for info, grid, spec in zip(infos, grids, data.scenes, strict=True)
+    ]
     return {
         "fingerprint": fp,
         "step": "tile",
         "schema_version": SCHEMA_VERSION,
         "image_dtype": infos[0].dtype,
         "bands": infos[0].num_bands,
-        "num_classes": c,
+        "num_classes": data.num_classes,
         "class_names": [x.name for x in data.classes],
         "class_colors": [x.color for x in data.classes],
-        "folds": k,
+        "folds": t.folds,
         "tile_size": t.tile_size,
         "overlap": t.overlap,
         "block_cells": t.block_cells,
         "scenes": scenes,
-        "counts": {
-            "tiles": sum(s["tiles"] for s in summaries),
-            "dropped": sum(s["dropped"] for s in summaries),
-            "tiles_per_fold": np.sum([s["tiles_per_fold"] for s in summaries], axis=0).tolist(),
-            "class_pixels_per_fold": per_fold.tolist(),
-            "target_class_pixels": np.sum(
-                [s.get("target_class_pixels", [0] * c) for s in summaries], axis=0
-            ).tolist(),
-        },
+        "counts": _counts(summaries, t.folds, data.num_classes),
         "seconds": round(seconds, 3),
+    }
+
+
+def _scene_entry(data: DataConfig, info: SceneInfo, grid: TileGrid, spec: SceneSpec, ss) -> dict:
+    """One scene's manifest entry from its shards' summaries `ss`; its user errors raised."""
+    unknown = sorted({v for s in ss for v in s["unknown_labels"]}, key=str)
+    nan = sum(s["nan_pixels"] for s in ss)
+    label_src = info.labels.path or "(polygons)"
+    if unknown and data.unknown_labels == "error":
+        shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in unknown[:20])
+        raise InputError(
+            f"{label_src}: label values outside the class map: {shown}"
+            f"{' ...' if len(unknown) > 20 else ''} (map them in data.label_values, or set "
+            "data.unknown_labels: ignore)"
+        )
+    if unknown:
+        log.warning("%s: ignoring label values outside the class map: %s", label_src, unknown[:20])
+    if nan and data.nan == "error":
+        raise InputError(f"{info.image}: {nan} pixels are NaN (data.nan: error)")
+    if nan:
+        log.warning("%s: %d NaN pixels treated as nodata", info.image, nan)
+    valid = sum(s["valid_core_pixels"] for s in ss)
+    if valid == 0:
+        raise InputError(
+            f"{info.image}: every pixel is nodata (nodata={info.nodata}); nothing to tile"
+        )
+    return {
+        **asdict(info),
+        "rows": grid.rows,
+        "cols": grid.cols,
+        "tiles": sum(s["tiles"] for s in ss),
+        "valid_pixels": valid,
+        "nan_pixels": nan,
+        "unknown_labels": unknown,
+        "role": spec.role,
+        "target_blocks": None if spec.target_blocks is None else spec.target_blocks.model_dump(),
+    }
+
+
+def _counts(summaries: list[dict], k: int, c: int) -> dict:
+    """The tile set's counts: tiles, dropped tiles, tiles and class pixels per fold (k folds,
+    c classes), target class pixels."""
+    per_fold = np.zeros((k, c), np.int64)
+    for s in summaries:
+        per_fold += np.array(s["class_pixels_per_fold"], np.int64)
+    return {
+        "tiles": sum(s["tiles"] for s in summaries),
+        "dropped": sum(s["dropped"] for s in summaries),
+        "tiles_per_fold": np.sum([s["tiles_per_fold"] for s in summaries], axis=0).tolist(),
+        "class_pixels_per_fold": per_fold.tolist(),
+        "target_class_pixels": np.sum(
+            [s.get("target_class_pixels", [0] * c) for s in summaries], axis=0
+        ).tolist(),
     }
 
 

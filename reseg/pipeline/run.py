@@ -85,7 +85,7 @@ def check_inputs(cfg: Config, root: Path, names: Sequence[str]) -> None:
     or those of the root its `shared.json` names)."""
     check_root(root)
     if "tile" in names:
-        plan_tiles(cfg)  # every scene's header, labels and polygons
+        plan_tiles(cfg.data, cfg.tiling)  # every scene's header, labels and polygons
     else:
         artifacts.TileSet.load(layout.tiles_dir(layout.Shared.load(root).data_root(root)))
 

@@ -128,12 +128,24 @@ def round_config(cfg: Config, r: int) -> Config:
 
 def tile(ctx: Context) -> TileSet:
     """Scenes -> overlapping tiles (TFRecords) with spatial folds: `<root>/tiles`."""
-    return tiling.tile(ctx.cfg, ctx.data_root, ctx.beam_args)
+    cfg = ctx.cfg
+    return tiling.tile(
+        cfg.data,
+        cfg.tiling,
+        layout.tiles_dir(ctx.data_root),
+        [*cfg.beam.args, *ctx.beam_args],
+        config_json=cfg.to_json(),
+    )
 
 
 def stats(ctx: Context) -> Stats:
     """Per-band statistics and class counts of the tiles: `<root>/stats`."""
-    return statistics.compute_stats(ctx.cfg, ctx.data_root, ctx.beam_args)
+    return statistics.compute_stats(
+        ctx.tiles(),
+        layout.stats_dir(ctx.data_root),
+        [*ctx.cfg.beam.args, *ctx.beam_args],
+        config_json=ctx.cfg.to_json(),
+    )
 
 
 # --- one round of one fold ------------------------------------------------------------------
@@ -161,13 +173,15 @@ def train(
         init_model = _model(ctx, r - 1, fold).path
     return trainer_mod.train(
         cfg,
-        ctx.round_root(r),
-        data=ctx.data_root,
+        ctx.tiles(),
+        Stats.load(layout.stats_dir(ctx.data_root)),
+        layout.model_dir(ctx.round_root(r), r, fold),
         fold=fold,
         round=r,
         tile_files=tile_files,
         init_model=init_model,
         tracking=run,
+        open_run=tracking.opener(cfg, ctx.round_root(r)),  # no run given: one of its own
     )
 
 
@@ -684,7 +698,7 @@ DEFAULT_FOLD = export_sources.DEFAULT
 def check_scenes(cfg: Config) -> None:
     """Read every scene's header and lay out the tiling, as `tile` will: the user errors of a
     config's scenes, raised before a root is created."""
-    tiling.plan(cfg)
+    tiling.plan(cfg.data, cfg.tiling)
 
 
 def export_info(version_dir: str | Path) -> dict:
