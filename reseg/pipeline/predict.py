@@ -43,7 +43,6 @@ from typing import Any
 
 from reseg import artifacts, layout, storage
 from reseg.artifacts import ModelInfo
-from reseg.components.exporter.sources import DEFAULT, resolve
 from reseg.components.predictor.blocks import EXECUTION_ONLY
 from reseg.components.predictor.job import predict_beam
 from reseg.components.predictor.labels import VECTOR_SUFFIXES
@@ -54,6 +53,7 @@ from reseg.config import Config, DataConfig, PredictConfig
 from reseg.errors import ConfigError
 from reseg.inference import Backend
 from reseg.inference.precision import pinned_section
+from reseg.pipeline.sources import DEFAULT, resolve
 from reseg.serving import load_backend
 
 log = logging.getLogger(__name__)

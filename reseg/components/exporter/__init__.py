@@ -2,8 +2,9 @@
 
 Public API:
 
-- `export(cfg, root, source=None, fold=None, tracking=None) -> Path`: the published
-  `<root>/export/<model_name>/<version>/` (see `component.py` for the steps)
+- `export(cfg.export, source, tiles, base, registry=..., tracking=...) -> Export`: the
+  published `<base>/<version>/` of a loaded `sources.Source` (see `component.py` for the
+  steps; the export step resolves the source and `base` in the root)
 - `export_info(version_dir) -> dict`: its manifest and ModelInfo
 
 The serving contract (signatures, tensors) is `reseg.serving.contract`; TF Serving's

@@ -1,11 +1,14 @@
 """Export a round's model or the merged rounds as a SavedModel for TF Serving.
 
-    export(cfg, root, source="merged", fold=None, tracking=None) -> <root>/export/<name>/<version>
+    export(cfg.export, source, tiles, base, registry=..., tracking=run) -> <base>/<version>
 
-1. load the source with the predictor's loader (`sources.py`);
+The export step finds the source in the root (`reseg.pipeline.sources`: `merged`, `last`,
+`r<k>` of a fold) and gives the tile set and `base` = `<root>/export/<export.model_name>`.
+
+1. load the source with the predictor's loader (`sources.load`, called by the step);
 2. build the serving graph (`reseg.serving.graph`: raw tiles in, normalisation inside,
    merged rounds combined in the graph) and save it in a hidden staging folder of
-   `export/<name>/`, with `assets.extra/model.json` and the warmup requests;
+   `base`, with `assets.extra/model.json` and the warmup requests;
 3. validate it in a fresh process (`reseg.serving.validate`): load with
    `tf.saved_model.load`, replay the warmup requests, compare with the float32 Keras
    models (an export in `export.precision` bfloat16 / float16: by class agreement);
@@ -28,20 +31,19 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from reseg import artifacts, storage
-from reseg import layout as root_layout
 from reseg import tracking as tracking_mod
 from reseg.artifacts import ModelInfo
 from reseg.components.exporter import sources
 from reseg.components.exporter.warmup import sample_tiles as warmup_sample
 from reseg.components.exporter.warmup import warmup_requests
-from reseg.config import Config
+from reseg.config import ExportConfig
 from reseg.inference.guard import guarded
 from reseg.inference.precision import resolve as resolve_precision
 from reseg.serving import graph
@@ -54,54 +56,57 @@ CODE_VERSION = 1  # bump when the same models would export differently
 
 
 def export(
-    cfg: Config,
-    root: str | Path,
-    source: str | int | None = None,
-    fold: int | str | None = sources.DEFAULT,
+    cfg: ExportConfig,
+    src: sources.Source,
+    tiles: artifacts.TileSet | None,
+    base: str | Path,
+    *,
+    registry: bool = False,
     tracking: tracking_mod.Run | None = None,
+    open_run: tracking_mod.RunOpener | None = None,
 ) -> artifacts.Export:
-    """Export `source` of `root` to `<root>/export/<cfg.export.model_name>/<version>`.
+    """Export the models of `src` as the next version of `base` (`base/<version>`).
 
     Args:
-        cfg: the pipeline config (`export`, `rounds.folds` and `tracking` sections are read).
-        root: the pipeline root.
-        source: `merged`, `last`, `r<k>` or k; default `export.source`.
-        fold: fold k, None (the models trained on every tile, `full`), or "default"
-            (`export.fold`, else the first of `rounds.folds`).
+        cfg: the `export` section.
+        src: the loaded source (`sources.load` of what the export step resolved in the root).
+        tiles: the tile set whose tiles make the warm-up requests and the `auto` precision's
+            check; None: synthetic tiles.
+        base: TF Serving's base path of the model (the export step gives
+            `<root>/export/<export.model_name>`).
+        registry: whether the export is registered in MLflow's model registry (the step:
+            `tracking.enabled` and `export.registry`).
         tracking: the MLflow run (e.g. the pipeline's) under which the export logs a
-            child run; None: a top-level run of its own (when `tracking.enabled`).
+            child run.
+        open_run: with no `tracking`, opens a top-level run of its own
+            (`reseg.tracking.opener`), called only when there is something to log.
 
     Returns:
         The published version (an existing one when the same models were exported).
 
     Raises:
-        ArtifactError: the source is missing, or the export failed its validation.
-        ConfigError: bad source or fold.
+        ArtifactError: the export failed its validation.
     """
-    root = storage.path(root)
-    ecfg = cfg.export
-    label, k, path = sources.resolve(cfg, root, ecfg.source if source is None else source, fold)
-    base = root_layout.export_dir(root, ecfg.model_name)
-    src = sources.load(label, k, path)
-    precision = resolve_precision(ecfg.precision)
+    base = storage.path(base)
+    precision = resolve_precision(cfg.precision)
     fp = artifacts.fingerprint(
         "export",
         CODE_VERSION,
         src.fingerprint,
-        ecfg.model_name,
-        ecfg.warmup_tiles,
+        cfg.model_name,
+        cfg.warmup_tiles,
         *([] if precision == "float32" else [precision]),
     )
     current = _current(base, fp)
     if current is not None:
-        log.info("%s is up to date (same models as %s)", current, path)
+        log.info("%s is up to date (same models as %s)", current, src.path)
         manifest = artifacts.read_manifest(current)
-        if _wants_registry(cfg) and manifest.get("registry_version") is None:
-            with _run(cfg, root, tracking, ecfg.model_name) as run:
+        if registry and manifest.get("registry_version") is None:
+            with _run(tracking, open_run, cfg.model_name) as run:
                 _track(run, cfg, current, manifest)
         return artifacts.Export.load(current)
-    with _run(cfg, root, tracking, ecfg.model_name) as run:
-        final, manifest = _make(cfg, root, src, base, fp, run, precision)
+    with _run(tracking, open_run, cfg.model_name) as run:
+        final, manifest = _make(cfg, src, tiles, base, fp, run, precision, registry)
         _track(run, cfg, final, manifest)
     return artifacts.Export.load(final)
 
@@ -115,55 +120,51 @@ def _current(base: Path, fp: str) -> Path | None:
     return newest if artifacts.is_current(newest, fp) else None
 
 
-def _wants_registry(cfg: Config) -> bool:
-    return cfg.tracking.enabled and cfg.export.registry
-
-
-@contextlib.contextmanager
 def _run(
-    cfg: Config, root: Path, given: tracking_mod.Run | None, name: str
-) -> Iterator[tracking_mod.Run]:
-    if given is not None:  # a child run per export: params of two exports never collide
-        with given.nested(f"export {name}", tags={"reseg.step": "export"}) as run:
-            yield run
-        return
-    with tracking_mod.open_run(
-        cfg, root, run_name=f"export {name}", tags={"reseg.step": "export"}
-    ) as run:
-        yield run
+    given: tracking_mod.Run | None, open_run: tracking_mod.RunOpener | None, name: str
+) -> AbstractContextManager[tracking_mod.Run]:
+    """A child run of `given` per export (params of two exports never collide), else a run
+    of its own, else none."""
+    tags = {"reseg.step": "export"}
+    if given is not None:
+        return given.nested(f"export {name}", tags=tags)
+    if open_run is not None:
+        return open_run(run_name=f"export {name}", tags=tags)
+    return contextlib.nullcontext(tracking_mod.NULL_RUN)
 
 
-def _guard(cfg: Config, root: Path, src: sources.Source, precision: str) -> tuple[str, dict | None]:
+def _guard(
+    cfg: ExportConfig, tiles: artifacts.TileSet | None, src: sources.Source, precision: str
+) -> tuple[str, dict | None]:
     """`precision` after the guard of `auto` (`reseg.inference.guard`) on the warmup tiles,
     with `export.min_agreement`: an `auto` bfloat16 that falls short is exported in float32
     (one warning) instead of failing the validation. Other precisions are kept as they are."""
-    ecfg = cfg.export
-    if ecfg.precision != "auto" or not hasattr(src.backend, "precision"):
+    if cfg.precision != "auto" or not hasattr(src.backend, "precision"):
         return precision, None
 
     def sample() -> tuple[np.ndarray, np.ndarray]:
-        images, valid, _ = warmup_sample(root, src.info, ecfg.warmup_tiles)
+        images, valid, _ = warmup_sample(tiles, src.info, cfg.warmup_tiles)
         return images, valid
 
-    key = ("export", src.fingerprint, ecfg.min_agreement)
-    return guarded(src.backend, "auto", sample, ecfg.min_agreement, key)
+    key = ("export", src.fingerprint, cfg.min_agreement)
+    return guarded(src.backend, "auto", sample, cfg.min_agreement, key)
 
 
 def _make(
-    cfg: Config,
-    root: Path,
+    cfg: ExportConfig,
     src: sources.Source,
+    tiles: artifacts.TileSet | None,
     base: Path,
     fp: str,
     run: tracking_mod.Run,
     precision: str = "float32",
+    registry: bool = False,
 ) -> tuple[Path, dict]:
     """Stage, validate and publish one version; returns its folder and manifest.
 
     The graph runs the members in `precision`; the reference probabilities of the
     validation are the float32 Keras models' (`src.backend`).
     """
-    ecfg = cfg.export
     storage.mkdir(base)
     # hidden: TF Serving serves numeric folders only; SavedModels are written to local files,
     # so an export into a bucket is staged in the local cache and uploaded
@@ -172,58 +173,15 @@ def _make(
     else:
         staged = base / f".staging-{fp[:12]}"
     shutil.rmtree(staged, ignore_errors=True)  # a crashed export's leftovers
-    t0 = time.perf_counter()
     try:
-        precision, guard = _guard(cfg, root, src, precision)
-        members = sources.in_precision(src.members, precision)
-        module = graph.build_module(members, src.info, src.method, src.weights)
-        graph.save_module(module, staged)
-        (staged / tfs.ASSETS_EXTRA).mkdir(exist_ok=True)
-        src.info.save(staged / tfs.ASSETS_EXTRA)
-        requests, expected, origin = warmup_requests(root, src.info, src.backend, ecfg.warmup_tiles)
-        tfs.write_warmup(staged, ecfg.model_name, requests)
-        save_s = time.perf_counter() - t0
-        validation = None
-        if ecfg.validation:
-            with tempfile.TemporaryDirectory(prefix="reseg-export-") as tmp:
-                expected_npz = os.path.join(tmp, "expected.npz")
-                np.savez(expected_npz, **expected)
-                validation = validate_in_fresh_process(
-                    staged,
-                    expected_npz,
-                    ecfg.atol,
-                    ecfg.validate_timeout_s,
-                    None if precision == "float32" else ecfg.min_agreement,
-                )
+        manifest, expected = _stage(cfg, src, tiles, staged, fp, precision)
+        if cfg.validation:
+            manifest["validation"] = _validate(cfg, staged, expected, manifest["precision"])
         used = tfs.used_versions(base)
         version = 1 + max(
             used[-1] if used else 0,
-            tracking_mod.latest_registered_version(run, ecfg.model_name)
-            if _wants_registry(cfg)
-            else 0,
+            tracking_mod.latest_registered_version(run, cfg.model_name) if registry else 0,
         )
-        manifest = {
-            "fingerprint": fp,
-            "step": "export",
-            "model_name": ecfg.model_name,
-            "source": src.label,
-            "fold": src.fold,
-            "source_path": str(src.path),
-            "method": src.method,
-            "precision": precision,
-            "precision_guard": guard,
-            "weights": list(src.weights),
-            "members": [m.info.architecture for m in src.members],
-            "signatures": sorted(module.signatures()),
-            "warmup": {
-                "requests": len(requests),
-                "tiles": origin,
-                "shape": list(requests[0].inputs["images"].shape),
-            },
-            "validation": validation,
-            "save_s": round(save_s, 3),
-            "registry_version": None,
-        }
         artifacts.write_json(staged / artifacts.MANIFEST, {"version": version, **manifest})
         final, got = tfs.publish_version(staged, base, version)
     except BaseException:
@@ -236,17 +194,78 @@ def _make(
     return final, manifest
 
 
-def _track(run: tracking_mod.Run, cfg: Config, final: Path, manifest: dict) -> None:
+def _stage(
+    cfg: ExportConfig,
+    src: sources.Source,
+    tiles: artifacts.TileSet | None,
+    staged: Path,
+    fp: str,
+    precision: str,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Save the serving graph, its ModelInfo and warmup requests into `staged`; the manifest
+    (no validation yet) and the expected probabilities of the warmup requests."""
+    t0 = time.perf_counter()
+    precision, guard = _guard(cfg, tiles, src, precision)
+    members = sources.in_precision(src.members, precision)
+    module = graph.build_module(members, src.info, src.method, src.weights)
+    graph.save_module(module, staged)
+    (staged / tfs.ASSETS_EXTRA).mkdir(exist_ok=True)
+    src.info.save(staged / tfs.ASSETS_EXTRA)
+    requests, expected, origin = warmup_requests(tiles, src.info, src.backend, cfg.warmup_tiles)
+    tfs.write_warmup(staged, cfg.model_name, requests)
+    manifest = {
+        "fingerprint": fp,
+        "step": "export",
+        "model_name": cfg.model_name,
+        "source": src.label,
+        "fold": src.fold,
+        "source_path": str(src.path),
+        "method": src.method,
+        "precision": precision,
+        "precision_guard": guard,
+        "weights": list(src.weights),
+        "members": [m.info.architecture for m in src.members],
+        "signatures": sorted(module.signatures()),
+        "warmup": {
+            "requests": len(requests),
+            "tiles": origin,
+            "shape": list(requests[0].inputs["images"].shape),
+        },
+        "validation": None,
+        "save_s": round(time.perf_counter() - t0, 3),
+        "registry_version": None,
+    }
+    return manifest, expected
+
+
+def _validate(
+    cfg: ExportConfig, staged: Path, expected: dict[str, np.ndarray], precision: str
+) -> dict:
+    """The staged SavedModel checked in a fresh process against `expected`
+    (`reseg.serving.validate`)."""
+    with tempfile.TemporaryDirectory(prefix="reseg-export-") as tmp:
+        expected_npz = os.path.join(tmp, "expected.npz")
+        np.savez(expected_npz, **expected)
+        return validate_in_fresh_process(
+            staged,
+            expected_npz,
+            cfg.atol,
+            cfg.validate_timeout_s,
+            None if precision == "float32" else cfg.min_agreement,
+        )
+
+
+def _track(run: tracking_mod.Run, cfg: ExportConfig, final: Path, manifest: dict) -> None:
     """Log the export to the run and register it; records the registry version in the manifest."""
     if not run.enabled:
         return
-    name, version = cfg.export.model_name, int(final.name)
+    name, version = cfg.model_name, int(final.name)
     where = f"export/{name}/{version}"
     run.set_tags({"reseg.export_version": version, "reseg.export_source": manifest["source"]})
     run.log_params(
         {
             "export": {
-                **cfg.export.model_dump(mode="json"),
+                **cfg.model_dump(mode="json"),
                 "source_used": manifest["source"],
                 "fold_used": manifest["fold"],
                 "method": manifest["method"],
@@ -264,7 +283,7 @@ def _track(run: tracking_mod.Run, cfg: Config, final: Path, manifest: dict) -> N
         }
     )
     run.log_artifacts(final, where)
-    if not cfg.export.registry:
+    if not cfg.registry:
         return
     base = final.parent
     registry_version = tracking_mod.register_export(

@@ -1,6 +1,7 @@
 """What an export is made from: a round's model or the merged rounds of a fold.
 
-The models are loaded through the predictor's `load_backend`, the same loader
+The export step finds them in the root (`reseg.pipeline.sources.resolve`); `load` loads
+them. The models are loaded through the predictor's `load_backend`, the same loader
 `reseg predict` uses, so the export holds exactly the models (and, for merged
 rounds, the method and weights of `merged.json`) that a local prediction runs;
 the backend also gives the reference probabilities the export is checked against.
@@ -10,22 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from reseg import artifacts, layout, storage
 from reseg.artifacts import ModelInfo
-from reseg.config import Config
-from reseg.errors import ArtifactError, ConfigError
+from reseg.errors import ArtifactError
 from reseg.inference import EnsembleBackend, KerasBackend, load_backend
 from reseg.serving.graph import Member
 
 log = logging.getLogger(__name__)
-
-DEFAULT = "default"
-"""`resolve`'s fold for `export.fold`, else the first of `rounds.folds`."""
 
 
 @dataclass(frozen=True)
@@ -53,59 +49,6 @@ class Source:
     weights: tuple[float, ...]
     info: ModelInfo
     fingerprint: str
-
-
-def _default_fold(cfg: Config, root: Path) -> int | None:
-    if cfg.export.fold is not None:
-        return None if cfg.export.fold == layout.FULL else int(cfg.export.fold)
-    try:
-        k = artifacts.TileSet.load(layout.tiles_dir(root)).folds
-    except ArtifactError:
-        raise ConfigError(
-            f"{root}: no tiles manifest to find the folds from; name the fold (--fold k|{layout.FULL})"
-        ) from None
-    return cfg.rounds.fold_list(k)[0]
-
-
-def resolve(
-    cfg: Config, root: str | Path, source: str | int, fold: int | str | None
-) -> tuple[str, int | None, Path]:
-    """(label, fold, directory) of `source` = `merged` | `last` | `r<k>` | k for a fold.
-
-    `fold`: k, None (the models trained on every tile, `full`) or `DEFAULT`
-    (`export.fold`, else the first of `rounds.folds`). A source is found by its manifest,
-    which is written last: a model or merge still being published (its files partly
-    uploaded to a bucket) is not one; `last` is the last round published.
-    """
-    root = storage.path(root)
-    k = _default_fold(cfg, root) if fold == DEFAULT else fold
-    if isinstance(k, str):
-        raise ConfigError(f"export fold must be a fold number or {layout.FULL!r}; received {k!r}")
-    text = f"r{source}" if isinstance(source, int) else str(source)
-    if text == "merged":
-        d = layout.merged_dir(root, k)
-        if not _published(d):
-            raise ArtifactError(f"{d}: no published merge; merge the rounds first (reseg merge)")
-        return "merged", k, d
-    if text == "last":
-        r = 0
-        while _published(layout.model_dir(root, r + 1, k)):
-            r += 1
-        text = f"r{r}"
-    m = re.fullmatch(r"r(\d+)", text)
-    if m is None:
-        raise ConfigError(
-            f"export source must be `merged`, `last`, `r<k>` or k; received {source!r}"
-        )
-    d = layout.model_dir(root, int(m.group(1)), k)
-    if not _published(d):
-        raise ArtifactError(f"{d}: no published model; train round {m.group(1)} first")
-    return text, k, d
-
-
-def _published(d: Path) -> bool:
-    """Whether artifact folder `d` is published: its manifest is there."""
-    return (d / layout.MANIFEST).exists()
 
 
 def _model_fingerprint(model_dir: Path) -> str:

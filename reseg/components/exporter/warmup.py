@@ -1,6 +1,6 @@
 """Warmup requests of an export, and what the Keras models answer to them.
 
-The requests carry real tiles of `<root>/tiles` when their dtype and bands fit
+The requests carry real tiles of the tile set given when their dtype and bands fit
 the model (else seeded synthetic tiles around the band means), cut to a multiple
 of the output stride. One request per signature:
 
@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 
-from reseg import artifacts, layout, storage
+from reseg import artifacts
 from reseg.artifacts import ModelInfo
-from reseg.errors import ArtifactError
 from reseg.serving import contract as c
 from reseg.serving.layout import WarmupRequest
 from reseg.tfrecords_schema import read_tiles
@@ -40,11 +38,10 @@ def valid_rule(images: np.ndarray, info: ModelInfo) -> np.ndarray:
     return ok.astype(np.uint8)
 
 
-def _real_tiles(root: Path, info: ModelInfo, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-
-    try:
-        tiles = artifacts.TileSet.load(layout.tiles_dir(root))
-    except ArtifactError:
+def _real_tiles(
+    tiles: artifacts.TileSet | None, info: ModelInfo, n: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    if tiles is None:
         return None
     if tiles.image_dtype != info.image_dtype or tiles.bands != info.bands:
         log.info(
@@ -91,9 +88,11 @@ def _synthetic_tiles(info: ModelInfo, n: int, seed: int = 0) -> tuple[np.ndarray
     return x.astype(dt), valid
 
 
-def sample_tiles(root: str | Path, info: ModelInfo, n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """`n` tiles of `<root>/tiles` (else synthetic ones): (images, valid, "tiles" | "synthetic")."""
-    got = _real_tiles(storage.path(root), info, n)
+def sample_tiles(
+    tiles: artifacts.TileSet | None, info: ModelInfo, n: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """`n` tiles of `tiles` (else synthetic ones): (images, valid, "tiles" | "synthetic")."""
+    got = _real_tiles(tiles, info, n)
     origin = "tiles"
     if got is None:
         got, origin = _synthetic_tiles(info, n), "synthetic"
@@ -101,10 +100,10 @@ def sample_tiles(root: str | Path, info: ModelInfo, n: int) -> tuple[np.ndarray,
 
 
 def warmup_requests(
-    root: str | Path, info: ModelInfo, backend, n: int
+    tiles: artifacts.TileSet | None, info: ModelInfo, backend, n: int
 ) -> tuple[list[WarmupRequest], dict[str, np.ndarray], str]:
     """The requests, the expected probabilities by `request<i>`, and where the tiles came from."""
-    images, valid, origin = sample_tiles(root, info, n)
+    images, valid, origin = sample_tiles(tiles, info, n)
     requests = [
         WarmupRequest(c.DEFAULT_SIGNATURE, {c.IMAGES: images}),
         WarmupRequest(c.MASKED_SIGNATURE, {c.IMAGES: images, c.VALID: valid}),
