@@ -167,6 +167,7 @@ def base_config(name: str, work: Path) -> dict:
 
 def run_variant(raw: dict, root: Path, variant: str, seed: int, epochs: int | None) -> dict:
     """Train one variant on fold 0 of `root` (tiles and stats shared); IoU per class at the best epoch."""
+    from reseg import artifacts, layout
     from reseg.components.trainer import train
     from reseg.config import parse_config
 
@@ -176,10 +177,10 @@ def run_variant(raw: dict, root: Path, variant: str, seed: int, epochs: int | No
     cfg = parse_config({**raw, "train": train_cfg})
     run_root = root / f"{variant}-s{seed}"
     run_root.mkdir()
-    for name in ("tiles", "stats"):
-        (run_root / name).symlink_to(root / name, target_is_directory=True)
+    tiles = artifacts.TileSet.load(layout.tiles_dir(root))
+    stats = artifacts.Stats.load(layout.stats_dir(root))
     t0 = time.perf_counter()
-    model_dir = train(cfg, run_root, fold=0)
+    model_dir = train(cfg, tiles, stats, layout.model_dir(run_root, 0, 0), fold=0)
     seconds = time.perf_counter() - t0
     history = json.loads((model_dir / "history.json").read_text())
     best = max(history, key=lambda h: -1.0 if h["val_miou"] is None else h["val_miou"])
@@ -268,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet.configure(verbose=False)  # reseg's warnings (a class not learnt) and nothing else
     logging.getLogger().setLevel(logging.WARNING)
+    from reseg import layout
     from reseg.components.statistics import compute_stats
     from reseg.components.tiling import tile
     from reseg.config import TrainConfig, parse_config
@@ -287,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             work.mkdir()
             raw = base_config(name, work)
             cfg = parse_config(raw)
-            tile(cfg, work)
-            stats = compute_stats(cfg, work)
+            tiles = tile(cfg.data, cfg.tiling, layout.tiles_dir(work), cfg.beam.args)
+            stats = compute_stats(tiles, layout.stats_dir(work), cfg.beam.args)
             groups = class_groups(cfg, stats)
             minority, majority = groups["minority"], groups["majority"]
             if args.resummarise:

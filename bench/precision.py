@@ -80,7 +80,7 @@ def classes(path) -> np.ndarray:
 def dataset(name: str, tmp: Path, seeds: int, epochs: int | None, smoke: bool = False) -> dict:
     import shutil
 
-    from reseg import artifacts
+    from reseg import artifacts, layout
     from reseg.components.predictor import predict_scene
     from reseg.components.trainer import train
     from reseg.config import PredictConfig
@@ -90,16 +90,17 @@ def dataset(name: str, tmp: Path, seeds: int, epochs: int | None, smoke: bool = 
     cfg = load(name, epochs, smoke)
     base = tmp / name / "base"
     run_pipeline(cfg, base, steps=["tile", "stats"])
+    tiles = artifacts.TileSet.load(layout.tiles_dir(base))
+    stats = artifacts.Stats.load(layout.stats_dir(base))
     trainings = {}
     models = {}
     for precision in ("float32", "mixed_bfloat16"):
         for seed in range(seeds):
             root = tmp / name / f"{precision}-{seed}"
             root.mkdir(parents=True)
-            for d in ("tiles", "stats"):
-                (root / d).symlink_to(base / d, target_is_directory=True)
             t0 = time.perf_counter()
-            out = train(with_train(cfg, precision=precision, seed=seed), root, fold=0)
+            pcfg = with_train(cfg, precision=precision, seed=seed)
+            out = train(pcfg, tiles, stats, layout.model_dir(root, 0, 0), fold=0)
             seconds = time.perf_counter() - t0
             m = artifacts.read_manifest(out)
             trainings[f"{precision}/{seed}"] = {

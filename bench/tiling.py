@@ -75,7 +75,7 @@ def config(img: Path, lab: Path, args: list[str]):
 
 
 def plain_loop(cfg, out: Path) -> None:
-    infos, _, tables, shards = plan(cfg)
+    infos, _, tables, shards = plan(cfg.data, cfg.tiling)
     out.mkdir(parents=True)
     ctx = ShardContext(tuple(infos), cfg.data, cfg.tiling, tuple(tables), str(out))
     for s in shards:
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
                 files = sorted(out.glob("part-*.tfrecord.gz"))
                 n = sum(json.loads(p.read_text())["tiles"] for p in out.glob("part-*.json"))
             else:
-                ts = tile(cfg, out)
+                ts = tile(cfg.data, cfg.tiling, out, cfg.beam.args)
                 files, n = list(ts.files), ts.manifest["counts"]["tiles"]
             secs = time.perf_counter() - t0
             tiles_n = tiles_n or n

@@ -154,7 +154,7 @@ def pretrain(args, tmp: Path) -> tuple[Path, dict]:
     import keras
 
     import reseg.models  # noqa: F401  (registers reseg's layers for loading)
-    from reseg import artifacts
+    from reseg import artifacts, layout
     from reseg.components.trainer import train
     from reseg.pipeline import run_pipeline
 
@@ -173,8 +173,10 @@ def pretrain(args, tmp: Path) -> tuple[Path, dict]:
     )
     root = tmp / "pretrain"
     run_pipeline(cfg, root, steps=["tile", "stats"])
+    tiles = artifacts.TileSet.load(layout.tiles_dir(root))
+    stats = artifacts.Stats.load(layout.stats_dir(root))
     t0 = time.perf_counter()
-    out = train(cfg, root, fold=None)
+    out = train(cfg, tiles, stats, layout.model_dir(root, 0, None), fold=None)
     seconds = time.perf_counter() - t0
     model = keras.models.load_model(
         artifacts.Model.load(out).keras_file, safe_mode=True, compile=False
@@ -299,6 +301,7 @@ def evaluate_fold(model_dir: Path, root: Path, fold: int, num_classes: int) -> f
 
 
 def finetune(args, tmp: Path, weights: Path) -> dict:
+    from reseg import artifacts, layout
     from reseg.components.trainer import train
     from reseg.pipeline import run_pipeline
 
@@ -318,6 +321,8 @@ def finetune(args, tmp: Path, weights: Path) -> dict:
         )
     base = tmp / "vaihingen"
     run_pipeline(cfg, base, steps=["tile", "stats"])
+    tiles = artifacts.TileSet.load(layout.tiles_dir(base))
+    stats = artifacts.Stats.load(layout.stats_dir(base))
     arms = {
         "scratch": cfg,
         "pretrained": with_train(
@@ -343,12 +348,12 @@ def finetune(args, tmp: Path, weights: Path) -> dict:
                         continue
                     root = tmp / "runs" / f"fold{fold}_f{f:g}_s{seed}_{arm}"
                     root.mkdir(parents=True)
-                    for d in ("tiles", "stats"):
-                        (root / d).symlink_to(base / d, target_is_directory=True)
                     t0 = time.perf_counter()
                     out = train(
                         with_train(acfg, seed=seed),
-                        root,
+                        tiles,
+                        stats,
+                        layout.model_dir(root, 0, fold),
                         fold=fold,
                         tile_files=[subsets[fold][f]["files"]],
                     )

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from reseg import artifacts, layout
-from reseg.components.exporter import export, export_info
+from reseg.components.exporter import export_info
 from reseg.config import parse_config
 from reseg.inference import load_backend as load_keras
 from reseg.serving import load_backend
 from tests.components.predictor.helpers import learnable_labels, smooth_image
+from tests.components.roots import export
 
 RAW = {
     "data": {"scenes": [{"image": "x.tif"}], "classes": [{"name": f"c{i}"} for i in range(4)]},

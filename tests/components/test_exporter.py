@@ -10,13 +10,14 @@ import pytest
 
 from reseg import layout, tracking
 from reseg.artifacts import ModelInfo
-from reseg.components.exporter import export, export_info
+from reseg.components.exporter import export_info
 from reseg.errors import ArtifactError
 from reseg.inference import normalise
 from reseg.serving import contract as c
 from reseg.serving import layout as tfs
 from reseg.serving.backends import SavedModelBackend, load_backend
 from reseg.serving.validate import validate_export
+from tests.components.roots import export
 from tests.serving.models import demo_info, rounds_root
 
 
@@ -205,7 +206,7 @@ def test_registry_behind_is_backfilled_and_ahead_is_skipped(exported, demo_confi
     # registry ahead of the disk (export folders deleted): the next export skips to it
     shutil.rmtree(layout.export_dir(root, "other"))
     with tracking.open_run(on, root, run_name="pipeline") as parent:  # as the pipeline step does
-        v = export(on, root, "r0", tracking=parent)
+        v = export(on, root, "r0", run=parent)
     mv = client.get_model_version("other", "3")
     assert v.version == 3 and mv.tags[tracking.EXPORT_VERSION_TAG] == "3"
     assert client.get_run(mv.run_id).data.tags["mlflow.parentRunId"] == parent.run_id

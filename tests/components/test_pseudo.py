@@ -11,13 +11,13 @@ from reseg import artifacts, layout
 from reseg.artifacts import TileSet
 from reseg.components.pseudo import pseudo_label
 from reseg.components.selector import pixel_keys, pixel_scores, quantize
-from reseg.components.tiling import tile
 from reseg.config import parse_config
 from reseg.config.rounds import PseudoConfig
 from reseg.errors import ConfigError
 from reseg.folds import training_folds
 from reseg.tfrecords_schema import TFRecordShardWriter, encode, read_tiles
 from reseg.tfrecords_schema.schema import ROLE_LABELLED, ROLE_TARGET, ROLE_UNLABELLED
+from tests.components.roots import tile
 from tests.rasters import config_dict, scene
 
 C = 3

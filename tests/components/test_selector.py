@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from reseg import artifacts, layout
 from reseg.artifacts import TileSet
 from reseg.components.selector import pixel_keys, pixel_scores, quantize, rank_range, select
-from reseg.components.tiling import tile
 from reseg.config import parse_config
 from reseg.config.rounds import SelectionConfig
 from reseg.folds import held_folds, training_folds
 from reseg.tfrecords_schema import TFRecordShardWriter, encode, read_tiles
+from tests.components.roots import tile
 from tests.rasters import config_dict, scene
 
 C = 3

@@ -7,10 +7,10 @@ import pytest
 
 from reseg import layout
 from reseg.artifacts import Stats, TileSet
-from reseg.components.statistics import compute_stats, percentile_from_hist
-from reseg.components.tiling import tile
+from reseg.components.statistics import percentile_from_hist
 from reseg.config import parse_config
 from reseg.tfrecords_schema import read_tiles
+from tests.components.roots import compute_stats, tile
 from tests.rasters import config_dict, scene, write_raster
 
 

@@ -18,10 +18,10 @@ import yaml
 
 from reseg import layout
 from reseg.artifacts import TileSet
-from reseg.components.tiling import tile
 from reseg.config import load_config, parse_config
 from reseg.folds import held_folds
 from reseg.tfrecords_schema import read_tiles
+from tests.components.roots import tile
 from tests.rasters import config_dict, scene, write_raster
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,6 @@ import pytest
 import requests
 
 from reseg import layout
-from reseg.components.exporter import export
 from reseg.config import parse_config
 from reseg.serving import contract as c
 from reseg.serving import load_backend
@@ -19,6 +18,7 @@ from reseg.serving.client import ServingBackend
 from reseg.serving.codec import read_array, to_json
 from reseg.serving.rest import RetryPolicy, ServingError
 from tests.components.predictor.helpers import smooth_image
+from tests.components.roots import export
 from tests.serving.models import plain_info, rounds_root
 from tests.serving.standin import StandIn
 

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from reseg.components.trainer import train
 from reseg.errors import ConfigError
 from reseg.models import backbones
+from tests.components.roots import train
 from tests.components.trainer.tiles import config
 
 OFF = {"enabled": False}

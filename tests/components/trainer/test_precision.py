@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from reseg import layout
-from reseg.components.trainer import train
 from reseg.components.trainer.loop import make_optimizer
 from reseg.config.train import TrainConfig
+from tests.components.roots import train
 from tests.components.trainer.test_train import OFF, TINY, UNET
 from tests.components.trainer.tiles import config
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from reseg import artifacts
-from reseg.components.trainer import train
+from tests.components.roots import train
 from tests.components.trainer.tiles import Scene, config, make_scene, scene_tiles, write_root
 
 FOLD = 0

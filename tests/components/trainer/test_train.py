@@ -9,8 +9,8 @@ import pytest
 
 from reseg import artifacts, layout
 from reseg.artifacts import ModelInfo
-from reseg.components.trainer import train
 from reseg.errors import ConfigError
+from tests.components.roots import train
 from tests.components.trainer.tiles import config, write_tiles
 
 # tiny parameters of every registry model (32 x 32 tiles, 3 bands, 3 classes)

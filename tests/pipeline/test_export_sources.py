@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from reseg import artifacts, layout
-from reseg.components.exporter.sources import resolve
 from reseg.config import parse_config
 from reseg.errors import ArtifactError
+from reseg.pipeline.sources import resolve
 from tests.rasters import config_dict
 
 
