@@ -235,7 +235,8 @@ def predict_root(
             scenes=written,
             metrics_note="whole-scene metrics include the model's training pixels",
         )
-        publish_stac(cfg, root, st.dir, written, label, fold, run)
+        export = layout.export_dir(root, cfg.export.model_name)
+        publish_stac(cfg, export, st.dir, written, label, fold, run)
     if run is not None and run.enabled:
         for e in written:
             for kind in ("preview", "metrics"):

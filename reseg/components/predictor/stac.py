@@ -322,7 +322,7 @@ def collection(
 
 def publish_stac(
     cfg: Any,
-    root: Any,
+    export: Any,
     folder: Any,
     written: Sequence[Mapping[str, Any]],
     source: str,
@@ -331,11 +331,8 @@ def publish_stac(
 ) -> Path:
     """`publish_items` for the pipeline's predict step: the scenes the manifest records
     (`written`) in staging folder `folder`, their source items from the config's scenes, the
-    model (its source and fold), the export's latest version and the MLflow run as
-    properties."""
-    from reseg import layout
-
-    export = layout.export_dir(root, cfg.export.model_name)
+    model (its source and fold), the latest version in the export's base folder `export`
+    (`<root>/export/<export.model_name>`) and the MLflow run as properties."""
     versions = (
         sorted(int(p.name) for p in export.iterdir() if p.name.isdigit()) if export.exists() else []
     )
