@@ -235,8 +235,8 @@ def class_groups(cfg, stats) -> dict:
     }
 
 
-# over 60 lines: the benchmark's procedure in the order it runs (only its component calls changed)
 def main(argv: list[str] | None = None) -> int:
+    # long: the benchmark's procedure in the order it runs
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=2, help="seeds per variant (0, 1, ...)")
     ap.add_argument("--variants", default="old,isqrt,inverse,new", help="of " + ",".join(VARIANTS))

@@ -77,8 +77,8 @@ def classes(path) -> np.ndarray:
         return ds.read(1)
 
 
-# over 60 lines: the benchmark's procedure in the order it runs (only its component calls changed)
 def dataset(name: str, tmp: Path, seeds: int, epochs: int | None, smoke: bool = False) -> dict:
+    # long: the benchmark's procedure in the order it runs
     import shutil
 
     from reseg import artifacts, layout

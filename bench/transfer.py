@@ -300,8 +300,8 @@ def evaluate_fold(model_dir: Path, root: Path, fold: int, num_classes: int) -> f
 # --------------------------------------------------------------------------- main
 
 
-# over 60 lines: the benchmark's procedure in the order it runs (only its component calls changed)
 def finetune(args, tmp: Path, weights: Path) -> dict:
+    # long: the benchmark's procedure in the order it runs
     from reseg import artifacts, layout
     from reseg.components.trainer import train
     from reseg.pipeline import run_pipeline
