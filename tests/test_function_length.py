@@ -18,13 +18,6 @@ REASON = re.compile(r"#\s*long:\s*\S")
 
 # split on other branches; the lead empties this at merge
 PENDING = {
-    "reseg/components/exporter/component.py::_make",
-    "reseg/components/tiling.py::_emit",
-    "reseg/components/tiling.py::_manifest",
-    "reseg/components/trainer/component.py::_train",
-    "reseg/components/trainer/component.py::train",
-    "reseg/components/trainer/loop.py::fit",
-    "reseg/components/trainer/steps.py::Steps._compile",
 }
 """Long functions of modules that other branches are splitting (`path::qualified name`)."""
 
