@@ -64,7 +64,7 @@ from reseg.components.trainer.distribute import get_cluster
 from reseg.config import Config
 from reseg.errors import ArtifactError, ConfigError
 from reseg.folds import Fold, parse_folds, validation_fold, warn_no_validation
-from reseg.pipeline import sources
+from reseg.pipeline import sources as model_sources
 from reseg.pipeline.predict import predict_root
 from reseg.report import write_report
 
@@ -589,7 +589,7 @@ def tune_refine(ctx: Context, fold: Fold, source: str | int | None = None) -> Re
             f"tune-refine: the models trained on every tile ({layout.FULL}) have no validation "
             "pixels; name a fold k"
         )
-    label, _, path = sources.resolve(ctx.cfg, ctx.root, source or ctx.cfg.export.source, fold)
+    label, _, path = model_sources.resolve(ctx.cfg, ctx.root, source or ctx.cfg.export.source, fold)
     members, method, info = refinement_members(path)
     return refine_tuning.tune(
         members,
@@ -620,13 +620,13 @@ def export(ctx: Context, source: str | int | None = None, fold: Fold | str = "de
     (`full`) or "default" (`export.fold`, else the first of `rounds.folds`).
     """
     cfg = ctx.cfg
-    label, k, path = sources.resolve(
+    label, k, path = model_sources.resolve(
         cfg, ctx.root, cfg.export.source if source is None else source, fold
     )
     return export_component(
         cfg.export,
         export_sources.load(label, k, path),
-        sources.tile_set(ctx.root),
+        model_sources.tile_set(ctx.root),
         layout.export_dir(ctx.root, cfg.export.model_name),
         registry=cfg.tracking.enabled and cfg.export.registry,
         tracking=None if ctx.run is tracking.NULL_RUN else ctx.run,  # None: a run of its own
@@ -702,7 +702,7 @@ def _merged(ctx: Context, fold: Fold) -> Merged:
 # --- what commands and studies ask of the components (they import none of them) ------------
 
 
-DEFAULT_FOLD = sources.DEFAULT
+DEFAULT_FOLD = model_sources.DEFAULT
 """`export`'s fold when none is named: `export.fold`, else the first of `rounds.folds`."""
 
 
