@@ -17,8 +17,7 @@ LIMIT = 60
 REASON = re.compile(r"#\s*long:\s*\S")
 
 # split on other branches; the lead empties this at merge
-PENDING = {
-}
+PENDING: set[str] = set()
 """Long functions of modules that other branches are splitting (`path::qualified name`)."""
 
 
