@@ -16,10 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 LIMIT = 60
 REASON = re.compile(r"#\s*long:\s*\S")
 
-# split on other branches; the lead empties this at merge
-PENDING: set[str] = set()
-"""Long functions of modules that other branches are splitting (`path::qualified name`)."""
-
 
 def _functions(
     node: ast.AST, prefix: str = ""
@@ -74,16 +70,8 @@ def test_the_check_counts_def_to_last_line_and_reads_the_reason():
 
 
 def test_functions_are_short_or_say_why():
-    offenders = [
-        f"{key} (line {line}): {n} lines" for key, line, n in long_functions() if key not in PENDING
-    ]
+    offenders = [f"{key} (line {line}): {n} lines" for key, line, n in long_functions()]
     assert not offenders, (
         f"{len(offenders)} functions over {LIMIT} lines: split them at their stages, or say why "
         "not with `# long: <reason>` on the def line:\n  " + "\n  ".join(offenders)
     )
-
-
-def test_pending_names_only_long_functions():
-    """An entry of `PENDING` whose function is now short (or gone) is to be removed."""
-    stale = sorted(PENDING - {key for key, _, _ in long_functions()})
-    assert not stale, "no longer long, remove from PENDING:\n  " + "\n  ".join(stale)

@@ -18,12 +18,13 @@ DEFAULT = "default"
 """`resolve`'s fold for `export.fold`, else the first of `rounds.folds`."""
 
 
-def default_fold(cfg: Config, root: Path) -> int | None:
+def default_fold(cfg: Config, root: Path, shared: layout.Shared | None = None) -> int | None:
     """`export.fold`, else the first of `rounds.folds` (which needs the root's tile set)."""
     if cfg.export.fold is not None:
         return None if cfg.export.fold == layout.FULL else int(cfg.export.fold)
+    shared = shared or layout.Shared.load(root)
     try:
-        k = artifacts.TileSet.load(layout.tiles_dir(root)).folds
+        k = artifacts.TileSet.load(layout.tiles_dir(shared.data_root(root))).folds
     except ArtifactError:
         raise ConfigError(
             f"{root}: no tiles manifest to find the folds from; name the fold (--fold k|{layout.FULL})"
@@ -32,17 +33,24 @@ def default_fold(cfg: Config, root: Path) -> int | None:
 
 
 def resolve(
-    cfg: Config, root: str | Path, source: str | int, fold: int | str | None
+    cfg: Config,
+    root: str | Path,
+    source: str | int,
+    fold: int | str | None,
+    shared: layout.Shared | None = None,
 ) -> tuple[str, int | None, Path]:
     """(label, fold, directory) of `source` = `merged` | `last` | `r<k>` | k for a fold.
 
     `fold`: k, None (the models trained on every tile, `full`) or `DEFAULT`
     (`export.fold`, else the first of `rounds.folds`). A source is found by its manifest,
     which is written last: a model or merge still being published (its files partly
-    uploaded to a bucket) is not one; `last` is the last round published.
+    uploaded to a bucket) is not one; `last` is the last round published. `shared`: where
+    the root reads its tiles and round 0 from (default its `shared.json`: a study cell's
+    round 0 is its group's).
     """
     root = storage.path(root)
-    k = default_fold(cfg, root) if fold == DEFAULT else fold
+    shared = shared or layout.Shared.load(root)
+    k = default_fold(cfg, root, shared) if fold == DEFAULT else fold
     if isinstance(k, str):
         raise ConfigError(f"export fold must be a fold number or {layout.FULL!r}; received {k!r}")
     text = f"r{source}" if isinstance(source, int) else str(source)
@@ -61,7 +69,8 @@ def resolve(
         raise ConfigError(
             f"export source must be `merged`, `last`, `r<k>` or k; received {source!r}"
         )
-    d = layout.model_dir(root, int(m.group(1)), k)
+    r = int(m.group(1))
+    d = layout.model_dir(shared.round_root(root, r), r, k)
     if not _published(d):
         raise ArtifactError(f"{d}: no published model; train round {m.group(1)} first")
     return text, k, d

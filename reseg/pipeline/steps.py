@@ -589,7 +589,9 @@ def tune_refine(ctx: Context, fold: Fold, source: str | int | None = None) -> Re
             f"tune-refine: the models trained on every tile ({layout.FULL}) have no validation "
             "pixels; name a fold k"
         )
-    label, _, path = model_sources.resolve(ctx.cfg, ctx.root, source or ctx.cfg.export.source, fold)
+    label, _, path = model_sources.resolve(
+        ctx.cfg, ctx.root, source or ctx.cfg.export.source, fold, ctx.sources
+    )
     members, method, info = refinement_members(path)
     return refine_tuning.tune(
         members,
@@ -621,12 +623,12 @@ def export(ctx: Context, source: str | int | None = None, fold: Fold | str = "de
     """
     cfg = ctx.cfg
     label, k, path = model_sources.resolve(
-        cfg, ctx.root, cfg.export.source if source is None else source, fold
+        cfg, ctx.root, cfg.export.source if source is None else source, fold, ctx.sources
     )
     return export_component(
         cfg.export,
         export_sources.load(label, k, path),
-        model_sources.tile_set(ctx.root),
+        model_sources.tile_set(ctx.data_root),
         layout.export_dir(ctx.root, cfg.export.model_name),
         registry=cfg.tracking.enabled and cfg.export.registry,
         tracking=None if ctx.run is tracking.NULL_RUN else ctx.run,  # None: a run of its own

@@ -119,7 +119,10 @@ def test_round_one_trains_on_the_pseudo_labels_of_round_zero(two_roots):
 def test_report_and_mlflow_show_target_and_pseudo_label_figures(two_roots):
     root, _, _ = two_roots["same"]
     md = (layout.report_dir(root) / "report.md").read_text()
-    assert "### Target pixels and pseudo-labels, fold0" in md and "Pseudo-label rounds" in md
+    assert (
+        "### Target pixels and pseudo-labels, fold0" in md
+        and "pseudo-label rounds: per predicted class" in md
+    )
     table = [line for line in md.splitlines() if line.startswith("| r1 ")]
     assert len(table) == 2  # the round table and the target table
     db = sqlite3.connect(root / "mlflow.db")

@@ -20,7 +20,9 @@ import pytest
 import yaml
 
 from reseg import artifacts, layout, storage
+from reseg.config import load_config
 from reseg.errors import LeaseError
+from reseg.pipeline import sources, steps
 from reseg.study.runner import run_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,6 +127,14 @@ def test_a_study_on_a_bucket_equals_the_local_study_and_nothing_is_a_link(
         assert (layout.model_dir(group, 0, 0) / layout.MANIFEST).exists()
         assert not (group / "tiles").exists() and not (cell / "tiles").exists()
     assert _links(local) == []
+    # an export's source on a cell root: round 0 is the group's, later rounds and merges the cell's
+    cell = local / "cells" / "res1-unet.true_class.top20" / "seed0"
+    group = local / "groups" / "res1-unet" / "seed0"
+    cfg = load_config(cell / "cell.yaml")
+    assert sources.resolve(cfg, cell, "r0", 0)[2] == layout.model_dir(group, 0, 0)
+    assert sources.resolve(cfg, cell, "last", 0)[:2] == ("r1", 0)
+    assert sources.resolve(cfg, cell, "merged", 1)[2] == layout.merged_dir(cell, 1)
+    assert sources.tile_set(steps.Context(cfg, cell).data_root) is not None
     # the cell's own report shows round 0 (read from the group's root)
     md = local / "cells" / "res1-unet.true_class.top20" / "seed0" / "report" / "report.md"
     assert "### Round 0" in md.read_text()
