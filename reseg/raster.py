@@ -22,7 +22,7 @@ from rasterio.windows import Window as RioWindow
 
 from reseg import storage
 from reseg.config import IGNORE, DataConfig, SceneSpec
-from reseg.errors import InputError, check_readable
+from reseg.errors import InputError
 from reseg.tfrecords_schema import IMAGE_DTYPES
 from reseg.windows import Window
 
@@ -93,10 +93,7 @@ def scene_files(spec: SceneSpec) -> list[str]:
 
 
 def _open(path: str, what: str):
-    if storage.is_remote(path):
-        storage.check_input(path, f"{what} file")
-    else:
-        check_readable(path, what)
+    storage.check_input(path, what)  # s3:// and gs:// are read by GDAL through its cloud paths
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

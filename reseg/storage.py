@@ -46,6 +46,7 @@ from reseg.errors import (
     ResegError,
     StoreError,
     check_output_folder,
+    check_readable,
     store_unavailable,
 )
 
@@ -370,6 +371,22 @@ def written_locally(final: AnyPath, fp: str) -> Iterator[Path]:
     shutil.rmtree(local, ignore_errors=True)
 
 
+def local_mirror(p: AnyPath) -> Path:
+    """A local folder for files that grow while they are written (logs) and belong in folder
+    `p`: `p` itself on a disk; for a folder on object storage, whose objects cannot be appended
+    to, a folder in the cache named after `p`'s URI, whose files `mirror_back` copies into `p`."""
+    p = path(p)
+    if not is_remote(p):
+        return p
+    return cache_dir() / "mirrors" / f"{hashlib.sha256(str(p).encode()).hexdigest()[:16]}-{p.name}"
+
+
+def mirror_back(local: Path, p: AnyPath) -> None:
+    """Copy file `local` of `local_mirror(p)` into folder `p` (nothing to do on a disk)."""
+    if is_remote(p):
+        upload(local, path(p) / local.name)
+
+
 def mkdir(p: AnyPath) -> None:
     """Make folder `p` (with parents); on object storage folders are implicit: nothing."""
     p = path(p)
@@ -689,10 +706,12 @@ def check_output(root: AnyPath) -> None:
         raise remote_error(e, root) from None
 
 
-def check_input(x: str | os.PathLike, what: str = "file") -> None:
-    """Raise the one-line error of an input object that cannot be read."""
+def check_input(x: str | os.PathLike, what: str = "input") -> None:
+    """Raise the one-line error of an input file or object that cannot be read; `what` names
+    the input in the message ("image", "label", ...)."""
     check_uri(x)
     if not is_remote(x):
+        check_readable(x, what)
         return
     check_endpoint(x)
     p = path(x)
@@ -701,7 +720,7 @@ def check_input(x: str | os.PathLike, what: str = "file") -> None:
     except Exception as e:
         raise remote_error(e, x) from None
     if not found:
-        raise InputError(f"{x}: {what} not found")
+        raise InputError(f"{x}: {what} file not found")
 
 
 def remote_error(e: BaseException, where: str | os.PathLike) -> ResegError:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reseg import artifacts, storage
+from reseg import storage
 from reseg.study.plan import Job, Plan, is_done
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,10 @@ def worker_env(threads: int, extra: Mapping[str, str]) -> dict[str, str]:
 
 def logs_dir(root: str | Path) -> Path:
     """The local folder of the workers' logs: `<study>/logs` for a study on a disk; for one on
-    object storage `<cache>/study-logs/<fingerprint of the root>` (`RESEG_CACHE_DIR`), since a
+    object storage a folder under `<cache>/mirrors/` (`RESEG_CACHE_DIR`), since a
     log grows while its job runs and an object cannot be appended to: each log is copied to
-    `<study>/logs/` when its job ends."""
-    if not storage.is_remote(root):
-        return storage.path(root) / "logs"
-    return storage.cache_dir() / "study-logs" / artifacts.fingerprint(storage.resolved(root))[:16]
+    `<study>/logs/` when its job ends (`storage.local_mirror`)."""
+    return storage.local_mirror(storage.path(root) / "logs")
 
 
 def worker_command(root: Path, job: Job) -> list[str]:
@@ -161,10 +159,8 @@ def _reap(running: dict, state: dict[str, str], out: Outcome, root: Path) -> Non
 
 def _keep_log(root: Path, jid: str) -> None:
     """Copy a finished job's log into a study root on object storage (`logs_dir`)."""
-    if not storage.is_remote(root):
-        return
     try:
-        storage.upload(logs_dir(root) / f"{jid}.log", root / "logs" / f"{jid}.log")
+        storage.mirror_back(logs_dir(root) / f"{jid}.log", storage.path(root) / "logs")
     except Exception as e:  # the log stays in the local folder; the study goes on
         log.warning("%s: log of job %s not copied to the root (%s)", logs_dir(root), jid, e)
 

@@ -83,3 +83,21 @@ def test_an_output_folder_under_a_file_is_refused_on_a_disk_too(tmp_path):
         storage.check_output(tmp_path / "f" / "out")
     storage.check_output(tmp_path / "new" / "out")  # can be made: nothing raised, nothing made
     assert not (tmp_path / "new").exists()
+
+
+def test_a_growing_file_is_written_locally_and_mirrored_into_a_bucket(
+    s3_bucket, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("RESEG_CACHE_DIR", str(tmp_path / "cache"))
+    logs = storage.path(f"{s3_bucket}/study/logs")
+    local = storage.local_mirror(logs)
+    assert local == storage.local_mirror(logs) and str(tmp_path / "cache") in str(local)
+    local.mkdir(parents=True)
+    (local / "job.log").write_text("line 1\n")
+    with open(local / "job.log", "a") as fh:
+        fh.write("line 2\n")
+    storage.mirror_back(local / "job.log", logs)
+    assert (logs / "job.log").read_text() == "line 1\nline 2\n"
+    on_disk = tmp_path / "study" / "logs"
+    assert storage.local_mirror(on_disk) == on_disk
+    storage.mirror_back(on_disk / "absent.log", on_disk)  # nothing to copy on a disk

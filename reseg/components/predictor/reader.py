@@ -21,7 +21,7 @@ from rasterio.windows import Window as RioWindow
 
 from reseg import storage
 from reseg.artifacts import ModelInfo
-from reseg.errors import InputError, check_readable
+from reseg.errors import InputError
 from reseg.windows import Window
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,7 @@ def open_scene(
         scene_id: the name of the scene's outputs; default the image's file name stem.
     """
     path = str(path)
-    if storage.is_remote(path):  # s3:// or gs://: GDAL reads it through its cloud paths
-        storage.check_input(path, "image file")
-    else:
-        check_readable(path, "image")
+    storage.check_input(path, "image")  # s3:// and gs:// are read by GDAL through its cloud paths
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
