@@ -135,6 +135,10 @@ def test_a_study_on_a_bucket_equals_the_local_study_and_nothing_is_a_link(
     assert sources.resolve(cfg, cell, "last", 0)[:2] == ("r1", 0)
     assert sources.resolve(cfg, cell, "merged", 1)[2] == layout.merged_dir(cell, 1)
     assert sources.tile_set(steps.Context(cfg, cell).data_root) is not None
+    # and the export step on the cell root makes a SavedModel of the cell's merged rounds
+    exported = steps.export(steps.Context(cfg, cell), "merged", 0)
+    assert exported.path.parent == layout.export_dir(cell, cfg.export.model_name)
+    assert exported.manifest["source"] == "merged"
     # the cell's own report shows round 0 (read from the group's root)
     md = local / "cells" / "res1-unet.true_class.top20" / "seed0" / "report" / "report.md"
     assert "### Round 0" in md.read_text()
