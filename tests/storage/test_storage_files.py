@@ -72,7 +72,9 @@ def test_written_locally_is_the_folder_itself_on_a_disk(tmp_path):
 def test_a_location_in_a_file_is_made_absolute_against_its_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert storage.against("s3://b/scene.tif", tmp_path) == "s3://b/scene.tif"
-    assert storage.against("scenes/a.tif", tmp_path) == str(tmp_path / "scenes" / "a.tif")
+    assert storage.against("scenes/a.tif", tmp_path) == str(
+        (tmp_path / "scenes" / "a.tif").resolve()
+    )
     assert storage.against("/data/a.tif", tmp_path) == "/data/a.tif"
     assert storage.against("~/a.tif", tmp_path) == str(tmp_path / "home" / "a.tif")
 
