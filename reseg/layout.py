@@ -166,6 +166,11 @@ class Shared:
             return cls()
         return cls(raw.get("data"), raw.get("round0"))
 
+    @classmethod
+    def of(cls, root: str | Path, given: Shared | None = None) -> Shared:
+        """`given`, else the record of `root` (`load`)."""
+        return given if given is not None else cls.load(root)
+
     def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 

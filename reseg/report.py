@@ -47,7 +47,7 @@ def collect(root: str | Path, shared: layout.Shared | None = None) -> list[FoldV
     `shared.json`: a study's cell reads its group's): a round's `dir` is the root's folder
     (selection, pseudo-labels), its `published` the folder of its metrics."""
     root = storage.path(root)
-    shared = layout.Shared.load(root) if shared is None else shared
+    shared = layout.Shared.of(root, shared)
     folds: dict[str, FoldView] = {}
     for r, name in _round_folders(root, shared):
         own = layout.rounds_root(root) / f"r{r}" / name
@@ -260,7 +260,7 @@ def write_report(root: str | Path, shared: layout.Shared | None = None) -> Path:
     out = layout.report_dir(root)
     fp = artifacts.fingerprint("report", REPORT_VERSION)
     with artifacts.stage(out, fp, "report") as st:
-        _write_report(root, out, storage.path(st.dir), shared)
+        _write_report(root, out, storage.path(st.dir), layout.Shared.of(root, shared))
     return out / "report.md"
 
 
@@ -286,9 +286,8 @@ def _setup_line(cfg: dict[str, Any]) -> str:
     )
 
 
-def _write_report(root: Path, out: Path, into: Path, shared: layout.Shared | None) -> None:
+def _write_report(root: Path, out: Path, into: Path, shared: layout.Shared) -> None:
     """The report's files written `into` a folder, their links relative to `out`."""
-    shared = layout.Shared.load(root) if shared is None else shared
     views = collect(root, shared)
     name = storage.resolve(root).name
     md = [f"# reseg report: {name}", ""]

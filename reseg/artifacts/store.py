@@ -62,6 +62,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return m
 
 
+def is_published(path: str | Path) -> bool:
+    """Whether artifact folder `path` is published: its manifest, written last, is there (a
+    folder still being staged or uploaded to a bucket is not)."""
+    return (storage.path(path) / MANIFEST).exists()
+
+
 def is_current(path: str | Path, fp: str) -> bool:
     """True when `path` is a published artifact with fingerprint `fp` whose listed files are
     all there with their sizes (a deleted or truncated file makes the step run again)."""

@@ -22,7 +22,7 @@ def default_fold(cfg: Config, root: Path, shared: layout.Shared | None = None) -
     """`export.fold`, else the first of `rounds.folds` (which needs the root's tile set)."""
     if cfg.export.fold is not None:
         return None if cfg.export.fold == layout.FULL else int(cfg.export.fold)
-    shared = shared or layout.Shared.load(root)
+    shared = layout.Shared.of(root, shared)
     try:
         k = artifacts.TileSet.load(layout.tiles_dir(shared.data_root(root))).folds
     except ArtifactError:
@@ -49,19 +49,19 @@ def resolve(
     round 0 is its group's).
     """
     root = storage.path(root)
-    shared = shared or layout.Shared.load(root)
+    shared = layout.Shared.of(root, shared)
     k = default_fold(cfg, root, shared) if fold == DEFAULT else fold
     if isinstance(k, str):
         raise ConfigError(f"export fold must be a fold number or {layout.FULL!r}; received {k!r}")
     text = f"r{source}" if isinstance(source, int) else str(source)
     if text == "merged":
         d = layout.merged_dir(root, k)
-        if not _published(d):
+        if not artifacts.is_published(d):
             raise ArtifactError(f"{d}: no published merge; merge the rounds first (reseg merge)")
         return "merged", k, d
     if text == "last":
         r = 0
-        while _published(layout.model_dir(root, r + 1, k)):
+        while artifacts.is_published(layout.model_dir(root, r + 1, k)):
             r += 1
         text = f"r{r}"
     m = re.fullmatch(r"r(\d+)", text)
@@ -71,7 +71,7 @@ def resolve(
         )
     r = int(m.group(1))
     d = layout.model_dir(shared.round_root(root, r), r, k)
-    if not _published(d):
+    if not artifacts.is_published(d):
         raise ArtifactError(f"{d}: no published model; train round {m.group(1)} first")
     return text, k, d
 
@@ -83,8 +83,3 @@ def tile_set(root: str | Path) -> artifacts.TileSet | None:
         return artifacts.TileSet.load(layout.tiles_dir(root))
     except ArtifactError:
         return None
-
-
-def _published(d: Path) -> bool:
-    """Whether artifact folder `d` is published: its manifest is there."""
-    return (d / layout.MANIFEST).exists()

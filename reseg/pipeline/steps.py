@@ -52,6 +52,7 @@ from reseg.artifacts import (
     Selection,
     Stats,
     TileSet,
+    is_published,
 )
 from reseg.components import evaluator, merger, refine_tuning, scorer, selector, statistics, tiling
 from reseg.components import pseudo as pseudo_mod
@@ -88,7 +89,7 @@ class Context:
 
     @cached_property
     def sources(self) -> layout.Shared:
-        return self.shared if self.shared is not None else layout.Shared.load(self.root)
+        return layout.Shared.of(self.root, self.shared)
 
     @property
     def data_root(self) -> Path:
@@ -181,7 +182,9 @@ def train(
         tile_files=tile_files,
         init_model=init_model,
         tracking=run,
-        open_run=tracking.opener(cfg, ctx.round_root(r)),  # no run given: one of its own
+        open_run=tracking.opener(
+            cfg, ctx.root
+        ),  # no run given: one of its own, in the root's store
     )
 
 
@@ -296,7 +299,7 @@ def validate(ctx: Context, r: int, fold: Fold) -> Metrics | None:
 def select(ctx: Context, r: int, fold: Fold) -> Selection:
     """Round r's selection (weights of round r + 1's tiles): `rounds/r<r>/<fold>/selection`."""
     prev_dir = layout.selection_dir(ctx.root, r - 1, fold)
-    previous = Selection.load(prev_dir) if r > 0 and _published(prev_dir) else None
+    previous = Selection.load(prev_dir) if r > 0 and is_published(prev_dir) else None
     return selector.select(
         _scores(ctx, r, fold),
         ctx.tiles(),
@@ -322,7 +325,7 @@ def pseudo(ctx: Context, r: int, fold: Fold) -> PseudoLabels:
     if cfg is None:
         raise ConfigError("pseudo: the config has no rounds.pseudo section")
     prev_dir = layout.pseudo_dir(ctx.root, r - 1, fold)
-    previous = PseudoLabels.load(prev_dir) if r > 0 and _published(prev_dir) else None
+    previous = PseudoLabels.load(prev_dir) if r > 0 and is_published(prev_dir) else None
     return pseudo_mod.pseudo_label(
         _scores(ctx, r, fold),
         ctx.tiles(),
@@ -377,7 +380,7 @@ def scored_rounds(ctx: Context, fold: Fold) -> list[int]:
     """The rounds 0, 1, ... (at most `rounds.count`) of `fold` whose scores are published."""
     found = []
     for r in range(ctx.cfg.rounds.count + 1):
-        if not _published(layout.scores_dir(ctx.round_root(r), r, fold)):
+        if not is_published(layout.scores_dir(ctx.round_root(r), r, fold)):
             break
         found.append(r)
     return found
@@ -471,7 +474,7 @@ def rounds(ctx: Context, fold: Fold) -> FoldResult:
     name = layout.fold_name(fold)
     for r in range(ctx.cfg.rounds.count + 1):
         with ctx.run.nested(f"round {r} {name}", tags={"reseg.round": r, "reseg.fold": name}) as rr:
-            done = round_zero(ctx, fold, rr) if r == 0 else trained_round(ctx, r, fold, rr)
+            done = trained_round(ctx, r, fold, rr)
             chosen = next_labels(ctx, r, fold)
             done.selection = chosen if isinstance(chosen, Selection) else None
             done.pseudo = chosen if isinstance(chosen, PseudoLabels) else None
@@ -575,7 +578,7 @@ def refinement_members(path: Path) -> tuple[list[refine_tuning.Member], str, Mod
     members = []
     for model, w in zip(models, weights, strict=True):
         d = model.parent / layout.SCORES
-        if not _published(d):
+        if not is_published(d):
             raise ArtifactError(f"{d}: the scores of {model} are not published; score it first")
         members.append(refine_tuning.Member(Scores.load(d), w))
     return members, method, ModelInfo.load(models[0])
@@ -652,27 +655,23 @@ def report(ctx: Context) -> Path:
 # --- reading what earlier steps published -------------------------------------------------
 
 
-def _published(path: Path) -> bool:
-    return (path / layout.MANIFEST).exists()
-
-
 def _model(ctx: Context, r: int, fold: Fold) -> Model:
     d = layout.model_dir(ctx.round_root(r), r, fold)
-    if not _published(d):
+    if not is_published(d):
         raise ArtifactError(f"{d}: round {r} of {layout.fold_name(fold)} is not trained yet")
     return Model.load(d)
 
 
 def _scores(ctx: Context, r: int, fold: Fold) -> Scores:
     d = layout.scores_dir(ctx.round_root(r), r, fold)
-    if not _published(d):
+    if not is_published(d):
         raise ArtifactError(f"{d}: round {r} of {layout.fold_name(fold)} is not scored yet")
     return Scores.load(d)
 
 
 def _selection(ctx: Context, r: int, fold: Fold) -> Selection:
     d = layout.selection_dir(ctx.root, r, fold)
-    if not _published(d):
+    if not is_published(d):
         raise ArtifactError(
             f"{d}: round {r} of {layout.fold_name(fold)} has no selection yet; "
             f"round {r + 1} trains on it"
@@ -686,7 +685,7 @@ def _previous_round_tiles(ctx: Context, r: int, fold: Fold) -> tuple[Path, ...]:
     if ctx.cfg.rounds.pseudo is None:
         return _selection(ctx, r, fold).files
     d = layout.pseudo_dir(ctx.root, r, fold)
-    if not _published(d):
+    if not is_published(d):
         raise ArtifactError(
             f"{d}: round {r} of {layout.fold_name(fold)} has no pseudo-labels yet; "
             f"round {r + 1} trains on them"
@@ -696,7 +695,7 @@ def _previous_round_tiles(ctx: Context, r: int, fold: Fold) -> tuple[Path, ...]:
 
 def _merged(ctx: Context, fold: Fold) -> Merged:
     d = layout.merged_dir(ctx.root, fold)
-    if not _published(d):
+    if not is_published(d):
         raise ArtifactError(f"{d}: the rounds of {layout.fold_name(fold)} are not merged yet")
     return Merged.load(d)
 
